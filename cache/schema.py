@@ -1,0 +1,110 @@
+"""The names and version of the HDF5 summary, in one place, so writer, reader and other tools agree.
+
+A summary is one HDF5 file. Everything is layer-major (axis 0 is the layer) and chunked so that one
+layer, or one neuron of one layer, is read without touching the rest: the explorer opens a summary of
+OPT-66b (64 layers x 36,864 neurons) on a laptop by reading one layer at a time.
+
+Root attributes (`ATTRS`): see `ROOT_ATTRS`. Datasets (`DATASETS`): shapes use L layers, F neurons per
+layer, T = seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events.
+
+The names in `STABLE_NAMES` are read by other tools and never change meaning; anything else may grow
+in a later schema version, which bumps `SCHEMA_VERSION` (readers refuse versions newer than theirs).
+"""
+
+SCHEMA_VERSION = 1
+FORMAT = "neuron-tui summary"  # root attribute `format`: tells our files from any other HDF5 file
+
+# Root attributes written by collection. `corpus` and `settings` are JSON strings.
+ROOT_ATTRS = (
+    "format",  # FORMAT
+    "schema_version",  # SCHEMA_VERSION at write time
+    "tool_version",  # neuron-tui version that wrote the file
+    "model",  # model id as resolved (e.g. facebook/opt-1.3b, smollm2)
+    "model_revision",  # hub commit or GGUF file name + size; "" when unknown
+    "architecture",  # config.model_type (opt, gpt2, llama, ...)
+    "rule",  # "relu" (fired iff h > tau) or "abs" (fired iff |h| > tau)
+    "threshold",  # relu: the fixed tau; abs: the calibration quantile, or the fixed tau (see tau_source)
+    "tau_source",  # "fixed" or "quantile"
+    "n_layers",
+    "n_neurons",  # F, neurons per layer
+    "seq_len",  # T
+    "n_seq",  # sequences collected so far (all of them when complete)
+    "n_seq_planned",  # sequences the run was asked for
+    "n_tokens",  # n_seq * seq_len
+    "bos",  # 1 when each sequence starts with the model's BOS token (excluded from detectors)
+    "events_cap",  # C, the bound of each neuron's uniform event sample
+    "top_k",  # K, top activating contexts per neuron
+    "corpus",  # JSON: corpus identity (source, content hash, seed)
+    "key",  # hex digest of everything that identifies the run (the cache file is named by it)
+    "complete",  # False while collection is still checkpointing into this file
+)
+
+# name -> (dtype, axes) of the datasets written by collection
+DATASETS = {
+    "tokens": ("int32", "S,T"),  # the token stream, sequence-major
+    "vocab": ("str", "V"),  # decoded text of every token id, so no tokenizer is needed to read
+    "tau": ("float32", "L"),  # firing threshold per layer
+    "tokens_at_pos": ("int64", "T"),  # sequences that reached position t
+    "act_count": ("int64", "L,F"),  # tokens on which the neuron fired (exact)
+    "pos_count": ("int32", "L,T,F"),  # firings at each position (exact)
+    "act_sum": ("float32", "L,F"),  # sum of the activation value over firing tokens
+    "act_max": ("float32", "L,F"),  # largest activation value seen
+    "top_val": ("float32", "L,K,F"),  # top-K activation values, descending (-inf padded)
+    "top_pos": ("int64", "L,K,F"),  # their global token positions g = seq * T + t (-1 padded)
+    "event_level": ("int8", "L,F"),  # sampling level: each kept event stands for 2**level firings
+    "event_offsets": ("int64", "L,F+1"),  # neuron (l, i) events are event_pos[off[l,i]:off[l,i+1]]
+    "event_pos": ("int64", "E"),  # global token positions of kept firing events, ascending per neuron
+}
+
+# Groups written after the pass. `projection` needs the model's weights (made during collection);
+# `analysis` is computed from the summary alone and rewritten by `neuron-tui analyze`.
+PROJECTION_GROUP = "projection"
+ANALYSIS_GROUP = "analysis"
+
+STABLE_NAMES = ("schema_version", "model", "n_tokens", "rule", "threshold", "tokens", "act_count", "pos_count")
+
+# Datasets read per neuron as well as per layer get chunks that cut the neuron axis, so one neuron's
+# column of a huge layer costs one chunk, not the layer.
+NEURON_CHUNK = 1024
+
+# Group `projection` (written at the end of collection, while the model's weights are loaded).
+# k = top promoted/suppressed tokens kept, Kc = candidate trigger tokens per neuron (the most frequent
+# tokens among its kept events, BOS excluded), so `analyze` can rank triggers without the model.
+PROJECTION_DATASETS = {
+    "promoted_tok": ("int32", "L,F,k"),  # vocabulary ids with the highest update scores, descending
+    "promoted_score": ("float32", "L,F,k"),
+    "suppressed_tok": ("int32", "L,F,k"),  # ids with the lowest (most negative) scores, ascending
+    "suppressed_score": ("float32", "L,F,k"),
+    "cand_tok": ("int32", "L,F,Kc"),  # candidate trigger tokens (-1 padded)
+    "cand_score": ("float32", "L,F,Kc"),  # their update scores
+    "cand_supp_rank": ("int32", "L,F,Kc"),  # 0-based rank in the neuron's suppressed order (0 = most)
+    "cand_cos_in": ("float32", "L,F,Kc"),  # cosine of the output vector with the input embedding (NaN if tied)
+}
+PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out")
+
+# Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
+# neuron, Kn = n-gram contexts kept per neuron.
+ANALYSIS_VERSION = 1
+FLAG_DEAD, FLAG_RARE, FLAG_TOKEN, FLAG_NGRAM, FLAG_POSITIONAL = 1, 2, 4, 8, 16
+FLAG_NAMES = {FLAG_DEAD: "dead", FLAG_RARE: "rare", FLAG_TOKEN: "token", FLAG_NGRAM: "ngram", FLAG_POSITIONAL: "positional"}
+POS_SHAPES = ("none", "range", "periodic", "both-extremes", "other")  # analysis/pos_shape codes
+ANALYSIS_DATASETS = {
+    "flags": ("uint8", "L,F"),  # bitwise OR of FLAG_* values
+    "pos_mi": ("float32", "L,F"),  # I(fired; position), nats
+    "pos_shape": ("uint8", "L,F"),  # index into POS_SHAPES
+    "n_distinct": ("int32", "L,F"),  # distinct tokens among the neuron's kept events
+    "trig_tok": ("int32", "L,F,Kt"),  # trigger tokens by estimated firing count, descending (-1 pad)
+    "trig_count": ("float32", "L,F,Kt"),  # estimated firings on that token (exact when level is 0)
+    "trig_pfire": ("float32", "L,F,Kt"),  # P(fire | token) = trig_count / occurrences of token
+    "trig_coverage": ("float32", "L,F"),  # share of firings explained by the detector's covered tokens
+    "trig_supp_rank": ("int32", "L,F,Kt"),  # rank of each trigger in the suppressed order (-1 unknown)
+    "ngram_prev": ("int32", "L,F,Kn"),  # previous token of the top (previous, current) contexts
+    "ngram_tok": ("int32", "L,F,Kn"),  # current token of those contexts
+    "ngram_count": ("float32", "L,F,Kn"),  # estimated firings in that context
+    # per layer
+    "layer_covered": ("int64", "L"),  # vocabulary items covered by some token detector of the layer
+    "layer_new": ("int64", "L"),  # ... not covered in any lower layer
+    "layer_new_vs_prev": ("int64", "L"),  # ... not covered in the previous layer
+    "layer_supp_share": ("float32", "L"),  # detectors whose triggers are among their top-10 suppressed
+    "layer_neg_share": ("float32", "L"),  # detectors whose triggers all have negative update scores
+}

@@ -1,0 +1,241 @@
+"""On-device accumulators of one pass: what each FFN neuron did, without a host sync per batch.
+
+One `LayerAccumulator` per layer lives on the device of that layer's activations (several devices with
+`--device-map auto`). Per batch it sees the activation h [B, T, F] at the input of the FFN output
+projection and adds, for every neuron (DESIGN section 4):
+
+- act_count [F] int64 and pos_count [T, F] int32: firings, in all and per position (exact);
+- act_sum, act_max [F]: sum of the activation value over firing tokens, and its maximum;
+- the top-K activation values with their global token positions g = seq * T + t, at most one per
+  sequence (each sequence's maximum competes), so the contexts shown for a neuron are K different
+  texts rather than K neighbouring tokens of one text;
+- a bounded uniform sample of each neuron's firing positions, by *level sampling*: every global
+  position g has a level z(g) (trailing zeros of a 64-bit hash of g, so P(z >= L) = 2**-L); neuron i
+  keeps the firing positions with z(g) >= level_i and raises level_i to the smallest L whose kept
+  events fit in the cap C. Since the count of events with z >= L only grows, level_i ends as the
+  smallest L that fits *the whole corpus*: the final sample is {g fired: z(g) >= level_i}, the same
+  for any batch size, resume point or corpus sharding, exact (all events) when level_i is 0, and each
+  kept event stands for 2**level_i firings, so per-token counts are unbiased estimates.
+
+All work is tensor ops whose cost grows with B*T*F, never with vocabulary size. On accelerators every
+output size is fixed in advance (`torch.nonzero_static`), so the device never waits for the host; on
+the CPU, where there is no host to wait for, the same steps take the cheaper exact-size path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MAX_LEVEL = 32  # levels 0..31: a 2**31 sampling rate is beyond any corpus we can stream
+
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def token_levels(positions: np.ndarray) -> np.ndarray:
+    """z(g): trailing zeros of splitmix64(g), capped at MAX_LEVEL - 1 (int64, same shape).
+
+    A fixed hash of the global position, so every process, resume and batch size agrees on it.
+    """
+    x = np.asarray(positions, dtype=np.uint64) + _GOLDEN
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        x = x ^ (x >> np.uint64(31))
+        low = x & (~x + np.uint64(1))  # lowest set bit
+    levels = np.where(low == 0, 64, np.log2(np.maximum(low, 1).astype(np.float64))).astype(np.int64)
+    return np.minimum(levels, MAX_LEVEL - 1)
+
+
+@dataclass
+class LayerState:
+    """Host copies of one layer's accumulators, as stored in (and restored from) a checkpoint."""
+
+    act_count: np.ndarray  # [F] int64
+    pos_count: np.ndarray  # [T, F] int32
+    act_sum: np.ndarray  # [F] float64
+    act_max: np.ndarray  # [F] float32
+    top_val: np.ndarray  # [K, F] float32
+    top_pos: np.ndarray  # [K, F] int64
+    level: np.ndarray  # [F] int8
+    events: list[np.ndarray]  # F arrays of global positions, ascending
+
+
+class LayerAccumulator:
+    """The running statistics of one layer; `update` is called from the forward pre-hook."""
+
+    def __init__(
+        self, n_neurons: int, seq_len: int, events_cap: int, top_k: int, device: torch.device, rule: str, tau: float
+    ):
+        F, T, C, K = n_neurons, seq_len, events_cap, top_k
+        self.rule, self.tau = rule, float(tau)
+        self.n_neurons, self.seq_len, self.cap, self.top_k = F, T, C, K
+        self.device = torch.device(device)
+        kw = {"device": self.device}
+        self.act_count = torch.zeros(F, dtype=torch.int64, **kw)
+        self.pos_count = torch.zeros(T, F, dtype=torch.int32, **kw)
+        # float64 keeps 20M-token sums exact enough; MPS has no float64
+        sum_dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        self.act_sum = torch.zeros(F, dtype=sum_dtype, **kw)
+        self.act_max = torch.full((F,), float("-inf"), dtype=torch.float32, **kw)
+        self.top_val = torch.full((K, F), float("-inf"), dtype=torch.float32, **kw)
+        self.top_pos = torch.full((K, F), -1, dtype=torch.int64, **kw)
+        self.level = torch.zeros(F, dtype=torch.int64, **kw)
+        # event buffer, slot-major: row C is a trash row that absorbs the padding of nonzero_static
+        self.ev_pos = torch.full((C + 1, F), -1, dtype=torch.int64, **kw)
+        self.ev_z = torch.zeros(C + 1, F, dtype=torch.int64, **kw)
+        self.fill = torch.zeros(F, dtype=torch.int64, **kw)
+        self.level_hist = torch.zeros(MAX_LEVEL, F, dtype=torch.int64, **kw)  # buffered events by z
+        self._levels_col = torch.arange(MAX_LEVEL, **kw)[:, None]
+        self._neuron_ids = torch.arange(F, **kw)
+
+    # ---- the per-batch update ------------------------------------------------------------------
+    @torch.no_grad()
+    def update(self, h: torch.Tensor, batch: "BatchIndex") -> None:
+        """Add one batch of activations h [B, T, F] (the input of the FFN output projection)."""
+        B, T, F = h.shape
+        value = (h.abs() if self.rule == "abs" else h).float()
+        fired = value > self.tau
+        per_pos = fired.view(torch.uint8).sum(0, dtype=torch.int32)  # [T, F]; bool sums are slow
+        self.pos_count[:T] += per_pos
+        self.act_count += per_pos.sum(0)
+        # sum over firing tokens in one fused op: threshold(v, tau, 0) keeps v where v > tau
+        self.act_sum += torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1)).to(self.act_sum.dtype)
+        seq_max = value.amax(dim=1)  # [B, F]: each sequence's best token
+        self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
+        self._update_top(value, seq_max, batch)
+        self._update_events(fired.view(B * T, F), batch)
+
+    def _update_top(self, value: torch.Tensor, seq_max: torch.Tensor, batch: "BatchIndex") -> None:
+        """Merge each sequence's maximum into the running top-K (one context per sequence)."""
+        B, T, F = value.shape
+        seq_arg = value.argmax(dim=1) if self.device.type != "cpu" else self._cpu_argmax(value, seq_max)
+        seq_pos = batch.positions.view(B, T).gather(1, seq_arg)  # [B, F]
+        cat_v = torch.cat([self.top_val, seq_max])
+        cat_p = torch.cat([self.top_pos, seq_pos])
+        self.top_val, order = cat_v.topk(self.top_k, dim=0)
+        self.top_pos = cat_p.gather(0, order)
+
+    def _cpu_argmax(self, value: torch.Tensor, seq_max: torch.Tensor) -> torch.Tensor:
+        """argmax over positions only where a sequence can enter the top-K (few, after warm-up).
+
+        A full argmax along the middle axis costs ten times the amax on the CPU.
+        """
+        arg = torch.zeros(seq_max.shape, dtype=torch.int64)
+        b, i = torch.nonzero(seq_max > self.top_val[-1], as_tuple=True)
+        if b.numel():
+            arg[b, i] = value[b, :, i].argmax(dim=1)
+        return arg
+
+    def _update_events(self, fired: torch.Tensor, batch: "BatchIndex") -> None:
+        token, neuron, level = self._new_events(fired, batch)
+        if self.device.type != "cpu" or bool((level > self.level).any()):
+            self._drop_below(level)
+        self.level = level
+        # append the batch's events (at most C - fill per neuron, by the choice of level), each neuron's
+        # events in consecutive free slots: rank within the neuron = index - first index of the neuron
+        valid = token >= 0
+        neuron_c, token_c = neuron.clamp_min(0), token.clamp_min(0)
+        order = torch.argsort(torch.where(valid, neuron_c, self.n_neurons), stable=True)
+        neuron_c, token_c, valid = neuron_c[order], token_c[order], valid[order]
+        count = torch.zeros_like(self.fill).index_add_(0, neuron_c, valid.long())
+        group_start = torch.cumsum(count, 0) - count
+        rank = torch.arange(neuron_c.shape[0], device=self.device) - group_start[neuron_c]
+        row = torch.where(valid, self.fill[neuron_c] + rank, self.cap)
+        self.ev_pos[row, neuron_c] = batch.positions[token_c]
+        self.ev_z[row, neuron_c] = batch.levels[token_c]
+        self.ev_pos[self.cap] = -1
+        self.fill += count
+
+    def _drop_below(self, level: torch.Tensor) -> None:
+        """Drop buffered events whose z is below the neuron's new level; compact the kept ones."""
+        C = self.cap
+        slot_ok = (self.ev_z >= level) & (self.ev_pos >= 0)
+        slot_ok[C] = False
+        slot = torch.where(slot_ok, slot_ok.cumsum(0) - 1, C)
+        self.ev_pos = torch.full_like(self.ev_pos, -1).scatter_(0, slot, self.ev_pos)
+        self.ev_z = torch.zeros_like(self.ev_z).scatter_(0, slot, self.ev_z)
+        self.ev_pos[C] = -1
+        self.fill = slot_ok.sum(0)
+
+    def _new_events(self, fired: torch.Tensor, batch: "BatchIndex"):
+        """(token, neuron) pairs of this batch's events to keep, and each neuron's new level.
+
+        The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
+        batch's firings with z >= L number at most C. Pairs padded with -1 are not events.
+        """
+        if self.device.type == "cpu":  # exact sizes: find candidate events first, count them by level
+            pairs = torch.nonzero(fired)
+            z = batch.levels[pairs[:, 0]]
+            at_level = z >= self.level[pairs[:, 1]]
+            pairs, z = pairs[at_level], z[at_level]
+            batch_hist = torch.bincount(z * self.n_neurons + pairs[:, 1], minlength=MAX_LEVEL * self.n_neurons)
+            batch_hist = batch_hist.view(MAX_LEVEL, self.n_neurons)
+        else:  # sync-free: count by level with a matmul, then extract into a fixed-size buffer
+            batch_hist = (batch.level_onehot @ fired.float()).round_().long()
+        total = self.level_hist + batch_hist
+        at_or_above = total.flip(0).cumsum(0).flip(0)
+        level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
+        self.level_hist = torch.where(self._levels_col >= level, total, 0)
+        if self.device.type == "cpu":
+            pairs = pairs[z >= level[pairs[:, 1]]]
+        else:
+            keep = fired & (batch.levels[:, None] >= level)
+            pairs = torch.nonzero_static(keep, size=min(keep.numel(), self.cap * self.n_neurons), fill_value=-1)
+        return pairs[:, 0], pairs[:, 1], level
+
+    # ---- host round trip (checkpoints, merging) ------------------------------------------------
+    def state(self) -> LayerState:
+        """Copy to the host: the one sync, done only at checkpoints and at the end."""
+        pos = self.ev_pos[: self.cap].cpu().numpy()
+        fill = self.fill.cpu().numpy()
+        events = [np.sort(pos[: fill[i], i]) for i in range(self.n_neurons)]
+        return LayerState(
+            act_count=self.act_count.cpu().numpy(),
+            pos_count=self.pos_count.cpu().numpy(),
+            act_sum=self.act_sum.double().cpu().numpy(),
+            act_max=self.act_max.cpu().numpy(),
+            top_val=self.top_val.cpu().numpy(),
+            top_pos=self.top_pos.cpu().numpy(),
+            level=self.level.cpu().numpy().astype(np.int8),
+            events=events,
+        )
+
+    def load(self, st: LayerState) -> None:
+        """Restore from a checkpoint (resume): the inverse of `state`."""
+        put = lambda a, like: torch.as_tensor(np.asarray(a)).to(device=self.device, dtype=like.dtype)  # noqa: E731
+        self.act_count = put(st.act_count, self.act_count)
+        self.pos_count = put(st.pos_count, self.pos_count)
+        self.act_sum = put(st.act_sum, self.act_sum)
+        self.act_max = put(st.act_max, self.act_max)
+        self.top_val = put(st.top_val, self.top_val)
+        self.top_pos = put(st.top_pos, self.top_pos)
+        self.level = put(st.level, self.level)
+        ev = np.full((self.cap + 1, self.n_neurons), -1, dtype=np.int64)
+        z = np.zeros_like(ev)
+        hist = np.zeros((MAX_LEVEL, self.n_neurons), dtype=np.int64)
+        for i, e in enumerate(st.events):
+            ev[: len(e), i] = e
+            lv = token_levels(e)
+            z[: len(e), i] = lv
+            np.add.at(hist[:, i], lv, 1)
+        self.ev_pos, self.ev_z = put(ev, self.ev_pos), put(z, self.ev_z)
+        self.fill = put([len(e) for e in st.events], self.fill)
+        self.level_hist = put(hist, self.level_hist)
+
+
+class BatchIndex:
+    """Per-batch, per-device index tensors shared by every layer: global positions and their levels."""
+
+    def __init__(self, positions: np.ndarray, device: torch.device):
+        flat = np.asarray(positions, dtype=np.int64).ravel()
+        levels = token_levels(flat)
+        self.positions = torch.as_tensor(flat).to(device, non_blocking=True)
+        self.levels = torch.as_tensor(levels).to(device, non_blocking=True)
+        onehot = np.zeros((MAX_LEVEL, flat.size), dtype=np.float32)
+        onehot[levels, np.arange(flat.size)] = 1.0
+        self.level_onehot = torch.as_tensor(onehot).to(device, non_blocking=True)
