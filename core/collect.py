@@ -30,17 +30,21 @@ from neuron_tui.cache.paths import cache_dir as default_cache_dir
 from neuron_tui.cache.paths import partial_path
 
 from .accumulators import BatchIndex, LayerAccumulator, LayerState
+from .analysis import run_analysis
 from .adapters import adapter_for, ffn_out_projections, n_neurons
 from .corpus import Corpus, load_corpus
 from .errors import NeuronTuiError, UsageError
 from .models import LoadedModel
 from .packing import pack_sequences, tokenizer_adds_bos
 from .progress import CollectProgress
+from .projections import project_updates
+from .triggers import candidate_triggers
 
 CPU_TOKENS = 100_000  # ~3 minutes of SmolLM2 on 2 CPU cores: README's first command stays under 5
 GPU_TOKENS = 20_000_000  # the paper's dead-neuron statistics use more than 20M tokens (DESIGN 7)
 CPU_SEQ_LEN = 256  # enough sequences per position for the positional MI at CPU corpus sizes
 GPU_SEQ_LEN = 2048  # the paper's positional analysis uses full-length OPT sequences
+N_CANDIDATES = 10  # candidate trigger tokens per neuron whose update scores are stored
 
 
 @dataclass
@@ -158,6 +162,14 @@ class Recorder:
             self._index[device] = BatchIndex(self._positions, device)
         return self._index[device]
 
+    def states(self) -> list[LayerState]:
+        """Host copies of every layer's accumulators (layers never reached stay empty)."""
+        s = self.plan.settings
+        return [
+            acc.state() if acc is not None else _empty_state(self.n_neurons, self.plan.seq_len, s.top_k)
+            for acc in self.acc
+        ]
+
     def _hook(self, layer: int):
         def hook(module, args):
             h = args[0]
@@ -219,7 +231,7 @@ def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False) -> Path:
     modules = ffn_out_projections(model)
     final, partial = plan.path, partial_path(plan.path)
     T, B = plan.seq_len, plan.batch_size
-    _check_disk(plan, len(modules), n_neurons(modules[0]))
+    check_disk(plan, len(modules), n_neurons(modules[0]))
 
     stream = pack_sequences(plan.corpus, tokenizer, T, plan.settings.seed)
     done_tokens, states, tau = _resume(partial, plan) if partial.exists() else (np.zeros((0, T), np.int32), None, None)
@@ -246,7 +258,8 @@ def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False) -> Path:
     progress = CollectProgress(total=plan.n_seq * T, done=n_done * T, quiet=quiet, label=plan.model)
 
     def checkpoint() -> None:
-        write_summary(partial, _attrs(meta, plan, n_done, complete=False), _arrays(recorder, blocks, tau, meta, T))
+        tokens = np.concatenate(blocks)
+        write_summary(partial, _attrs(meta, plan, n_done, complete=False), _arrays(recorder.states(), tokens, tau, meta))
 
     with _interrupts_as_keyboard(), recorder.attached(), progress:
         try:
@@ -269,9 +282,14 @@ def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False) -> Path:
             raise NeuronTuiError(f"{exc}; the last checkpoint is kept at {partial}") from None
     if n_done < plan.n_seq:
         progress.note(f"the corpus ran out after {n_done * T:,} tokens ({plan.n_seq * T:,} asked for)")
-    write_summary(final, _attrs(meta, plan, n_done, complete=True), _arrays(recorder, blocks, tau, meta, T),
-                  groups=_post_pass_groups(loaded, recorder, blocks, meta))
+    tokens, states = np.concatenate(blocks), recorder.states()
+    progress.note("projecting FFN updates onto the vocabulary", quiet_ok=True)
+    projection = _projection_group(model, states, tokens, meta)
+    write_summary(final, _attrs(meta, plan, n_done, complete=True), _arrays(states, tokens, tau, meta),
+                  groups={schema.PROJECTION_GROUP: projection})
     partial.unlink(missing_ok=True)
+    progress.note("analysing neuron categories", quiet_ok=True)
+    run_analysis(final)
     return final
 
 
@@ -326,24 +344,23 @@ def _attrs(meta: dict, plan: RunPlan, n_done: int, complete: bool) -> dict:
         "events_cap": plan.settings.events_cap,
         "top_k": plan.settings.top_k,
         "corpus": {**plan.corpus.identity, "seed": plan.settings.seed},
-        "settings": {k: v for k, v in asdict(plan.settings).items() if k != "checkpoint_seconds"},
+        # the corpus spec may be a local path: its machine-independent identity is under "corpus"
+        "settings": {k: v for k, v in asdict(plan.settings).items() if k not in ("corpus", "checkpoint_seconds")},
         "key": plan.key,
         "complete": complete,
     }
 
 
-def _arrays(recorder: Recorder, blocks: list[np.ndarray], tau: np.ndarray, meta: dict, T: int) -> dict:
-    states = [acc.state() if acc is not None else None for acc in recorder.acc]
-    L, F = meta["n_layers"], meta["n_neurons"]
-    states = [st or _empty_state(F, T, recorder.plan.settings.top_k) for st in states]
-    tokens = np.concatenate(blocks).astype(np.int32) if blocks else np.zeros((0, T), np.int32)
+def _arrays(states: list[LayerState], tokens: np.ndarray, tau: np.ndarray, meta: dict) -> dict:
+    """The root datasets of a (partial or complete) summary."""
+    L, F, T = meta["n_layers"], meta["n_neurons"], tokens.shape[1]
     lengths = np.array([[len(e) for e in st.events] for st in states], dtype=np.int64)
     offsets = np.zeros((L, F + 1), dtype=np.int64)
     offsets[:, 1:] = np.cumsum(lengths.ravel()).reshape(L, F)
     offsets[1:, 0] = offsets[:-1, -1]
     events = [e for st in states for e in st.events]
     return {
-        "tokens": tokens,
+        "tokens": tokens.astype(np.int32),
         "vocab": meta["vocab"],
         "tau": tau.astype(np.float32),
         "tokens_at_pos": np.full(T, len(tokens), dtype=np.int64),
@@ -397,12 +414,21 @@ def _resume(partial: Path, plan: RunPlan):
         raise NeuronTuiError(f"cannot resume from {partial}: {exc}; delete it to start over") from None
 
 
-def _post_pass_groups(loaded: LoadedModel, recorder: Recorder, blocks: list[np.ndarray], meta: dict) -> dict:
-    """Groups computed once after the pass while the weights are loaded (the FFN-update projections)."""
-    return {}
+def _projection_group(model, states: list[LayerState], tokens: np.ndarray, meta: dict) -> tuple[dict, dict]:
+    """FFN-update projections, computed once while the weights are loaded, for every neuron and for
+    its candidate triggers (its most frequent event tokens, BOS position excluded), so `analyze` can
+    rank triggers among suppressed tokens later without the model."""
+    flat, T = tokens.ravel(), tokens.shape[1]
+    candidates = []
+    for st in states:
+        events = np.concatenate(st.events) if st.events else np.zeros(0, np.int64)
+        offsets = np.concatenate([[0], np.cumsum([len(e) for e in st.events])])
+        exclude = (events % T == 0) if meta["bos"] else None
+        candidates.append(candidate_triggers(offsets, flat[events], N_CANDIDATES, exclude=exclude))
+    return project_updates(model, n_candidates=N_CANDIDATES, candidates=candidates)
 
 
-def _check_disk(plan: RunPlan, n_layers: int, n_neurons_: int) -> None:
+def check_disk(plan: RunPlan, n_layers: int, n_neurons_: int) -> None:
     """Refuse to start a run whose summary (plus its checkpoint copy) cannot fit on the disk."""
     T, s = plan.seq_len, plan.settings
     estimate = (

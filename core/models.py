@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .adapters import ADAPTERS, adapter_for
+from .adapters import adapter_for
 from .errors import NeuronTuiError, UsageError
 
 OPT_SIZES = ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")
@@ -143,5 +143,9 @@ def _load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
     return NeuronTuiError(f"cannot load {source.name}: {text.splitlines()[0] if text else exc!r}")
 
 
-def supported_architectures() -> list[str]:
-    return sorted(ADAPTERS)
+def ffn_width(config) -> int:
+    """Neurons per layer from a config alone (before any weight is loaded)."""
+    for attr in ("intermediate_size", "ffn_dim", "n_inner"):
+        if getattr(config, attr, None):
+            return int(getattr(config, attr))
+    return 4 * int(getattr(config, "hidden_size", 0) or getattr(config, "n_embd", 0))

@@ -41,6 +41,8 @@ class CollectProgress:
     def advance(self, tokens: int) -> None:
         self._progress.advance(self._task, tokens)
 
-    def note(self, message: str) -> None:
-        """A one-line notice that is printed even when quiet (it changes what the summary holds)."""
-        self._console.print(f"neuron-tui: {message}")
+    def note(self, message: str, quiet_ok: bool = False) -> None:
+        """A one-line notice on stderr; `quiet_ok` ones (mere progress) are dropped when quiet, the
+        others (they change what the summary holds) are always printed."""
+        if not (quiet_ok and self._quiet):
+            self._console.print(f"neuron-tui: {message}")

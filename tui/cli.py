@@ -134,6 +134,12 @@ def run_collect(args: argparse.Namespace) -> Path:
         if not args.quiet:
             print(f"neuron-tui: using the existing summary {plan.path}", file=sys.stderr)
         return plan.path
+    # refuse a run that cannot fit before spending minutes loading weights (sizes from the config)
+    collect.check_disk(plan, config.num_hidden_layers, models.ffn_width(config))
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     loaded = models.load(args.model, device=device, dtype=args.dtype, device_map=args.device_map)
     return collect.collect(loaded, plan, quiet=args.quiet)
 

@@ -1,0 +1,110 @@
+"""Collection throughput as a ratio of the bare forward pass (same model, batches, device, one run).
+
+    python bench/collect.py                       # SmolLM2 (GGUF), builtin corpus, CPU
+    python bench/collect.py --model opt-125m-random
+    python bench/collect.py --device cuda         # unchanged on a GPU box
+
+Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, and
+(c) the plain approach a researcher would write first (hooks that copy each activation to the host
+and count with numpy), and the ratios b/a and c/a. Rounds alternate a, b, c so drift hits all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from contextlib import nullcontext
+from itertools import islice
+
+import numpy as np
+import torch
+
+from neuron_tui.core import collect as C
+from neuron_tui.core.adapters import ffn_out_projections
+from neuron_tui.core.models import LoadedModel, ModelSource, load
+
+
+def random_opt_125m(device: str) -> LoadedModel:
+    """OPT-125m's shape (12 x 3072, d 768, vocab 50272) with random weights: no download needed."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    model = OPTForCausalLM(OPTConfig()).eval().to(device)  # OPTConfig() defaults are OPT-125m's shape
+    tokenizer = load("smollm2", device="cpu").tokenizer  # any real BPE tokenizer to pack the corpus
+    return LoadedModel(model, tokenizer, ModelSource("opt-125m-random", "memory"), "")
+
+
+def plain_numpy_hooks(modules, batch_shape, tau, rule):
+    """The straightforward approach: copy h to the host and count with numpy, per layer per batch."""
+    counts = [None] * len(modules)
+
+    def hook_for(layer):
+        def hook(module, args):
+            h = args[0].detach().float().cpu().numpy().reshape(*batch_shape, -1)
+            fired = (h if rule == "relu" else np.abs(h)) > tau[layer]
+            c = fired.sum(0)
+            counts[layer] = c if counts[layer] is None else counts[layer] + c
+
+        return hook
+
+    return [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batches", type=int, default=3, help="batches per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+
+    loaded = random_opt_125m(args.device) if args.model == "opt-125m-random" else load(args.model, device=args.device)
+    model = loaded.model
+    settings = C.Settings(n_tokens=args.seq_len * args.batch_size * args.batches, seq_len=args.seq_len,
+                          batch_size=args.batch_size)
+    plan = C.make_plan(loaded.source.name, model.config, settings, args.device, out="/dev/null")
+    modules = ffn_out_projections(model)
+    seqs = list(islice(C.pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0),
+                       args.batch_size * args.batches))
+    batches = [np.stack(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
+    # the thresholds a real run would use: calibrated |h| quantile (non-ReLU) or 0 (ReLU)
+    tau = (C.calibrate(model, modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size)
+           if plan.tau_source == "quantile" else np.full(len(modules), plan.threshold, dtype=np.float32))
+    recorder = C.Recorder(modules, plan, tau)
+    run = C.forward_fn(model)
+    sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+
+    def timed(mode: str) -> float:
+        handles = plain_numpy_hooks(modules, batches[0].shape, tau, plan.rule) if mode == "plain" else []
+        ctx = recorder.attached() if mode == "hooks" else nullcontext()
+        start = time.perf_counter()
+        with ctx:
+            for i, batch in enumerate(batches):
+                recorder.set_batch(np.arange(i * batch.size, (i + 1) * batch.size).reshape(batch.shape))
+                run(batch)
+            if mode == "hooks":
+                recorder.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
+            sync()
+        for h in handles:
+            h.remove()
+        return time.perf_counter() - start
+
+    for mode in ("bare", "hooks", "plain"):  # warm-up: allocations, kernels, lazy accumulators
+        timed(mode)
+    total = {"bare": 0.0, "hooks": 0.0, "plain": 0.0}
+    for _ in range(args.rounds):
+        for mode in total:
+            total[mode] += timed(mode)
+    tokens = args.rounds * sum(b.size for b in batches)
+    rate = {m: tokens / t for m, t in total.items()}
+    print(f"model {loaded.source.name} on {args.device}, {len(modules)} layers x {recorder.n_neurons} neurons, "
+          f"batch {args.batch_size} x {args.seq_len}, {tokens:,} tokens per mode")
+    print(f"bare forward      {rate['bare']:9,.0f} tok/s")
+    print(f"neuron-tui hooks  {rate['hooks']:9,.0f} tok/s   ratio {rate['hooks'] / rate['bare']:.3f}")
+    print(f"plain numpy hooks {rate['plain']:9,.0f} tok/s   ratio {rate['plain'] / rate['bare']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

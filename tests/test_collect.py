@@ -1,0 +1,140 @@
+"""Collection end to end on tiny real-architecture models, checked against an independent slow path."""
+
+import numpy as np
+import pytest
+import torch
+
+from neuron_tui.cache import Summary
+from neuron_tui.core import collect as collect_mod
+from neuron_tui.core.accumulators import MAX_LEVEL, token_levels
+from neuron_tui.core.collect import Settings, collect, make_plan
+from neuron_tui.core.errors import NeuronTuiError
+from neuron_tui.core.models import LoadedModel, ModelSource
+from tiny import make_tokenizer, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
+
+
+def ffn_activations_slow(model, tokens: np.ndarray) -> list[np.ndarray]:
+    """h of every layer recomputed from the FFN's *input* side (fc1 / c_fc / gate & up projections),
+    in one batch, without the pre-hook mechanism under test: [S, T, F] per layer."""
+    kind = model.config.model_type
+    outs: dict[tuple[int, str], torch.Tensor] = {}
+    handles = []
+    layers = {"opt": lambda: model.model.decoder.layers, "gpt2": lambda: model.transformer.h,
+              "llama": lambda: model.model.layers}[kind]()
+    for i, layer in enumerate(layers):
+        if kind == "opt":
+            mods = {"in": layer.fc1}
+        elif kind == "gpt2":
+            mods = {"in": layer.mlp.c_fc}
+        else:
+            mods = {"gate": layer.mlp.gate_proj, "up": layer.mlp.up_proj}
+        for name, mod in mods.items():
+            handles.append(mod.register_forward_hook(lambda m, a, o, key=(i, name): outs.__setitem__(key, o.detach())))
+    with torch.no_grad():
+        model(torch.as_tensor(tokens, dtype=torch.long))
+    for h in handles:
+        h.remove()
+    S, T = tokens.shape
+    result = []
+    for i, layer in enumerate(layers):
+        if kind == "opt":
+            h = torch.relu(outs[(i, "in")])
+        elif kind == "gpt2":
+            h = layer.mlp.act(outs[(i, "in")])
+        else:
+            h = layer.mlp.act_fn(outs[(i, "gate")]) * outs[(i, "up")]
+        result.append(h.reshape(S, T, -1).float().numpy())
+    return result
+
+
+def run_tiny(model, tmp_path, name="tiny", **settings) -> Summary:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    defaults = dict(corpus=str(corpus), n_tokens=40 * 24, seq_len=24, batch_size=3, events_cap=12, top_k=3)
+    defaults.update(settings)
+    plan = make_plan(name, model.config, Settings(**defaults), "cpu", cache_dir=tmp_path / "cache")
+    path = collect(LoadedModel(model, make_tokenizer(), ModelSource(name, "memory"), ""), plan, quiet=True)
+    return Summary.open(path)
+
+
+@pytest.mark.parametrize("build", [tiny_opt, tiny_gpt2, tiny_llama], ids=["opt", "gpt2", "llama"])
+def test_hooks_match_an_independent_slow_path(build, tmp_path):
+    model = build()
+    with run_tiny(model, tmp_path) as s:
+        tokens = s.read("tokens")
+        assert tokens.shape == (40, 24) and (tokens[:, 0] == 1).all()  # BOS first, as the tokenizer adds it
+        acts = ffn_activations_slow(model, tokens)
+        tau = s.read("tau")
+        expected_rule = "relu" if model.config.model_type == "opt" else "abs"
+        assert s.attrs["rule"] == expected_rule
+        g = np.arange(tokens.size)
+        z = token_levels(g)
+        for layer, h in enumerate(acts):
+            value = h if expected_rule == "relu" else np.abs(h)
+            fired = value > tau[layer]
+            np.testing.assert_array_equal(s.read("act_count", layer), fired.sum((0, 1)))
+            np.testing.assert_array_equal(s.read("pos_count", layer), fired.sum(0))
+            np.testing.assert_allclose(s.read("act_sum", layer), np.where(fired, value, 0).sum((0, 1)), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(s.read("act_max", layer), value.max((0, 1)), rtol=1e-5)
+            flat = fired.reshape(-1, fired.shape[-1])
+            levels = s.read("event_level", layer)
+            for i in range(flat.shape[1]):
+                fg = g[flat[:, i]]
+                level = next(L for L in range(MAX_LEVEL) if (z[fg] >= L).sum() <= 12)
+                assert levels[i] == level
+                np.testing.assert_array_equal(s.neuron_events(layer, i), fg[z[fg] >= level])
+        if expected_rule == "abs":  # tau is the 0.99 quantile of |h| on the calibration slice
+            calib = np.abs(acts[0][:8]).ravel()
+            assert np.mean(calib > tau[0]) == pytest.approx(0.01, abs=0.004)
+        assert s.complete and s.attrs["n_tokens"] == 960
+
+
+def test_summary_records_what_reproduces_it(tmp_path):
+    with run_tiny(tiny_opt(), tmp_path, seed=3) as s:
+        a = s.attrs
+        assert a["model"] == "tiny" and a["architecture"] == "opt" and a["threshold"] == 0.0
+        assert a["seq_len"] == 24 and a["n_seq"] == a["n_seq_planned"] == 40 and a["events_cap"] == 12
+        assert s.corpus["seed"] == 3 and len(s.corpus["content_sha256"]) == 64
+        assert str(tmp_path) not in str(dict(a))  # nothing machine-specific
+        assert s.vocab[4] == "the" and s.vocab[5] == "of" and len(s.vocab) == tiny_opt().config.vocab_size
+
+
+def _arrays(summary: Summary) -> dict:
+    names = ["tokens", "tau", "act_count", "pos_count", "act_max", "top_val", "top_pos", "event_level",
+             "event_offsets", "event_pos"]
+    return {n: summary.read(n) for n in names}
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    model = tiny_llama()
+    with run_tiny(model, tmp_path / "a") as s:
+        expected = _arrays(s)
+
+    real = collect_mod.forward_fn
+    calls = {"n": 0}
+
+    def flaky(m):
+        run = real(m)
+
+        def wrapped(ids):
+            calls["n"] += 1
+            if calls["n"] == 6:
+                raise KeyboardInterrupt
+            run(ids)
+
+        return wrapped
+
+    monkeypatch.setattr(collect_mod, "forward_fn", flaky)
+    with pytest.raises(NeuronTuiError, match="checkpoint kept.*resume"):
+        run_tiny(model, tmp_path / "b", checkpoint_seconds=1e9)
+    partials = list((tmp_path / "b" / "cache").glob("*.partial.h5"))
+    assert len(partials) == 1
+    with Summary.open(partials[0]) as p:
+        # calls 1-3 calibrate (8 sequences in batches of 3), 4-5 count 2 batches, the 6th is interrupted
+        assert not p.complete and p.attrs["n_seq"] == 6
+    monkeypatch.setattr(collect_mod, "forward_fn", real)
+    with run_tiny(model, tmp_path / "b") as s:
+        got = _arrays(s)
+    assert not partials[0].exists()
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
