@@ -17,7 +17,7 @@ import shutil
 import signal
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import Iterator
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from neuron_tui.cache import Summary, SummaryError, schema, summary_path, write_summary
+from neuron_tui.cache.store import rows_of
 from neuron_tui.cache.paths import cache_dir as default_cache_dir
 from neuron_tui.cache.paths import partial_path
 
@@ -38,9 +39,10 @@ from .models import LoadedModel
 from .packing import pack_sequences, tokenizer_adds_bos
 from .progress import CollectProgress
 from .projections import project_updates
-from .triggers import candidate_triggers
+from .triggers import candidate_triggers, neuron_of_events
 
-CPU_TOKENS = 100_000  # ~3 minutes of SmolLM2 on 2 CPU cores: README's first command stays under 5
+CPU_TOKENS = 65_536  # ~2 minutes of SmolLM2 on 2 CPU cores: with loading and projections, README's
+# first command stays under 5 minutes
 GPU_TOKENS = 20_000_000  # the paper's dead-neuron statistics use more than 20M tokens (DESIGN 7)
 CPU_SEQ_LEN = 256  # enough sequences per position for the positional MI at CPU corpus sizes
 GPU_SEQ_LEN = 2048  # the paper's positional analysis uses full-length OPT sequences
@@ -80,6 +82,48 @@ class RunPlan:
     corpus: Corpus = field(repr=False)
     key: str
     path: Path
+    shard: tuple[tuple[int, ...], int]  # (ks, n): this run covers the planned sequences i with i % n in ks
+    base_key: str  # the key of the whole run (all shards); equals `key` when shard is WHOLE
+
+    def rows(self) -> np.ndarray:
+        """Global sequence index of every row this run plans to collect, ascending."""
+        ks, n = self.shard
+        return np.flatnonzero(np.isin(np.arange(self.n_seq) % n, ks))
+
+
+WHOLE = ((0,), 1)  # the shard that is the whole run
+
+
+def parse_shard(text: str) -> tuple[tuple[int, ...], int]:
+    """Parse "K/N" or "K1,K2,.../N" into ((K, ...), N): the planned sequences i with i % N in the Ks."""
+    try:
+        ks_text, n_text = text.split("/")
+        ks, n = tuple(sorted({int(k) for k in ks_text.split(",")})), int(n_text)
+    except ValueError:
+        raise UsageError(f"shard {text!r} is not K/N (e.g. 0/4: sequences 0, 4, 8, ... of the corpus)") from None
+    if n < 1 or not all(0 <= k < n for k in ks):
+        raise UsageError(f"shard {text!r}: K must be in 0..N-1")
+    return ks, n
+
+
+def format_shard(shard: tuple[tuple[int, ...], int]) -> str:
+    ks, n = shard
+    return ",".join(map(str, sorted(ks))) + f"/{n}"
+
+
+def run_key(base_key: str, shard: tuple[tuple[int, ...], int]) -> str:
+    """The key of one shard of the run `base_key`, so shards never collide in the cache; the whole
+    run keeps `base_key`, so a merge of all shards is keyed like an unsharded run."""
+    if shard == WHOLE:
+        return base_key
+    return hashlib.sha256(f"{base_key} shard {format_shard(shard)}".encode()).hexdigest()
+
+
+def shard_plan(plan: RunPlan, k: int, n: int) -> RunPlan:
+    """Shard k of n of a whole-run plan, checkpointed next to the whole run's file (distributed ranks)."""
+    shard = ((k,), n)
+    path = plan.path.with_name(f"{plan.path.stem}.shard{k}of{n}{plan.path.suffix}")
+    return replace(plan, shard=shard, key=run_key(plan.base_key, shard), path=path)
 
 
 def make_plan(
@@ -89,8 +133,11 @@ def make_plan(
     device: str,
     out: Path | None = None,
     cache_dir: Path | None = None,
+    shard: str | None = None,
 ) -> RunPlan:
-    """Resolve defaults, check them against the model's config, and name the summary file."""
+    """Resolve defaults, check them against the model's config, and name the summary file.
+
+    shard "K/N" plans shard K of N of the run (see `parse_shard`); its file and key are its own."""
     on_gpu = not str(device).startswith("cpu")
     max_pos = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     seq_len = settings.seq_len or min(GPU_SEQ_LEN if on_gpu else CPU_SEQ_LEN, max_pos or 10**9)
@@ -127,10 +174,12 @@ def make_plan(
         "top_k": settings.top_k,
         "schema_version": schema.SCHEMA_VERSION,
     }
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    base_key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    parts = parse_shard(shard) if shard else WHOLE
+    key = run_key(base_key, parts)
     path = Path(out) if out else summary_path(default_cache_dir(cache_dir), model_name, key)
     return RunPlan(model_name, config.model_type, rule, tau_source, threshold, seq_len, n_seq, batch_size,
-                   settings, corpus, key, path)
+                   settings, corpus, key, path, parts, base_key)
 
 
 # ---- the pass ------------------------------------------------------------------------------------
@@ -191,7 +240,7 @@ class Recorder:
 def forward_fn(model: torch.nn.Module):
     """The cheapest call that runs every layer: the base model, without the LM head over the vocabulary."""
     base = model.base_model
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # the first device under --device-map auto
 
     @torch.inference_mode()
     def run(ids: np.ndarray) -> None:
@@ -225,46 +274,76 @@ def calibrate(model, modules, sequences: list[np.ndarray], quantile: float, batc
     return np.array([torch.quantile(torch.cat(s)[: 1 << 24], quantile).item() for s in samples], dtype=np.float32)
 
 
+@dataclass
+class PassResult:
+    """What a pass (or one shard of it) counted: its token rows, their global sequences, the states, tau."""
+
+    tokens: np.ndarray  # [rows, T] int32
+    seq_index: np.ndarray  # [rows] int64, ascending: global sequence index of each row
+    states: list[LayerState]
+    tau: np.ndarray  # [L] float32
+
+
+def _own_tau(resumed: np.ndarray | None, compute) -> np.ndarray:
+    """One process alone: the checkpoint's tau when resuming, else its own calibration."""
+    return compute() if resumed is None else resumed
+
+
 def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False) -> Path:
-    """Run (or resume) the pass of `plan` and write the complete summary; returns its path."""
+    """Run (or resume) the pass of `plan` and write its summary; returns its path."""
+    result, progress = run_pass(loaded, plan, quiet)
+    return finish(loaded, plan, result, progress)
+
+
+def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=_own_tau):
+    """Stream the plan's sequences through the model, checkpointing to (and resuming from) its partial
+    file: (PassResult, progress). A shard K/N streams the sequences i % N == K of the planned stream,
+    at their global positions g = i * T + t. agree_tau(resumed tau or None, calibrate) -> the tau to
+    use (distributed ranks take rank 0's)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     modules = ffn_out_projections(model)
-    final, partial = plan.path, partial_path(plan.path)
+    partial = partial_path(plan.path)
     T, B = plan.seq_len, plan.batch_size
+    ks, n = plan.shard
     check_disk(plan, len(modules), n_neurons(modules[0]))
 
-    stream = pack_sequences(plan.corpus, tokenizer, T, plan.settings.seed)
+    packed = islice(pack_sequences(plan.corpus, tokenizer, T, plan.settings.seed), plan.n_seq)
+    stream = (seq for i, seq in enumerate(packed) if i % n in ks)
     done_tokens, states, tau = _resume(partial, plan) if partial.exists() else (np.zeros((0, T), np.int32), None, None)
     for i, seq in enumerate(islice(stream, len(done_tokens))):
         if not np.array_equal(seq, done_tokens[i]):
             raise NeuronTuiError(f"the corpus changed since the checkpoint {partial} was written; delete it to start over")
-    if tau is None:
-        calib = list(islice(pack_sequences(plan.corpus, tokenizer, T, plan.settings.seed), plan.settings.calib_seqs))
-        if plan.tau_source == "quantile":
-            tau = calibrate(model, modules, calib, plan.threshold, B)
-        else:
-            tau = np.full(len(modules), plan.threshold, dtype=np.float32)
 
+    def calibrated() -> np.ndarray:
+        if plan.tau_source != "quantile":
+            return np.full(len(modules), plan.threshold, dtype=np.float32)
+        calib = list(islice(pack_sequences(plan.corpus, tokenizer, T, plan.settings.seed), plan.settings.calib_seqs))
+        return calibrate(model, modules, calib, plan.threshold, B)
+
+    tau = agree_tau(tau, calibrated)
     recorder = Recorder(modules, plan, tau)
     if states is not None:
-        device = next(model.parameters()).device
         for layer, st in enumerate(states):
-            recorder.accumulator(layer, modules[layer].weight.device if hasattr(modules[layer], "weight") else device).load(st)
+            recorder.accumulator(layer, modules[layer].weight.device).load(st)
     blocks = [done_tokens]
     n_done = len(done_tokens)
+    rows = plan.rows()
     run = forward_fn(model)
     meta = _meta(loaded, plan, tokenizer, model)
     last_checkpoint = time.monotonic()
-    progress = CollectProgress(total=plan.n_seq * T, done=n_done * T, quiet=quiet, label=plan.model)
+    progress = CollectProgress(total=len(rows) * T, done=n_done * T, quiet=quiet, label=plan.model)
+
+    def result() -> PassResult:
+        return PassResult(np.concatenate(blocks), rows[:n_done], recorder.states(), tau)
 
     def checkpoint() -> None:
-        tokens = np.concatenate(blocks)
-        write_summary(partial, _attrs(meta, plan, n_done, complete=False), _arrays(recorder.states(), tokens, tau, meta))
+        write_summary(partial, _attrs(meta, plan, n_done, complete=False), _arrays(result(), meta))
 
     with _interrupts_as_keyboard(), recorder.attached(), progress:
         try:
-            for batch in _batches(stream, plan.n_seq - n_done, B):
-                recorder.set_batch(np.arange(n_done * T, (n_done + len(batch)) * T).reshape(len(batch), T))
+            for batch in _batches(stream, len(rows) - n_done, B):
+                seqs = rows[n_done : n_done + len(batch)]
+                recorder.set_batch(seqs[:, None] * T + np.arange(T))
                 run(batch)
                 blocks.append(batch)
                 n_done += len(batch)
@@ -275,22 +354,31 @@ def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False) -> Path:
         except KeyboardInterrupt:
             checkpoint()
             raise NeuronTuiError(
-                f"interrupted after {n_done * T:,} of {plan.n_seq * T:,} tokens; checkpoint kept at {partial}; "
+                f"interrupted after {n_done * T:,} of {len(rows) * T:,} tokens; checkpoint kept at {partial}; "
                 "run the same command to resume"
             ) from None
         except SummaryError as exc:
             raise NeuronTuiError(f"{exc}; the last checkpoint is kept at {partial}") from None
-    if n_done < plan.n_seq:
-        progress.note(f"the corpus ran out after {n_done * T:,} tokens ({plan.n_seq * T:,} asked for)")
-    tokens, states = np.concatenate(blocks), recorder.states()
+    if n_done < len(rows):
+        progress.note(f"the corpus ran out after {n_done * T:,} tokens ({len(rows) * T:,} asked for)")
+    return result(), progress
+
+
+def finish(loaded: LoadedModel, plan: RunPlan, result: PassResult, progress: CollectProgress) -> Path:
+    """Write the summary of a finished pass with its FFN-update projections (while the weights are
+    loaded), drop the checkpoint, and analyse a whole run (a shard's analysis needs every sequence:
+    it is computed when the shards are merged)."""
+    model = loaded.model
+    meta = _meta(loaded, plan, loaded.tokenizer, model)
     progress.note("projecting FFN updates onto the vocabulary", quiet_ok=True)
-    projection = _projection_group(model, states, tokens, meta)
-    write_summary(final, _attrs(meta, plan, n_done, complete=True), _arrays(states, tokens, tau, meta),
+    projection = _projection_group(model, result, meta)
+    write_summary(plan.path, _attrs(meta, plan, len(result.tokens), complete=True), _arrays(result, meta),
                   groups={schema.PROJECTION_GROUP: projection})
-    partial.unlink(missing_ok=True)
-    progress.note("analysing neuron categories", quiet_ok=True)
-    run_analysis(final)
-    return final
+    partial_path(plan.path).unlink(missing_ok=True)
+    if plan.shard == WHOLE:
+        progress.note("analysing neuron categories", quiet_ok=True)
+        run_analysis(plan.path)
+    return plan.path
 
 
 def _batches(stream: Iterator[np.ndarray], n_seq: int, batch_size: int) -> Iterator[np.ndarray]:
@@ -316,11 +404,16 @@ def _meta(loaded: LoadedModel, plan: RunPlan, tokenizer, model) -> dict:
     }
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\t\n\r"}
+
+
 def vocab_strings(tokenizer, vocab_size: int) -> list[str]:
-    """The text of every token id (ids past the tokenizer's vocabulary get a placeholder)."""
+    """The text of every token id, control characters escaped (byte-level vocabularies have a token
+    for NUL, which HDF5 strings cannot hold and no terminal should receive); ids past the tokenizer's
+    vocabulary get a placeholder."""
     known = min(len(tokenizer), vocab_size)
     texts = tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)
-    return texts + [f"<unused {i}>" for i in range(known, vocab_size)]
+    return [t.translate(_CONTROL) for t in texts] + [f"<unused {i}>" for i in range(known, vocab_size)]
 
 
 def _attrs(meta: dict, plan: RunPlan, n_done: int, complete: bool) -> dict:
@@ -348,11 +441,15 @@ def _attrs(meta: dict, plan: RunPlan, n_done: int, complete: bool) -> dict:
         "settings": {k: v for k, v in asdict(plan.settings).items() if k not in ("corpus", "checkpoint_seconds")},
         "key": plan.key,
         "complete": complete,
+        "shard": format_shard(plan.shard),
+        "base_key": plan.base_key,
     }
 
 
-def _arrays(states: list[LayerState], tokens: np.ndarray, tau: np.ndarray, meta: dict) -> dict:
-    """The root datasets of a (partial or complete) summary."""
+def _arrays(result: PassResult, meta: dict) -> dict:
+    """The root datasets of a (partial or complete) summary; `seq_index` only where the rows are not
+    simply sequences 0, 1, 2, ... (a shard)."""
+    states, tokens, tau = result.states, result.tokens, result.tau
     L, F, T = meta["n_layers"], meta["n_neurons"], tokens.shape[1]
     lengths = np.array([[len(e) for e in st.events] for st in states], dtype=np.int64)
     offsets = np.zeros((L, F + 1), dtype=np.int64)
@@ -373,7 +470,7 @@ def _arrays(states: list[LayerState], tokens: np.ndarray, tau: np.ndarray, meta:
         "event_level": np.stack([st.level for st in states]),
         "event_offsets": offsets,
         "event_pos": np.concatenate(events).astype(np.int64) if events else np.zeros(0, np.int64),
-    }
+    } | ({} if np.array_equal(result.seq_index, np.arange(len(tokens))) else {"seq_index": result.seq_index})
 
 
 def _empty_state(F: int, T: int, K: int) -> LayerState:
@@ -386,20 +483,22 @@ def _empty_state(F: int, T: int, K: int) -> LayerState:
 
 def states_from_summary(summary: Summary) -> list[LayerState]:
     """Per-layer accumulator states stored in a (partial) summary: the inverse of `_arrays`."""
-    states = []
-    for layer in range(summary.n_layers):
-        offsets, events = summary.layer_events(layer)
-        states.append(LayerState(
-            act_count=summary.read("act_count", layer),
-            pos_count=summary.read("pos_count", layer),
-            act_sum=summary.read("act_sum", layer).astype(np.float64),
-            act_max=summary.read("act_max", layer),
-            top_val=summary.read("top_val", layer),
-            top_pos=summary.read("top_pos", layer),
-            level=summary.read("event_level", layer),
-            events=np.split(events, offsets[1:-1]),
-        ))
-    return states
+    return [layer_state(summary, layer) for layer in range(summary.n_layers)]
+
+
+def layer_state(summary: Summary, layer: int) -> LayerState:
+    """One layer's accumulator state stored in a summary (merging reads one layer at a time)."""
+    offsets, events = summary.layer_events(layer)
+    return LayerState(
+        act_count=summary.read("act_count", layer),
+        pos_count=summary.read("pos_count", layer),
+        act_sum=summary.read("act_sum", layer).astype(np.float64),
+        act_max=summary.read("act_max", layer),
+        top_val=summary.read("top_val", layer),
+        top_pos=summary.read("top_pos", layer),
+        level=summary.read("event_level", layer),
+        events=np.split(events, offsets[1:-1]),
+    )
 
 
 def _resume(partial: Path, plan: RunPlan):
@@ -414,18 +513,30 @@ def _resume(partial: Path, plan: RunPlan):
         raise NeuronTuiError(f"cannot resume from {partial}: {exc}; delete it to start over") from None
 
 
-def _projection_group(model, states: list[LayerState], tokens: np.ndarray, meta: dict) -> tuple[dict, dict]:
+def _projection_group(model, result: PassResult, meta: dict) -> tuple[dict, dict]:
     """FFN-update projections, computed once while the weights are loaded, for every neuron and for
-    its candidate triggers (its most frequent event tokens, BOS position excluded), so `analyze` can
-    rank triggers among suppressed tokens later without the model."""
-    flat, T = tokens.ravel(), tokens.shape[1]
-    candidates = []
-    for st in states:
-        events = np.concatenate(st.events) if st.events else np.zeros(0, np.int64)
-        offsets = np.concatenate([[0], np.cumsum([len(e) for e in st.events])])
-        exclude = (events % T == 0) if meta["bos"] else None
-        candidates.append(candidate_triggers(offsets, flat[events], N_CANDIDATES, exclude=exclude))
+    its candidate triggers (`candidate_tokens`), so `analyze` can rank triggers among suppressed
+    tokens later without the model."""
+    tokens, T = result.tokens, result.tokens.shape[1]
+
+    def token_at(g: np.ndarray) -> np.ndarray:
+        return tokens[rows_of(result.seq_index, g // T), g % T]
+
+    candidates = [candidate_tokens(st, token_at, T, bool(meta["bos"])) for st in result.states]
     return project_updates(model, n_candidates=N_CANDIDATES, candidates=candidates)
+
+
+def candidate_tokens(st: LayerState, token_at, T: int, bos: bool, allowed=None) -> np.ndarray:
+    """[F, N_CANDIDATES] candidate triggers of one layer: each neuron's most frequent tokens among its
+    kept events, the BOS position left out. token_at(global positions) -> token ids; allowed(neuron,
+    token) -> bool per event, to count only some tokens (a merge knows the scores of a few only)."""
+    events = np.concatenate(st.events) if st.events else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in st.events])])
+    tokens = token_at(events)
+    exclude = (events % T == 0) if bos else np.zeros(events.shape, dtype=bool)
+    if allowed is not None:
+        exclude |= ~allowed(neuron_of_events(offsets), tokens)
+    return candidate_triggers(offsets, tokens, N_CANDIDATES, exclude=exclude)
 
 
 def check_disk(plan: RunPlan, n_layers: int, n_neurons_: int) -> None:

@@ -33,7 +33,7 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
                    help=f"opt-125m ... opt-66b, a Hugging Face id, a model folder, a .gguf file, or smollm2 "
                         f"(default {DEFAULT_MODEL}, offline)")
     p.add_argument("--corpus", default="builtin", help="builtin, FILE.txt|.jsonl, FOLDER, 'GLOB', hf:NAME[:CONFIG][:SPLIT]")
-    p.add_argument("--tokens", type=int, help="tokens to collect (default 100k on CPU, 20M on GPU)")
+    p.add_argument("--tokens", type=int, help="tokens to collect (default 65,536 on CPU, 20M on GPU)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default 256 on CPU, 2048 on GPU)")
     p.add_argument("--batch-size", type=int, help="sequences per forward pass")
     p.add_argument("--seed", type=int, default=0, help="document shuffling seed")
