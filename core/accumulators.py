@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 MAX_LEVEL = 32  # levels 0..31: a 2**31 sampling rate is beyond any corpus we can stream
+MAX_TOKENS = 2**31 - 1  # global positions are kept as int32 on the device
 
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -69,10 +70,21 @@ class LayerAccumulator:
     """The running statistics of one layer; `update` is called from the forward pre-hook."""
 
     def __init__(
-        self, n_neurons: int, seq_len: int, events_cap: int, top_k: int, device: torch.device, rule: str, tau: float
+        self,
+        n_neurons: int,
+        seq_len: int,
+        events_cap: int,
+        top_k: int,
+        device: torch.device,
+        rule: str,
+        tau: float,
+        sync_free: bool | None = None,
     ):
+        """`sync_free` (default: on any device but the CPU) picks the fixed-size, branch-free steps;
+        the tests run both paths on the CPU."""
         F, T, C, K = n_neurons, seq_len, events_cap, top_k
         self.rule, self.tau = rule, float(tau)
+        self.sync_free = torch.device(device).type != "cpu" if sync_free is None else sync_free
         self.n_neurons, self.seq_len, self.cap, self.top_k = F, T, C, K
         self.device = torch.device(device)
         kw = {"device": self.device}
@@ -85,9 +97,10 @@ class LayerAccumulator:
         self.top_val = torch.full((K, F), float("-inf"), dtype=torch.float32, **kw)
         self.top_pos = torch.full((K, F), -1, dtype=torch.int64, **kw)
         self.level = torch.zeros(F, dtype=torch.int64, **kw)
-        # event buffer, slot-major: row C is a trash row that absorbs the padding of nonzero_static
-        self.ev_pos = torch.full((C + 1, F), -1, dtype=torch.int64, **kw)
-        self.ev_z = torch.zeros(C + 1, F, dtype=torch.int64, **kw)
+        # event buffer, slot-major: row C is a trash row that absorbs the padding of nonzero_static.
+        # int32 positions and int8 levels: 5 bytes a slot (OPT-66b: 64 x 36,864 x 257 slots = 3 GB)
+        self.ev_pos = torch.full((C + 1, F), -1, dtype=torch.int32, **kw)
+        self.ev_z = torch.zeros(C + 1, F, dtype=torch.int8, **kw)
         self.fill = torch.zeros(F, dtype=torch.int64, **kw)
         self.level_hist = torch.zeros(MAX_LEVEL, F, dtype=torch.int64, **kw)  # buffered events by z
         self._levels_col = torch.arange(MAX_LEVEL, **kw)[:, None]
@@ -113,7 +126,7 @@ class LayerAccumulator:
     def _update_top(self, value: torch.Tensor, seq_max: torch.Tensor, batch: "BatchIndex") -> None:
         """Merge each sequence's maximum into the running top-K (one context per sequence)."""
         B, T, F = value.shape
-        seq_arg = value.argmax(dim=1) if self.device.type != "cpu" else self._cpu_argmax(value, seq_max)
+        seq_arg = value.argmax(dim=1) if self.sync_free else self._cpu_argmax(value, seq_max)
         seq_pos = batch.positions.view(B, T).gather(1, seq_arg)  # [B, F]
         cat_v = torch.cat([self.top_val, seq_max])
         cat_p = torch.cat([self.top_pos, seq_pos])
@@ -133,8 +146,12 @@ class LayerAccumulator:
 
     def _update_events(self, fired: torch.Tensor, batch: "BatchIndex") -> None:
         token, neuron, level = self._new_events(fired, batch)
-        if self.device.type != "cpu" or bool((level > self.level).any()):
-            self._drop_below(level)
+        if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
+            raised = torch.nonzero(level > self.level).squeeze(1)
+            if raised.numel():
+                self._drop_below(level, raised)
+        else:  # every neuron, unconditionally: no data-dependent branch, no sync
+            self._drop_below(level, self._neuron_ids)
         self.level = level
         # append the batch's events (at most C - fill per neuron, by the choice of level), each neuron's
         # events in consecutive free slots: rank within the neuron = index - first index of the neuron
@@ -146,21 +163,23 @@ class LayerAccumulator:
         group_start = torch.cumsum(count, 0) - count
         rank = torch.arange(neuron_c.shape[0], device=self.device) - group_start[neuron_c]
         row = torch.where(valid, self.fill[neuron_c] + rank, self.cap)
-        self.ev_pos[row, neuron_c] = batch.positions[token_c]
-        self.ev_z[row, neuron_c] = batch.levels[token_c]
+        self.ev_pos[row, neuron_c] = batch.positions[token_c].to(torch.int32)
+        self.ev_z[row, neuron_c] = batch.levels[token_c].to(torch.int8)
         self.ev_pos[self.cap] = -1
         self.fill += count
 
-    def _drop_below(self, level: torch.Tensor) -> None:
-        """Drop buffered events whose z is below the neuron's new level; compact the kept ones."""
+    def _drop_below(self, level: torch.Tensor, cols: torch.Tensor) -> None:
+        """Drop the buffered events of neurons `cols` whose z is below the new level; compact the rest."""
         C = self.cap
-        slot_ok = (self.ev_z >= level) & (self.ev_pos >= 0)
+        pos, z = self.ev_pos[:, cols], self.ev_z[:, cols]
+        slot_ok = (z >= level[cols, None].t()) & (pos >= 0)
         slot_ok[C] = False
         slot = torch.where(slot_ok, slot_ok.cumsum(0) - 1, C)
-        self.ev_pos = torch.full_like(self.ev_pos, -1).scatter_(0, slot, self.ev_pos)
-        self.ev_z = torch.zeros_like(self.ev_z).scatter_(0, slot, self.ev_z)
-        self.ev_pos[C] = -1
-        self.fill = slot_ok.sum(0)
+        pos = torch.full_like(pos, -1).scatter_(0, slot, pos)
+        pos[C] = -1
+        self.ev_pos[:, cols] = pos
+        self.ev_z[:, cols] = torch.zeros_like(z).scatter_(0, slot, z)
+        self.fill[cols] = slot_ok.sum(0)
 
     def _new_events(self, fired: torch.Tensor, batch: "BatchIndex"):
         """(token, neuron) pairs of this batch's events to keep, and each neuron's new level.
@@ -168,7 +187,7 @@ class LayerAccumulator:
         The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
         batch's firings with z >= L number at most C. Pairs padded with -1 are not events.
         """
-        if self.device.type == "cpu":  # exact sizes: find candidate events first, count them by level
+        if not self.sync_free:  # exact sizes: find candidate events first, count them by level
             pairs = torch.nonzero(fired)
             z = batch.levels[pairs[:, 0]]
             at_level = z >= self.level[pairs[:, 1]]
@@ -181,7 +200,7 @@ class LayerAccumulator:
         at_or_above = total.flip(0).cumsum(0).flip(0)
         level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
         self.level_hist = torch.where(self._levels_col >= level, total, 0)
-        if self.device.type == "cpu":
+        if not self.sync_free:
             pairs = pairs[z >= level[pairs[:, 1]]]
         else:
             keep = fired & (batch.levels[:, None] >= level)
@@ -191,7 +210,7 @@ class LayerAccumulator:
     # ---- host round trip (checkpoints, merging) ------------------------------------------------
     def state(self) -> LayerState:
         """Copy to the host: the one sync, done only at checkpoints and at the end."""
-        pos = self.ev_pos[: self.cap].cpu().numpy()
+        pos = self.ev_pos[: self.cap].cpu().numpy().astype(np.int64)
         fill = self.fill.cpu().numpy()
         events = [np.sort(pos[: fill[i], i]) for i in range(self.n_neurons)]
         return LayerState(

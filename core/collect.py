@@ -30,7 +30,7 @@ from neuron_tui.cache.store import rows_of
 from neuron_tui.cache.paths import cache_dir as default_cache_dir
 from neuron_tui.cache.paths import partial_path
 
-from .accumulators import BatchIndex, LayerAccumulator, LayerState
+from .accumulators import MAX_TOKENS, BatchIndex, LayerAccumulator, LayerState
 from .analysis import run_analysis
 from .adapters import adapter_for, ffn_out_projections, n_neurons
 from .corpus import Corpus, load_corpus
@@ -147,6 +147,8 @@ def make_plan(
         raise UsageError(f"--seq-len {seq_len} is over this model's maximum of {max_pos} positions")
     n_tokens = settings.n_tokens or (GPU_TOKENS if on_gpu else CPU_TOKENS)
     n_seq = n_tokens // seq_len
+    if n_tokens > MAX_TOKENS:
+        raise UsageError(f"--tokens {n_tokens:,} is over the {MAX_TOKENS:,} one run can index; use --shard")
     if n_seq < 1:
         raise UsageError(f"--tokens {n_tokens} is less than one sequence of {seq_len} tokens")
     batch_size = settings.batch_size or max(1, (16384 if on_gpu else 2048) // seq_len)
@@ -572,3 +574,11 @@ def _interrupts_as_keyboard():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m neuron_tui.core.collect MODEL [collect options]
+    import sys
+
+    from neuron_tui.tui.cli import main  # the entry point only: the library never imports tui
+
+    sys.exit(main(["collect", "--distributed", *sys.argv[1:]]))

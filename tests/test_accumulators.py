@@ -7,14 +7,25 @@ import torch
 from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
 
 
+@pytest.fixture(params=[False, True], ids=["exact-size", "sync-free"], autouse=True)
+def sync_free(request, monkeypatch):
+    """Every test runs both update paths: the CPU's exact-size one and the accelerators' sync-free one."""
+    monkeypatch.setattr(LayerAccumulator, "_default_sync_free", request.param, raising=False)
+    return request.param
+
+
+def make(F, T, cap, top_k, rule, tau) -> LayerAccumulator:
+    return LayerAccumulator(F, T, cap, top_k, torch.device("cpu"), rule, tau, sync_free=LayerAccumulator._default_sync_free)
+
+
 def run(h: np.ndarray, batch: int, rule="relu", tau=0.0, cap=8, top_k=2, resume_at=None) -> LayerAccumulator:
     """Feed activations [S, T, F] in batches of `batch` sequences; optionally via a host round trip."""
     S, T, F = h.shape
-    acc = LayerAccumulator(F, T, cap, top_k, torch.device("cpu"), rule, tau)
+    acc = make(F, T, cap, top_k, rule, tau)
     for start in range(0, S, batch):
         if resume_at is not None and start == resume_at:
             state = acc.state()
-            acc = LayerAccumulator(F, T, cap, top_k, torch.device("cpu"), rule, tau)
+            acc = make(F, T, cap, top_k, rule, tau)
             acc.load(state)
         stop = min(S, start + batch)
         positions = np.arange(start * T, stop * T).reshape(stop - start, T)
