@@ -21,17 +21,17 @@ import torch
 
 from neuron_tui.core import collect as C
 from neuron_tui.core.adapters import ffn_out_projections
-from neuron_tui.core.models import LoadedModel, ModelSource, load
+from neuron_tui.core.models import LoadedModel, ModelSource, default_dtype, load
 
 
-def random_opt_125m(device: str) -> LoadedModel:
-    """OPT-125m's shape (12 x 3072, d 768, vocab 50272) with random weights: no download needed."""
+def random_opt_125m(device: str, dtype: torch.dtype) -> LoadedModel:
+    """OPT-125m's shape (12 x 3072, d 768, vocab 50272) with random weights: no download needed.
+    Its input is random token ids (text means nothing to random weights), so no tokenizer either."""
     from transformers import OPTConfig, OPTForCausalLM
 
     torch.manual_seed(0)
-    model = OPTForCausalLM(OPTConfig()).eval().to(device)  # OPTConfig() defaults are OPT-125m's shape
-    tokenizer = load("smollm2", device="cpu").tokenizer  # any real BPE tokenizer to pack the corpus
-    return LoadedModel(model, tokenizer, ModelSource("opt-125m-random", "memory"), "")
+    model = OPTForCausalLM(OPTConfig()).eval().to(device=device, dtype=dtype)  # defaults: OPT-125m's shape
+    return LoadedModel(model, None, ModelSource("opt-125m-random", "memory"), "")
 
 
 def plain_numpy_hooks(modules, batch_shape, tau, rule):
@@ -58,16 +58,22 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--batches", type=int, default=3, help="batches per round")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="print the costliest ops of one hooked round")
     args = ap.parse_args()
 
-    loaded = random_opt_125m(args.device) if args.model == "opt-125m-random" else load(args.model, device=args.device)
+    dtype = default_dtype(args.device)
+    random_model = args.model == "opt-125m-random"
+    loaded = random_opt_125m(args.device, dtype) if random_model else load(args.model, device=args.device)
     model = loaded.model
     settings = C.Settings(n_tokens=args.seq_len * args.batch_size * args.batches, seq_len=args.seq_len,
                           batch_size=args.batch_size)
     plan = C.make_plan(loaded.source.name, model.config, settings, args.device, out="/dev/null")
     modules = ffn_out_projections(model)
-    seqs = list(islice(C.pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0),
-                       args.batch_size * args.batches))
+    n_seqs = args.batch_size * args.batches
+    if random_model:
+        seqs = list(np.random.default_rng(0).integers(4, model.config.vocab_size, (n_seqs, args.seq_len)))
+    else:
+        seqs = list(islice(C.pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0), n_seqs))
     batches = [np.stack(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
     # the thresholds a real run would use: calibrated |h| quantile (non-ReLU) or 0 (ReLU)
     tau = (C.calibrate(model, modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size)
@@ -97,9 +103,17 @@ def main() -> None:
     for _ in range(args.rounds):
         for mode in total:
             total[mode] += timed(mode)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device.startswith("cuda") else [])
+        with profile(activities=activities) as prof:
+            timed("hooks")
+        sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=sort, row_limit=15))
     tokens = args.rounds * sum(b.size for b in batches)
     rate = {m: tokens / t for m, t in total.items()}
-    print(f"model {loaded.source.name} on {args.device}, {len(modules)} layers x {recorder.n_neurons} neurons, "
+    print(f"model {loaded.source.name} on {args.device} ({dtype}), {len(modules)} layers x {recorder.n_neurons} neurons, "
           f"batch {args.batch_size} x {args.seq_len}, {tokens:,} tokens per mode")
     print(f"bare forward      {rate['bare']:9,.0f} tok/s")
     print(f"neuron-tui hooks  {rate['hooks']:9,.0f} tok/s   ratio {rate['hooks'] / rate['bare']:.3f}")

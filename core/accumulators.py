@@ -111,14 +111,16 @@ class LayerAccumulator:
     def update(self, h: torch.Tensor, batch: "BatchIndex") -> None:
         """Add one batch of activations h [B, T, F] (the input of the FFN output projection)."""
         B, T, F = h.shape
-        value = (h.abs() if self.rule == "abs" else h).float()
+        # in the model's own dtype: a float32 copy of a bf16 batch would be the costliest step on a GPU
+        value = h.abs() if self.rule == "abs" else h
         fired = value > self.tau
         per_pos = fired.view(torch.uint8).sum(0, dtype=torch.int32)  # [T, F]; bool sums are slow
         self.pos_count[:T] += per_pos
         self.act_count += per_pos.sum(0)
         # sum over firing tokens in one fused op: threshold(v, tau, 0) keeps v where v > tau
-        self.act_sum += torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1)).to(self.act_sum.dtype)
-        seq_max = value.amax(dim=1)  # [B, F]: each sequence's best token
+        fired_sum = torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
+        self.act_sum += fired_sum.to(self.act_sum.dtype)
+        seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self._update_top(value, seq_max, batch)
         self._update_events(fired.view(B * T, F), batch)
@@ -195,7 +197,7 @@ class LayerAccumulator:
             batch_hist = torch.bincount(z * self.n_neurons + pairs[:, 1], minlength=MAX_LEVEL * self.n_neurons)
             batch_hist = batch_hist.view(MAX_LEVEL, self.n_neurons)
         else:  # sync-free: count by level with a matmul, then extract into a fixed-size buffer
-            batch_hist = (batch.level_onehot @ fired.float()).round_().long()
+            batch_hist = batch.level_histogram(fired)
         total = self.level_hist + batch_hist
         at_or_above = total.flip(0).cumsum(0).flip(0)
         level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
@@ -255,6 +257,17 @@ class BatchIndex:
         levels = token_levels(flat)
         self.positions = torch.as_tensor(flat).to(device, non_blocking=True)
         self.levels = torch.as_tensor(levels).to(device, non_blocking=True)
-        onehot = np.zeros((MAX_LEVEL, flat.size), dtype=np.float32)
-        onehot[levels, np.arange(flat.size)] = 1.0
+        onehot = np.zeros((MAX_LEVEL, flat.size), dtype=np.int8)
+        onehot[levels, np.arange(flat.size)] = 1
         self.level_onehot = torch.as_tensor(onehot).to(device, non_blocking=True)
+
+    def level_histogram(self, fired: torch.Tensor) -> torch.Tensor:
+        """[MAX_LEVEL, F] int64: firings of this batch per token level, as one matrix product.
+
+        On CUDA an int8 x int8 -> int32 product reads the bool mask as it is (no float copy of a
+        [tokens, neurons] tensor); elsewhere, or for shapes it does not take, a float32 product,
+        exact for counts below 2**24."""
+        n, F = fired.shape
+        if fired.is_cuda and n % 8 == 0 and F % 8 == 0:
+            return torch._int_mm(self.level_onehot, fired.view(torch.int8)).long()
+        return (self.level_onehot.float() @ fired.float()).round_().long()

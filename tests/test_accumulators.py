@@ -7,15 +7,22 @@ import torch
 from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
 
 
-@pytest.fixture(params=[False, True], ids=["exact-size", "sync-free"], autouse=True)
-def sync_free(request, monkeypatch):
-    """Every test runs both update paths: the CPU's exact-size one and the accelerators' sync-free one."""
-    monkeypatch.setattr(LayerAccumulator, "_default_sync_free", request.param, raising=False)
-    return request.param
+PATHS = {"cpu-exact-size": ("cpu", False), "cpu-sync-free": ("cpu", True), "cuda": ("cuda", True)}
+_path = {}
+
+
+@pytest.fixture(params=list(PATHS), autouse=True)
+def update_path(request):
+    """Every test runs each update path: the CPU's exact-size one, the accelerators' sync-free one on
+    the CPU, and on CUDA where a GPU is present."""
+    device, sync_free = PATHS[request.param]
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _path.update(device=torch.device(device), sync_free=sync_free)
 
 
 def make(F, T, cap, top_k, rule, tau) -> LayerAccumulator:
-    return LayerAccumulator(F, T, cap, top_k, torch.device("cpu"), rule, tau, sync_free=LayerAccumulator._default_sync_free)
+    return LayerAccumulator(F, T, cap, top_k, _path["device"], rule, tau, sync_free=_path["sync_free"])
 
 
 def run(h: np.ndarray, batch: int, rule="relu", tau=0.0, cap=8, top_k=2, resume_at=None) -> LayerAccumulator:
@@ -29,7 +36,7 @@ def run(h: np.ndarray, batch: int, rule="relu", tau=0.0, cap=8, top_k=2, resume_
             acc.load(state)
         stop = min(S, start + batch)
         positions = np.arange(start * T, stop * T).reshape(stop - start, T)
-        acc.update(torch.as_tensor(h[start:stop]), BatchIndex(positions, torch.device("cpu")))
+        acc.update(torch.as_tensor(h[start:stop]).to(_path["device"]), BatchIndex(positions, _path["device"]))
     return acc
 
 
