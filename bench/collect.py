@@ -1,7 +1,7 @@
 """Collection throughput as a ratio of the bare forward pass (same model, batches, device, one run).
 
     python bench/collect.py                       # SmolLM2 (GGUF), builtin corpus, CPU
-    python bench/collect.py --model opt-125m-random
+    python bench/collect.py --model opt-125m-random   # also opt-1.3b-random, opt-6.7b-random
     python bench/collect.py --device cuda         # unchanged on a GPU box
 
 Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, and
@@ -24,14 +24,22 @@ from neuron_tui.core.adapters import ffn_out_projections
 from neuron_tui.core.models import LoadedModel, ModelSource, default_dtype, load
 
 
-def random_opt_125m(device: str, dtype: torch.dtype) -> LoadedModel:
-    """OPT-125m's shape (12 x 3072, d 768, vocab 50272) with random weights: no download needed.
-    Its input is random token ids (text means nothing to random weights), so no tokenizer either."""
+# hidden size, layers, FFN width, heads of the OPT models (Zhang et al. 2022, table 1)
+OPT_SHAPES = {"125m": (768, 12, 3072, 12), "1.3b": (2048, 24, 8192, 32), "6.7b": (4096, 32, 16384, 32)}
+
+
+def random_opt(size: str, device: str, dtype: torch.dtype) -> LoadedModel:
+    """An OPT of the given size's shape with random weights: no download needed. Its input is random
+    token ids (text means nothing to random weights), so no tokenizer either."""
     from transformers import OPTConfig, OPTForCausalLM
 
+    d, layers, ffn, heads = OPT_SHAPES[size]
+    config = OPTConfig(hidden_size=d, num_hidden_layers=layers, ffn_dim=ffn, num_attention_heads=heads,
+                       word_embed_proj_dim=d)
     torch.manual_seed(0)
-    model = OPTForCausalLM(OPTConfig()).eval().to(device=device, dtype=dtype)  # defaults: OPT-125m's shape
-    return LoadedModel(model, None, ModelSource("opt-125m-random", "memory"), "")
+    with torch.device(device):
+        model = OPTForCausalLM(config).eval().to(dtype=dtype)
+    return LoadedModel(model, None, ModelSource(f"opt-{size}-random", "memory"), "")
 
 
 def plain_numpy_hooks(modules, batch_shape, tau, rule):
@@ -62,8 +70,11 @@ def main() -> None:
     args = ap.parse_args()
 
     dtype = default_dtype(args.device)
-    random_model = args.model == "opt-125m-random"
-    loaded = random_opt_125m(args.device, dtype) if random_model else load(args.model, device=args.device)
+    random_model = args.model.endswith("-random")
+    if random_model:
+        loaded = random_opt(args.model.removeprefix("opt-").removesuffix("-random"), args.device, dtype)
+    else:
+        loaded = load(args.model, device=args.device)
     model = loaded.model
     settings = C.Settings(n_tokens=args.seq_len * args.batch_size * args.batches, seq_len=args.seq_len,
                           batch_size=args.batch_size)

@@ -105,6 +105,7 @@ class LayerAccumulator:
         self.level_hist = torch.zeros(MAX_LEVEL, F, dtype=torch.int64, **kw)  # buffered events by z
         self._levels_col = torch.arange(MAX_LEVEL, **kw)[:, None]
         self._neuron_ids = torch.arange(F, **kw)
+        self._neuron_bounds = torch.arange(F + 1, **kw)
 
     # ---- the per-batch update ------------------------------------------------------------------
     @torch.no_grad()
@@ -156,14 +157,16 @@ class LayerAccumulator:
             self._drop_below(level, self._neuron_ids)
         self.level = level
         # append the batch's events (at most C - fill per neuron, by the choice of level), each neuron's
-        # events in consecutive free slots: rank within the neuron = index - first index of the neuron
+        # events in consecutive free slots: rank within the neuron = index - first index of the neuron.
+        # Padding pairs (token -1) sort last under key F; group starts come from a sync-free searchsorted.
         valid = token >= 0
-        neuron_c, token_c = neuron.clamp_min(0), token.clamp_min(0)
-        order = torch.argsort(torch.where(valid, neuron_c, self.n_neurons), stable=True)
-        neuron_c, token_c, valid = neuron_c[order], token_c[order], valid[order]
-        count = torch.zeros_like(self.fill).index_add_(0, neuron_c, valid.long())
-        group_start = torch.cumsum(count, 0) - count
-        rank = torch.arange(neuron_c.shape[0], device=self.device) - group_start[neuron_c]
+        key = torch.where(valid, neuron, self.n_neurons)
+        order = torch.argsort(key, stable=True)
+        key, token_c, valid = key[order], token.clamp_min(0)[order], valid[order]
+        starts = torch.searchsorted(key, self._neuron_bounds)  # [F + 1]
+        count = starts[1:] - starts[:-1]
+        neuron_c = key.clamp_max(self.n_neurons - 1)
+        rank = torch.arange(key.shape[0], device=self.device) - starts[neuron_c]
         row = torch.where(valid, self.fill[neuron_c] + rank, self.cap)
         self.ev_pos[row, neuron_c] = batch.positions[token_c].to(torch.int32)
         self.ev_z[row, neuron_c] = batch.levels[token_c].to(torch.int8)
@@ -257,17 +260,20 @@ class BatchIndex:
         levels = token_levels(flat)
         self.positions = torch.as_tensor(flat).to(device, non_blocking=True)
         self.levels = torch.as_tensor(levels).to(device, non_blocking=True)
-        onehot = np.zeros((MAX_LEVEL, flat.size), dtype=np.int8)
-        onehot[levels, np.arange(flat.size)] = 1
-        self.level_onehot = torch.as_tensor(onehot).to(device, non_blocking=True)
+        # rows grouped by level, for the sync-free per-level counts (see level_histogram)
+        order = np.argsort(levels, kind="stable")
+        self.by_level = torch.as_tensor(order).to(device, non_blocking=True)
+        edges = np.searchsorted(levels[order], np.arange(MAX_LEVEL + 1))
+        self.level_slices = [(lv, int(edges[lv]), int(edges[lv + 1])) for lv in range(MAX_LEVEL) if edges[lv + 1] > edges[lv]]
 
     def level_histogram(self, fired: torch.Tensor) -> torch.Tensor:
-        """[MAX_LEVEL, F] int64: firings of this batch per token level, as one matrix product.
+        """[MAX_LEVEL, F] int64: this batch's firings per token level, without leaving the device.
 
-        On CUDA an int8 x int8 -> int32 product reads the bool mask as it is (no float copy of a
-        [tokens, neurons] tensor); elsewhere, or for shapes it does not take, a float32 product,
-        exact for counts below 2**24."""
-        n, F = fired.shape
-        if fired.is_cuda and n % 8 == 0 and F % 8 == 0:
-            return torch._int_mm(self.level_onehot, fired.view(torch.int8)).long()
-        return (self.level_onehot.float() @ fired.float()).round_().long()
+        One gather puts the rows in level order, then one column sum per level present (about
+        log2(tokens) of them, since levels are geometric): a single pass over the bool mask, where a
+        one-hot matrix product would cost a float copy of it or a slow skinny int8 product."""
+        grouped = fired.index_select(0, self.by_level).view(torch.uint8)
+        hist = torch.zeros(MAX_LEVEL, fired.shape[1], dtype=torch.int64, device=fired.device)
+        for level, start, stop in self.level_slices:
+            hist[level] = grouped[start:stop].sum(0, dtype=torch.int32)
+        return hist
