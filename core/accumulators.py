@@ -192,24 +192,15 @@ class LayerAccumulator:
         The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
         batch's firings with z >= L number at most C. Pairs padded with -1 are not events.
         """
-        if not self.sync_free:  # exact sizes: find candidate events first, count them by level
-            pairs = torch.nonzero(fired)
-            z = batch.levels[pairs[:, 0]]
-            at_level = z >= self.level[pairs[:, 1]]
-            pairs, z = pairs[at_level], z[at_level]
-            batch_hist = torch.bincount(z * self.n_neurons + pairs[:, 1], minlength=MAX_LEVEL * self.n_neurons)
-            batch_hist = batch_hist.view(MAX_LEVEL, self.n_neurons)
-        else:  # sync-free: count by level with a matmul, then extract into a fixed-size buffer
-            batch_hist = batch.level_histogram(fired)
-        total = self.level_hist + batch_hist
+        total = self.level_hist + batch.level_histogram(fired)
         at_or_above = total.flip(0).cumsum(0).flip(0)
         level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
         self.level_hist = torch.where(self._levels_col >= level, total, 0)
-        if not self.sync_free:
-            pairs = pairs[z >= level[pairs[:, 1]]]
-        else:
-            keep = fired & (batch.levels[:, None] >= level)
+        keep = fired & (batch.levels[:, None] >= level)
+        if self.sync_free:  # a fixed-size result: the batch adds at most C events per neuron
             pairs = torch.nonzero_static(keep, size=min(keep.numel(), self.cap * self.n_neurons), fill_value=-1)
+        else:
+            pairs = torch.nonzero(keep)
         return pairs[:, 0], pairs[:, 1], level
 
     # ---- host round trip (checkpoints, merging) ------------------------------------------------

@@ -1,0 +1,803 @@
+"""Screens of the explorer: overview, layer table, neuron detail, help, dialogs, error and too-small.
+
+Every HDF5 read runs in a thread worker (`@work(thread=True)`) and comes back through
+`call_from_thread`; screens only format what the view-models return.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+from rich.table import Table
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import get_current_worker
+
+from neuron_tui.cache import SummaryError
+
+from .viewmodel import (
+    ANALYSIS_FILTERS,
+    COLUMNS,
+    LayerView,
+    NeuronDetail,
+    OverviewRow,
+    SummaryInfo,
+    ViewState,
+    show_token,
+)
+from .widgets import NeuronTable, PositionPlot, depth_bar_cell, fmt_count, fmt_rate
+
+if TYPE_CHECKING:
+    from .app import NeuronApp
+
+DEFAULT_DESCENDING = {"cat": True, "rate": True, "distinct": False, "pos": True}
+FILTER_LABELS = (("all", "all", "a"), ("dead", "dead", "d"), ("rare", "rare", "r"), ("token", "token", "t"),
+                 ("ngram", "ngram", "n"), ("positional", "pos", "p"), ("marked", "Marked", "M"))
+TRIGGER_STYLE = "bold black on yellow"
+FIRING_STYLE = "bold reverse"
+ALT_STYLE = "grey62"  # every other context token, so token boundaries show
+
+
+class ExplorerScreen(Screen):
+    """Base: access to the app's explorer, and the too-small check on every resize."""
+
+    app: "NeuronApp"
+
+    def on_resize(self) -> None:
+        self.app.call_later(self.app.check_size)
+
+    @property
+    def explorer(self):
+        return self.app.explorer
+
+
+def _title(info: SummaryInfo | None, text: str) -> Text:
+    out = Text(no_wrap=True, overflow="ellipsis")
+    out.append(" neuron-tui ", style="bold reverse")
+    out.append(" " + text)
+    if info is not None and not info.complete:
+        out.append("  PARTIAL", style="bold red")
+    return out
+
+
+# ---- overview -------------------------------------------------------------------------------------
+
+
+class OverviewScreen(ExplorerScreen):
+    """Model, corpus, rule; one row per layer with dead / rare / token / n-gram / positional bars."""
+
+    BINDINGS = [
+        Binding("enter", "open_layer", "Open", id="overview.open", priority=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[OverviewRow] | None = None
+        self._table_width = 0
+        self.painted = False  # the layer rows are on screen (benchmarks, tests)
+
+    def compose(self) -> ComposeResult:
+        yield Static(_title(None, "opening…"), id="title", classes="title")
+        yield Static("", id="info")
+        yield Static("", id="banner", classes="banner")
+        yield DataTable(id="layers", cursor_type="row", zebra_stripes=False)
+        yield Static("", id="layer-summary")
+        yield Footer(compact=True)
+
+    def show_info(self, info: SummaryInfo) -> None:
+        self.query_one("#title", Static).update(_title(info, f"{info.model} · overview · enter opens a layer"))
+        grid = Table.grid(padding=(0, 1), expand=True)
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        tokens = f"{info.n_tokens:,} ({info.n_seq:,} × {info.seq_len})"
+        grid.add_row("model", f"{info.model} ({info.architecture})", "corpus", info.corpus)
+        grid.add_row("tokens", tokens, "rule", info.rule_text)
+        grid.add_row("layers", f"{info.n_layers} × {info.n_neurons:,} neurons", "file", info.path.name)
+        self.query_one("#info", Static).update(grid)
+        banner = self.query_one("#banner", Static)
+        banner.update(info.status)
+        banner.display = bool(info.status)
+        self.query_one("#layers", DataTable).loading = True
+
+    def show_rows(self, rows: list[OverviewRow]) -> None:
+        self.rows = rows
+        table = self.query_one("#layers", DataTable)
+        table.loading = False
+        self._fill()
+        table.focus()
+        self.call_after_refresh(setattr, self, "painted", True)
+
+    def on_resize(self) -> None:
+        super().on_resize()
+        if self.rows is not None and self.size.width != self._table_width:
+            self._fill()
+
+    def _fill(self) -> None:
+        rows = self.rows or []
+        table = self.query_one("#layers", DataTable)
+        keep = table.cursor_row
+        table.clear(columns=True)
+        width = max(40, self.size.width - 2)
+        self._table_width = self.size.width
+        wide = width >= 120
+        extra = 36 if wide else 0
+        bar_w = max(6, (width - 5 - extra) // 5 - 2)
+        show_count = bar_w >= 20
+        table.add_column("L", key="layer")
+        if wide:
+            table.add_column("neurons", key="neurons")
+        names = (("dead", "dead"), ("rare", "rare"), ("token", "token det."), ("ngram", "n-gram det."),
+                 ("positional", "positional"))
+        for key, label in names:
+            table.add_column(label.ljust(bar_w), key=key, width=bar_w)
+        if wide:
+            table.add_column("mean rate", key="rate")
+            table.add_column("covered", key="covered")
+            table.add_column("new", key="new")
+        scale = {}
+        for key, _ in names:
+            fracs = [getattr(r, key) / r.neurons for r in rows if getattr(r, key) is not None and r.neurons]
+            scale[key] = max(fracs) if fracs else 0.0
+        for r in rows:
+            cells = [Text(str(r.layer), justify="right")]
+            if wide:
+                cells.append(Text(f"{r.neurons:,}", justify="right"))
+            for key, _ in names:
+                cells.append(depth_bar_cell(getattr(r, key), r.neurons, scale[key], bar_w, show_count))
+            if wide:
+                cells.append(Text(fmt_rate(r.mean_rate), justify="right"))
+                cells.append(Text("–" if r.covered is None else f"{r.covered:,}", justify="right"))
+                cells.append(Text("–" if r.new is None else f"{r.new:,}", justify="right"))
+            table.add_row(*cells, key=str(r.layer))
+        if rows:
+            table.move_cursor(row=min(max(0, keep), len(rows) - 1), animate=False)
+            self._summarise(min(max(0, keep), len(rows) - 1))
+
+    def _summarise(self, index: int) -> None:
+        if not self.rows or not 0 <= index < len(self.rows):
+            return
+        r = self.rows[index]
+
+        def part(name, value):
+            return f"{name} {value:,} ({100 * value / r.neurons:.1f}%)" if value is not None else f"{name} –"
+
+        bits = [f"L{r.layer}: {r.neurons:,} neurons", part("dead", r.dead), part("rare", r.rare), part("token", r.token),
+                part("n-gram", r.ngram), part("positional", r.positional), f"mean rate {fmt_rate(r.mean_rate)}"]
+        if r.covered is not None:
+            bits.append(f"covers {r.covered:,} tokens ({r.new:,} new)")
+        self.query_one("#layer-summary", Static).update(" · ".join(bits))
+
+    @on(DataTable.RowHighlighted, "#layers")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._summarise(event.cursor_row)
+
+    @on(DataTable.RowSelected, "#layers")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        self.app.open_layer(int(event.row_key.value))
+
+    def action_open_layer(self) -> None:
+        table = self.query_one("#layers", DataTable)
+        if self.rows:
+            self.app.open_layer(self.rows[table.cursor_row].layer)
+
+
+# ---- layer ------------------------------------------------------------------------------------------
+
+
+class LayerScreen(ExplorerScreen):
+    """The neuron table of one layer: filter, sort, search, mark; `[` / `]` change the layer."""
+
+    LAYER_GROUP = Binding.Group("Layer")
+    BINDINGS = [
+        Binding("slash", "search", "Search", key_display="/", tooltip="search triggers by token text", id="layer.search"),
+        Binding("s", "sort_next", "Sort", tooltip="sort by the next column", id="layer.sort.next"),
+        Binding("S", "sort_reverse", "Reverse", show=False, tooltip="reverse the sort order", id="layer.sort.reverse"),
+        Binding("left_square_bracket", "layer(-1)", "Prev layer", key_display="[", group=LAYER_GROUP,
+                tooltip="previous layer (same filter, sort, search)", id="layer.prev"),
+        Binding("right_square_bracket", "layer(1)", "Next layer", key_display="]", group=LAYER_GROUP,
+                tooltip="next layer (same filter, sort, search)", id="layer.next"),
+        Binding("a", "filter('all')", "All", show=False, tooltip="show all neurons", id="layer.filter.all"),
+        Binding("d", "filter('dead')", "Dead", show=False, tooltip="only dead neurons (never fired)",
+                id="layer.filter.dead"),
+        Binding("r", "filter('rare')", "Rare", show=False, tooltip="only rare neurons (alive, rate < 1e-4)",
+                id="layer.filter.rare"),
+        Binding("t", "filter('token')", "Token", show=False, tooltip="only token detectors", id="layer.filter.token"),
+        Binding("n", "filter('ngram')", "N-gram", show=False, tooltip="only n-gram detectors", id="layer.filter.ngram"),
+        Binding("p", "filter('positional')", "Positional", show=False, tooltip="only positional neurons",
+                id="layer.filter.positional"),
+        Binding("M", "filter('marked')", "Marked", show=False, tooltip="only marked neurons", id="layer.filter.marked"),
+        *[Binding(str(i + 1), f"sort('{c.key}')", f"Sort {c.title}", show=False,
+                  tooltip=f"sort by {c.title} ({c.help}); again reverses", id=f"layer.sort.{c.key}")
+          for i, c in enumerate(COLUMNS)],
+        Binding("m", "mark", "Mark", tooltip="mark the neuron under the cursor, with a note", id="layer.mark"),
+        Binding("u", "unmark", "Unmark", show=False, tooltip="remove the mark of the neuron under the cursor",
+                id="layer.unmark"),
+        Binding("escape", "back", "Back", tooltip="clear the search, else back to the overview", id="layer.back"),
+    ]
+
+    def __init__(self, layer: int, state: ViewState | None = None, neuron: int | None = None) -> None:
+        super().__init__()
+        self.layer_index = layer
+        self.state = state or ViewState()
+        self._keep = neuron
+        self.view: LayerView | None = None
+        self.counts: dict[str, int] = {}
+        self.requested_at = 0.0
+        self.last_latency: float | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="title", classes="title")
+        yield Static("", id="filters")
+        yield Static("", id="banner", classes="banner")
+        yield NeuronTable(id="table")
+        yield Input(placeholder="search triggers by token text, e.g. ' the'  (enter: done, esc: clear)", id="search")
+        yield Footer(compact=True)
+
+    @property
+    def table(self) -> NeuronTable:
+        return self.query_one(NeuronTable)
+
+    def on_mount(self) -> None:
+        info = self.explorer.info
+        banner = self.query_one("#banner", Static)
+        banner.update(info.status)
+        banner.display = bool(info.status)
+        search = self.query_one("#search", Input)
+        search.display = bool(self.state.query)
+        search.value = self.state.query
+        self._update_title()
+        self.table.focus()
+        self.request_view(self._keep)
+
+    # ---- loading ----
+    def request_view(self, neuron: int | None = None) -> None:
+        """Recompute the view for the current layer and state in a worker; the table keeps `neuron`."""
+        self.requested_at = time.perf_counter()
+        if not self.explorer.is_cached(self.layer_index):
+            self._update_title(loading=True)  # a read from disk: say so (cached layers answer at once)
+        self._load_view(self.layer_index, self.state, neuron)
+
+    @work(thread=True, exclusive=True, group="layer-view")
+    def _load_view(self, layer: int, state: ViewState, neuron: int | None) -> None:
+        worker = get_current_worker()
+        try:
+            view = self.explorer.view(layer, state)
+            counts = self.explorer.counts_by_filter(layer)
+        except Exception as exc:  # noqa: BLE001 - a damaged file gives a message, never a traceback
+            self.app.call_from_thread(self.app.notify, f"cannot read layer {layer}: {_reason(exc)}", severity="error")
+            return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self._show_view, view, counts, neuron)
+
+    def _show_view(self, view: LayerView, counts: dict[str, int], neuron: int | None) -> None:
+        if view.layer != self.layer_index or view.state != self.state:
+            return  # a newer request is on its way
+        self.view, self.counts = view, counts
+        self.table.empty_text = "no neurons match" if counts.get("all") else "empty layer"
+        self.table.set_view(view, neuron)
+        self._update_title()
+        self.last_latency = time.perf_counter() - self.requested_at
+        self._prefetch(self.layer_index)
+
+    @work(thread=True, exclusive=True, group="prefetch")
+    def _prefetch(self, layer: int) -> None:
+        worker = get_current_worker()
+        for other in (layer + 1, layer - 1):
+            if worker.is_cancelled:
+                return
+            if 0 <= other < self.explorer.info.n_layers and not self.explorer.is_cached(other):
+                try:
+                    self.explorer.layer(other)
+                except Exception:  # noqa: BLE001 - a prefetch is only a guess; the real read reports
+                    return
+
+    # ---- header lines ----
+    def _update_title(self, loading: bool = False) -> None:
+        info = self.explorer.info
+        st = self.state
+        col = next(c for c in COLUMNS if c.key == st.sort)
+        shown = f"{len(self.view):,} of {info.n_neurons:,}" if self.view is not None and not loading else "…"
+        text = f"L{self.layer_index}/{info.n_layers - 1} · {shown} neurons · sort {col.title} {'▼' if st.descending else '▲'}"
+        if st.query:
+            text += f" · search {st.query!r}"
+        self.query_one("#title", Static).update(_title(info, text))
+        bar = Text(no_wrap=True, overflow="ellipsis")
+        for name, label, key in FILTER_LABELS:
+            count = self.counts.get(name)
+            needs = name in ANALYSIS_FILTERS and not info.has_analysis
+            value = "–" if needs or count is None else f"{count:,}"
+            style = "bold reverse" if st.filter == name else ("dim" if needs else "")
+            bar.append(" ")
+            bar.append(label[0], style=(style + " bold underline").strip())
+            bar.append(f"{label[1:]} {value}", style=style)
+        self.query_one("#filters", Static).update(bar)
+
+    # ---- actions ----
+    def action_filter(self, name: str) -> None:
+        if name in ANALYSIS_FILTERS and not self.explorer.info.has_analysis:
+            self.notify(f"the {name} filter needs the analysis: run `neuron-tui analyze {self.explorer.info.path}`",
+                        severity="warning")
+            return
+        self.state = replace(self.state, filter=name)
+        self.request_view(None)
+
+    def action_sort(self, key: str) -> None:
+        if self.state.sort == key:
+            self.state = replace(self.state, descending=not self.state.descending)
+        else:
+            self.state = replace(self.state, sort=key, descending=DEFAULT_DESCENDING.get(key, False))
+        self.request_view(None)
+
+    def action_sort_next(self) -> None:
+        keys = [c.key for c in COLUMNS]
+        key = keys[(keys.index(self.state.sort) + 1) % len(keys)]
+        self.state = replace(self.state, sort=key, descending=DEFAULT_DESCENDING.get(key, False))
+        self.request_view(None)
+
+    def action_sort_reverse(self) -> None:
+        self.state = replace(self.state, descending=not self.state.descending)
+        self.request_view(None)
+
+    def action_layer(self, delta: int) -> None:
+        target = self.layer_index + delta
+        if not 0 <= target < self.explorer.info.n_layers:
+            self.app.bell()
+            self.notify(f"no layer {target}: layers are 0..{self.explorer.info.n_layers - 1}", timeout=2)
+            return
+        self.layer_index = target
+        self.request_view(None)
+
+    def action_search(self) -> None:
+        if not self.explorer.info.has_analysis:
+            self.notify("search by trigger token needs the analysis: run `neuron-tui analyze FILE`",
+                        severity="warning")
+            return
+        search = self.query_one("#search", Input)
+        search.display = True
+        search.focus()
+
+    @on(Input.Changed, "#search")
+    def _search_changed(self, event: Input.Changed) -> None:
+        if event.value != self.state.query:
+            self.state = replace(self.state, query=event.value)
+            self.request_view(None)
+
+    @on(Input.Submitted, "#search")
+    def _search_done(self, event: Input.Submitted) -> None:
+        if not event.value:
+            event.input.display = False
+        self.table.focus()
+
+    def action_back(self) -> None:
+        search = self.query_one("#search", Input)
+        if search.has_focus or self.state.query:
+            search.value = ""
+            search.display = False
+            self.table.focus()
+            if self.state.query:
+                self.state = replace(self.state, query="")
+                self.request_view(self.table.neuron)
+            return
+        self.app.pop_screen()
+
+    @on(NeuronTable.Selected)
+    def _open(self, event: NeuronTable.Selected) -> None:
+        order = self.view.order if self.view is not None else None
+        self.app.push_screen(NeuronScreen(self.layer_index, event.neuron, order))
+
+    @on(NeuronTable.HeaderClicked)
+    def _header_clicked(self, event: NeuronTable.HeaderClicked) -> None:
+        self.action_sort(event.column)
+
+    def action_mark(self) -> None:
+        neuron = self.table.neuron
+        if neuron is not None:
+            self.app.mark_neuron(self.layer_index, neuron)
+
+    def action_unmark(self) -> None:
+        neuron = self.table.neuron
+        if neuron is not None:
+            self.app.unmark_neuron(self.layer_index, neuron)
+
+    def marks_changed(self) -> None:
+        self.request_view(self.table.neuron)
+
+
+# ---- neuron detail ------------------------------------------------------------------------------------
+
+
+class NeuronScreen(ExplorerScreen):
+    """Everything about one neuron: triggers, n-grams, promoted / suppressed tokens, positions, contexts."""
+
+    BINDINGS = [
+        Binding("comma", "step(-1)", "Prev", key_display=",", tooltip="previous neuron of the layer's list",
+                id="neuron.prev"),
+        Binding("full_stop", "step(1)", "Next", key_display=".", tooltip="next neuron of the layer's list",
+                id="neuron.next"),
+        Binding("m", "mark", "Mark", tooltip="mark this neuron, with a note", id="neuron.mark"),
+        Binding("u", "unmark", "Unmark", show=False, tooltip="remove this neuron's mark", id="neuron.unmark"),
+        Binding("escape", "back", "Back", tooltip="back to the layer table", id="neuron.back"),
+    ]
+
+    def __init__(self, layer: int, neuron: int, order: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.layer_index, self.neuron = layer, neuron
+        self.order = order
+        self.detail: NeuronDetail | None = None
+        self.painted = False  # the detail of (layer, neuron) is on screen (benchmarks, tests)
+
+    def compose(self) -> ComposeResult:
+        yield Static(_title(None, f"L{self.layer_index} N{self.neuron}"), id="title", classes="title")
+        yield Static("", id="banner", classes="banner")
+        with VerticalScroll(id="detail"):
+            yield Static("", id="headline")
+            with Horizontal(classes="pair", id="trig-pair"):
+                yield Static("", id="triggers", classes="half")
+                yield Static("", id="ngrams", classes="half")
+            yield Static("", id="plot-title", classes="section")
+            yield PositionPlot(id="plot")
+            with Horizontal(classes="pair"):
+                yield Static("", id="promoted", classes="half")
+                yield Static("", id="suppressed", classes="half")
+            yield Static("", id="contexts")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        info = self.explorer.info
+        banner = self.query_one("#banner", Static)
+        banner.update(info.status)
+        banner.display = bool(info.status)
+        self.query_one("#detail").focus()
+        self.load()
+
+    def load(self) -> None:
+        self.query_one("#title", Static).update(_title(self.explorer.info, f"L{self.layer_index} N{self.neuron} · loading…"))
+        self._load(self.layer_index, self.neuron)
+
+    @work(thread=True, exclusive=True, group="neuron")
+    def _load(self, layer: int, neuron: int) -> None:
+        worker = get_current_worker()
+        try:
+            detail = self.explorer.neuron(layer, neuron)
+        except Exception as exc:  # noqa: BLE001 - a damaged file gives a message, never a traceback
+            self.app.call_from_thread(self.app.notify, f"cannot read L{layer} N{neuron}: {_reason(exc)}",
+                                      severity="error")
+            return
+        if not worker.is_cancelled:
+            self.app.call_from_thread(self.show, detail)
+
+    def show(self, d: NeuronDetail) -> None:
+        if (d.layer, d.neuron) != (self.layer_index, self.neuron):
+            return
+        self.detail = d
+        self._draw()
+        self.call_after_refresh(setattr, self, "painted", True)
+
+    def on_resize(self) -> None:
+        super().on_resize()
+        if self.detail is not None:
+            self._draw()
+
+    def _draw(self) -> None:
+        d = self.detail
+        info = self.explorer.info
+        names = {"token": "token detector", "ngram": "n-gram detector"}
+        cats = ", ".join(names.get(c, c) + (f" ({d.pos_shape})" if c == "positional" and d.pos_shape else "")
+                         for c in d.categories)
+        self.query_one("#title", Static).update(_title(info, f"L{d.layer} N{d.neuron} · {cats or 'no category'}"))
+        head = Text()
+        head.append(f"fires on {100 * d.rate:.3g}% of tokens ({d.count:,} firings)", style="bold")
+        if d.count:
+            head.append(f" · activation max {d.act_max:.3g}, mean {d.act_mean:.3g}")
+        if d.n_events:
+            stands = f"1 per {2 ** d.level:,} firings" if d.level else "all firings"
+            head.append(f" · {d.n_events:,} events kept ({stands})")
+        if not math.isnan(d.coverage) and d.triggers:
+            head.append(f" · covered tokens explain {100 * d.coverage:.0f}%")
+        if d.note is not None:
+            head.append("\n* marked", style="bold yellow")
+            head.append(f": {d.note}" if d.note else "")
+        self.query_one("#headline", Static).update(head)
+        self.query_one("#triggers", Static).update(self._triggers(d))
+        self.query_one("#ngrams", Static).update(self._ngrams(d))
+        self._plot(d)
+        self.query_one("#promoted", Static).update(self._scored(d, "promoted"))
+        self.query_one("#suppressed", Static).update(self._scored(d, "suppressed"))
+        self.query_one("#contexts", Static).update(self._contexts(d))
+
+    @property
+    def narrow(self) -> bool:
+        return self.size.width < 120
+
+    @property
+    def rows_shown(self) -> int:
+        """Rows of the trigger and n-gram tables: fewer in 80x24 so the position plot stays on screen."""
+        return 6 if self.size.height < 40 else 12
+
+    def _triggers(self, d: NeuronDetail):
+        if not d.has_analysis:
+            return Text("Top triggers, n-grams: need the analysis (neuron-tui analyze FILE)", style="dim")
+        legend = "  (✓ covered)" if any(tr.covered for tr in d.triggers) else ""
+        t = Table(title="Top triggers" + legend, title_justify="left", box=None, padding=(0, 1), expand=True,
+                  title_style="bold")
+        t.add_column("token", ratio=1, no_wrap=True, overflow="ellipsis")
+        t.add_column("fired", justify="right", no_wrap=True)
+        t.add_column("P(f|t)" if self.narrow else "P(fire|tok)", justify="right", no_wrap=True)
+        t.add_column("occ", justify="right", no_wrap=True)
+        t.add_column("supp", justify="right", no_wrap=True)
+        approx = "~" if d.level else ""
+        for tr in d.triggers[: self.rows_shown]:
+            supp = "–" if tr.supp_rank < 0 else f"#{tr.supp_rank}"
+            token = Text()
+            if tr.covered:  # before the text, so a narrow column never cuts it off
+                token.append("✓", style="bold green")
+            token.append(show_token(tr.text))
+            t.add_row(token, approx + fmt_count(tr.count), f"{tr.pfire:.2f}", fmt_count(tr.occurrences),
+                      Text(supp, style="bold green" if 0 <= tr.supp_rank < 10 else ""))
+        if not d.triggers:
+            t.add_row(Text("none (never fired)", style="dim"), "", "", "", "")
+        return t
+
+    def _ngrams(self, d: NeuronDetail):
+        if not d.has_analysis:
+            return Text("")
+        t = Table(title="N-gram contexts", title_justify="left", box=None, padding=(0, 1), expand=True,
+                  title_style="bold")
+        t.add_column("previous → token", ratio=1, no_wrap=True, overflow="ellipsis")
+        t.add_column("fired", justify="right", no_wrap=True)
+        trig = d.trigger_ids
+        for g in d.ngrams[: self.rows_shown]:
+            ctx = Text(show_token(g.prev) if g.prev else "⟨start⟩", style="dim")
+            ctx.append(" → ")
+            ctx.append(show_token(g.tok), style="bold" if g.tok_id in trig else "")
+            t.add_row(ctx, ("~" if d.level else "") + fmt_count(g.count))
+        if not d.ngrams:
+            t.add_row(Text("none", style="dim"), "")
+        return t
+
+    def _plot(self, d: NeuronDetail) -> None:
+        plot = self.query_one("#plot", PositionPlot)
+        values = d.pos_rate
+        title = Text("Firing rate by position", style="bold")
+        if len(values) and values.max() > 0:
+            peak = int(values.argmax())
+            title.append(f"  scale 0 … {values.max():.3g} (peak at t={peak}), mean {values.mean():.3g}")
+            if not math.isnan(d.pos_mi):
+                title.append(f" · MI {d.pos_mi:.3f} nats")
+        else:
+            title.append("  never fired", style="dim")
+        self.query_one("#plot-title", Static).update(title)
+        plot.set_values(values)
+
+    def _scored(self, d: NeuronDetail, kind: str):
+        items = d.promoted if kind == "promoted" else d.suppressed
+        if not d.has_projection:
+            return Text(f"{kind.capitalize()}: no projection group in this summary", style="dim")
+        t = Table(title=f"{kind.capitalize()} tokens", title_justify="left", box=None, padding=(0, 1),
+                  expand=True, title_style="bold")
+        t.add_column("token", ratio=1, no_wrap=True, overflow="ellipsis")
+        t.add_column("score", justify="right", no_wrap=True)
+        for s in items:
+            label = Text(show_token(s.text))
+            if s.is_trigger:
+                label.stylize(TRIGGER_STYLE)
+                label.append(" ◆ trigger", style="bold yellow")
+            t.add_row(label, f"{s.score:+.3g}")
+        return t
+
+    def _contexts(self, d: NeuronDetail) -> Text:
+        out = Text()
+        out.append("Contexts", style="bold")
+        out.append("  (top activations, firing token highlighted)\n", style="dim")
+        if not d.contexts:
+            out.append("none: the neuron never fired", style="dim")
+            return out
+        width = max(30, self.query_one("#detail").size.width - 2)
+        for c in d.contexts:
+            value = "" if math.isnan(c.value) else f"{c.value:6.3g} "
+            room = width - len(value)
+            raw = c.tokens[c.index]
+            lead = raw[: len(raw) - len(raw.lstrip(" "))] if raw.strip() else ""
+            tok = show_token(raw) if not raw.strip() else _plain(raw.strip(" "))
+            # tokens alternate between two shades so their boundaries show even without spaces
+            left = [(_plain(t), k % 2) for k, t in enumerate(c.tokens[: c.index])]
+            if lead:
+                left.append((lead, 0))
+            right = [(_plain(t), k % 2) for k, t in enumerate(c.tokens[c.index + 1 :])]
+            max_left = max(4, int(room * 0.6) - len(tok))
+            used, kept = 0, []
+            for text, shade in reversed(left):
+                if used + len(text) > max_left - 1:
+                    kept.append((("…" + text[len(text) - (max_left - 1 - used) :]) if max_left - 1 - used > 0 else "…", shade))
+                    break
+                kept.append((text, shade))
+                used += len(text)
+            line = Text(no_wrap=True, overflow="ellipsis")
+            line.append(value, style="dim")
+            for text, shade in reversed(kept):
+                line.append(text, style=ALT_STYLE if shade else "")
+            line.append(tok, style=FIRING_STYLE)
+            for text, shade in right:
+                line.append(text, style=ALT_STYLE if shade else "")
+            line.truncate(width)
+            out.append_text(line)
+            out.append("\n")
+        out.rstrip()
+        return out
+
+    # ---- actions ----
+    def action_step(self, delta: int) -> None:
+        n = self.explorer.info.n_neurons
+        if self.order is not None and len(self.order):
+            hits = np.flatnonzero(self.order == self.neuron)
+            pos = int(hits[0]) + delta if len(hits) else 0
+            if not 0 <= pos < len(self.order):
+                self.app.bell()
+                return
+            self.neuron = int(self.order[pos])
+        else:
+            if not 0 <= self.neuron + delta < n:
+                self.app.bell()
+                return
+            self.neuron += delta
+        self.detail = None
+        self.painted = False
+        self.load()
+
+    def action_mark(self) -> None:
+        self.app.mark_neuron(self.layer_index, self.neuron)
+
+    def action_unmark(self) -> None:
+        self.app.unmark_neuron(self.layer_index, self.neuron)
+
+    def marks_changed(self) -> None:
+        if self.detail is not None:
+            self.detail.note = self.explorer.marks.note(self.layer_index, self.neuron)
+            self._draw()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+# ---- help, dialogs, errors ------------------------------------------------------------------------------
+
+
+class HelpScreen(ModalScreen):
+    """Every key of every screen, from the bindings themselves (keymap overrides applied)."""
+
+    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="help.close")]
+
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
+        super().__init__()
+        self.sections = sections
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box"):
+            yield Static(Text("Keys  (esc or ? closes · ↑↓ scroll)", style="bold"), id="help-title")
+            with VerticalScroll(id="help-scroll"):
+                t = Table(box=None, padding=(0, 1), expand=True, show_header=False)
+                t.add_column(style="bold cyan", no_wrap=True, min_width=12)
+                t.add_column(ratio=1)
+                for title, keys in self.sections:
+                    t.add_row(Text(title, style="bold underline"), "")
+                    for key, desc in keys:
+                        t.add_row(key, desc)
+                yield Static(t, id="help-table")
+
+    def on_mount(self) -> None:
+        self.query_one("#help-scroll").focus()
+
+
+class MarkDialog(ModalScreen[str | None]):
+    """A note for a marked neuron; enter saves, escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="mark.cancel")]
+
+    def __init__(self, layer: int, neuron: int, note: str | None) -> None:
+        super().__init__()
+        self.layer_index, self.neuron, self.note = layer, neuron, note
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            verb = "Edit the note of" if self.note is not None else "Mark"
+            yield Static(Text(f"{verb} L{self.layer_index} N{self.neuron}", style="bold"))
+            yield Input(value=self.note or "", placeholder="note (optional)", id="note")
+            yield Static(Text("enter: save · esc: cancel", style="dim"))
+
+    def on_mount(self) -> None:
+        self.query_one("#note", Input).focus()
+
+    @on(Input.Submitted, "#note")
+    def _save(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ExportDialog(ModalScreen[str | None]):
+    """Choose the export format of the marks."""
+
+    BINDINGS = [
+        Binding("c", "pick('csv')", "CSV", id="export.csv"),
+        Binding("j", "pick('json')", "JSON", id="export.json"),
+        Binding("escape", "pick('')", "Cancel", id="export.cancel"),
+    ]
+
+    def __init__(self, n_marks: int, folder: str) -> None:
+        super().__init__()
+        self.n_marks, self.folder = n_marks, folder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Static(Text(f"Export {self.n_marks} marked neuron(s) with their data", style="bold"))
+            yield Static(f"into {self.folder}")
+            yield Static(Text("c: CSV · j: JSON · esc: cancel", style="dim"))
+
+    def action_pick(self, fmt: str) -> None:
+        self.dismiss(fmt or None)
+
+
+class ErrorScreen(Screen):
+    """A summary that cannot be opened: the reason, and how to leave. Never a traceback."""
+
+    BINDINGS = [Binding("q,escape,enter", "app.quit", "Quit", id="error.quit")]
+
+    def __init__(self, title: str, message: str) -> None:
+        super().__init__()
+        self.title_text, self.message = title, message
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog error"):
+            yield Static(Text(self.title_text, style="bold red"))
+            yield Static(self.message, id="error-message")
+            yield Static(Text("press q to quit", style="dim"))
+        yield Footer(compact=True)
+
+
+class TooSmallScreen(ModalScreen):
+    """Shown while the terminal is smaller than the explorer needs; goes away when it grows."""
+
+    BINDINGS = [Binding("q,ctrl+c", "app.quit", "Quit", id="small.quit")]
+
+    def __init__(self, need: tuple[int, int]) -> None:
+        super().__init__()
+        self.need = need
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="too-small")
+
+    def on_mount(self) -> None:
+        self.update_size()
+
+    def on_resize(self) -> None:
+        self.update_size()
+        self.app.call_later(self.app.check_size)
+
+    def update_size(self) -> None:
+        w, h = self.app.size
+        self.query_one("#too-small", Static).update(
+            f"Terminal too small: {w}×{h}.\nneuron-tui needs at least {self.need[0]}×{self.need[1]}.\n"
+            "Enlarge the window (or press q to quit)."
+        )
+
+
+def _reason(exc: Exception) -> str:
+    """A one-line reason: SummaryError's own message, else the exception's class and message."""
+    return str(exc) if isinstance(exc, SummaryError) else f"{exc.__class__.__name__}: {exc}"
+
+
+def _plain(text: str) -> str:
+    """Context text on one line: newlines and tabs as visible symbols."""
+    return text.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "")
