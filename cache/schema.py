@@ -37,6 +37,8 @@ ROOT_ATTRS = (
     "corpus",  # JSON: corpus identity (source, content hash, seed)
     "key",  # hex digest of everything that identifies the run (the cache file is named by it)
     "complete",  # False while collection is still checkpointing into this file
+    "shard",  # "K/N" (or "K1,K2/N"): the summary counts only the planned sequences i with i % N in K; "0/1" = all
+    "base_key",  # the key of the whole run the shard belongs to (equal to `key` when shard is "0/1")
 )
 
 # name -> (dtype, axes) of the datasets written by collection
@@ -54,6 +56,13 @@ DATASETS = {
     "event_level": ("int8", "L,F"),  # sampling level: each kept event stands for 2**level firings
     "event_offsets": ("int64", "L,F+1"),  # neuron (l, i) events are event_pos[off[l,i]:off[l,i+1]]
     "event_pos": ("int64", "E"),  # global token positions of kept firing events, ascending per neuron
+}
+
+# Datasets that may be absent. A shard summary stores only its own token rows: `tokens` row r holds
+# global sequence seq_index[r] (positions g = seq_index[r] * T + t keep one position space for all
+# shards, so they merge exactly); without `seq_index` row r is sequence r.
+OPTIONAL_DATASETS = {
+    "seq_index": ("int64", "S"),  # global sequence index of each row of `tokens`, ascending
 }
 
 # Groups written after the pass. `projection` needs the model's weights (made during collection);

@@ -131,6 +131,7 @@ class Summary:
         self._cache_bytes = 0
         self._vocab: list[str] | None = None
         self._hist: np.ndarray | None = None
+        self._seq_index: np.ndarray | None = None
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
@@ -262,13 +263,23 @@ class Summary:
             self._hist = np.bincount(tokens.ravel(), minlength=len(self.vocab)).astype(np.int64)
         return self._hist
 
+    @property
+    def seq_index(self) -> np.ndarray:
+        """[n_seq] the global sequence index of each row of `tokens`: 0, 1, 2, ... unless the summary
+        holds a shard of the corpus (dataset `seq_index`)."""
+        if self._seq_index is None:
+            n_seq = int(self.attrs["n_seq"])
+            stored = self._f["seq_index"][:n_seq] if "seq_index" in self._f else None
+            self._seq_index = np.arange(n_seq, dtype=np.int64) if stored is None else stored.astype(np.int64)
+        return self._seq_index
+
     def tokens_at(self, positions: np.ndarray) -> np.ndarray:
         """Token ids at global positions g = seq * T + t."""
         positions = np.asarray(positions, dtype=np.int64)
         tokens = self._f["tokens"]
         if positions.size == 0:
             return np.zeros(0, dtype=np.int32)
-        rows = positions // self.seq_len
+        rows = self._rows(positions // self.seq_len)
         order = np.argsort(rows, kind="stable")
         unique_rows, inverse = np.unique(rows[order], return_inverse=True)
         block = tokens[unique_rows.tolist()]
@@ -280,7 +291,26 @@ class Summary:
         """Token ids around global position `position`, within its sequence, and the index of it."""
         seq, t = divmod(int(position), self.seq_len)
         lo, hi = max(0, t - left), min(self.seq_len, t + right + 1)
-        return self._f["tokens"][seq, lo:hi], t - lo
+        return self._f["tokens"][int(self._rows(np.array([seq]))[0]), lo:hi], t - lo
+
+    def _rows(self, seqs: np.ndarray) -> np.ndarray:
+        if "seq_index" not in self._f:
+            return seqs
+        try:
+            return rows_of(self.seq_index, seqs)
+        except KeyError as exc:
+            raise SummaryError(f"{self.path} holds shard {self.attrs.get('shard')} of the corpus, not {exc}") from None
+
+
+def rows_of(seq_index: np.ndarray, seqs: np.ndarray) -> np.ndarray:
+    """Rows of a `tokens` array that hold the global sequences `seqs`, given its ascending
+    `seq_index`; KeyError naming a sequence that is not there."""
+    seqs = np.asarray(seqs, dtype=np.int64)
+    rows = np.minimum(np.searchsorted(seq_index, seqs), max(len(seq_index) - 1, 0))
+    missing = seq_index[rows] != seqs if len(seq_index) else np.ones(seqs.shape, dtype=bool)
+    if missing.any():
+        raise KeyError(f"sequence {int(seqs[missing][0])}")
+    return rows
 
 
 def _plain(value: Any) -> Any:

@@ -133,8 +133,10 @@ class LayerAccumulator:
         seq_pos = batch.positions.view(B, T).gather(1, seq_arg)  # [B, F]
         cat_v = torch.cat([self.top_val, seq_max])
         cat_p = torch.cat([self.top_pos, seq_pos])
-        self.top_val, order = cat_v.topk(self.top_k, dim=0)
-        self.top_pos = cat_p.gather(0, order)
+        # a stable sort, not topk: equal values (a repeated context) keep the earlier position, so the
+        # result does not depend on batch size, resumes or merges
+        order = torch.sort(cat_v, dim=0, descending=True, stable=True).indices[: self.top_k]
+        self.top_val, self.top_pos = cat_v.gather(0, order), cat_p.gather(0, order)
 
     def _cpu_argmax(self, value: torch.Tensor, seq_max: torch.Tensor) -> torch.Tensor:
         """argmax over positions only where a sequence can enter the top-K (few, after warm-up).

@@ -103,7 +103,7 @@ def parse_shard(text: str) -> tuple[tuple[int, ...], int]:
         raise UsageError(f"shard {text!r} is not K/N (e.g. 0/4: sequences 0, 4, 8, ... of the corpus)") from None
     if n < 1 or not all(0 <= k < n for k in ks):
         raise UsageError(f"shard {text!r}: K must be in 0..N-1")
-    return ks, n
+    return WHOLE if len(ks) == n else (ks, n)
 
 
 def format_shard(shard: tuple[tuple[int, ...], int]) -> str:
@@ -119,11 +119,17 @@ def run_key(base_key: str, shard: tuple[tuple[int, ...], int]) -> str:
     return hashlib.sha256(f"{base_key} shard {format_shard(shard)}".encode()).hexdigest()
 
 
+def shard_path(whole: Path, shard: tuple[tuple[int, ...], int]) -> Path:
+    """The file of a shard next to the whole run's: `<whole>.shard<K>of<N>.h5`, so a distributed rank
+    and a `--shard K/N` run share checkpoints, and the cache lookup of a model's summary skips shards."""
+    ks, n = shard
+    return whole.with_name(f"{whole.stem}.shard{'_'.join(map(str, ks))}of{n}{whole.suffix}")
+
+
 def shard_plan(plan: RunPlan, k: int, n: int) -> RunPlan:
-    """Shard k of n of a whole-run plan, checkpointed next to the whole run's file (distributed ranks)."""
+    """Shard k of n of a whole-run plan, filed next to the whole run's summary (distributed ranks)."""
     shard = ((k,), n)
-    path = plan.path.with_name(f"{plan.path.stem}.shard{k}of{n}{plan.path.suffix}")
-    return replace(plan, shard=shard, key=run_key(plan.base_key, shard), path=path)
+    return replace(plan, shard=shard, key=run_key(plan.base_key, shard), path=shard_path(plan.path, shard))
 
 
 def make_plan(
@@ -179,7 +185,8 @@ def make_plan(
     base_key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     parts = parse_shard(shard) if shard else WHOLE
     key = run_key(base_key, parts)
-    path = Path(out) if out else summary_path(default_cache_dir(cache_dir), model_name, key)
+    whole = summary_path(default_cache_dir(cache_dir), model_name, base_key)
+    path = Path(out) if out else whole if parts == WHOLE else shard_path(whole, parts)
     return RunPlan(model_name, config.model_type, rule, tau_source, threshold, seq_len, n_seq, batch_size,
                    settings, corpus, key, path, parts, base_key)
 
@@ -575,10 +582,3 @@ def _interrupts_as_keyboard():
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-
-if __name__ == "__main__":  # torchrun --nproc-per-node N -m neuron_tui.core.collect MODEL [collect options]
-    import sys
-
-    from neuron_tui.tui.cli import main  # the entry point only: the library never imports tui
-
-    sys.exit(main(["collect", "--distributed", *sys.argv[1:]]))

@@ -6,6 +6,8 @@
     neuron-tui analyze FILE [--min-fire-rate X ...]
     neuron-tui neuron FILE LAYER INDEX [--json]
     neuron-tui open FILE
+    neuron-tui merge A.h5 B.h5 ... -o C.h5   summaries of disjoint shards (collect --shard K/N) into one
+    torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL [...]   data-parallel collection
 
 Every failure a user can cause prints one line on stderr, exit status 2 for a wrong request and 1 for a
 failure while doing it; never a traceback.
@@ -23,7 +25,7 @@ from neuron_tui.cache import Summary, SummaryError
 from neuron_tui.cache.paths import cache_dir, model_slug
 from neuron_tui.core.errors import NeuronTuiError, UsageError
 
-COMMANDS = ("collect", "report", "analyze", "neuron", "open", "main")
+COMMANDS = ("collect", "report", "analyze", "neuron", "open", "merge", "main")
 
 
 def _collect_options(p: argparse.ArgumentParser) -> None:
@@ -52,7 +54,13 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="neuron-tui", description="Explore the FFN neurons of language models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _collect_options(sub.add_parser("collect", help="stream a corpus through a model into a summary"))
+    col = sub.add_parser("collect", help="stream a corpus through a model into a summary")
+    _collect_options(col)
+    col.add_argument("--shard", help="K/N: only the sequences i with i %% N == K of the corpus (merge the N "
+                                     "summaries with `neuron-tui merge`)")
+    col.add_argument("--distributed", action="store_true",
+                     help="one shard per process under torchrun (gloo on CPU, NCCL on cuda:LOCAL_RANK); "
+                          "rank 0 writes the merged summary")
     _collect_options(sub.add_parser("main", help=argparse.SUPPRESS))
     rep = sub.add_parser("report", help="per-layer table of one summary, or several lined up by depth")
     rep.add_argument("targets", nargs="+", help="summary files or model names (their cached summary)")
@@ -68,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     neu.add_argument("--json", action="store_true")
     opn = sub.add_parser("open", help="open a summary in the explorer")
     opn.add_argument("file", type=Path)
+    mrg = sub.add_parser("merge", help="merge summaries of disjoint corpus shards of one run (collect --shard K/N)")
+    mrg.add_argument("files", nargs="+", type=Path)
+    mrg.add_argument("-o", "--out", type=Path, required=True, help="the merged summary (a new file)")
     return parser
 
 
@@ -108,17 +119,35 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_report(args)
     if args.command == "neuron":
         return run_neuron(args)
+    if args.command == "merge":
+        from neuron_tui.core.merge import merge_summaries
+
+        print(merge_summaries(args.files, args.out))
+        return 0
     raise UsageError(f"unknown command {args.command}")
 
 
 def run_collect(args: argparse.Namespace) -> Path:
     """Plan (cheap: config only), reuse an existing summary, else load the model and collect."""
+    if not getattr(args, "distributed", False):
+        return _run_collect(args, None)
+    from neuron_tui.core import distributed
+
+    if args.shard or args.device_map:
+        raise UsageError("--distributed gives every process its own shard on its own device: "
+                         "drop --shard and --device-map")
+    with distributed.session(args.device) as rank:
+        return _run_collect(args, rank)
+
+
+def _run_collect(args: argparse.Namespace, rank) -> Path:
+    """`run_collect` in this process; `rank` (distributed.Rank) when it is one of a torchrun group."""
     from transformers import AutoConfig
 
     from neuron_tui.core import collect, models
 
     source = models.resolve(args.model)
-    device = args.device or models.default_device()
+    device = rank.device if rank else args.device or models.default_device()
     settings = collect.Settings(
         corpus=args.corpus, n_tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
         threshold=args.threshold, quantile=args.quantile, events_cap=args.events,
@@ -129,7 +158,8 @@ def run_collect(args: argparse.Namespace) -> Path:
         config = AutoConfig.from_pretrained(source.load_from, **kwargs)
     except (OSError, ValueError) as exc:
         raise models._load_error(source, exc) from None
-    plan = collect.make_plan(source.name, config, settings, device, out=args.out, cache_dir=args.cache_dir)
+    plan = collect.make_plan(source.name, config, settings, device, out=args.out, cache_dir=args.cache_dir,
+                             shard=getattr(args, "shard", None))
     if plan.path.exists():
         if not args.quiet:
             print(f"neuron-tui: using the existing summary {plan.path}", file=sys.stderr)
@@ -141,6 +171,10 @@ def run_collect(args: argparse.Namespace) -> Path:
 
         hf_logging.disable_progress_bar()
     loaded = models.load(args.model, device=device, dtype=args.dtype, device_map=args.device_map)
+    if rank:
+        from neuron_tui.core import distributed
+
+        return distributed.collect(loaded, plan, rank, quiet=args.quiet)
     return collect.collect(loaded, plan, quiet=args.quiet)
 
 
@@ -148,6 +182,11 @@ def run_analyze(args: argparse.Namespace) -> int:
     from neuron_tui.core.analysis import AnalysisParams, run_analysis
 
     overrides = {f.name: getattr(args, f.name) for f in fields(AnalysisParams) if getattr(args, f.name) is not None}
+    with Summary.open(args.file) as summary:
+        shard = summary.attrs.get("shard", "0/1")
+    if shard != "0/1":
+        raise UsageError(f"{args.file} holds shard {shard} of the corpus; the analysis needs every sequence: "
+                         "merge the shards first (neuron-tui merge)")
     run_analysis(args.file, AnalysisParams(**overrides))
     print(args.file)
     return 0
@@ -162,7 +201,8 @@ def find_summary(target: str, folder: Path | None = None) -> Path:
 
     name = resolve(target).name
     folder = cache_dir(folder)
-    found = [p for p in folder.glob(f"{model_slug(name)}__*.h5") if not p.name.endswith(".partial.h5")]
+    found = [p for p in folder.glob(f"{model_slug(name)}__*.h5")
+             if not p.name.endswith(".partial.h5") and ".shard" not in p.name]  # shards: see collect.shard_path
     if not found:
         raise NeuronTuiError(f"no summary of {name} in {folder}; run: neuron-tui collect {target}")
     return max(found, key=lambda p: p.stat().st_mtime)
@@ -197,6 +237,8 @@ def run_report(args: argparse.Namespace) -> int:
 def _title(summary: Summary) -> str:
     a = summary.attrs
     partial = "" if summary.complete else " [partial: still collecting]"
+    if a.get("shard", "0/1") != "0/1":
+        partial += f" [shard {a['shard']} of the corpus: merge the shards with `neuron-tui merge`]"
     return f"{a['model']}: {a['n_tokens']:,} tokens, rule {a['rule']} ({a['tau_source']} {a['threshold']}){partial}"
 
 

@@ -1,0 +1,115 @@
+"""Data-parallel collection over torch.distributed: every process streams one shard of the corpus.
+
+    torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL [collect options]
+    torchrun --nproc-per-node N --no-python neuron-tui collect --distributed MODEL [...]
+
+Rank r of W collects shard r/W of the run (the planned sequences i % W == r, at their global positions,
+collect.run_pass) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
+partial file (`<summary>.shard<r>of<W>.partial.h5`), from which the same command resumes. All ranks
+count with rank 0's tau (its checkpoint's, or calibrated once on the first sequences of the corpus and
+broadcast), since a rank calibrating on its own could pick a different tau on different hardware. At
+the end the states are gathered to rank 0 one layer at a time (the host LayerStates, pickled by
+gather_object: at most W layers in flight) and merged exactly (merge.merge_layer); rank 0 writes the
+one summary of the whole run, with projections and analysis, as a single process would. The rank
+checkpoints are deleted only after that summary exists.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from neuron_tui.cache.paths import partial_path
+
+from .collect import PassResult, RunPlan, finish, run_pass, shard_plan
+from .errors import NeuronTuiError, UsageError
+from .merge import merge_layer, merge_rows
+from .models import LoadedModel
+
+TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class Rank:
+    """This process's place in the group and the device it counts on."""
+
+    rank: int
+    world: int
+    device: str
+
+
+@contextmanager
+def session(device: str | None) -> Iterator[Rank]:
+    """Join the process group torchrun set up (its environment variables), and leave it at the end.
+
+    NCCL on cuda:LOCAL_RANK when CUDA is present and `device` does not ask for something else; gloo
+    (on `device`, default the CPU) otherwise."""
+    missing = [name for name in TORCHRUN_ENV if name not in os.environ]
+    if missing:
+        raise UsageError(f"--distributed runs under torchrun (no {missing[0]} in the environment): "
+                         "torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL ...")
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    if torch.cuda.is_available() and (device is None or device.startswith("cuda")):
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        torch.cuda.set_device(local)
+        device, backend = f"cuda:{local}", "nccl"
+    else:
+        device, backend = device or "cpu", "gloo"
+    dist.init_process_group(backend, device_id=torch.device(device) if backend == "nccl" else None)
+    try:
+        yield Rank(rank, world, device)
+    finally:
+        dist.destroy_process_group()
+
+
+def collect(loaded: LoadedModel, plan: RunPlan, rank: Rank, quiet: bool = False) -> Path:
+    """This rank's shard of `plan`, then (rank 0) the merged summary of the whole run; its path."""
+    part = shard_plan(plan, rank.rank, rank.world)
+    result, progress = run_pass(loaded, part, quiet or rank.rank != 0, agree_tau=partial(_agree_tau, rank))
+    merged = gather(result, plan.settings.events_cap, rank)
+    if merged is not None:
+        finish(loaded, plan, merged, progress)
+    dist.barrier()  # the whole run's summary exists: the shard checkpoints are no longer needed
+    partial_path(part.path).unlink(missing_ok=True)
+    return plan.path
+
+
+def _agree_tau(rank: Rank, resumed: np.ndarray | None, compute) -> np.ndarray:
+    """Rank 0's tau (from its checkpoint, or calibrated there) for every rank."""
+    box = [(resumed if resumed is not None else compute()) if rank.rank == 0 else None]
+    dist.broadcast_object_list(box, src=0)
+    tau = box[0]
+    if resumed is not None and not np.array_equal(resumed, tau):
+        raise NeuronTuiError(f"rank {rank.rank} resumed a checkpoint counted with another tau than rank 0's; "
+                             "delete the .shard*.partial.h5 checkpoints to start over")
+    return tau
+
+
+def gather(result: PassResult, cap: int, rank: Rank) -> PassResult | None:
+    """On rank 0 the PassResult of the whole run, merged from every rank's shard, one layer at a time;
+    None on the other ranks."""
+    root = rank.rank == 0
+
+    def to_root(obj):
+        out = [None] * rank.world if root else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    rows = to_root((result.seq_index, result.tokens))
+    states = []
+    for st in result.states:
+        parts = to_root(st)
+        if root:
+            states.append(merge_layer(parts, cap))
+    if not root:
+        return None
+    tokens, seq_index = merge_rows(rows)
+    return PassResult(tokens, seq_index, states, result.tau)

@@ -1,0 +1,198 @@
+"""Merging the summaries of disjoint corpus shards of one run into the summary of their union, exactly.
+
+A shard K/N of a run counts the planned sequences i with i % N == K at their *global* token positions
+g = i * T + t (collect.run_pass), so every shard lives in the same position space and the statistics of
+the union follow from the shards' alone:
+
+- act_count, pos_count, act_sum: sums; act_max: the maximum; tokens_at_pos: the sum.
+- top-K contexts (one per sequence, the shards' sequences are disjoint): the K largest values of all
+  shards, ties broken by the smaller position.
+- event samples (level sampling, accumulators.py): the final sample of neuron i is {g fired : z(g) >=
+  level_i}, level_i the smallest L whose firings with z >= L over the whole corpus number at most C.
+  Each shard kept exactly its firings with z >= its own level, and the union's level is at least every
+  shard's, so for L >= max(shard levels) the union of the kept events holds every firing with z >= L:
+  the union's level is the smallest such L whose count is at most C, and its sample is the kept events
+  with z >= that level. The result is the one an uninterrupted single run keeps, event for event.
+
+`merge_summaries` (the `neuron-tui merge` command) checks that the inputs are finished shards of the same
+run (same model, rule, tau, seq_len, corpus, settings) that share no sequence, merges one layer at a
+time, and writes a summary like a collection's: shard "0/1" and the whole run's key once every shard is
+in, then the analysis, which needs every sequence. The projection group holds model-only scores, copied
+from the first input, except the candidate triggers, which depend on the events: they are re-ranked on
+the merged events among the candidates of all inputs (the only tokens whose scores are known without
+the model).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+from math import lcm
+from pathlib import Path
+
+import numpy as np
+
+from neuron_tui.cache import Summary, schema, write_summary
+from neuron_tui.cache.store import rows_of
+
+from .accumulators import MAX_LEVEL, LayerState, token_levels
+from .analysis import run_analysis
+from .collect import WHOLE, PassResult, _arrays, candidate_tokens, format_shard, layer_state, parse_shard, run_key
+from .errors import NeuronTuiError, UsageError
+
+# root attributes that must be equal for summaries to be shards of one run
+SAME_RUN = ("model", "model_revision", "architecture", "rule", "tau_source", "threshold", "seq_len", "n_layers",
+            "n_neurons", "bos", "events_cap", "top_k", "n_seq_planned", "corpus", "settings", "schema_version",
+            "base_key")
+FREE_SETTINGS = ("batch_size",)  # may differ between shards: no count depends on it (DESIGN 8)
+
+
+def merge_states(parts: list[list[LayerState]], cap: int) -> list[LayerState]:
+    """The states of the union of disjoint shards: parts[p][layer] is shard p's state of that layer."""
+    return [merge_layer([part[layer] for part in parts], cap) for layer in range(len(parts[0]))]
+
+
+def merge_layer(states: list[LayerState], cap: int) -> LayerState:
+    """One layer's state of the union of disjoint shards (see the module docstring for each rule)."""
+    K = states[0].top_val.shape[0]
+    top_val = np.concatenate([st.top_val for st in states])
+    top_pos = np.concatenate([st.top_pos for st in states])
+    best = np.lexsort((top_pos, -top_val), axis=0)[:K]
+    level, events = _merge_events(states, cap)
+    return LayerState(
+        act_count=sum(st.act_count for st in states),
+        pos_count=sum(st.pos_count for st in states),
+        act_sum=sum(st.act_sum for st in states),
+        act_max=np.maximum.reduce([st.act_max for st in states]),
+        top_val=np.take_along_axis(top_val, best, axis=0),
+        top_pos=np.take_along_axis(top_pos, best, axis=0),
+        level=level,
+        events=events,
+    )
+
+
+def _merge_events(states: list[LayerState], cap: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(level [F] int8, events per neuron) of the union: the level rule applied to the kept events."""
+    F = len(states[0].events)
+    floor = np.max([st.level for st in states], axis=0).astype(np.int64)
+    neuron = np.concatenate([np.repeat(np.arange(F), [len(e) for e in st.events]) for st in states])
+    pos = np.concatenate([e for st in states for e in st.events]).astype(np.int64)
+    z = token_levels(pos)
+    above = z >= floor[neuron]  # the firings with z >= floor, all of them (see the module docstring)
+    hist = np.bincount(neuron[above] * MAX_LEVEL + z[above], minlength=F * MAX_LEVEL).reshape(F, MAX_LEVEL)
+    at_or_above = hist[:, ::-1].cumsum(1)[:, ::-1]
+    level = np.maximum(floor, (at_or_above > cap).sum(1))
+    keep = z >= level[neuron]
+    neuron, pos = neuron[keep], pos[keep]
+    order = np.lexsort((pos, neuron))
+    counts = np.bincount(neuron, minlength=F)
+    return level.astype(np.int8), np.split(pos[order], np.cumsum(counts)[:-1])
+
+
+def merge_rows(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, seq_index) of the union, in sequence order, from each shard's (seq_index, tokens)."""
+    seq_index = np.concatenate([seqs for seqs, _ in parts]).astype(np.int64)
+    order = np.argsort(seq_index, kind="stable")
+    return np.concatenate([tokens for _, tokens in parts])[order], seq_index[order]
+
+
+def merge_summaries(paths: list[Path | str], out: Path | str) -> Path:
+    """Merge the summaries of disjoint shards of one run into `out` (see the module docstring)."""
+    paths, out = [Path(p) for p in paths], Path(out)
+    if len(paths) < 2:
+        raise UsageError("merge needs at least two summaries")
+    if out.resolve() in {p.resolve() for p in paths}:
+        raise UsageError(f"the output {out} is one of the inputs; write the merge to a new file")
+    summaries: list[Summary] = []
+    try:
+        for path in paths:
+            summaries.append(Summary.open(path))
+        shard = _check_mergeable(summaries)
+        first = summaries[0]
+        tokens, seq_index = merge_rows([(s.seq_index, s.read("tokens")[: len(s.seq_index)]) for s in summaries])
+        cap = int(first.attrs["events_cap"])
+        states = [merge_layer([layer_state(s, layer) for s in summaries], cap) for layer in range(first.n_layers)]
+        result = PassResult(tokens, seq_index, states, first.read("tau"))
+        meta = {"vocab": first.vocab, "n_layers": first.n_layers, "n_neurons": first.n_neurons}
+        base_key = first.attrs.get("base_key", first.attrs["key"])
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("format", "schema_version")}
+        attrs.update(tool_version=version("neuron-tui"), n_seq=len(tokens), n_tokens=tokens.size,
+                     shard=format_shard(shard), key=run_key(base_key, shard), base_key=base_key, complete=True)
+        projection = _projection(summaries, result)
+        groups = {schema.PROJECTION_GROUP: projection} if projection else None
+    finally:
+        for s in summaries:
+            s.close()
+    write_summary(out, attrs, _arrays(result, meta), groups=groups)
+    if shard == WHOLE:
+        run_analysis(out)
+    return out
+
+
+def _check_mergeable(summaries: list[Summary]) -> tuple[tuple[int, ...], int]:
+    """The shard the inputs cover together; NeuronTuiError naming the first thing that keeps them apart."""
+    first = summaries[0]
+    for s in summaries:
+        if not s.complete:
+            raise NeuronTuiError(f"{s.path} is a checkpoint of a collection still under way; finish it before merging")
+    for s in summaries[1:]:
+        for name in SAME_RUN:
+            what = _difference(name, first.attrs.get(name), s.attrs.get(name))
+            if what:
+                raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: {what}")
+        if not np.array_equal(first.read("tau"), s.read("tau")):
+            raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: tau differs (calibrated on other "
+                                 "hardware or dtype? collect every shard with the same --threshold)")
+    specs = [parse_shard(s.attrs.get("shard", "0/1")) for s in summaries]
+    m = lcm(*(n for _, n in specs))
+    covered = [{k + j * n for k in ks for j in range(m // n)} for ks, n in specs]
+    for i in range(len(summaries)):
+        for j in range(i):
+            if covered[i] & covered[j]:
+                raise NeuronTuiError(
+                    f"cannot merge {summaries[j].path} and {summaries[i].path}: their shards "
+                    f"{format_shard(specs[j])} and {format_shard(specs[i])} overlap (the same sequences twice)"
+                )
+    union = tuple(sorted(set().union(*covered)))
+    return WHOLE if len(union) == m else (union, m)
+
+
+def _difference(name: str, a, b) -> str:
+    """'' when equal, else "NAME differs (A vs B)", naming the key inside JSON attributes."""
+    if name in ("corpus", "settings") and isinstance(a, str) and isinstance(b, str):
+        da, db = json.loads(a), json.loads(b)
+        keys = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k) and k not in FREE_SETTINGS]
+        return f"{name}.{keys[0]} differs ({da.get(keys[0])!r} vs {db.get(keys[0])!r})" if keys else ""
+    return "" if a == b else f"{name} differs ({a!r} vs {b!r})"
+
+
+def _projection(summaries: list[Summary], result: PassResult) -> tuple[dict, dict] | None:
+    """The projection group of the union (None if an input has none): the first input's, with each
+    neuron's candidate triggers re-ranked on the merged events among every input's candidates."""
+    group = schema.PROJECTION_GROUP
+    if not all(s.has(group) for s in summaries):
+        return None
+    first = summaries[0]
+    arrays = {name: first.read(f"{group}/{name}") for name in schema.PROJECTION_DATASETS}
+    tokens, T, V = result.tokens, first.seq_len, len(first.vocab)
+    bos = int(first.attrs.get("bos", 0)) == 1
+
+    def token_at(g: np.ndarray) -> np.ndarray:
+        return tokens[rows_of(result.seq_index, g // T), g % T]
+
+    cand_values = {"cand_score": np.nan, "cand_supp_rank": -1, "cand_cos_in": np.nan}  # name -> padding
+    for layer, st in enumerate(result.states):
+        known = {name: np.stack([s.read(f"{group}/{name}", layer) for s in summaries])
+                 for name in ("cand_tok", *cand_values)}  # [inputs, F, Kc]
+        cand = known["cand_tok"].astype(np.int64)
+        valid = cand >= 0
+        pair = (np.arange(cand.shape[1])[None, :, None] * V + cand)[valid]
+        keys, where = np.unique(pair, return_index=True)
+        chosen = candidate_tokens(st, token_at, T, bos, allowed=lambda n, t: np.isin(n * V + t, keys))
+        ok = chosen >= 0
+        at = np.searchsorted(keys, (np.arange(chosen.shape[0])[:, None] * V + chosen)[ok])
+        arrays["cand_tok"][layer] = chosen
+        for name, pad in cand_values.items():
+            arrays[name][layer] = pad
+            arrays[name][layer][ok] = known[name][valid][where][at]
+    return first.group_attrs(group), arrays

@@ -1,0 +1,130 @@
+"""Data-parallel collection: two gloo processes on the CPU must write the single-process summary."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch.multiprocessing as mp
+
+from neuron_tui.core import collect as collect_mod
+from neuron_tui.core.errors import NeuronTuiError
+from neuron_tui.tui.cli import main
+from test_merge import assert_same_top
+from tiny import save_tiny, tiny_llama, write_text_corpus
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _tau_worker(rank: int, world: int, port: int, out: str) -> None:
+    """Rank r calibrates to r*10 + [1, 2], so any tau but rank 0's shows; then rank 1 resumes a
+    checkpoint whose tau is not rank 0's."""
+    from neuron_tui.core import distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    with distributed.session("cpu") as me:
+        first = distributed._agree_tau(me, None, lambda: np.array([1.0, 2.0]) + 10 * rank)
+        resumed = np.array([1.0, 2.0]) if rank == 0 else np.array([9.0, 9.0])
+        try:
+            second = distributed._agree_tau(me, resumed, lambda: np.array([5.0, 5.0])).tolist()
+        except NeuronTuiError as exc:
+            second = str(exc)
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump({"first": first.tolist(), "second": second}, f)
+
+
+def test_every_rank_counts_with_rank_0s_tau(tmp_path):
+    """tau comes from rank 0 (calibrated there, or its checkpoint's); a rank that resumes a checkpoint
+    counted with another tau stops with a one-line error instead of mixing thresholds."""
+    # fork: the workers need no fresh interpreter (spawn would re-import transformers in each)
+    mp.start_processes(_tau_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, start_method="fork")
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert r0["first"] == r1["first"] == [1.0, 2.0]
+    assert r0["second"] == [1.0, 2.0]
+    assert "rank 1 resumed a checkpoint counted with another tau" in r1["second"]
+
+
+def datasets(path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
+
+
+def test_torchrun_two_processes_equal_one_process(tmp_path, monkeypatch, capsys):
+    """`torchrun --nproc-per-node 2 -m neuron_tui.tui.cli collect --distributed` on a tiny Llama (abs rule: tau is
+    calibrated, on rank 0) writes the single-process summary: counts, events and levels exactly.
+    Rank 1 starts from a checkpoint of its shard (4 of its 20 sequences) in which act_max of one
+    neuron was set to 1e6: the result carries that value, so rank 1 resumed rather than restarted."""
+    model = save_tiny(tiny_llama(), tmp_path / "tiny-llama")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl", n_docs=60)
+    args = [str(a) for a in (model, "--corpus", corpus, "--tokens", 960, "--seq-len", 24, "--batch-size", 4,
+                             "--events", 12, "--quiet")]
+    assert main(["collect", *args, "--out", str(tmp_path / "single.h5")]) == 0
+
+    real, calls = collect_mod.forward_fn, {"n": 0}
+
+    def interrupted(m):  # calls 1-2 calibrate (8 sequences), 3 counts a batch, 4 is interrupted
+        run = real(m)
+
+        def wrapped(ids):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                raise KeyboardInterrupt
+            run(ids)
+
+        return wrapped
+
+    monkeypatch.setattr(collect_mod, "forward_fn", interrupted)
+    out = tmp_path / "dist.h5"
+    rank1 = tmp_path / "dist.shard1of2.h5"  # the checkpoint rank 1 of 2 resumes from
+    assert main(["collect", *args, "--shard", "1/2", "--out", str(rank1)]) == 1
+    checkpoint = tmp_path / "dist.shard1of2.partial.h5"
+    with h5py.File(checkpoint, "r+") as f:
+        assert f.attrs["n_seq"] == 4
+        f["act_max"][1, 5] = 1e6
+    monkeypatch.undo()
+    capsys.readouterr()
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "neuron_tui.tui.cli", "collect", "--distributed", *args, "--out", str(out)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not checkpoint.exists() and not list(tmp_path.glob("*.partial.h5"))
+    got, want = datasets(out), datasets(tmp_path / "single.h5")
+    assert sorted(got) == sorted(want)
+    assert got["act_max"][1, 5] == np.float32(1e6)
+    got["act_max"][1, 5] = want["act_max"][1, 5]
+    for name in want:
+        if name == "act_sum":
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+        elif name == "top_pos":
+            assert_same_top(want["top_val"], got[name], want[name])
+        else:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert (want["event_level"] > 0).any() and len(want["tau"]) == 3 and (want["tau"] > 0).all()
+    with h5py.File(out, "r") as f, h5py.File(tmp_path / "single.h5", "r") as g:
+        assert f.attrs["key"] == g.attrs["key"] and f.attrs["shard"] == "0/1" and f.attrs["complete"]
+        np.testing.assert_array_equal(f["analysis/flags"][()], g["analysis/flags"][()])
+        np.testing.assert_array_equal(f["projection/cand_tok"][()], g["projection/cand_tok"][()])
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--shard", "0/2"], "drop --shard and --device-map"),
+    (["--device-map", "auto"], "drop --shard and --device-map"),
+    ([], "--distributed runs under torchrun (no RANK in the environment)"),
+])
+def test_distributed_usage_errors(extra, message, capsys, monkeypatch):
+    """Before any model is loaded: a shard or device map of its own, or no torchrun around it."""
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    code = main(["collect", "--distributed", "some-model", *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err

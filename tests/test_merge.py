@@ -1,0 +1,194 @@
+"""Merging shards: the union of disjoint shards must be the summary of one uninterrupted run, exactly."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neuron_tui.cache import Summary
+from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
+from neuron_tui.core.merge import merge_states
+from neuron_tui.tui.cli import main
+from tiny import save_tiny, tiny_opt, write_text_corpus
+
+S, T, F, CAP, K = 60, 16, 40, 8, 4
+
+
+def accumulate(h: np.ndarray, seqs: np.ndarray, tau: float):
+    """LayerState of the sequences `seqs` of h [S, T, F], fed 5 at a time at their global positions."""
+    acc = LayerAccumulator(F, T, CAP, K, torch.device("cpu"), "abs", tau)
+    for lo in range(0, len(seqs), 5):
+        batch = seqs[lo : lo + 5]
+        acc.update(torch.as_tensor(h[batch]), BatchIndex(batch[:, None] * T + np.arange(T), torch.device("cpu")))
+    return acc.state()
+
+
+def test_merge_states_equals_one_run_and_the_level_rule():
+    """Three interleaved shards (i % 3) merged equal the single run, and the events are what the level
+    rule says for the whole corpus. Neuron scales spread the firing rates from ~0 to ~60%, so some
+    neurons keep every event (level 0) and others are sampled, at a level above every shard's own."""
+    rng = np.random.default_rng(0)
+    scale = np.geomspace(0.3, 3.0, F).astype(np.float32)
+    h = (rng.standard_normal((S, T, F)).astype(np.float32) * scale)
+    tau = 1.5
+    whole = accumulate(h, np.arange(S), tau)
+    shards = [accumulate(h, np.arange(k, S, 3), tau) for k in range(3)]
+    merged = merge_states([[st] for st in shards], CAP)[0]
+
+    fired = (np.abs(h) > tau).reshape(S * T, F)
+    np.testing.assert_array_equal(merged.act_count, fired.sum(0))
+    np.testing.assert_array_equal(merged.act_count, whole.act_count)
+    np.testing.assert_array_equal(merged.pos_count, whole.pos_count)
+    np.testing.assert_allclose(merged.act_sum, whole.act_sum, rtol=1e-6)  # float32 batch sums
+    np.testing.assert_array_equal(merged.act_max, whole.act_max)
+    np.testing.assert_array_equal(merged.top_val, whole.top_val)  # continuous values: no ties
+    np.testing.assert_array_equal(merged.top_pos, whole.top_pos)
+    np.testing.assert_array_equal(merged.level, whole.level)
+    g, z = np.arange(S * T), token_levels(np.arange(S * T))
+    for i in range(F):
+        fg = g[fired[:, i]]
+        level = next(L for L in range(MAX_LEVEL) if (z[fg] >= L).sum() <= CAP)
+        assert merged.level[i] == level
+        np.testing.assert_array_equal(merged.events[i], fg[z[fg] >= level])
+        np.testing.assert_array_equal(merged.events[i], whole.events[i])
+    shard_max = np.max([st.level for st in shards], axis=0)
+    assert (merged.level == 0).any() and (merged.level > shard_max).any()
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny OPT collected whole and as shards 0/2 and 1/2 (this one in batches of 3, not 4: counts do
+    not depend on the batch size, so shards from different machines merge), from the command line."""
+    tmp = tmp_path_factory.mktemp("merge")
+    model = save_tiny(tiny_opt(), tmp / "tiny-opt")
+    corpus = write_text_corpus(tmp / "corpus.jsonl", n_docs=60)
+    base = ["collect", model, "--corpus", corpus, "--tokens", 960, "--seq-len", 24, "--batch-size", 4,
+            "--events", 12, "--quiet"]
+    paths = {"whole": tmp / "whole.h5", "s0": tmp / "s0.h5", "s1": tmp / "s1.h5"}
+    for name, extra in (("whole", []), ("s0", ["--shard", "0/2"]), ("s1", ["--shard", "1/2", "--batch-size", "3"])):
+        assert main([str(a) for a in [*base, *extra, "--out", paths[name]]]) == 0
+    return {"tmp": tmp, "model": model, "corpus": corpus, "base": base, **paths}
+
+
+def root_datasets(path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
+
+
+def assert_same_top(top_val, top_pos_a, top_pos_b):
+    """top_pos equal up to the order of equal values, and the choice among values tied with the K-th
+    (the accumulator's topk breaks ties arbitrarily; equal values come from identical contexts, e.g.
+    the same token right after BOS in two sequences)."""
+    kth = top_val[:, -1:, :]
+    above = top_val > kth
+    key = lambda pos: np.sort(np.where(above, pos, -2), axis=1)  # noqa: E731
+    np.testing.assert_array_equal(key(top_pos_a), key(top_pos_b))
+
+
+def test_merged_shards_equal_the_whole_run(runs, capsys):
+    """Every root dataset of the merge of shards 0/2 and 1/2 equals the unsharded summary's, the
+    shards hold only their own rows at global positions, and the analysis is recomputed."""
+    with Summary.open(runs["s1"]) as s1, Summary.open(runs["whole"]) as whole:
+        assert s1.attrs["shard"] == "1/2" and s1.attrs["key"] != whole.attrs["key"]
+        assert s1.attrs["base_key"] == whole.attrs["key"] and not s1.has("analysis")
+        np.testing.assert_array_equal(s1.seq_index, np.arange(1, 40, 2))
+        np.testing.assert_array_equal(s1.read("tokens"), whole.read("tokens")[1::2])
+        events = s1.neuron_events(1, int(np.argmax(s1.read("act_count", 1))))
+        assert (events // 24 % 2 == 1).all()  # global positions of odd sequences only
+        np.testing.assert_array_equal(s1.tokens_at(events), whole.tokens_at(events))
+        np.testing.assert_array_equal(s1.context(int(events[-1]))[0], whole.context(int(events[-1]))[0])
+
+    out = runs["tmp"] / "merged.h5"
+    assert main(["merge", str(runs["s0"]), str(runs["s1"]), "-o", str(out)]) == 0
+    assert capsys.readouterr().out.strip().endswith("merged.h5")
+    got, want = root_datasets(out), root_datasets(runs["whole"])
+    assert sorted(got) == sorted(want) and "seq_index" not in got
+    for name in want:
+        if name == "act_sum":  # sums of float32-rounded shard sums
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+        elif name == "top_pos":
+            assert_same_top(want["top_val"], got[name], want[name])
+        else:
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    shard_levels = np.maximum(root_datasets(runs["s0"])["event_level"], root_datasets(runs["s1"])["event_level"])
+    assert (got["event_level"] > shard_levels).any()  # the union's sample is sparser than either shard's
+    with (Summary.open(out) as m, Summary.open(runs["whole"]) as whole, Summary.open(runs["s0"]) as s0,
+          Summary.open(runs["s1"]) as s1):
+        for key in ("shard", "key", "n_seq", "n_tokens", "complete", "corpus", "settings"):
+            assert m.attrs[key] == whole.attrs[key], key
+        np.testing.assert_array_equal(m.read("analysis/flags"), whole.read("analysis/flags"))
+        assert_candidates_reranked(m, whole, [s0, s1])
+
+
+def assert_candidates_reranked(merged: Summary, whole: Summary, shards: list[Summary]):
+    """Candidate triggers: the whole run's most frequent event tokens, as far as the shards knew their
+    scores. The whole run's list restricted to the tokens some shard listed is a prefix of the merged
+    list (same ranking, fewer tokens to rank), and each token keeps the score and rank it has there."""
+    group = "projection"
+    for layer in range(whole.n_layers):
+        m_tok, w_tok = merged.read(f"{group}/cand_tok", layer), whole.read(f"{group}/cand_tok", layer)
+        m_rank, w_rank = merged.read(f"{group}/cand_supp_rank", layer), whole.read(f"{group}/cand_supp_rank", layer)
+        pool = np.concatenate([s.read(f"{group}/cand_tok", layer) for s in shards], axis=1)
+        for i in range(whole.n_neurons):
+            known = [t for t in w_tok[i] if t >= 0 and t in pool[i]]
+            assert list(m_tok[i, : len(known)]) == known
+            for j, t in enumerate(m_tok[i]):
+                if t >= 0 and t in w_tok[i]:
+                    assert m_rank[i, j] == w_rank[i, list(w_tok[i]).index(t)]
+    first = shards[0].read(f"{group}/cand_tok")
+    assert not np.array_equal(merged.read(f"{group}/cand_tok"), first)  # re-ranked, not copied
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("neuron-tui: error: "), err
+    return lines[0]
+
+
+def doctored(source, path, **attrs):
+    """A copy of summary `source` with some root attributes changed."""
+    path.write_bytes(source.read_bytes())
+    with h5py.File(path, "r+") as f:
+        f.attrs.update(attrs)
+    return path
+
+
+def test_incompatible_summaries_are_refused(runs, capsys, tmp_path):
+    """Different model, rule, seq_len, the same sequences twice, or a checkpoint: one line naming
+    what keeps them apart, and no output file."""
+    base, out = [str(a) for a in runs["base"]], tmp_path / "out.h5"
+    other_model = save_tiny(tiny_opt(seed=1), tmp_path / "other-opt")
+    other = tmp_path / "other.h5"
+    assert main([*base[:1], str(other_model), *base[2:], "--shard", "1/2", "--out", str(other)]) == 0
+    short = tmp_path / "short.h5"
+    assert main([*base, "--seq-len", "16", "--shard", "1/2", "--out", str(short)]) == 0
+    capsys.readouterr()
+    cases = [(other, "model differs"),
+             (doctored(runs["s1"], tmp_path / "abs.h5", rule="abs"), "rule differs ('relu' vs 'abs')"),
+             (short, "seq_len differs (24 vs 16)"),
+             (runs["s0"], "shards 0/2 and 0/2 overlap"),
+             (runs["whole"], "shards 0/2 and 0/1 overlap"),
+             (doctored(runs["s1"], tmp_path / "ckpt.h5", complete=False), "checkpoint of a collection still under way")]
+    for second, message in cases:
+        assert main(["merge", str(runs["s0"]), str(second), "-o", str(out)]) == 1
+        assert message in one_line_error(capsys)
+        assert not out.exists()
+
+
+def test_shards_in_the_cache_sit_beside_the_whole_run(runs, capsys, tmp_path):
+    """Without --out a shard is filed as `<whole run's file>.shard<K>of<N>.h5` (the name a distributed
+    rank checkpoints under), `report MODEL` never mistakes it for the model's summary, and `analyze`
+    refuses it: its analysis needs every sequence."""
+    base = [str(a) for a in runs["base"]] + ["--cache-dir", str(tmp_path)]
+    assert main([*base, "--shard", "1/2"]) == 0
+    shard = capsys.readouterr().out.strip()
+    assert main(base) == 0
+    whole = capsys.readouterr().out.strip()
+    assert shard == whole[: -len(".h5")] + ".shard1of2.h5"
+    assert main(["report", str(runs["model"]), "--cache-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["file"] == whole
+    assert main(["analyze", shard]) == 2
+    assert "holds shard 1/2 of the corpus" in one_line_error(capsys)
