@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuron_tui.cache import Summary, replace_group, schema
+from neuron_tui.cache import Summary, SummaryError, replace_group, schema
 
 from . import positional
 from .accumulators import MAX_LEVEL, token_levels
@@ -42,7 +42,7 @@ from .triggers import PairCounts, count_pairs
 
 # datasets of the analysis group beyond schema.ANALYSIS_DATASETS (explorer may use them; additive)
 EXTRA_DATASETS = {
-    "trig_explains": ("uint8", "L,F,Kt"),  # 1 where the trigger is one of the covered tokens that explain the firings
+    "trig_explains": ("uint8", "L,F,Kt"),  # 1 where the trigger is a covered token counted in trig_coverage
     "ngram_coverage": ("float32", "L,F"),  # share of firings explained by <= max_ngrams covered n-gram contexts
     "layer_detectors_known": ("int64", "L"),  # token detectors whose triggers all have a projection rank
 }
@@ -156,38 +156,63 @@ class Corpus:
     """The token stream of a summary with what every layer's analysis shares: occurrences of tokens
     and of n-gram contexts, in total and per sampling level (BOS position excluded when `bos`)."""
 
-    def __init__(self, tokens: np.ndarray, vocab_size: int, bos: bool):
+    def __init__(self, tokens: np.ndarray, vocab_size: int, bos: bool, seq_index: np.ndarray | None = None):
         tokens = np.asarray(tokens)
         self.n_seq, self.T = tokens.shape
-        self.flat = tokens.reshape(-1).astype(np.int64)
+        self.flat = tokens.reshape(-1).astype(np.int64)  # local positions: row * T + t
+        # global sequence of each row (a shard holds some sequences only); None: row r is sequence r
+        if seq_index is not None and np.array_equal(seq_index, np.arange(self.n_seq)):
+            seq_index = None
+        self.seq_index = None if seq_index is None else np.asarray(seq_index, dtype=np.int64)
         self.V = max(int(vocab_size), int(self.flat.max()) + 1 if self.flat.size else 1)
         self.base = self.V + 1  # n-gram key digits: token ids, and V = "before the sequence start"
         self.bos = bool(bos)
-        if self.base**3 * MAX_LEVEL >= 2**62:  # pragma: no cover - vocabularies beyond ~500k ids
+        if self.base**3 >= 2**62:  # pragma: no cover - vocabularies beyond ~1.6M ids
             raise ValueError(f"vocabulary of {self.V} is too large for n-gram keys")
         g = np.arange(self.flat.size, dtype=np.int64)
         if self.bos:
             g = g[g % self.T != 0]
-        self.positions = g  # positions that count (all but BOS)
-        self.z = token_levels(g)  # their sampling levels
+        self.positions = g  # local positions that count (all but BOS)
+        # their sampling levels (a hash of the global position; < MAX_LEVEL = 32, so int8)
+        self.z = token_levels(self.to_global(g)).astype(np.int8)
         # occ_by_level[L, v]: occurrences of v at positions with z >= L
-        hist = np.bincount(self.z * self.V + self.flat[g], minlength=MAX_LEVEL * self.V).reshape(MAX_LEVEL, self.V)
+        key = self.z.astype(np.int64) * self.V + self.flat[g]
+        hist = np.bincount(key, minlength=MAX_LEVEL * self.V).reshape(MAX_LEVEL, self.V)
         self.occ_by_level = np.cumsum(hist[::-1], axis=0)[::-1]
         self.token_occ = self.occ_by_level[0]  # [V] occurrences outside the BOS position
-        self._tables: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._contexts: dict[int, Contexts] = {}
 
     @classmethod
     def from_summary(cls, summary: Summary) -> "Corpus":
         n_seq = int(summary.attrs["n_seq"])
         tokens = summary.read("tokens")[:n_seq]
-        return cls(tokens, len(summary.vocab), int(summary.attrs.get("bos", 0)) == 1)
+        seq_index = summary.read("seq_index")[:n_seq] if summary.has("seq_index") else None
+        return cls(tokens, len(summary.vocab), int(summary.attrs.get("bos", 0)) == 1, seq_index)
+
+    def to_global(self, local: np.ndarray) -> np.ndarray:
+        """Global positions seq * T + t of local positions row * T + t."""
+        local = np.asarray(local, dtype=np.int64)
+        if self.seq_index is None:
+            return local
+        return self.seq_index[local // self.T] * self.T + local % self.T
+
+    def to_local(self, positions: np.ndarray) -> np.ndarray:
+        """Local positions (indices into `flat`) of global positions; every sequence must be here."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.seq_index is None:
+            return positions
+        seq = positions // self.T
+        rows = np.minimum(np.searchsorted(self.seq_index, seq), max(self.seq_index.size - 1, 0))
+        if positions.size and (self.seq_index.size == 0 or (self.seq_index[rows] != seq).any()):
+            raise SummaryError("its firing events refer to sequences whose tokens it does not hold")
+        return rows * self.T + positions % self.T
 
     def token_occurrences(self, tokens: np.ndarray, level: np.ndarray | int = 0) -> np.ndarray:
         """Occurrences of `tokens` at positions with z >= level (level 0: all), elementwise."""
         return self.occ_by_level[np.asarray(level, dtype=np.int64), np.asarray(tokens, dtype=np.int64)]
 
     def ngram_keys(self, positions: np.ndarray, order: int) -> np.ndarray:
-        """Key of the context (order-1 previous tokens, token) at each global position."""
+        """Key of the context (order-1 previous tokens, token) at each local position (row * T + t)."""
         g = np.asarray(positions, dtype=np.int64)
         t = g % self.T
         key = np.zeros(g.shape, dtype=np.int64)
@@ -205,22 +230,47 @@ class Corpus:
             key = key // self.base
         return [np.where(x == self.V, -1, x) for x in reversed(out)]
 
-    def ngram_occurrences(self, keys: np.ndarray, order: int, level: np.ndarray | int = 0) -> np.ndarray:
-        """Occurrences of the context keys at positions with z >= level, elementwise.
+    def contexts(self, order: int) -> "Contexts":
+        """The n-gram contexts of every position (built once per order)."""
+        if order not in self._contexts:
+            self._contexts[order] = Contexts(self, order)
+        return self._contexts[order]
 
-        One sorted table of (key, z) per order, built on first use: a lookup is two binary searches.
-        """
-        if order not in self._tables:
-            kz = np.sort(self.ngram_keys(self.positions, order) * MAX_LEVEL + self.z)
-            first = np.flatnonzero(np.concatenate([[True], kz[1:] != kz[:-1]]))
-            counts = np.diff(np.append(first, kz.size))
-            self._tables[order] = (kz[first], np.concatenate([[0], np.cumsum(counts)]))
-        uniq, cum = self._tables[order]
-        keys = np.asarray(keys, dtype=np.int64)
-        level = np.broadcast_to(np.asarray(level, dtype=np.int64), keys.shape)
-        lo = np.searchsorted(uniq, keys * MAX_LEVEL + level)
-        hi = np.searchsorted(uniq, keys * MAX_LEVEL + MAX_LEVEL)
-        return cum[hi] - cum[lo]
+
+class Contexts:
+    """Dense ids of the order-n contexts of a corpus and their occurrences per sampling level.
+
+    `ids[g]` is the context id at local position g (-1 at the BOS position when it is excluded), so
+    an event's context is one gather; `keys[id]` is the context key (Corpus.ngram_keys); `occ[id]`
+    its occurrences. A table sorted by (id, z) answers "occurrences with z >= L" for sampled neurons.
+    """
+
+    def __init__(self, corpus: Corpus, order: int):
+        self.order = order
+        keys, inverse = np.unique(corpus.ngram_keys(corpus.positions, order), return_inverse=True)
+        inverse = inverse.reshape(-1).astype(np.int64)
+        self.keys = keys
+        dtype = np.int32 if keys.size < 2**31 else np.int64
+        self.ids = np.full(corpus.flat.size, -1, dtype=dtype)
+        self.ids[corpus.positions] = inverse
+        self.occ = np.bincount(inverse, minlength=keys.size).astype(np.int64)
+        kz, counts = np.unique(inverse * MAX_LEVEL + corpus.z, return_counts=True)
+        self._kz = kz
+        self._cum = np.concatenate([[0], np.cumsum(counts)])
+        self._block_end = np.cumsum(np.bincount(kz // MAX_LEVEL, minlength=keys.size))  # table end of each id
+
+    def occurrences(self, ids: np.ndarray, level: np.ndarray | int = 0) -> np.ndarray:
+        """Occurrences of context `ids` at positions with z >= level (elementwise)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        level = np.broadcast_to(np.asarray(level, dtype=np.int64), ids.shape)
+        out = self.occ[ids]
+        sampled = level > 0
+        if sampled.any():
+            i, lv = ids[sampled], level[sampled]
+            lo = np.searchsorted(self._kz, i * MAX_LEVEL + lv)
+            out = out.copy()
+            out[sampled] = self._cum[self._block_end[i]] - self._cum[lo]
+        return out
 
 
 def _explaining(pc: PairCounts, covered: np.ndarray, total: np.ndarray, min_coverage: float, max_items: int):
@@ -247,22 +297,20 @@ def _explaining(pc: PairCounts, covered: np.ndarray, total: np.ndarray, min_cove
 def _pairs(offsets, items, keep, level, occurrences, order: bool = True) -> tuple[PairCounts, np.ndarray]:
     """(pairs with value = estimated firings, [P] corpus occurrences of each pair's item).
 
-    occurrences(items, level) counts an item's occurrences at positions with z >= level. The estimate
-    is kept / occ_level * occ (module docstring; exactly the kept count at level 0). With `order`
-    the pairs are sorted by it within each neuron, else they stay by item id.
+    occurrences(items, levels) counts each item's occurrences at positions with z >= its level (0:
+    all). The estimate is kept / occ_level * occ (module docstring; exactly the kept count at level
+    0). With `order` the pairs are sorted by it within each neuron, else they stay by item id.
     """
     pc = count_pairs(offsets, items, keep, order=False)
     lv = np.asarray(level, dtype=np.int64)[pc.neuron]
     occ = occurrences(pc.item, 0)
-    sampled = np.where(lv > 0, occurrences(pc.item, lv), occ)
+    sampled = occurrences(pc.item, lv)
     with np.errstate(divide="ignore", invalid="ignore"):
         est = np.where(lv > 0, np.minimum(pc.count / np.maximum(sampled, 1), 1.0) * occ, pc.count)
-    est = est.astype(np.float64)
+    pc = PairCounts(pc.neuron, pc.item, pc.count, est.astype(np.float64), pc.rank, pc.start)
     if order:
-        pc = pc.reorder(est)
-        occ = occurrences(pc.item, 0)
-    else:
-        pc = PairCounts(pc.neuron, pc.item, pc.count, est, pc.rank, pc.start)
+        pc, perm = pc.reorder(pc.value, return_order=True)
+        occ = occ[perm]
     return pc, occ
 
 
@@ -291,7 +339,7 @@ def layer_analysis(
     level = np.asarray(level, dtype=np.int64)
     offsets = np.asarray(offsets, dtype=np.int64)
     offsets = offsets - offsets[0]
-    events = np.asarray(events, dtype=np.int64)
+    events = corpus.to_local(events)  # indices into the token stream (global positions in a shard)
     F = act_count.shape[0]
     T = corpus.T
     skip_bos = corpus.bos
@@ -322,24 +370,19 @@ def layer_analysis(
     out["covered_tokens"] = np.unique(tok_pc.item[detector_pairs])
 
     # ---- bigram contexts (display) -----------------------------------------------------------
-    def bigram_occ(keys, lv):
-        return corpus.ngram_occurrences(keys, 2, lv)
-
-    bi_pc, _ = _pairs(offsets, corpus.ngram_keys(events, 2), keep, level, bigram_occ)
-    bi_key, bi_count = bi_pc.top(p.n_ngrams, bi_pc.value.astype(np.float32), fill=np.float32(0))
-    prev, cur = corpus.decode_key(np.maximum(bi_key, 0), 2)
-    pad = bi_key < 0
+    bi = corpus.contexts(2)
+    bi_pc, _ = _pairs(offsets, bi.ids[events], keep, level, bi.occurrences)
+    bi_id, bi_count = bi_pc.top(p.n_ngrams, bi_pc.value.astype(np.float32), fill=np.float32(0))
+    prev, cur = corpus.decode_key(bi.keys[np.maximum(bi_id, 0)], 2)
+    pad = bi_id < 0
     out["ngram_prev"] = np.where(pad, -1, prev).astype(np.int32)
     out["ngram_tok"] = np.where(pad, -1, cur).astype(np.int32)
     out["ngram_count"] = bi_count
 
     # ---- n-gram detectors: the token criterion on contexts (paper section 4) -----------------
-    def ngram_occ(keys, lv):
-        return corpus.ngram_occurrences(keys, p.ngram_order, lv)
-
-    keys = corpus.ngram_keys(events, p.ngram_order)
+    ng = corpus.contexts(p.ngram_order)
     # only covered contexts matter for the criterion: order just those (few) by their estimate
-    ng_pc, ng_occ = _pairs(offsets, keys, keep, level, ngram_occ, order=False)
+    ng_pc, ng_occ = _pairs(offsets, ng.ids[events], keep, level, ng.occurrences, order=False)
     ng_covered = _at_least(ng_pc.value, p.min_fire_rate, ng_occ) & (ng_occ >= p.min_token_count)
     ng_pc = ng_pc.subset(ng_covered)
     ng_pc = ng_pc.reorder(ng_pc.value)

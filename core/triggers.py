@@ -43,16 +43,18 @@ class PairCounts:
         """[F] distinct items per neuron."""
         return np.diff(self.start)
 
-    def reorder(self, value: np.ndarray) -> "PairCounts":
+    def reorder(self, value: np.ndarray, return_order: bool = False):
         """The same pairs ordered by a new non-negative `value` [P] (descending) within each neuron.
 
-        Ties keep the current order (item id ascending after `count_pairs`). Float values are
+        Ties keep the current order (item id ascending after `count_pairs`); with `return_order` the
+        permutation applied is returned too, as (pairs, order). Float values are
         compared at a resolution of 2**-QUANT (they are estimated firing counts: far finer than
         their error). Used when the estimate that orders items is not a multiple of the kept count.
         """
         value = np.asarray(value)
         if value.size == 0:
-            return PairCounts(self.neuron, self.item, self.count, value, self.rank, self.start)
+            pc = PairCounts(self.neuron, self.item, self.count, value, self.rank, self.start)
+            return (pc, np.zeros(0, np.int64)) if return_order else pc
         key = value if value.dtype.kind in "iu" else np.round(value * (1 << QUANT))
         key = np.asarray(key, dtype=np.int64)
         vmax = int(key.max())
@@ -61,7 +63,9 @@ class PairCounts:
         else:  # pragma: no cover - astronomically large counts
             order = np.lexsort((np.arange(value.size), -key, self.neuron))
         neuron = self.neuron[order]
-        return PairCounts(neuron, self.item[order], self.count[order], value[order], _ranks(neuron, self.start), self.start)
+        ranks = _ranks(neuron, self.start)
+        pc = PairCounts(neuron, self.item[order], self.count[order], value[order], ranks, self.start)
+        return (pc, order) if return_order else pc
 
     def subset(self, mask: np.ndarray) -> "PairCounts":
         """The pairs where `mask` [P] is True, in the same order (ranks and offsets recomputed)."""

@@ -1,0 +1,173 @@
+"""FFN-update projections on tiny OPT and GPT-2 models, against an independent float64 computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
+
+from neuron_tui.cache import schema
+from neuron_tui.core import projections
+from neuron_tui.core.adapters import ffn_out_projections
+from neuron_tui.core.projections import project_updates
+
+V = 64
+
+
+def tiny_opt(seed: int = 0, proj_dim: int | None = None, tie: bool = True) -> OPTForCausalLM:
+    torch.manual_seed(seed)
+    cfg = OPTConfig(
+        vocab_size=V,
+        hidden_size=16,
+        num_hidden_layers=2,
+        ffn_dim=24,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        word_embed_proj_dim=proj_dim or 16,
+        tie_word_embeddings=tie,
+        pad_token_id=1,
+    )
+    model = OPTForCausalLM(cfg).eval()
+    with torch.no_grad():  # OPT's init is std 0.02 with many near-ties; spread the scores out
+        for p in model.parameters():
+            p.normal_(0.0, 1.0)
+    return model
+
+
+def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_inner=24, n_positions=16)
+    model = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 1.0)
+    return model
+
+
+def reference(model, out_vectors: list[np.ndarray]) -> list[np.ndarray]:
+    """Scores [F, V] per layer in float64, computed without the code under test."""
+    U = model.get_output_embeddings().weight.detach().double().numpy()
+    return [w @ U.T for w in out_vectors]
+
+
+def check_against(scores: list[np.ndarray], arrays: dict, cands: list[np.ndarray], k: int) -> None:
+    for layer, s in enumerate(scores):
+        np.testing.assert_array_equal(arrays["promoted_tok"][layer], np.argsort(-s, axis=1, kind="stable")[:, :k])
+        np.testing.assert_array_equal(arrays["suppressed_tok"][layer], np.argsort(s, axis=1, kind="stable")[:, :k])
+        np.testing.assert_allclose(arrays["promoted_score"][layer], -np.sort(-s, axis=1)[:, :k], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(arrays["suppressed_score"][layer], np.sort(s, axis=1)[:, :k], rtol=1e-4, atol=1e-4)
+        c = cands[layer]
+        for i in range(s.shape[0]):
+            for j, tok in enumerate(c[i]):
+                if tok < 0:
+                    assert arrays["cand_supp_rank"][layer, i, j] == -1
+                    assert np.isnan(arrays["cand_score"][layer, i, j])
+                    continue
+                assert arrays["cand_supp_rank"][layer, i, j] == int((s[i] < s[i, tok]).sum())
+                assert arrays["cand_score"][layer, i, j] == pytest.approx(s[i, tok], rel=1e-4, abs=1e-4)
+
+
+def random_candidates(F: int, n_layers: int, Kc: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cands = [rng.integers(0, V, (F, Kc)) for _ in range(n_layers)]
+    for c in cands:
+        c[::5, -2:] = -1  # padded candidates
+    return cands
+
+
+def test_opt_scores_ranks_and_a_planted_suppressor():
+    model = tiny_opt()
+    fc2 = ffn_out_projections(model)[1]
+    E = model.get_input_embeddings().weight
+    with torch.no_grad():
+        fc2.weight[:, 5] = -E[7]  # neuron 5 of layer 1 writes minus token 7's embedding
+    cands = random_candidates(24, 2, 6)
+    cands[1][5, :3] = [3, 7, 11]
+    attrs, arrays = project_updates(model, top_k=5, n_candidates=6, candidates=cands, batch_size=7)
+    assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False}
+    vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
+    check_against(reference(model, vectors), arrays, cands, 5)
+    assert arrays["suppressed_tok"][1, 5, 0] == 7
+    assert arrays["cand_supp_rank"][1, 5, 1] == 0
+    assert arrays["cand_score"][1, 5, 1] < 0
+    assert np.isnan(arrays["cand_cos_in"]).all()  # tied: no separate input embedding
+    for name, (dtype, axes) in schema.PROJECTION_DATASETS.items():
+        assert arrays[name].dtype == np.dtype(dtype)
+        assert arrays[name].shape == (2, 24, 5 if axes.endswith(",k") else 6)
+
+
+def test_batching_does_not_change_anything(monkeypatch):
+    model = tiny_opt(seed=1)
+    cands = random_candidates(24, 2, 4, seed=1)
+    _, one = project_updates(model, 3, 4, cands, batch_size=1)
+    monkeypatch.setattr(projections, "BLOCK_BYTES", 10**9)
+    _, whole = project_updates(model, 3, 4, cands)
+    for name in one:  # scores may differ in the last float32 bit (BLAS kernels vary with the shape)
+        if one[name].dtype == np.float32:
+            np.testing.assert_allclose(one[name], whole[name], rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(one[name], whole[name])
+
+
+def test_gpt2_conv1d_rows_are_output_vectors():
+    model = tiny_gpt2()
+    c_proj = ffn_out_projections(model)[0]
+    wte = model.get_input_embeddings().weight
+    with torch.no_grad():
+        c_proj.weight[9] = -wte[21]  # Conv1D weight is [in, out]: row 9 is neuron 9's output vector
+    cands = random_candidates(24, 2, 3, seed=2)
+    attrs, arrays = project_updates(model, 4, 3, cands)
+    vectors = [p.weight.detach().double().numpy() for p in ffn_out_projections(model)]
+    check_against(reference(model, vectors), arrays, cands, 4)
+    assert arrays["suppressed_tok"][0, 9, 0] == 21
+    assert attrs["tied_embeddings"] and not attrs["project_out"]
+
+
+def test_opt_project_out_maps_updates_into_the_embedding_space():
+    model = tiny_opt(seed=2, proj_dim=8)
+    P = model.model.decoder.project_out.weight.detach()  # [8, 16]
+    E = model.get_input_embeddings().weight.detach()  # [V, 8]
+    fc2 = ffn_out_projections(model)[0]
+    # a hidden-size vector w with P w = -E[30] (right inverse of P)
+    w = P.t() @ torch.linalg.solve(P @ P.t(), -E[30])
+    with torch.no_grad():
+        fc2.weight[:, 2] = w
+    cands = random_candidates(24, 2, 3, seed=3)
+    attrs, arrays = project_updates(model, 4, 3, cands)
+    assert attrs["project_out"]
+    Pn = P.double().numpy()
+    vectors = [(Pn @ p.weight.detach().double().numpy()).T for p in ffn_out_projections(model)]
+    check_against(reference(model, vectors), arrays, cands, 4)
+    assert arrays["suppressed_tok"][0, 2, 0] == 30
+    # without project_out the scores would not even have the right dimension: the test is not vacuous
+    assert ffn_out_projections(model)[0].weight.shape[0] != E.shape[1]
+
+
+def test_untied_embeddings_give_input_cosines():
+    model = tiny_opt(seed=4, tie=False)
+    with torch.no_grad():
+        model.lm_head.weight.normal_(0.0, 1.0)
+    assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    cands = random_candidates(24, 2, 3, seed=4)
+    attrs, arrays = project_updates(model, 4, 3, cands)
+    assert attrs["tied_embeddings"] is False
+    E_in = model.get_input_embeddings().weight.detach().double().numpy()
+    vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
+    check_against(reference(model, vectors), arrays, cands, 4)
+    for layer, w in enumerate(vectors):
+        for i in range(0, 24, 5):
+            for j, tok in enumerate(cands[layer][i]):
+                got = arrays["cand_cos_in"][layer, i, j]
+                if tok < 0:
+                    assert np.isnan(got)
+                    continue
+                want = w[i] @ E_in[tok] / np.linalg.norm(w[i]) / np.linalg.norm(E_in[tok])
+                assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_without_candidates():
+    attrs, arrays = project_updates(tiny_opt(), 2, 3, None)
+    assert (arrays["cand_tok"] == -1).all() and (arrays["cand_supp_rank"] == -1).all()
+    assert np.isnan(arrays["cand_score"]).all()
+    assert arrays["promoted_tok"].shape == (2, 24, 2)
