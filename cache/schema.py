@@ -49,13 +49,14 @@ DATASETS = {
     "tokens_at_pos": ("int64", "T"),  # sequences that reached position t
     "act_count": ("int64", "L,F"),  # tokens on which the neuron fired (exact)
     "pos_count": ("int32", "L,T,F"),  # firings at each position (exact)
-    "act_sum": ("float32", "L,F"),  # sum of the activation value over firing tokens
-    "act_max": ("float32", "L,F"),  # largest activation value seen
+    "act_sum": ("float32", "L,F"),  # sum of h over firing tokens (signed; its sign orients projections)
+    "act_max": ("float32", "L,F"),  # largest activation value seen (h for relu, |h| for abs)
     "top_val": ("float32", "L,K,F"),  # top-K activation values, descending (-inf padded)
     "top_pos": ("int64", "L,K,F"),  # their global token positions g = seq * T + t (-1 padded)
     "event_level": ("int8", "L,F"),  # sampling level: each kept event stands for 2**level firings
     "event_offsets": ("int64", "L,F+1"),  # neuron (l, i) events are event_pos[off[l,i]:off[l,i+1]]
-    "event_pos": ("int64", "E"),  # global token positions of kept firing events, ascending per neuron
+    "event_pos": ("int32", "E"),  # global token positions of kept firing events, ascending per neuron
+    # (int32 on disk since a run indexes < 2**31 tokens; the reader returns int64)
 }
 
 # Datasets that may be absent. A shard summary stores only its own token rows: `tokens` row r holds
@@ -89,7 +90,7 @@ PROJECTION_DATASETS = {
     "cand_supp_rank": ("int32", "L,F,Kc"),  # 0-based rank in the neuron's suppressed order (0 = most)
     "cand_cos_in": ("float32", "L,F,Kc"),  # cosine of the output vector with the input embedding (NaN if tied)
 }
-PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out")
+PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out", "oriented")
 
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.

@@ -231,12 +231,12 @@ class Summary:
     def neuron_events(self, layer: int, index: int) -> np.ndarray:
         """Global token positions of the kept firing events of one neuron."""
         start, stop = self._f["event_offsets"][layer, index : index + 2]
-        return self._f["event_pos"][start:stop]
+        return self._f["event_pos"][start:stop].astype(np.int64)
 
     def layer_events(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(offsets relative to the layer's first event [F+1], event positions) of one layer."""
         offsets = self.read("event_offsets", layer)
-        events = self._f["event_pos"][offsets[0] : offsets[-1]]
+        events = self._f["event_pos"][offsets[0] : offsets[-1]].astype(np.int64)
         return offsets - offsets[0], events
 
     def _remember(self, key: tuple, data: np.ndarray) -> None:

@@ -5,7 +5,8 @@ One `LayerAccumulator` per layer lives on the device of that layer's activations
 projection and adds, for every neuron (DESIGN section 4):
 
 - act_count [F] int64 and pos_count [T, F] int32: firings, in all and per position (exact);
-- act_sum, act_max [F]: sum of the activation value over firing tokens, and its maximum;
+- act_sum [F]: sum of h over firing tokens (signed: a gated neuron may fire negative, which flips
+  the direction of its update), act_max [F]: the largest activation value (h, or |h|) seen;
 - the top-K activation values with their global token positions g = seq * T + t, at most one per
   sequence (each sequence's maximum competes), so the contexts shown for a neuron are K different
   texts rather than K neighbouring tokens of one text;
@@ -118,8 +119,13 @@ class LayerAccumulator:
         per_pos = fired.view(torch.uint8).sum(0, dtype=torch.int32)  # [T, F]; bool sums are slow
         self.pos_count[:T] += per_pos
         self.act_count += per_pos.sum(0)
-        # sum over firing tokens in one fused op: threshold(v, tau, 0) keeps v where v > tau
-        fired_sum = torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
+        # the signed sum of h over firing tokens: with the abs rule its sign says which way the neuron
+        # pushes its output vector when it fires (projections use it). ReLU: one fused op, since
+        # threshold(h, tau, 0) keeps h where h > tau
+        if self.rule == "abs":
+            fired_sum = (h * fired).sum((0, 1), dtype=torch.float32)
+        else:
+            fired_sum = torch.nn.functional.threshold(h, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
         self.act_sum += fired_sum.to(self.act_sum.dtype)
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))

@@ -348,9 +348,11 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
     def checkpoint() -> None:
         write_summary(partial, _attrs(meta, plan, n_done, complete=False), _arrays(result(), meta))
 
-    with _interrupts_as_keyboard(), recorder.attached(), progress:
+    with _StopRequests() as stop, recorder.attached(), progress:
         try:
             for batch in _batches(stream, len(rows) - n_done, B):
+                if stop.requested:
+                    raise KeyboardInterrupt
                 seqs = rows[n_done : n_done + len(batch)]
                 recorder.set_batch(seqs[:, None] * T + np.arange(T))
                 run(batch)
@@ -360,11 +362,15 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
                 if time.monotonic() - last_checkpoint >= plan.settings.checkpoint_seconds:
                     checkpoint()
                     last_checkpoint = time.monotonic()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # between batches: every layer has counted exactly n_done sequences
             checkpoint()
             raise NeuronTuiError(
                 f"interrupted after {n_done * T:,} of {len(rows) * T:,} tokens; checkpoint kept at {partial}; "
                 "run the same command to resume"
+            ) from None
+        except _StopNow:  # a second Ctrl-C, mid-batch: the state is not consistent, keep the last checkpoint
+            raise NeuronTuiError(
+                f"interrupted; the last checkpoint is kept at {partial}; run the same command to resume"
             ) from None
         except SummaryError as exc:
             raise NeuronTuiError(f"{exc}; the last checkpoint is kept at {partial}") from None
@@ -478,7 +484,8 @@ def _arrays(result: PassResult, meta: dict) -> dict:
         "top_pos": np.stack([st.top_pos for st in states]),
         "event_level": np.stack([st.level for st in states]),
         "event_offsets": offsets,
-        "event_pos": np.concatenate(events).astype(np.int64) if events else np.zeros(0, np.int64),
+        # int32 halves the largest dataset (runs index fewer than 2**31 tokens, accumulators.MAX_TOKENS)
+        "event_pos": np.concatenate(events).astype(np.int32) if events else np.zeros(0, np.int32),
     } | ({} if np.array_equal(result.seq_index, np.arange(len(tokens))) else {"seq_index": result.seq_index})
 
 
@@ -525,14 +532,17 @@ def _resume(partial: Path, plan: RunPlan):
 def _projection_group(model, result: PassResult, meta: dict) -> tuple[dict, dict]:
     """FFN-update projections, computed once while the weights are loaded, for every neuron and for
     its candidate triggers (`candidate_tokens`), so `analyze` can rank triggers among suppressed
-    tokens later without the model."""
+    tokens later without the model. Each output vector is oriented by the sign of the neuron's summed
+    activation when it fires (a gated neuron firing negative pushes -w), so "suppressed" means what
+    the neuron's firing actually does to the logits."""
     tokens, T = result.tokens, result.tokens.shape[1]
 
     def token_at(g: np.ndarray) -> np.ndarray:
         return tokens[rows_of(result.seq_index, g // T), g % T]
 
     candidates = [candidate_tokens(st, token_at, T, bool(meta["bos"])) for st in result.states]
-    return project_updates(model, n_candidates=N_CANDIDATES, candidates=candidates)
+    signs = [np.where(st.act_sum < 0, -1.0, 1.0) for st in result.states]
+    return project_updates(model, n_candidates=N_CANDIDATES, candidates=candidates, signs=signs)
 
 
 def candidate_tokens(st: LayerState, token_at, T: int, bos: bool, allowed=None) -> np.ndarray:
@@ -565,20 +575,32 @@ def check_disk(plan: RunPlan, n_layers: int, n_neurons_: int) -> None:
         )
 
 
-@contextmanager
-def _interrupts_as_keyboard():
-    """SIGTERM (kill, a closing tmux) checkpoints like Ctrl-C does."""
+class _StopNow(Exception):
+    """A second Ctrl-C: stop at once, without writing a checkpoint of a half-counted batch."""
 
-    def handler(signum, frame):
-        raise KeyboardInterrupt
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class _StopRequests:
+    """Ctrl-C (SIGINT) and SIGTERM (kill, a closing tmux) only set a flag that the pass checks between
+    batches, so no checkpoint ever holds a batch that some layers counted and others did not; a
+    second Ctrl-C stops at once, keeping the previous checkpoint."""
 
+    def __init__(self):
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise _StopNow
+        self.requested = True
+
+    def __enter__(self) -> "_StopRequests":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (a worker): signals stay as they are
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -75,6 +75,7 @@ def project_updates(
     top_k: int = 10,
     n_candidates: int = 10,
     candidates: Sequence[np.ndarray] | None = None,
+    signs: Sequence[np.ndarray] | None = None,
     *,
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -86,8 +87,9 @@ def project_updates(
     (cand_tok all -1). For each candidate: its score, its 0-based rank in ascending score order
     (0 = the most suppressed token; ties count as not below) and, when input and output embeddings
     are untied, the cosine of the output vector with the candidate's *input* embedding (NaN if tied).
-    batch_size: neurons per score block (default: what fits BLOCK_BYTES). progress(layer, n_layers)
-    is called after each layer.
+    signs: one [F] array of +1/-1 per layer orienting each output vector (the sign of the neuron's
+    activation when it fires; None: all +1, right for ReLU). batch_size: neurons per score block
+    (default: what fits BLOCK_BYTES). progress(layer, n_layers) is called after each layer.
     """
     unembed = model.get_output_embeddings().weight
     device = unembed.device
@@ -121,6 +123,7 @@ def project_updates(
     if candidates is not None and len(candidates) != L:
         raise ValueError(f"candidates for {len(candidates)} layers, the model has {L}")
     for layer, vec in enumerate(vectors):
+        sign = None if signs is None else torch.as_tensor(np.asarray(signs[layer]), dtype=torch.float32, device=device)
         if vec.shape[0] != F:
             raise ValueError(f"layer {layer} has {vec.shape[0]} neurons, layer 0 has {F}")
         cand = None
@@ -132,6 +135,8 @@ def project_updates(
         for lo in range(0, F, batch_size):
             hi = min(F, lo + batch_size)
             w = to_embed(vec[lo:hi])  # [B, d] float32
+            if sign is not None:  # linear in w, so orienting after project_out is the same
+                w = w * sign[lo:hi, None]
             scores = w @ U.t()  # [B, V] float32
             top = scores.topk(k, dim=1)
             bottom = scores.topk(k, dim=1, largest=False)  # ascending: most suppressed first
@@ -159,5 +164,6 @@ def project_updates(
         "n_candidates": Kc,
         "tied_embeddings": bool(tied),
         "project_out": adapters.project_out(model) is not None,
+        "oriented": signs is not None,  # vectors multiplied by the sign of the firing activation
     }
     return attrs, out

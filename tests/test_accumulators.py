@@ -61,7 +61,8 @@ def test_abs_rule_uses_magnitude_and_threshold():
     h = np.array([[[0.5, -2.0], [-0.7, 0.1], [2.0, 0.6]]], dtype=np.float32)
     st = run(h, batch=1, rule="abs", tau=0.6).state()
     assert st.act_count.tolist() == [2, 1]  # |h| > 0.6: neuron 0 at t=1,2; neuron 1 at t=0 (0.6 is not > 0.6)
-    assert st.act_sum.tolist() == pytest.approx([2.7, 2.0])
+    assert st.act_sum.tolist() == pytest.approx([1.3, -2.0])  # signed: -0.7 + 2.0, and -2.0
+    assert st.act_max.tolist() == pytest.approx([2.0, 2.0])  # of |h|
 
 
 def reference_sample(fired: np.ndarray, cap: int) -> tuple[list[list[int]], list[int]]:

@@ -74,7 +74,7 @@ def test_hooks_match_an_independent_slow_path(build, tmp_path):
             fired = value > tau[layer]
             np.testing.assert_array_equal(s.read("act_count", layer), fired.sum((0, 1)))
             np.testing.assert_array_equal(s.read("pos_count", layer), fired.sum(0))
-            np.testing.assert_allclose(s.read("act_sum", layer), np.where(fired, value, 0).sum((0, 1)), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(s.read("act_sum", layer), np.where(fired, h, 0).sum((0, 1)), rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(s.read("act_max", layer), value.max((0, 1)), rtol=1e-5)
             flat = fired.reshape(-1, fired.shape[-1])
             levels = s.read("event_level", layer)
@@ -148,3 +148,51 @@ def test_cuda_collection_equals_cpu(tmp_path):
             np.testing.assert_array_equal(a.read(name), b.read(name), err_msg=name)
         # top contexts: the same values (positions may differ where two sequences tie exactly)
         np.testing.assert_allclose(a.read("top_val"), b.read("top_val"), rtol=1e-5)
+
+
+def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, monkeypatch):
+    """SIGTERM arriving while layer 1 runs (layer 0 has already counted the batch): the batch
+    finishes, the checkpoint holds whole batches only, and the resumed run equals an uninterrupted one."""
+    import os
+    import signal
+
+    from neuron_tui.core.adapters import ffn_out_projections
+
+    model = tiny_llama()
+    with run_tiny(model, tmp_path / "a") as s:
+        expected = _arrays(s)
+    real, calls = collect_mod.forward_fn, {"n": 0}
+
+    def signalling(m):
+        run = real(m)
+
+        def wrapped(ids):
+            calls["n"] += 1
+            if calls["n"] != 6:
+                return run(ids)
+            layer1 = ffn_out_projections(m)[1]
+            handle = layer1.register_forward_pre_hook(lambda mod, args: os.kill(os.getpid(), signal.SIGTERM))
+            try:
+                run(ids)
+            finally:
+                handle.remove()
+
+        return wrapped
+
+    monkeypatch.setattr(collect_mod, "forward_fn", signalling)
+    with pytest.raises(NeuronTuiError, match="checkpoint kept"):
+        run_tiny(model, tmp_path / "b", checkpoint_seconds=1e9)
+    (partial,) = (tmp_path / "b" / "cache").glob("*.partial.h5")
+    with Summary.open(partial) as p:
+        assert p.attrs["n_seq"] == 9  # 3 calibration calls, then batches 4, 5 and the signalled 6th
+        counted = sum(int(p.read("act_count", layer).sum()) for layer in range(3))
+        tokens = p.read("tokens")
+    monkeypatch.setattr(collect_mod, "forward_fn", real)
+    # every layer counted the same 9 sequences: recount them with the slow path
+    acts = ffn_activations_slow(model, tokens)
+    tau = expected["tau"]
+    assert counted == sum(int((np.abs(h) > tau[i]).sum()) for i, h in enumerate(acts))
+    with run_tiny(model, tmp_path / "b") as s:
+        got = _arrays(s)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)

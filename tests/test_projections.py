@@ -85,7 +85,7 @@ def test_opt_scores_ranks_and_a_planted_suppressor():
     cands = random_candidates(24, 2, 6)
     cands[1][5, :3] = [3, 7, 11]
     attrs, arrays = project_updates(model, top_k=5, n_candidates=6, candidates=cands, batch_size=7)
-    assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False}
+    assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False, "oriented": False}
     vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
     check_against(reference(model, vectors), arrays, cands, 5)
     assert arrays["suppressed_tok"][1, 5, 0] == 7
@@ -171,3 +171,16 @@ def test_without_candidates():
     assert (arrays["cand_tok"] == -1).all() and (arrays["cand_supp_rank"] == -1).all()
     assert np.isnan(arrays["cand_score"]).all()
     assert arrays["promoted_tok"].shape == (2, 24, 2)
+
+
+def test_signs_orient_the_update_of_neurons_that_fire_negative():
+    """A gated neuron firing with h < 0 adds -w: its suppressed list is w's promoted list."""
+    model = tiny_opt(seed=3)
+    F = model.model.decoder.layers[0].fc2.weight.shape[1]
+    signs = [np.ones(F) for _ in model.model.decoder.layers]
+    signs[0][4] = -1.0
+    _, plain = project_updates(model, top_k=5, n_candidates=0)
+    _, oriented = project_updates(model, top_k=5, n_candidates=0, signs=signs)
+    np.testing.assert_array_equal(oriented["suppressed_tok"][0, 4], plain["promoted_tok"][0, 4])
+    np.testing.assert_allclose(oriented["suppressed_score"][0, 4], -plain["promoted_score"][0, 4], rtol=1e-6)
+    np.testing.assert_array_equal(oriented["promoted_tok"][0, 3], plain["promoted_tok"][0, 3])  # +1: unchanged
