@@ -32,6 +32,7 @@ import torch
 
 MAX_LEVEL = 32  # levels 0..31: a 2**31 sampling rate is beyond any corpus we can stream
 MAX_TOKENS = 2**31 - 1  # global positions are kept as int32 on the device
+SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire list their pairs directly
 
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -118,19 +119,25 @@ class LayerAccumulator:
         fired = value > self.tau
         per_pos = fired.view(torch.uint8).sum(0, dtype=torch.int32)  # [T, F]; bool sums are slow
         self.pos_count[:T] += per_pos
-        self.act_count += per_pos.sum(0)
+        batch_count = per_pos.sum(0)
+        self.act_count += batch_count
         # the signed sum of h over firing tokens: with the abs rule its sign says which way the neuron
-        # pushes its output vector when it fires (projections use it). ReLU: one fused op, since
-        # threshold(h, tau, 0) keeps h where h > tau
+        # pushes its output vector when it fires (projections use it). threshold(x, tau, 0) keeps x
+        # where x > tau in one fused op; with the abs rule, since h + |h| = 2 relu(h) and tau >= 0,
+        # sum over |h| > tau of h = 2 * sum over h > tau of h - sum over |h| > tau of |h|, which costs
+        # two such ops instead of a float copy of the mask and a product
+        positive = torch.nn.functional.threshold(h, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
         if self.rule == "abs":
-            fired_sum = (h * fired).sum((0, 1), dtype=torch.float32)
+            fired_sum = 2 * positive - torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
         else:
-            fired_sum = torch.nn.functional.threshold(h, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
+            fired_sum = positive
         self.act_sum += fired_sum.to(self.act_sum.dtype)
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self._update_top(value, seq_max, batch)
-        self._update_events(fired.view(B * T, F), batch)
+        # on the CPU a sparse batch takes the pairs path (reading the density costs no device sync there)
+        sparse = not self.sync_free and int(batch_count.sum()) * SPARSE_BATCH < fired.numel()
+        self._update_events(fired.view(B * T, F), batch, sparse)
 
     def _update_top(self, value: torch.Tensor, seq_max: torch.Tensor, batch: "BatchIndex") -> None:
         """Merge each sequence's maximum into the running top-K (one context per sequence)."""
@@ -155,8 +162,8 @@ class LayerAccumulator:
             arg[b, i] = value[b, :, i].argmax(dim=1)
         return arg
 
-    def _update_events(self, fired: torch.Tensor, batch: "BatchIndex") -> None:
-        token, neuron, level = self._new_events(fired, batch)
+    def _update_events(self, fired: torch.Tensor, batch: "BatchIndex", sparse: bool) -> None:
+        token, neuron, level = self._new_events(fired, batch, sparse)
         if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
             raised = torch.nonzero(level > self.level).squeeze(1)
             if raised.numel():
@@ -194,22 +201,39 @@ class LayerAccumulator:
         self.ev_z[:, cols] = torch.zeros_like(z).scatter_(0, slot, z)
         self.fill[cols] = slot_ok.sum(0)
 
-    def _new_events(self, fired: torch.Tensor, batch: "BatchIndex"):
+    def _new_events(self, fired: torch.Tensor, batch: "BatchIndex", sparse: bool):
         """(token, neuron) pairs of this batch's events to keep, and each neuron's new level.
 
         The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
-        batch's firings with z >= L number at most C. Pairs padded with -1 are not events.
+        batch's firings with z >= L number at most C. Two ways to the same result: `sparse` (CPU, few
+        firings) lists the firing pairs once and counts them by level; otherwise the firings are
+        counted by level over the whole mask, and the kept pairs extracted after (into a fixed-size,
+        -1-padded result when sync-free).
         """
-        total = self.level_hist + batch.level_histogram(fired)
-        at_or_above = total.flip(0).cumsum(0).flip(0)
-        level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
-        self.level_hist = torch.where(self._levels_col >= level, total, 0)
+        if sparse:
+            pairs = torch.nonzero(fired)
+            z = batch.levels[pairs[:, 0]]
+            at_level = z >= self.level[pairs[:, 1]]
+            pairs, z = pairs[at_level], z[at_level]
+            counts = torch.bincount(z * self.n_neurons + pairs[:, 1], minlength=MAX_LEVEL * self.n_neurons)
+            level = self._raise_levels(counts.view(MAX_LEVEL, self.n_neurons))
+            pairs = pairs[z >= level[pairs[:, 1]]]
+            return pairs[:, 0], pairs[:, 1], level
+        level = self._raise_levels(batch.level_histogram(fired))
         keep = fired & (batch.levels[:, None] >= level)
         if self.sync_free:  # a fixed-size result: the batch adds at most C events per neuron
             pairs = torch.nonzero_static(keep, size=min(keep.numel(), self.cap * self.n_neurons), fill_value=-1)
         else:
             pairs = torch.nonzero(keep)
         return pairs[:, 0], pairs[:, 1], level
+
+    def _raise_levels(self, batch_hist: torch.Tensor) -> torch.Tensor:
+        """New levels from this batch's firings per level ([MAX_LEVEL, F]); keeps level_hist in step."""
+        total = self.level_hist + batch_hist
+        at_or_above = total.flip(0).cumsum(0).flip(0)
+        level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
+        self.level_hist = torch.where(self._levels_col >= level, total, 0)
+        return level
 
     # ---- host round trip (checkpoints, merging) ------------------------------------------------
     def state(self) -> LayerState:

@@ -4,20 +4,24 @@ import numpy as np
 import pytest
 import torch
 
+from neuron_tui.core import accumulators
 from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
 
 
-PATHS = {"cpu-exact-size": ("cpu", False), "cpu-sync-free": ("cpu", True), "cuda": ("cuda", True)}
+# device, sync-free, CPU sparse-batch threshold (accumulators.SPARSE_BATCH: huge = always the pairs path)
+PATHS = {"cpu-sparse-pairs": ("cpu", False, 10**12), "cpu-dense": ("cpu", False, 0),
+         "cpu-sync-free": ("cpu", True, 0), "cuda": ("cuda", True, 0)}
 _path = {}
 
 
 @pytest.fixture(params=list(PATHS), autouse=True)
-def update_path(request):
-    """Every test runs each update path: the CPU's exact-size one, the accelerators' sync-free one on
-    the CPU, and on CUDA where a GPU is present."""
-    device, sync_free = PATHS[request.param]
+def update_path(request, monkeypatch):
+    """Every test runs each update path: the CPU's sparse-pairs and dense ones, the accelerators'
+    sync-free one on the CPU, and on CUDA where a GPU is present."""
+    device, sync_free, sparse_batch = PATHS[request.param]
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("no CUDA device")
+    monkeypatch.setattr(accumulators, "SPARSE_BATCH", sparse_batch)
     _path.update(device=torch.device(device), sync_free=sync_free)
 
 
