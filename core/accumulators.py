@@ -125,13 +125,14 @@ class LayerAccumulator:
         # pushes its output vector when it fires (projections use it). threshold(x, tau, 0) keeps x
         # where x > tau in one fused op; with the abs rule, since h + |h| = 2 relu(h) and tau >= 0,
         # sum over |h| > tau of h = 2 * sum over h > tau of h - sum over |h| > tau of |h|, which costs
-        # two such ops instead of a float copy of the mask and a product
-        positive = torch.nn.functional.threshold(h, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
+        # two such ops instead of a float copy of the mask and a product (summed in float64, so the
+        # difference loses nothing)
+        dtype = self.act_sum.dtype
+        positive = torch.nn.functional.threshold(h, self.tau, 0.0).sum((0, 1), dtype=dtype)
         if self.rule == "abs":
-            fired_sum = 2 * positive - torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1), dtype=torch.float32)
+            self.act_sum += 2 * positive - torch.nn.functional.threshold(value, self.tau, 0.0).sum((0, 1), dtype=dtype)
         else:
-            fired_sum = positive
-        self.act_sum += fired_sum.to(self.act_sum.dtype)
+            self.act_sum += positive
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self._update_top(value, seq_max, batch)
