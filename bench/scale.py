@@ -21,11 +21,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
-BASE = {"tokens": 32768, "layers": 4, "ffn": 1024}
+BASE = {"tokens": 65536, "layers": 4, "ffn": 2048}
 GRID = [
-    {}, {"tokens": 16384}, {"tokens": 65536},
+    {}, {"tokens": 32768}, {"tokens": 131072},
     {"layers": 2}, {"layers": 8},
-    {"ffn": 512}, {"ffn": 2048},
+    {"ffn": 1024}, {"ffn": 4096},
 ]
 
 
