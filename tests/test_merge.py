@@ -41,7 +41,7 @@ def test_merge_states_equals_one_run_and_the_level_rule():
     np.testing.assert_array_equal(merged.act_count, fired.sum(0))
     np.testing.assert_array_equal(merged.act_count, whole.act_count)
     np.testing.assert_array_equal(merged.pos_count, whole.pos_count)
-    np.testing.assert_allclose(merged.act_sum, whole.act_sum, rtol=1e-6)  # float32 batch sums
+    np.testing.assert_allclose(merged.act_sum, whole.act_sum, rtol=1e-5, atol=1e-6)  # float32 partial sums of differently composed batches
     np.testing.assert_array_equal(merged.act_max, whole.act_max)
     np.testing.assert_array_equal(merged.top_val, whole.top_val)  # continuous values: no ties
     np.testing.assert_array_equal(merged.top_pos, whole.top_pos)
@@ -107,7 +107,7 @@ def test_merged_shards_equal_the_whole_run(runs, capsys):
     assert sorted(got) == sorted(want) and "seq_index" not in got
     for name in want:
         if name == "act_sum":  # sums of float32-rounded shard sums
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-6, err_msg=name)
+            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
         elif name == "top_pos":
             assert_same_top(want["top_val"], got[name], want[name])
         else:
