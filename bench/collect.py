@@ -93,13 +93,19 @@ def main() -> None:
     run = C.forward_fn(model)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
+    seen = {"tokens": 0}  # global positions keep growing across rounds, as in one long run, so the
+    # accumulators' sampling levels settle as they do in a real collection (not a restart each round)
+
     def timed(mode: str) -> float:
         handles = plain_numpy_hooks(modules, batches[0].shape, tau, plan.rule) if mode == "plain" else []
         ctx = recorder.attached() if mode == "hooks" else nullcontext()
         start = time.perf_counter()
         with ctx:
-            for i, batch in enumerate(batches):
-                recorder.set_batch(np.arange(i * batch.size, (i + 1) * batch.size).reshape(batch.shape))
+            for batch in batches:
+                if mode == "hooks":
+                    start_g = seen["tokens"]
+                    seen["tokens"] += batch.size
+                    recorder.set_batch(np.arange(start_g, start_g + batch.size).reshape(batch.shape))
                 run(batch)
             if mode == "hooks":
                 recorder.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would

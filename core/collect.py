@@ -193,15 +193,18 @@ def make_plan(
 
 # ---- the pass ------------------------------------------------------------------------------------
 class Recorder:
-    """Forward pre-hooks that feed each layer's accumulator, created on the device of its activations."""
+    """Forward pre-hooks that feed each layer's accumulator, created on the device of its activations
+    at the layer's first batch (with --device-map, offloaded weights say nothing about where the
+    activations will be), starting from the checkpointed state when resuming."""
 
-    def __init__(self, modules: list[torch.nn.Module], plan: RunPlan, tau: np.ndarray):
+    def __init__(self, modules: list[torch.nn.Module], plan: RunPlan, tau: np.ndarray,
+                 resumed: list[LayerState] | None = None):
         self.modules, self.plan, self.tau = modules, plan, tau
         self.n_neurons = n_neurons(modules[0])
         self.acc: list[LayerAccumulator | None] = [None] * len(modules)
+        self._resumed = resumed or [None] * len(modules)
         self._positions: np.ndarray | None = None
         self._index: dict[torch.device, BatchIndex] = {}
-        self._handles = []
 
     def accumulator(self, layer: int, device: torch.device) -> LayerAccumulator:
         if self.acc[layer] is None:
@@ -209,6 +212,8 @@ class Recorder:
             self.acc[layer] = LayerAccumulator(
                 self.n_neurons, self.plan.seq_len, s.events_cap, s.top_k, device, self.plan.rule, self.tau[layer]
             )
+            if self._resumed[layer] is not None:
+                self.acc[layer].load(self._resumed[layer])
         return self.acc[layer]
 
     def set_batch(self, positions: np.ndarray) -> None:
@@ -224,8 +229,9 @@ class Recorder:
         """Host copies of every layer's accumulators (layers never reached stay empty)."""
         s = self.plan.settings
         return [
-            acc.state() if acc is not None else _empty_state(self.n_neurons, self.plan.seq_len, s.top_k)
-            for acc in self.acc
+            acc.state() if acc is not None
+            else resumed or _empty_state(self.n_neurons, self.plan.seq_len, s.top_k)
+            for acc, resumed in zip(self.acc, self._resumed)
         ]
 
     def _hook(self, layer: int):
@@ -330,10 +336,7 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
         return calibrate(model, modules, calib, plan.threshold, B)
 
     tau = agree_tau(tau, calibrated)
-    recorder = Recorder(modules, plan, tau)
-    if states is not None:
-        for layer, st in enumerate(states):
-            recorder.accumulator(layer, modules[layer].weight.device).load(st)
+    recorder = Recorder(modules, plan, tau, resumed=states)
     blocks = [done_tokens]
     n_done = len(done_tokens)
     rows = plan.rows()
