@@ -118,7 +118,7 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     except (UsageError, NeuronTuiError):
         raise
     except (OSError, ValueError) as exc:
-        raise _load_error(source, exc) from None
+        raise load_error(source, exc) from None
     if device_map is None:
         model.to(device)
     model.eval()
@@ -129,7 +129,8 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     return LoadedModel(model, tokenizer, source, revision)
 
 
-def _load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
+def load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
+    """One line for a transformers loading failure: unknown on the hub, hub unreachable, or other."""
     text = str(exc)
     if source.local:
         return NeuronTuiError(f"cannot load {source.load_from}: {text.splitlines()[0] if text else exc!r}")

@@ -157,7 +157,7 @@ def _run_collect(args: argparse.Namespace, rank) -> Path:
     try:
         config = AutoConfig.from_pretrained(source.load_from, **kwargs)
     except (OSError, ValueError) as exc:
-        raise models._load_error(source, exc) from None
+        raise models.load_error(source, exc) from None
     plan = collect.make_plan(source.name, config, settings, device, out=args.out, cache_dir=args.cache_dir,
                              shard=getattr(args, "shard", None))
     if plan.path.exists():
