@@ -32,7 +32,7 @@ import torch
 
 MAX_LEVEL = 32  # levels 0..31: a 2**31 sampling rate is beyond any corpus we can stream
 MAX_TOKENS = 2**31 - 1  # global positions are kept as int32 on the device
-SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire list their pairs directly
+SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire take the pairs path
 
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -117,10 +117,35 @@ class LayerAccumulator:
         # in the model's own dtype: a float32 copy of a bf16 batch would be the costliest step on a GPU
         value = h.abs() if self.rule == "abs" else h
         fired = value > self.tau
+        # on the CPU, when few fire, list the firing pairs once (numpy's flatnonzero is fast, and there
+        # is no device to wait for) and take counts, sums and events from them; every 16th row tells,
+        # from this batch alone, whether listing is worth it
+        pairs = None
+        flat = fired.view(B * T, F)
+        if not self.sync_free and int(flat[::16].sum()) * 16 * SPARSE_BATCH < fired.numel():
+            pairs = _nonzero_cpu(flat)
+            if pairs.shape[0] * SPARSE_BATCH >= fired.numel():
+                pairs = None
+        self._add_firings(h, value, fired, pairs)
+        seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
+        self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
+        self._update_top(value, seq_max, batch)
+        self._update_events(flat, batch, pairs)
+
+    def _add_firings(self, h, value, fired, pairs) -> None:
+        """Counts per position and signed sums of this batch, from the firing pairs when given."""
+        B, T, F = h.shape
+        if pairs is not None:
+            token, neuron = pairs[:, 0], pairs[:, 1]
+            per_pos = torch.bincount((token % T) * F + neuron, minlength=T * F).view(T, F)
+            self.pos_count[:T] += per_pos.to(torch.int32)
+            self.act_count += per_pos.sum(0)
+            hv = h.reshape(B * T, F)[token, neuron].to(self.act_sum.dtype)
+            self.act_sum.index_add_(0, neuron, hv)
+            return
         per_pos = fired.view(torch.uint8).sum(0, dtype=torch.int32)  # [T, F]; bool sums are slow
         self.pos_count[:T] += per_pos
-        batch_count = per_pos.sum(0)
-        self.act_count += batch_count
+        self.act_count += per_pos.sum(0)
         # the signed sum of h over firing tokens: with the abs rule its sign says which way the neuron
         # pushes its output vector when it fires (projections use it). threshold(x, tau, 0) keeps x
         # where x > tau in one fused op; with the abs rule, since h + |h| = 2 relu(h) and tau >= 0,
@@ -133,12 +158,6 @@ class LayerAccumulator:
             self.act_sum += 2 * positive - self._sum_tokens(torch.nn.functional.threshold(value, self.tau, 0.0))
         else:
             self.act_sum += positive
-        seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
-        self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
-        self._update_top(value, seq_max, batch)
-        # on the CPU a sparse batch takes the pairs path (reading the density costs no device sync there)
-        sparse = not self.sync_free and int(batch_count.sum()) * SPARSE_BATCH < fired.numel()
-        self._update_events(fired.view(B * T, F), batch, sparse)
 
     def _sum_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [F] in the accumulator's dtype, converting only the [T, F] partial sums."""
@@ -167,8 +186,8 @@ class LayerAccumulator:
             arg[b, i] = value[b, :, i].argmax(dim=1)
         return arg
 
-    def _update_events(self, fired: torch.Tensor, batch: "BatchIndex", sparse: bool) -> None:
-        token, neuron, level = self._new_events(fired, batch, sparse)
+    def _update_events(self, fired: torch.Tensor, batch: "BatchIndex", pairs: torch.Tensor | None) -> None:
+        token, neuron, level = self._new_events(fired, batch, pairs)
         if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
             raised = torch.nonzero(level > self.level).squeeze(1)
             if raised.numel():
@@ -206,17 +225,16 @@ class LayerAccumulator:
         self.ev_z[:, cols] = torch.zeros_like(z).scatter_(0, slot, z)
         self.fill[cols] = slot_ok.sum(0)
 
-    def _new_events(self, fired: torch.Tensor, batch: "BatchIndex", sparse: bool):
+    def _new_events(self, fired: torch.Tensor, batch: "BatchIndex", pairs: torch.Tensor | None):
         """(token, neuron) pairs of this batch's events to keep, and each neuron's new level.
 
         The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
-        batch's firings with z >= L number at most C. Two ways to the same result: `sparse` (CPU, few
-        firings) lists the firing pairs once and counts them by level; otherwise the firings are
+        batch's firings with z >= L number at most C. Two ways to the same result: given the firing
+        `pairs` (CPU, few firings), count them by level; otherwise the firings are
         counted by level over the whole mask, and the kept pairs extracted after (into a fixed-size,
         -1-padded result when sync-free).
         """
-        if sparse:
-            pairs = _nonzero_cpu(fired)
+        if pairs is not None:
             z = batch.levels[pairs[:, 0]]
             at_level = z >= self.level[pairs[:, 1]]
             pairs, z = pairs[at_level], z[at_level]

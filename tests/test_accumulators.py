@@ -8,8 +8,9 @@ from neuron_tui.core import accumulators
 from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
 
 
-# device, sync-free, CPU sparse-batch threshold (accumulators.SPARSE_BATCH: huge = always the pairs path)
-PATHS = {"cpu-sparse-pairs": ("cpu", False, 10**12), "cpu-dense": ("cpu", False, 0),
+# device, sync-free, CPU sparse-batch threshold (accumulators.SPARSE_BATCH: 0 = always the pairs path,
+# huge = never)
+PATHS = {"cpu-sparse-pairs": ("cpu", False, 0), "cpu-dense": ("cpu", False, 10**12),
          "cpu-sync-free": ("cpu", True, 0), "cuda": ("cuda", True, 0)}
 _path = {}
 
