@@ -6,7 +6,8 @@
 Each point runs in its own process (so peak memory is that run's alone): a random-weight OPT of the
 given depth and FFN width (hidden size 256) reads the builtin corpus through a word-level tokenizer
 built from it, and the full pipeline runs (pass, projections, analysis). Printed per point: wall
-time of the pass, tokens/s, peak resident memory, summary size and size per million tokens.
+time of the pass, tokens/s, peak resident memory (and peak GPU memory on CUDA: model, activations
+and accumulators), summary size and size per million tokens.
 """
 
 from __future__ import annotations
@@ -63,8 +64,9 @@ def one(point: dict, device: str, out: Path) -> dict:
     collect(LoadedModel(model, tokenizer, ModelSource("opt-random", "memory"), ""), plan, quiet=True)
     seconds = time.perf_counter() - start
     size = out.stat().st_size
+    device_peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else 0.0
     return {**point, "seconds": seconds, "tok_per_s": point["tokens"] / seconds,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "device_mib": device_peak,
             "size_mib": size / 2**20, "mib_per_mtok": size / 2**20 / (point["tokens"] / 1e6)}
 
 
@@ -78,14 +80,15 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             print(json.dumps(one(point, args.device, Path(tmp) / "s.h5")))
         return
-    print(f"{'tokens':>7} {'layers':>6} {'ffn':>5} {'time s':>7} {'tok/s':>7} {'peak MiB':>8} {'MiB':>6} {'MiB/Mtok':>8}")
+    print(f"{'tokens':>7} {'layers':>6} {'ffn':>5} {'time s':>7} {'tok/s':>7} {'peak MiB':>8} {'GPU MiB':>8} "
+          f"{'MiB':>6} {'MiB/Mtok':>8}")
     for change in GRID:
         point = {**BASE, **change}
         run = subprocess.run([sys.executable, __file__, "--device", args.device, "--one", json.dumps(point)],
                              capture_output=True, text=True, check=True)
         r = json.loads(run.stdout.strip().splitlines()[-1])
         print(f"{r['tokens']:>7} {r['layers']:>6} {r['ffn']:>5} {r['seconds']:>7.1f} {r['tok_per_s']:>7.0f} "
-              f"{r['peak_mib']:>8.0f} {r['size_mib']:>6.1f} {r['mib_per_mtok']:>8.0f}", flush=True)
+              f"{r['peak_mib']:>8.0f} {r['device_mib']:>8.0f} {r['size_mib']:>6.1f} {r['mib_per_mtok']:>8.0f}", flush=True)
 
 
 if __name__ == "__main__":
