@@ -10,7 +10,7 @@ from neuron_tui.core.accumulators import MAX_LEVEL, token_levels
 from neuron_tui.core.collect import Settings, collect, make_plan
 from neuron_tui.core.errors import NeuronTuiError
 from neuron_tui.core.models import LoadedModel, ModelSource
-from tiny import make_tokenizer, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
+from tiny import interrupt_forward_at, make_tokenizer, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
 
 
 def ffn_activations_slow(model, tokens: np.ndarray) -> list[np.ndarray]:
@@ -110,21 +110,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
     with run_tiny(model, tmp_path / "a") as s:
         expected = _arrays(s)
 
-    real = collect_mod.forward_fn
-    calls = {"n": 0}
-
-    def flaky(m):
-        run = real(m)
-
-        def wrapped(ids):
-            calls["n"] += 1
-            if calls["n"] == 6:
-                raise KeyboardInterrupt
-            run(ids)
-
-        return wrapped
-
-    monkeypatch.setattr(collect_mod, "forward_fn", flaky)
+    interrupt_forward_at(monkeypatch, 6)
     with pytest.raises(NeuronTuiError, match="checkpoint kept.*resume"):
         run_tiny(model, tmp_path / "b", checkpoint_seconds=1e9)
     partials = list((tmp_path / "b" / "cache").glob("*.partial.h5"))
@@ -132,7 +118,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
     with Summary.open(partials[0]) as p:
         # calls 1-3 calibrate (8 sequences in batches of 3), 4-5 count 2 batches, the 6th is interrupted
         assert not p.complete and p.attrs["n_seq"] == 6
-    monkeypatch.setattr(collect_mod, "forward_fn", real)
+    monkeypatch.undo()
     with run_tiny(model, tmp_path / "b") as s:
         got = _arrays(s)
     assert not partials[0].exists()

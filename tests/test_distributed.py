@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch.multiprocessing as mp
 
-from neuron_tui.core import collect as collect_mod
 from neuron_tui.core.errors import NeuronTuiError
 from neuron_tui.tui.cli import main
 from test_merge import assert_same_top
-from tiny import save_tiny, tiny_llama, write_text_corpus
+from tiny import interrupt_forward_at, save_tiny, tiny_llama, write_text_corpus
 
 
 def free_port() -> int:
@@ -68,20 +67,7 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, monkeypatch, capsys)
                              "--events", 12, "--quiet")]
     assert main(["collect", *args, "--out", str(tmp_path / "single.h5")]) == 0
 
-    real, calls = collect_mod.forward_fn, {"n": 0}
-
-    def interrupted(m):  # calls 1-2 calibrate (8 sequences), 3 counts a batch, 4 is interrupted
-        run = real(m)
-
-        def wrapped(ids):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise KeyboardInterrupt
-            run(ids)
-
-        return wrapped
-
-    monkeypatch.setattr(collect_mod, "forward_fn", interrupted)
+    interrupt_forward_at(monkeypatch, 4)  # calls 1-2 calibrate (8 sequences), 3 counts a batch, 4 stops
     out = tmp_path / "dist.h5"
     rank1 = tmp_path / "dist.shard1of2.h5"  # the checkpoint rank 1 of 2 resumes from
     assert main(["collect", *args, "--shard", "1/2", "--out", str(rank1)]) == 1

@@ -72,6 +72,27 @@ def save_tiny(model, folder: Path, bos: bool = True) -> Path:
     return folder
 
 
+def interrupt_forward_at(monkeypatch, call: int) -> None:
+    """Make the collection's forward pass raise KeyboardInterrupt (Ctrl-C) on its `call`-th call,
+    before running: calibration calls count too."""
+    from neuron_tui.core import collect as collect_mod
+
+    real, calls = collect_mod.forward_fn, {"n": 0}
+
+    def interrupted(m):
+        run = real(m)
+
+        def wrapped(ids):
+            calls["n"] += 1
+            if calls["n"] == call:
+                raise KeyboardInterrupt
+            run(ids)
+
+        return wrapped
+
+    monkeypatch.setattr(collect_mod, "forward_fn", interrupted)
+
+
 def write_text_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 60, seed: int = 0) -> Path:
     """A corpus file of `n_docs` pseudo-random documents over the tokenizer's words (one per line, jsonl)."""
     import json

@@ -237,10 +237,7 @@ class NeuronTable(ScrollView, can_focus=True):
             segments.append(Segment(set_cell_size(label, w), sorted_style if is_sorted else style))
             if i < len(columns) - 1:
                 segments.append(Segment(" ", style))
-        used = sum(cell_len(s.text) for s in segments)
-        if used < width:
-            segments.append(Segment(" " * (width - used), style))
-        return Strip(segments, width).crop(0, width)
+        return _fill_strip(segments, width, style)
 
     def _row_strip(self, row: Row, columns, width: int, style: Style) -> Strip:
         segments: list[Segment] = []
@@ -271,10 +268,15 @@ class NeuronTable(ScrollView, can_focus=True):
                 segments.append(Segment(set_cell_size(text, w), style))
             if i < len(columns) - 1:
                 segments.append(Segment(" ", style))
-        used = sum(cell_len(s.text) for s in segments)
-        if used < width:
-            segments.append(Segment(" " * (width - used), style))
-        return Strip(segments, width).crop(0, width)
+        return _fill_strip(segments, width, style)
+
+
+def _fill_strip(segments: list[Segment], width: int, style: Style) -> Strip:
+    """A table line of exactly `width` cells: padded with `style` when short, cropped when long."""
+    used = sum(cell_len(s.text) for s in segments)
+    if used < width:
+        segments.append(Segment(" " * (width - used), style))
+    return Strip(segments, width).crop(0, width)
 
 
 class PositionPlot(Widget):
