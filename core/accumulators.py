@@ -54,6 +54,15 @@ def token_levels(positions: np.ndarray) -> np.ndarray:
     return np.minimum(levels, MAX_LEVEL - 1)
 
 
+def device_bytes(n_neurons: int, seq_len: int, events_cap: int, top_k: int) -> int:
+    """Bytes one `LayerAccumulator` keeps on its device, the room `--device-map auto` must leave per
+    layer (OPT-66b, T = 2,048, C = 256: about 360 MB a layer, 23 GB in all). Per neuron: pos_count 4T,
+    top-K values and positions 12K, event slots 5(C + 1), level histogram 8 * MAX_LEVEL, 8-byte
+    counters (act_count, act_sum, level, fill, two index ranges) and act_max; plus the level column."""
+    T, C, K = seq_len, events_cap, top_k
+    return n_neurons * (4 * T + 12 * K + 5 * (C + 1) + 8 * MAX_LEVEL + 6 * 8 + 4) + 8 * (MAX_LEVEL + 1)
+
+
 @dataclass
 class LayerState:
     """Host copies of one layer's accumulators, as stored in (and restored from) a checkpoint."""

@@ -30,12 +30,12 @@ from neuron_tui.cache.store import rows_of
 from neuron_tui.cache.paths import cache_dir as default_cache_dir
 from neuron_tui.cache.paths import partial_path
 
-from .accumulators import MAX_TOKENS, BatchIndex, LayerAccumulator, LayerState
+from .accumulators import MAX_TOKENS, BatchIndex, LayerAccumulator, LayerState, device_bytes
 from .analysis import run_analysis
 from .adapters import adapter_for, ffn_out_projections, n_neurons
 from .corpus import Corpus, load_corpus
 from .errors import NeuronTuiError, UsageError
-from .models import LoadedModel
+from .models import LoadedModel, execution_device
 from .packing import pack_sequences, tokenizer_adds_bos
 from .progress import CollectProgress
 from .projections import project_updates
@@ -191,6 +191,19 @@ def make_plan(
                    settings, corpus, key, path, parts, base_key)
 
 
+def device_budget(plan: RunPlan, n_layers: int, n_neurons_: int, gpu_bytes: list[int]) -> dict[int, int]:
+    """accelerate's max_memory for `--device-map auto` that leaves room on every GPU for the accumulators
+    of the layers that run there (accelerate alone would fill the GPUs with weights): GPU 0 also runs
+    every layer offloaded to CPU or disk, so it keeps room for all of them, GPU i > 0 for its even share
+    of the layers; and every GPU for one batch's temporaries (a few bytes per activation)."""
+    s = plan.settings
+    per_layer = device_bytes(n_neurons_, plan.seq_len, s.events_cap, s.top_k)
+    workspace = 8 * plan.batch_size * plan.seq_len * n_neurons_ + 2**30
+    share = -(-n_layers // max(1, len(gpu_bytes)))
+    return {gpu: max(0, total - per_layer * (n_layers if gpu == 0 else share) - workspace)
+            for gpu, total in enumerate(gpu_bytes)}
+
+
 # ---- the pass ------------------------------------------------------------------------------------
 class Recorder:
     """Forward pre-hooks that feed each layer's accumulator, created on the device of its activations
@@ -255,7 +268,7 @@ class Recorder:
 def forward_fn(model: torch.nn.Module):
     """The cheapest call that runs every layer: the base model, without the LM head over the vocabulary."""
     base = model.base_model
-    device = model.get_input_embeddings().weight.device  # the first device under --device-map auto
+    device = execution_device(model.get_input_embeddings())  # the first device under --device-map auto
 
     @torch.inference_mode()
     def run(ids: np.ndarray) -> None:

@@ -98,8 +98,11 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
           "fp16": torch.float16, "float16": torch.float16}
 
 
-def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None) -> LoadedModel:
-    """Load model and tokenizer; every failure becomes a one-line NeuronTuiError."""
+def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
+         max_memory: dict | None = None, offload_folder: str | None = None) -> LoadedModel:
+    """Load model and tokenizer; every failure becomes a one-line NeuronTuiError. With `device_map`
+    accelerate places the layers (`max_memory`: its per-device budget, `offload_folder`: where the
+    weights that fit nowhere go)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(name)
@@ -108,13 +111,16 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
         raise UsageError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
     torch_dtype = DTYPES[dtype] if dtype else default_dtype(device)
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    placement = {"device_map": device_map} if device_map else {}
+    if device_map and max_memory:
+        placement["max_memory"] = max_memory
+    if device_map and offload_folder:
+        placement["offload_folder"] = str(offload_folder)
     try:
         config = AutoConfig.from_pretrained(source.load_from, **kwargs)
         adapter_for(config.model_type)  # refuse unknown architectures before downloading weights
         tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source.load_from, dtype=torch_dtype, device_map=device_map, **kwargs
-        )
+        model = AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype, **placement, **kwargs)
     except (UsageError, NeuronTuiError):
         raise
     except (OSError, ValueError) as exc:
@@ -129,6 +135,35 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     return LoadedModel(model, tokenizer, source, revision)
 
 
+def parse_max_memory(spec: str) -> dict:
+    """`--max-memory 0=60GiB,1=75GiB,cpu=200GiB` -> accelerate's max_memory {0: ..., 1: ..., "cpu": ...}
+    in bytes; a malformed entry is a UsageError naming it."""
+    from accelerate.utils import convert_file_size_to_int
+
+    budget: dict = {}
+    for entry in filter(None, (e.strip() for e in spec.split(","))):
+        where, _, size = entry.partition("=")
+        where = where.strip().removeprefix("cuda:")
+        try:
+            key = int(where) if where.isdigit() else where
+            if key not in ("cpu", "mps", "disk") and not isinstance(key, int):
+                raise ValueError(where)
+            budget[key] = convert_file_size_to_int(size.strip())
+        except ValueError:
+            raise UsageError(f"bad --max-memory entry {entry!r}: expected DEVICE=SIZE, e.g. 0=60GiB or cpu=200GiB") from None
+    return budget
+
+
+def execution_device(module: torch.nn.Module) -> torch.device:
+    """Where `module` computes: its weight's device, or, when accelerate offloads it (weights on the
+    meta device, loaded per forward), the execution device of its hook."""
+    hook = getattr(module, "_hf_hook", None)
+    where = getattr(hook, "execution_device", None)
+    if where is not None:
+        return torch.device(where)  # an int is an index on the machine's accelerator
+    return next(module.parameters()).device
+
+
 def load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
     """One line for a transformers loading failure: unknown on the hub, hub unreachable, or other."""
     text = str(exc)
@@ -136,6 +171,9 @@ def load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
         return NeuronTuiError(f"cannot load {source.load_from}: {text.splitlines()[0] if text else exc!r}")
     if "valid model identifier" in text or "404" in text or "Repository Not Found" in text:
         return UsageError(f"unknown model {source.name!r}: not found on the Hugging Face hub")
+    if "offload_folder" in text:
+        return NeuronTuiError(f"cannot load {source.name}: its weights do not fit in GPU and CPU memory; pass "
+                              "--offload-folder DIR on a disk with room for them")
     if "connect" in text.lower() or "offline" in text.lower() or "cached files" in text:
         return NeuronTuiError(
             f"cannot download {source.name}: the Hugging Face hub is unreachable from here; download it where "

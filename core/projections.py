@@ -16,9 +16,11 @@ a lower score). Only a [batch, V] block of scores exists at a time; nothing of s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 
 import numpy as np
 import torch
+from accelerate.utils import align_module_device
 from torch import nn
 
 from . import adapters
@@ -45,7 +47,7 @@ def embeddings_tied(model: nn.Module) -> bool:
 def _to_embedding_space(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """w [B, d_model] (any dtype/device) -> float32 [B, d_embed] on `device`, through project_out."""
     proj = adapters.project_out(model)
-    P = None if proj is None else proj.weight.detach().to(device=device, dtype=torch.float32)  # [d_e, d]
+    P = None if proj is None else proj.weight.detach().to(device=device, dtype=torch.float32, copy=True)
 
     def convert(w: torch.Tensor) -> torch.Tensor:
         w = w.detach().to(device=device, dtype=torch.float32)
@@ -91,19 +93,23 @@ def project_updates(
     activation when it fires; None: all +1, right for ReLU). batch_size: neurons per score block
     (default: what fits BLOCK_BYTES). progress(layer, n_layers) is called after each layer.
     """
-    unembed = model.get_output_embeddings().weight
-    device = unembed.device
-    U = unembed.detach().to(device=device, dtype=torch.float32)  # [V, d]
+    with ExitStack() as loaded:  # the float32 copies below outlive offloaded weights
+        for module in (model.get_output_embeddings(), model.get_input_embeddings(), adapters.project_out(model)):
+            if module is not None:
+                loaded.enter_context(align_module_device(module))
+        unembed = model.get_output_embeddings().weight
+        device = unembed.device
+        U = unembed.detach().to(device=device, dtype=torch.float32, copy=True)  # [V, d]
+        tied = embeddings_tied(model)
+        E_in = None
+        if not tied:
+            E_in = model.get_input_embeddings().weight.detach().to(device=device, dtype=torch.float32)
+            E_in = E_in / E_in.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        to_embed = _to_embedding_space(model, device)
     V = U.shape[0]
-    tied = embeddings_tied(model)
-    E_in = None
-    if not tied:
-        E_in = model.get_input_embeddings().weight.detach().to(device=device, dtype=torch.float32)
-        E_in = E_in / E_in.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    vectors = [adapters.output_vectors(p) for p in adapters.ffn_out_projections(model)]
-    to_embed = _to_embedding_space(model, device)
-    L = len(vectors)
-    F = vectors[0].shape[0]
+    out_projs = adapters.ffn_out_projections(model)
+    L = len(out_projs)
+    F = adapters.n_neurons(out_projs[0])
     k, Kc = int(top_k), int(n_candidates)
     if k > V:
         raise ValueError(f"top_k={k} exceeds the vocabulary size {V}")
@@ -122,41 +128,43 @@ def project_updates(
     }
     if candidates is not None and len(candidates) != L:
         raise ValueError(f"candidates for {len(candidates)} layers, the model has {L}")
-    for layer, vec in enumerate(vectors):
+    for layer, out_proj in enumerate(out_projs):
         sign = None if signs is None else torch.as_tensor(np.asarray(signs[layer]), dtype=torch.float32, device=device)
-        if vec.shape[0] != F:
-            raise ValueError(f"layer {layer} has {vec.shape[0]} neurons, layer 0 has {F}")
+        if adapters.n_neurons(out_proj) != F:
+            raise ValueError(f"layer {layer} has {adapters.n_neurons(out_proj)} neurons, layer 0 has {F}")
         cand = None
         if candidates is not None and Kc > 0:
             c = np.asarray(candidates[layer], dtype=np.int64)[:, :Kc]
             cand = np.full((F, Kc), -1, np.int64)
             cand[:, : c.shape[1]] = c
             out["cand_tok"][layer] = cand
-        for lo in range(0, F, batch_size):
-            hi = min(F, lo + batch_size)
-            w = to_embed(vec[lo:hi])  # [B, d] float32
-            if sign is not None:  # linear in w, so orienting after project_out is the same
-                w = w * sign[lo:hi, None]
-            scores = w @ U.t()  # [B, V] float32
-            top = scores.topk(k, dim=1)
-            bottom = scores.topk(k, dim=1, largest=False)  # ascending: most suppressed first
-            out["promoted_tok"][layer, lo:hi] = top.indices.cpu().numpy()
-            out["promoted_score"][layer, lo:hi] = top.values.cpu().numpy()
-            out["suppressed_tok"][layer, lo:hi] = bottom.indices.cpu().numpy()
-            out["suppressed_score"][layer, lo:hi] = bottom.values.cpu().numpy()
-            if cand is None:
-                continue
-            c = torch.as_tensor(cand[lo:hi], device=device)
-            valid = c >= 0
-            c0 = c.clamp_min(0)
-            cs = scores.gather(1, c0)  # [B, Kc]
-            rank = _count_below(scores, cs)
-            out["cand_score"][layer, lo:hi] = torch.where(valid, cs, torch.nan).cpu().numpy()
-            out["cand_supp_rank"][layer, lo:hi] = torch.where(valid, rank.to(device), -1).cpu().numpy()
-            if E_in is not None:
-                wn = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                cos = torch.einsum("bd,bkd->bk", wn, E_in[c0])
-                out["cand_cos_in"][layer, lo:hi] = torch.where(valid, cos, torch.nan).cpu().numpy()
+        with align_module_device(out_proj):  # an offloaded layer's weights are loaded for this loop only
+            vectors = adapters.output_vectors(out_proj)
+            for lo in range(0, F, batch_size):
+                hi = min(F, lo + batch_size)
+                w = to_embed(vectors[lo:hi])  # [B, d] float32
+                if sign is not None:  # linear in w, so orienting after project_out is the same
+                    w = w * sign[lo:hi, None]
+                scores = w @ U.t()  # [B, V] float32
+                top = scores.topk(k, dim=1)
+                bottom = scores.topk(k, dim=1, largest=False)  # ascending: most suppressed first
+                out["promoted_tok"][layer, lo:hi] = top.indices.cpu().numpy()
+                out["promoted_score"][layer, lo:hi] = top.values.cpu().numpy()
+                out["suppressed_tok"][layer, lo:hi] = bottom.indices.cpu().numpy()
+                out["suppressed_score"][layer, lo:hi] = bottom.values.cpu().numpy()
+                if cand is None:
+                    continue
+                c = torch.as_tensor(cand[lo:hi], device=device)
+                valid = c >= 0
+                c0 = c.clamp_min(0)
+                cs = scores.gather(1, c0)  # [B, Kc]
+                rank = _count_below(scores, cs)
+                out["cand_score"][layer, lo:hi] = torch.where(valid, cs, torch.nan).cpu().numpy()
+                out["cand_supp_rank"][layer, lo:hi] = torch.where(valid, rank.to(device), -1).cpu().numpy()
+                if E_in is not None:
+                    wn = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                    cos = torch.einsum("bd,bkd->bk", wn, E_in[c0])
+                    out["cand_cos_in"][layer, lo:hi] = torch.where(valid, cos, torch.nan).cpu().numpy()
         if progress is not None:
             progress(layer + 1, L)
     attrs = {

@@ -41,7 +41,11 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="document shuffling seed")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default cuda when present)")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="default bf16/fp16 on GPU, fp32 on CPU")
-    p.add_argument("--device-map", help="'auto' spreads a model larger than one GPU over all of them")
+    p.add_argument("--device-map", help="'auto' spreads a model larger than one GPU over all of them, and "
+                                         "offloads what does not fit to CPU memory (then disk)")
+    p.add_argument("--max-memory", help="with --device-map: memory per device for weights, e.g. 0=60GiB,cpu=200GiB "
+                                        "(default: each GPU less the room its accumulators need)")
+    p.add_argument("--offload-folder", type=Path, help="with --device-map: where weights that fit in no memory go")
     p.add_argument("--threshold", type=float, help="fixed firing threshold tau for every layer")
     p.add_argument("--quantile", type=float, default=0.99, help="calibration quantile of |h| for non-ReLU models")
     p.add_argument("--events", type=int, default=256, help="firing events kept per neuron (uniform sample)")
@@ -129,6 +133,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def run_collect(args: argparse.Namespace) -> Path:
     """Plan (cheap: config only), reuse an existing summary, else load the model and collect."""
+    if (args.max_memory or args.offload_folder) and not args.device_map:
+        raise UsageError("--max-memory and --offload-folder place the weights of --device-map auto: add it")
     if not getattr(args, "distributed", False):
         return _run_collect(args, None)
     from neuron_tui.core import distributed
@@ -170,12 +176,28 @@ def _run_collect(args: argparse.Namespace, rank) -> Path:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    loaded = models.load(args.model, device=device, dtype=args.dtype, device_map=args.device_map)
+    loaded = models.load(args.model, device=device, dtype=args.dtype, device_map=args.device_map,
+                         max_memory=_max_memory(args, plan, config), offload_folder=args.offload_folder)
     if rank:
         from neuron_tui.core import distributed
 
         return distributed.collect(loaded, plan, rank, quiet=args.quiet)
     return collect.collect(loaded, plan, quiet=args.quiet)
+
+
+def _max_memory(args: argparse.Namespace, plan, config) -> dict | None:
+    """--max-memory as given, else (with --device-map on a CUDA machine) each GPU's memory less the
+    room its accumulators will take (collect.device_budget); None lets accelerate decide."""
+    import torch
+
+    from neuron_tui.core import collect, models
+
+    if args.max_memory:
+        return models.parse_max_memory(args.max_memory)
+    if not args.device_map or not torch.cuda.is_available():
+        return None
+    gpus = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
+    return collect.device_budget(plan, config.num_hidden_layers, models.ffn_width(config), gpus)
 
 
 def run_analyze(args: argparse.Namespace) -> int:

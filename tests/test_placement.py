@@ -1,0 +1,112 @@
+"""`--device-map auto` (accelerate): layers placed over devices, offloaded to CPU memory or disk.
+
+On this CPU-only machine accelerate can still offload: a small `--max-memory` puts some layers and the
+LM head on disk (weights on the meta device, loaded per forward), which exercises what a model larger
+than its GPUs goes through: hooks on offloaded layers, inputs sent to the execution device, and
+projections of weights that are not resident. Several GPUs: the last test, skipped without two.
+"""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from neuron_tui.core import models
+from neuron_tui.core.accumulators import LayerAccumulator, device_bytes
+from neuron_tui.core.collect import Settings, device_budget, make_plan
+from neuron_tui.core.errors import UsageError
+from neuron_tui.tui.cli import main
+from tiny import save_tiny, tiny_llama, write_text_corpus
+
+
+def everything(path) -> dict:
+    """Every dataset of a summary, by name (the projection group's included)."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def collect_args(model_dir, corpus, out, *extra, device="cpu") -> list[str]:
+    return ["collect", str(model_dir), "--corpus", str(corpus), "--tokens", "480", "--seq-len", "24",
+            "--batch-size", "4", "--events", "8", "--device", device, "--out", str(out), "--quiet", *extra]
+
+
+# 80 KB: embeddings and layer 0 in memory, the rest on disk; 40 KB: the whole model on disk, embeddings too
+@pytest.mark.parametrize("budget, in_memory, on_disk", [
+    ("cpu=80KB", ["model.embed_tokens", "model.layers.0"], ["model.layers.1", "model.layers.2", "lm_head"]),
+    ("cpu=40KB", [], [""]),
+], ids=["some-layers", "everything"])
+def test_layers_offloaded_to_disk_collect_what_resident_layers_collect(tmp_path, budget, in_memory, on_disk):
+    model_dir = save_tiny(tiny_llama(), tmp_path / "model")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    placement = ["--device-map", "auto", "--max-memory", budget, "--offload-folder", str(tmp_path / "off")]
+    loaded = models.load(str(model_dir), device="cpu", device_map="auto", max_memory=models.parse_max_memory(budget),
+                         offload_folder=str(tmp_path / "off0"))
+    where = loaded.model.hf_device_map
+    assert [where[m] for m in in_memory] == ["cpu"] * len(in_memory)
+    assert [where[m] for m in on_disk] == ["disk"] * len(on_disk)
+
+    assert main(collect_args(model_dir, corpus, tmp_path / "resident.h5")) == 0
+    assert main(collect_args(model_dir, corpus, tmp_path / "offloaded.h5", *placement)) == 0
+    resident, offloaded = everything(tmp_path / "resident.h5"), everything(tmp_path / "offloaded.h5")
+    assert resident.keys() == offloaded.keys() and "projection/suppressed_tok" in resident
+    assert resident["act_count"].sum() > 0
+    for name, value in resident.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(offloaded[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(offloaded[name], value, err_msg=name)
+
+
+def test_placement_options_need_a_device_map(tmp_path, capsys):
+    model_dir = save_tiny(tiny_llama(), tmp_path / "model")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    assert main(collect_args(model_dir, corpus, tmp_path / "x.h5", "--max-memory", "cpu=1GiB")) == 2
+    assert "add it" in capsys.readouterr().err and not (tmp_path / "x.h5").exists()
+
+
+def test_max_memory_is_parsed_into_bytes_per_device():
+    assert models.parse_max_memory("0=2GiB, cuda:1=512MiB,cpu=1GB") == {0: 2 * 2**30, 1: 512 * 2**20, "cpu": 10**9}
+    for bad in ("0", "gpu=1GiB", "0=lots"):
+        with pytest.raises(UsageError, match="bad --max-memory entry"):
+            models.parse_max_memory(bad)
+
+
+def test_accumulator_footprint_is_what_the_accumulators_allocate():
+    acc = LayerAccumulator(100, 16, 8, 4, "cpu", "relu", 0.0)
+    held = sum(t.nbytes for t in vars(acc).values() if isinstance(t, torch.Tensor))
+    assert device_bytes(100, 16, 8, 4) == held
+    # OPT-66b at the paper's settings: about 364 MB a layer, 23 GB for 64 layers
+    assert device_bytes(36864, 2048, 256, 8) * 64 / 1e9 == pytest.approx(23.3, abs=0.1)
+
+
+def test_device_budget_leaves_each_gpu_room_for_its_layers_accumulators(tmp_path):
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    config = tiny_llama().config  # 3 layers x 48 neurons
+    plan = make_plan("tiny", config, Settings(corpus=str(corpus), n_tokens=480, seq_len=24, batch_size=4,
+                                              events_cap=8, top_k=4), "cuda", cache_dir=tmp_path)
+    per_layer = device_bytes(48, 24, 8, 4)
+    workspace = 8 * 4 * 24 * 48 + 2**30
+    gib = 2**30
+    # GPU 0 runs every offloaded layer: room for all 3; GPU 1 for its share, ceil(3 / 2) = 2
+    assert device_budget(plan, 3, 48, [8 * gib, 8 * gib]) == {
+        0: 8 * gib - 3 * per_layer - workspace, 1: 8 * gib - 2 * per_layer - workspace}
+    assert device_budget(plan, 3, 48, [gib]) == {0: 0}  # the workspace alone fills it: never negative
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_layers_spread_over_two_gpus_collect_what_one_gpu_collects(tmp_path):
+    """Each layer's accumulators live on its own GPU; the counts equal a one-GPU run's exactly."""
+    model_dir = save_tiny(tiny_llama(), tmp_path / "model")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    fixed = ["--dtype", "fp32", "--threshold", "0.05"]  # the same tau for both runs
+    one = collect_args(model_dir, corpus, tmp_path / "one.h5", *fixed, device="cuda:0")
+    two = collect_args(model_dir, corpus, tmp_path / "two.h5", *fixed, "--device-map", "auto",
+                       "--max-memory", "0=40KB,1=1GiB", device="cuda:0")
+    loaded = models.load(str(model_dir), dtype="fp32", device_map="auto", max_memory=models.parse_max_memory("0=40KB,1=1GiB"))
+    assert {str(d) for d in loaded.model.hf_device_map.values()} == {"0", "1"}
+    assert main(one) == 0 and main(two) == 0
+    a, b = everything(tmp_path / "one.h5"), everything(tmp_path / "two.h5")
+    for name in ("act_count", "pos_count", "event_level", "event_offsets", "event_pos", "projection/promoted_tok"):
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
