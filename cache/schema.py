@@ -90,7 +90,8 @@ PROJECTION_DATASETS = {
     "cand_supp_rank": ("int32", "L,F,Kc"),  # 0-based rank in the neuron's suppressed order (0 = most)
     "cand_cos_in": ("float32", "L,F,Kc"),  # cosine of the output vector with the input embedding (NaN if tied)
 }
-PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out", "oriented")
+# candidates_complete: candidate triggers chosen among all event tokens (False: a merge without the model)
+PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out", "oriented", "candidates_complete")
 
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.

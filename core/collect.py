@@ -558,7 +558,8 @@ def _projection_group(model, result: PassResult, meta: dict) -> tuple[dict, dict
 
     candidates = [candidate_tokens(st, token_at, T, bool(meta["bos"])) for st in result.states]
     signs = [np.where(st.act_sum < 0, -1.0, 1.0) for st in result.states]
-    return project_updates(model, n_candidates=N_CANDIDATES, candidates=candidates, signs=signs)
+    attrs, arrays = project_updates(model, n_candidates=N_CANDIDATES, candidates=candidates, signs=signs)
+    return {**attrs, "candidates_complete": True}, arrays  # from every kept event (merge: not always)
 
 
 def candidate_tokens(st: LayerState, token_at, T: int, bos: bool, allowed=None) -> np.ndarray:

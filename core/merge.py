@@ -17,10 +17,16 @@ the union follow from the shards' alone:
 `merge_summaries` (the `neuron-tui merge` command) checks that the inputs are finished shards of the same
 run (same model, rule, tau, seq_len, corpus, settings) that share no sequence, merges one layer at a
 time, and writes a summary like a collection's: shard "0/1" and the whole run's key once every shard is
-in, then the analysis, which needs every sequence. The projection group holds model-only scores, copied
-from the first input, except the candidate triggers, which depend on the events: they are re-ranked on
-the merged events among the candidates of all inputs (the only tokens whose scores are known without
-the model).
+in, then the analysis, which needs every sequence.
+
+The projection group depends on the model and, through each neuron's candidate triggers (its most
+frequent tokens among the kept events) and orientation (the sign of its summed activation), on the
+events. Given the model (`merge --model`, checked to be the run's weights) it is recomputed exactly as
+a single run computes it. Without the model it is assembled from the inputs: each neuron's promoted and
+suppressed tokens from an input whose orientation is the union's (there is always one: a sum is
+negative only if some term is), and its candidate triggers re-ranked on the merged events among the
+tokens whose scores such inputs know, so a whole-run candidate that no shard listed can be missing;
+the group's `candidates_complete` attribute says which way it was made.
 """
 
 from __future__ import annotations
@@ -37,8 +43,11 @@ from neuron_tui.cache.store import rows_of
 
 from .accumulators import MAX_LEVEL, LayerState, token_levels
 from .analysis import run_analysis
-from .collect import WHOLE, PassResult, _arrays, candidate_tokens, format_shard, layer_state, parse_shard, run_key
+from .adapters import ffn_out_projections, n_neurons
+from .collect import (WHOLE, PassResult, _arrays, _projection_group, candidate_tokens, format_shard, layer_state,
+                      parse_shard, run_key)
 from .errors import NeuronTuiError, UsageError
+from .models import LoadedModel
 
 # root attributes that must be equal for summaries to be shards of one run
 SAME_RUN = ("model", "model_revision", "architecture", "rule", "tau_source", "threshold", "seq_len", "n_layers",
@@ -96,8 +105,9 @@ def merge_rows(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
     return np.concatenate([tokens for _, tokens in parts])[order], seq_index[order]
 
 
-def merge_summaries(paths: list[Path | str], out: Path | str) -> Path:
-    """Merge the summaries of disjoint shards of one run into `out` (see the module docstring)."""
+def merge_summaries(paths: list[Path | str], out: Path | str, loaded: LoadedModel | None = None) -> Path:
+    """Merge the summaries of disjoint shards of one run into `out` (see the module docstring);
+    `loaded`: the run's model, to recompute the projection group exactly."""
     paths, out = [Path(p) for p in paths], Path(out)
     if len(paths) < 2:
         raise UsageError("merge needs at least two summaries")
@@ -109,6 +119,8 @@ def merge_summaries(paths: list[Path | str], out: Path | str) -> Path:
             summaries.append(Summary.open(path))
         shard = _check_mergeable(summaries)
         first = summaries[0]
+        if loaded is not None:
+            _check_model(first, loaded)
         tokens, seq_index = merge_rows([(s.seq_index, s.read("tokens")[: len(s.seq_index)]) for s in summaries])
         cap = int(first.attrs["events_cap"])
         states = [merge_layer([layer_state(s, layer) for s in summaries], cap) for layer in range(first.n_layers)]
@@ -118,7 +130,10 @@ def merge_summaries(paths: list[Path | str], out: Path | str) -> Path:
         attrs = {k: v for k, v in first.attrs.items() if k not in ("format", "schema_version")}
         attrs.update(tool_version=version("neuron-tui"), n_seq=len(tokens), n_tokens=tokens.size,
                      shard=format_shard(shard), key=run_key(base_key, shard), base_key=base_key, complete=True)
-        projection = _projection(summaries, result)
+        if loaded is not None:
+            projection = _projection_group(loaded.model, result, {"bos": first.attrs.get("bos", 0)})
+        else:
+            projection = _projection(summaries, result)
         groups = {schema.PROJECTION_GROUP: projection} if projection else None
     finally:
         for s in summaries:
@@ -166,13 +181,26 @@ def _difference(name: str, a, b) -> str:
     return "" if a == b else f"{name} differs ({a!r} vs {b!r})"
 
 
+def _check_model(first: Summary, loaded: LoadedModel) -> None:
+    """Refuse to project with weights other than the run's (another model, revision or GGUF file)."""
+    facts = {"model": loaded.source.name, "architecture": loaded.architecture, "model_revision": loaded.revision,
+             "n_layers": len(ffn_out_projections(loaded.model)),
+             "n_neurons": n_neurons(ffn_out_projections(loaded.model)[0])}
+    for name, value in facts.items():
+        if first.attrs.get(name) != value:
+            raise NeuronTuiError(f"--model {loaded.source.name} is not the model of {first.path}: {name} "
+                                 f"{value!r} vs {first.attrs.get(name)!r}")
+
+
 def _projection(summaries: list[Summary], result: PassResult) -> tuple[dict, dict] | None:
-    """The projection group of the union (None if an input has none): the first input's, with each
-    neuron's candidate triggers re-ranked on the merged events among every input's candidates."""
+    """The projection group of the union assembled from the inputs' (None if an input has none): per
+    neuron, promoted/suppressed tokens from the first input oriented as the union, and candidate
+    triggers re-ranked on the merged events among the tokens such inputs scored."""
     group = schema.PROJECTION_GROUP
     if not all(s.has(group) for s in summaries):
         return None
     first = summaries[0]
+    oriented = bool(first.group_attrs(group).get("oriented", False))
     arrays = {name: first.read(f"{group}/{name}") for name in schema.PROJECTION_DATASETS}
     tokens, T, V = result.tokens, first.seq_len, len(first.vocab)
     bos = int(first.attrs.get("bos", 0)) == 1
@@ -182,10 +210,19 @@ def _projection(summaries: list[Summary], result: PassResult) -> tuple[dict, dic
 
     cand_values = {"cand_score": np.nan, "cand_supp_rank": -1, "cand_cos_in": np.nan}  # name -> padding
     for layer, st in enumerate(result.states):
+        F = len(st.act_count)
+        # agree[p, i]: input p's vectors point the way the union's do (unoriented groups: always)
+        agree = np.ones((len(summaries), F), dtype=bool)
+        if oriented:
+            agree = np.stack([s.read("act_sum", layer) < 0 for s in summaries]) == (st.act_sum < 0)
+        source = agree.argmax(0)  # the first agreeing input of each neuron
+        for name in ("promoted_tok", "promoted_score", "suppressed_tok", "suppressed_score"):
+            stacked = np.stack([s.read(f"{group}/{name}", layer) for s in summaries])
+            arrays[name][layer] = stacked[source, np.arange(F)]
         known = {name: np.stack([s.read(f"{group}/{name}", layer) for s in summaries])
                  for name in ("cand_tok", *cand_values)}  # [inputs, F, Kc]
         cand = known["cand_tok"].astype(np.int64)
-        valid = cand >= 0
+        valid = (cand >= 0) & agree[:, :, None]
         pair = (np.arange(cand.shape[1])[None, :, None] * V + cand)[valid]
         keys, where = np.unique(pair, return_index=True)
         chosen = candidate_tokens(st, token_at, T, bos, allowed=lambda n, t: np.isin(n * V + t, keys))
@@ -195,4 +232,4 @@ def _projection(summaries: list[Summary], result: PassResult) -> tuple[dict, dic
         for name, pad in cand_values.items():
             arrays[name][layer] = pad
             arrays[name][layer][ok] = known[name][valid][where][at]
-    return first.group_attrs(group), arrays
+    return {**first.group_attrs(group), "candidates_complete": False}, arrays

@@ -11,7 +11,7 @@ from neuron_tui.cache import Summary
 from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
 from neuron_tui.core.merge import merge_states
 from neuron_tui.tui.cli import main
-from tiny import save_tiny, tiny_opt, write_text_corpus
+from tiny import save_tiny, tiny_llama, tiny_opt, write_text_corpus
 
 S, T, F, CAP, K = 60, 16, 40, 8, 4
 
@@ -192,3 +192,61 @@ def test_shards_in_the_cache_sit_beside_the_whole_run(runs, capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["file"] == whole
     assert main(["analyze", shard]) == 2
     assert "holds shard 1/2 of the corpus" in one_line_error(capsys)
+
+
+@pytest.fixture(scope="module")
+def gated_runs(tmp_path_factory):
+    """A tiny Llama (gated: neurons fire with either sign) collected whole and as shards 0/2 and 1/2."""
+    tmp = tmp_path_factory.mktemp("merge-gated")
+    model = save_tiny(tiny_llama(), tmp / "tiny-llama")
+    corpus = write_text_corpus(tmp / "corpus.jsonl", n_docs=60)
+    base = ["collect", str(model), "--corpus", str(corpus), "--tokens", "960", "--seq-len", "24", "--batch-size",
+            "4", "--events", "12", "--quiet"]
+    paths = {"whole": tmp / "whole.h5", "s0": tmp / "s0.h5", "s1": tmp / "s1.h5"}
+    for name, extra in (("whole", []), ("s0", ["--shard", "0/2"]), ("s1", ["--shard", "1/2"])):
+        assert main([*base, *extra, "--out", str(paths[name])]) == 0
+    return {"tmp": tmp, "model": model, **paths}
+
+
+def projection(path) -> tuple[dict, dict]:
+    with h5py.File(path, "r") as f:
+        group = f["projection"]
+        return dict(group.attrs), {name: group[name][()] for name in group}
+
+
+def test_merge_without_the_model_orients_each_neuron_as_the_union(gated_runs, capsys):
+    """A neuron whose activations sum negative in one shard and positive in the union: its promoted and
+    suppressed tokens come from a shard oriented as the union, so they equal the whole run's."""
+    with h5py.File(gated_runs["s0"], "r") as s0, h5py.File(gated_runs["whole"], "r") as whole:
+        flipped = (s0["act_sum"][()] < 0) != (whole["act_sum"][()] < 0)
+    assert flipped.sum() >= 3  # the case under test happens in this run
+    out = gated_runs["tmp"] / "merged-no-model.h5"
+    assert main(["merge", str(gated_runs["s0"]), str(gated_runs["s1"]), "-o", str(out)]) == 0
+    assert "merged without --model" in capsys.readouterr().err
+    (attrs, got), (_, want) = projection(out), projection(gated_runs["whole"])
+    assert attrs["candidates_complete"] == False  # noqa: E712 (a numpy bool)
+    for name in ("promoted_tok", "promoted_score", "suppressed_tok", "suppressed_score"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_merge_with_the_model_projects_exactly_like_the_whole_run(gated_runs, capsys):
+    out = gated_runs["tmp"] / "merged-model.h5"
+    assert main(["merge", str(gated_runs["s0"]), str(gated_runs["s1"]), "-o", str(out),
+                 "--model", str(gated_runs["model"]), "--device", "cpu"]) == 0
+    assert "without --model" not in capsys.readouterr().err
+    (attrs, got), (want_attrs, want) = projection(out), projection(gated_runs["whole"])
+    assert attrs == want_attrs and attrs["candidates_complete"] == True  # noqa: E712
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    with h5py.File(out, "r") as m, h5py.File(gated_runs["whole"], "r") as whole:
+        assert sorted(m["analysis"]) == sorted(whole["analysis"])  # trig_supp_rank, layer_neg_share, ...
+        for name in whole["analysis"]:
+            np.testing.assert_array_equal(m["analysis"][name][()], whole["analysis"][name][()], err_msg=name)
+
+
+def test_merge_refuses_a_model_other_than_the_runs(gated_runs, capsys, tmp_path):
+    other = save_tiny(tiny_llama(seed=1), tmp_path / "other-llama")
+    out = tmp_path / "out.h5"
+    assert main(["merge", str(gated_runs["s0"]), str(gated_runs["s1"]), "-o", str(out), "--model", str(other)]) == 1
+    assert "--model other-llama is not the model of" in one_line_error(capsys) and not out.exists()

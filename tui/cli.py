@@ -6,7 +6,7 @@
     neuron-tui analyze FILE [--min-fire-rate X ...]
     neuron-tui neuron FILE LAYER INDEX [--json]
     neuron-tui open FILE
-    neuron-tui merge A.h5 B.h5 ... -o C.h5   summaries of disjoint shards (collect --shard K/N) into one
+    neuron-tui merge A.h5 B.h5 ... -o C.h5 [--model M]   disjoint shards (collect --shard K/N) into one
     torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL [...]   data-parallel collection
 
 Every failure a user can cause prints one line on stderr, exit status 2 for a wrong request and 1 for a
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     mrg = sub.add_parser("merge", help="merge summaries of disjoint corpus shards of one run (collect --shard K/N)")
     mrg.add_argument("files", nargs="+", type=Path)
     mrg.add_argument("-o", "--out", type=Path, required=True, help="the merged summary (a new file)")
+    mrg.add_argument("--model", help="the run's model (name, folder or .gguf), to recompute the FFN-update "
+                                     "projections of the merged candidate triggers exactly")
+    mrg.add_argument("--device", help="where to project with --model (default cuda when present)")
     return parser
 
 
@@ -126,7 +129,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "merge":
         from neuron_tui.core.merge import merge_summaries
 
-        print(merge_summaries(args.files, args.out))
+        from neuron_tui.core import models
+
+        loaded = models.load(args.model, device=args.device) if args.model else None
+        print(merge_summaries(args.files, args.out, loaded))
+        if loaded is None:
+            print("neuron-tui: merged without --model: candidate triggers were re-ranked among the tokens the "
+                  "shards scored (pass the run's model to project them exactly)", file=sys.stderr)
         return 0
     raise UsageError(f"unknown command {args.command}")
 
