@@ -4,9 +4,11 @@
     python bench/collect.py --model opt-125m-random   # also opt-1.3b-random, opt-6.7b-random
     python bench/collect.py --device cuda         # unchanged on a GPU box
 
-Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, and
-(c) the plain approach a researcher would write first (hooks that copy each activation to the host
-and count with numpy), and the ratios b/a and c/a. Rounds alternate a, b, c so drift hits all three.
+Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, (c)
+the plain approach a researcher would write first (hooks that copy each activation to the host and
+count with numpy), and (d) the hooks under the layer-by-layer schedule (a round's batches as one
+chunk; the weights stay where they are, so this is the schedule's own overhead, without transfers),
+and the ratios b/a, c/a, d/a. Rounds alternate the modes so drift hits all of them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from neuron_tui.core import collect as C
 from neuron_tui.core.adapters import ffn_out_projections
+from neuron_tui.core.layerwise import LayerByLayer
 from neuron_tui.core.models import LoadedModel, ModelSource, default_dtype, load
 
 
@@ -87,36 +90,42 @@ def main() -> None:
         seqs = list(islice(C.pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0), n_seqs))
     batches = [np.stack(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
     # the thresholds a real run would use: calibrated |h| quantile (non-ReLU) or 0 (ReLU)
-    tau = (C.calibrate(model, modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size)
+    tau = (C.calibrate(modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size, C.BatchByBatch(model))
            if plan.tau_source == "quantile" else np.full(len(modules), plan.threshold, dtype=np.float32))
     recorder = C.Recorder(modules, plan, tau)
-    run = C.forward_fn(model)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     seen = {"tokens": 0}  # global positions keep growing across rounds, as in one long run, so the
     # accumulators' sampling levels settle as they do in a real collection (not a restart each round)
 
+    batch_by_batch = C.BatchByBatch(model)
+    runners = {"bare": batch_by_batch, "hooks": batch_by_batch, "plain": batch_by_batch,
+               "layers": LayerByLayer(model, args.device, len(batches))}
+
     def timed(mode: str) -> float:
         handles = plain_numpy_hooks(modules, batches[0].shape, tau, plan.rule) if mode == "plain" else []
-        ctx = recorder.attached() if mode == "hooks" else nullcontext()
+        counted = mode in ("hooks", "layers")
+        first = seen["tokens"]
+
+        def before(i: int) -> None:
+            if counted:
+                start_g = first + i * batches[0].size
+                recorder.set_batch(np.arange(start_g, start_g + batches[i].size).reshape(batches[i].shape))
+
         start = time.perf_counter()
-        with ctx:
-            for batch in batches:
-                if mode == "hooks":
-                    start_g = seen["tokens"]
-                    seen["tokens"] += batch.size
-                    recorder.set_batch(np.arange(start_g, start_g + batch.size).reshape(batch.shape))
-                run(batch)
-            if mode == "hooks":
+        with recorder.attached() if counted else nullcontext():
+            runners[mode](batches, before, lambda tokens: None)
+            if counted:
                 recorder.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
+                seen["tokens"] += sum(b.size for b in batches)
             sync()
         for h in handles:
             h.remove()
         return time.perf_counter() - start
 
-    for mode in ("bare", "hooks", "plain"):  # warm-up: allocations, kernels, lazy accumulators
+    for mode in runners:  # warm-up: allocations, kernels, lazy accumulators
         timed(mode)
-    total = {"bare": 0.0, "hooks": 0.0, "plain": 0.0}
+    total = {mode: 0.0 for mode in runners}
     for _ in range(args.rounds):
         for mode in total:
             total[mode] += timed(mode)
@@ -135,6 +144,7 @@ def main() -> None:
     print(f"bare forward      {rate['bare']:9,.0f} tok/s")
     print(f"neuron-tui hooks  {rate['hooks']:9,.0f} tok/s   ratio {rate['hooks'] / rate['bare']:.3f}")
     print(f"plain numpy hooks {rate['plain']:9,.0f} tok/s   ratio {rate['plain'] / rate['bare']:.3f}")
+    print(f"layer by layer    {rate['layers']:9,.0f} tok/s   ratio {rate['layers'] / rate['bare']:.3f}")
 
 
 if __name__ == "__main__":

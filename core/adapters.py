@@ -53,16 +53,21 @@ def _get(obj: object, path: str) -> object:
     return obj
 
 
-def ffn_out_projections(model: nn.Module) -> list[nn.Module]:
-    """The output projection module of every layer, in depth order."""
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The decoder layers, in depth order."""
     adapter = adapter_for(model.config.model_type)
     for path in adapter.layers:
         try:
-            layers = _get(model, path)
+            return list(_get(model, path))
         except AttributeError:
             continue
-        return [_get(layer, adapter.out_proj) for layer in layers]
     raise UsageError(f"cannot find the decoder layers of this {model.config.model_type} model ({adapter.layers})")
+
+
+def ffn_out_projections(model: nn.Module) -> list[nn.Module]:
+    """The output projection module of every layer, in depth order."""
+    out_proj = adapter_for(model.config.model_type).out_proj
+    return [_get(layer, out_proj) for layer in decoder_layers(model)]
 
 
 def n_neurons(out_proj: nn.Module) -> int:

@@ -277,25 +277,44 @@ def forward_fn(model: torch.nn.Module):
     return run
 
 
-def calibrate(model, modules, sequences: list[np.ndarray], quantile: float, batch_size: int) -> np.ndarray:
-    """tau_l = the `quantile` of |h| over all neurons of layer l on the calibration slice (DESIGN 3)."""
+class BatchByBatch:
+    """The usual schedule of a pass: each batch runs through the whole model (weights resident, or placed
+    by accelerate). A schedule is called as runner(batches, before, advance): before(i) ahead of batch
+    i reaching the layers, advance(tokens) as work completes; the pass checkpoints and honours stop
+    requests between calls, every `chunk_batches` batches (layerwise.LayerByLayer: a chunk)."""
+
+    chunk_batches = 1
+
+    def __init__(self, model: torch.nn.Module):
+        self._run = forward_fn(model)
+
+    def __call__(self, batches: list[np.ndarray], before, advance) -> None:
+        for i, ids in enumerate(batches):
+            before(i)
+            self._run(ids)
+            advance(ids.size)
+
+
+def calibrate(modules, sequences: list[np.ndarray], quantile: float, batch_size: int, runner) -> np.ndarray:
+    """tau_l = the `quantile` of |h| over all neurons of layer l on the calibration slice (DESIGN 3),
+    the slice run by the pass's schedule `runner`."""
     samples: list[list[torch.Tensor]] = [[] for _ in modules]
-    gen = torch.Generator().manual_seed(0)
+    # one generator per layer: the subsample is the same whatever order the schedule runs layers in
+    gens = [torch.Generator().manual_seed(layer) for layer in range(len(modules))]
 
     def hook_for(layer):
         def hook(module, args):
             flat = args[0].detach().abs().float().reshape(-1)
             take = min(flat.numel(), 1 << 20)  # a fixed-size random subsample keeps memory bounded
-            idx = torch.randint(flat.numel(), (take,), generator=gen).to(flat.device)
+            idx = torch.randint(flat.numel(), (take,), generator=gens[layer]).to(flat.device)
             samples[layer].append(flat[idx].cpu())
 
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
     try:
-        run = forward_fn(model)
-        for start in range(0, len(sequences), batch_size):
-            run(np.stack(sequences[start : start + batch_size]))
+        batches = [np.stack(sequences[start : start + batch_size]) for start in range(0, len(sequences), batch_size)]
+        runner(batches, lambda i: None, lambda tokens: None)
     finally:
         for handle in handles:
             handle.remove()
@@ -317,17 +336,18 @@ def _own_tau(resumed: np.ndarray | None, compute) -> np.ndarray:
     return compute() if resumed is None else resumed
 
 
-def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False) -> Path:
-    """Run (or resume) the pass of `plan` and write its summary; returns its path."""
-    result, progress = run_pass(loaded, plan, quiet)
+def collect(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, runner=None) -> Path:
+    """Run (or resume) the pass of `plan` and write its summary; returns its path. `runner`: the
+    schedule (default BatchByBatch; layerwise.LayerByLayer for --layer-by-layer)."""
+    result, progress = run_pass(loaded, plan, quiet, runner=runner)
     return finish(loaded, plan, result, progress)
 
 
-def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=_own_tau):
+def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=_own_tau, runner=None):
     """Stream the plan's sequences through the model, checkpointing to (and resuming from) its partial
     file: (PassResult, progress). A shard K/N streams the sequences i % N == K of the planned stream,
     at their global positions g = i * T + t. agree_tau(resumed tau or None, calibrate) -> the tau to
-    use (distributed ranks take rank 0's)."""
+    use (distributed ranks take rank 0's). runner: the schedule (see BatchByBatch)."""
     model, tokenizer = loaded.model, loaded.tokenizer
     modules = ffn_out_projections(model)
     partial = partial_path(plan.path)
@@ -342,18 +362,19 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
         if not np.array_equal(seq, done_tokens[i]):
             raise NeuronTuiError(f"the corpus changed since the checkpoint {partial} was written; delete it to start over")
 
+    runner = runner or BatchByBatch(model)
+
     def calibrated() -> np.ndarray:
         if plan.tau_source != "quantile":
             return np.full(len(modules), plan.threshold, dtype=np.float32)
         calib = list(islice(pack_sequences(plan.corpus, tokenizer, T, plan.settings.seed), plan.settings.calib_seqs))
-        return calibrate(model, modules, calib, plan.threshold, B)
+        return calibrate(modules, calib, plan.threshold, B, runner)
 
     tau = agree_tau(tau, calibrated)
     recorder = Recorder(modules, plan, tau, resumed=states)
     blocks = [done_tokens]
     n_done = len(done_tokens)
     rows = plan.rows()
-    run = forward_fn(model)
     meta = _meta(loaded, plan, tokenizer, model)
     last_checkpoint = time.monotonic()
     progress = CollectProgress(total=len(rows) * T, done=n_done * T, quiet=quiet, label=plan.model)
@@ -366,19 +387,22 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
 
     with _StopRequests() as stop, recorder.attached(), progress:
         try:
-            for batch in _batches(stream, len(rows) - n_done, B):
+            batches = _batches(stream, len(rows) - n_done, B)
+            while chunk := list(islice(batches, runner.chunk_batches)):
                 if stop.requested:
                     raise KeyboardInterrupt
-                seqs = rows[n_done : n_done + len(batch)]
-                recorder.set_batch(seqs[:, None] * T + np.arange(T))
-                run(batch)
-                blocks.append(batch)
-                n_done += len(batch)
-                progress.advance(len(batch) * T)
+                starts = n_done + np.cumsum([0] + [len(batch) for batch in chunk])
+
+                def before(i: int) -> None:
+                    recorder.set_batch(rows[starts[i] : starts[i + 1], None] * T + np.arange(T))
+
+                runner(chunk, before, progress.advance)
+                blocks.extend(chunk)
+                n_done = int(starts[-1])
                 if time.monotonic() - last_checkpoint >= plan.settings.checkpoint_seconds:
                     checkpoint()
                     last_checkpoint = time.monotonic()
-        except KeyboardInterrupt:  # between batches: every layer has counted exactly n_done sequences
+        except KeyboardInterrupt:  # between chunks: every layer has counted exactly n_done sequences
             checkpoint()
             raise NeuronTuiError(
                 f"interrupted after {n_done * T:,} of {len(rows) * T:,} tokens; checkpoint kept at {partial}; "

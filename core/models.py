@@ -99,10 +99,11 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 
 
 def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
-         max_memory: dict | None = None, offload_folder: str | None = None) -> LoadedModel:
+         max_memory: dict | None = None, offload_folder: str | None = None, on_host: bool = False) -> LoadedModel:
     """Load model and tokenizer; every failure becomes a one-line NeuronTuiError. With `device_map`
     accelerate places the layers (`max_memory`: its per-device budget, `offload_folder`: where the
-    weights that fit nowhere go)."""
+    weights that fit nowhere go); `on_host` leaves the weights in host memory, in `device`'s dtype
+    (the layer-by-layer schedule moves them)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(name)
@@ -125,7 +126,7 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
         raise
     except (OSError, ValueError) as exc:
         raise load_error(source, exc) from None
-    if device_map is None:
+    if device_map is None and not on_host:
         model.to(device)
     model.eval()
     revision = getattr(config, "_commit_hash", None) or ""

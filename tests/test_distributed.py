@@ -103,8 +103,9 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, monkeypatch, capsys)
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--shard", "0/2"], "drop --shard and --device-map"),
-    (["--device-map", "auto"], "drop --shard and --device-map"),
+    (["--shard", "0/2"], "drop --shard, --device-map and --layer-by-layer"),
+    (["--device-map", "auto"], "drop --shard, --device-map and --layer-by-layer"),
+    (["--layer-by-layer"], "drop --shard, --device-map and --layer-by-layer"),
     ([], "--distributed runs under torchrun (no RANK in the environment)"),
 ])
 def test_distributed_usage_errors(extra, message, capsys, monkeypatch):

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from neuron_tui.core import models
+from neuron_tui.core import layerwise, models
 from neuron_tui.core.accumulators import LayerAccumulator, device_bytes
 from neuron_tui.core.collect import Settings, device_budget, make_plan
 from neuron_tui.core.errors import UsageError
 from neuron_tui.tui.cli import main
-from tiny import save_tiny, tiny_llama, write_text_corpus
+from tiny import interrupt_forward_at, save_tiny, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
 
 
 def everything(path) -> dict:
@@ -110,3 +110,55 @@ def test_layers_spread_over_two_gpus_collect_what_one_gpu_collects(tmp_path):
     a, b = everything(tmp_path / "one.h5"), everything(tmp_path / "two.h5")
     for name in ("act_count", "pos_count", "event_level", "event_offsets", "event_pos", "projection/promoted_tok"):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize("build", [tiny_opt, tiny_gpt2, tiny_llama], ids=["opt", "gpt2", "llama"])
+def test_layer_by_layer_collects_what_batch_by_batch_collects(build, tmp_path):
+    """Each layer runs every batch of a chunk before the next layer does (weights moved once a chunk):
+    every layer sees the hidden states it sees batch by batch, so the summary is the same, calibrated
+    tau and projections included. 19 sequences in batches of 4 and chunks of 3 batches: chunks of
+    4+4+4 and 4+3 sequences, so a short chunk and a batch of another shape are covered."""
+    model_dir = save_tiny(build(), tmp_path / "model")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    short = ["--tokens", str(19 * 24)]
+    assert main(collect_args(model_dir, corpus, tmp_path / "batches.h5", *short)) == 0
+    assert main(collect_args(model_dir, corpus, tmp_path / "layers.h5", *short, "--layer-by-layer",
+                             "--chunk-tokens", str(3 * 4 * 24))) == 0
+    batches, layers = everything(tmp_path / "batches.h5"), everything(tmp_path / "layers.h5")
+    assert batches.keys() == layers.keys() and batches["act_count"].sum() > 0 and len(batches["tokens"]) == 19
+    for name, value in batches.items():
+        np.testing.assert_array_equal(layers[name], value, err_msg=name)
+
+
+def test_an_interrupted_layer_by_layer_run_resumes_to_the_uninterrupted_summary(tmp_path, monkeypatch, capsys):
+    """Checkpoints fall between chunks; a stop request waits for the chunk to end."""
+    model_dir = save_tiny(tiny_llama(), tmp_path / "model")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    layered = ["--layer-by-layer", "--chunk-tokens", str(3 * 4 * 24)]
+    assert main(collect_args(model_dir, corpus, tmp_path / "whole.h5", *layered)) == 0
+    # forward calls: 1-2 calibrate (8 sequences), 3-5 embed chunk 1 (12 sequences), 6 starts chunk 2
+    interrupt_forward_at(monkeypatch, 6)
+    args = collect_args(model_dir, corpus, tmp_path / "resumed.h5", *layered, "--checkpoint-seconds", "1e9")
+    assert main(args) == 1
+    assert "interrupted after 288 of 480 tokens" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(args) == 0
+    whole, resumed = everything(tmp_path / "whole.h5"), everything(tmp_path / "resumed.h5")
+    for name, value in whole.items():
+        if name == "act_sum":  # a checkpoint keeps the float64 sums as float32
+            np.testing.assert_allclose(resumed[name], value, rtol=1e-6, err_msg=name)
+        else:
+            np.testing.assert_array_equal(resumed[name], value, err_msg=name)
+
+
+def test_layer_by_layer_moves_each_layer_in_and_out_and_nothing_back():
+    """on_device swaps a layer's weights for device copies and puts the same host tensors back."""
+    layer = tiny_opt().model.decoder.layers[0]
+    before = dict(layer.named_parameters())
+    with layerwise.on_device(layer, torch.device("meta")):
+        assert {t.device.type for t in layer.state_dict().values()} == {"meta"}
+    after = dict(layer.named_parameters())
+    assert after.keys() == before.keys() and all(after[name] is before[name] for name in before)
+    assert {t.device.type for t in layer.state_dict().values()} == {"cpu"}
+    assert layerwise.chunk_batches("cpu", 96, None) == layerwise.CPU_CHUNK_BATCHES
+    assert layerwise.chunk_batches("cuda", 16384, None) == 64 and layerwise.chunk_batches("cuda", 16384, 1000) == 1

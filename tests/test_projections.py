@@ -5,44 +5,31 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, OPTConfig, OPTForCausalLM
 
+import tiny
 from neuron_tui.cache import schema
 from neuron_tui.core import projections
 from neuron_tui.core.adapters import ffn_out_projections
 from neuron_tui.core.projections import project_updates
 
-V = 64
+V = tiny.vocab_size()
+F = 24  # neurons per layer
 
 
-def tiny_opt(seed: int = 0, proj_dim: int | None = None, tie: bool = True) -> OPTForCausalLM:
-    torch.manual_seed(seed)
-    cfg = OPTConfig(
-        vocab_size=V,
-        hidden_size=16,
-        num_hidden_layers=2,
-        ffn_dim=24,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        word_embed_proj_dim=proj_dim or 16,
-        tie_word_embeddings=tie,
-        pad_token_id=1,
-    )
-    model = OPTForCausalLM(cfg).eval()
-    with torch.no_grad():  # OPT's init is std 0.02 with many near-ties; spread the scores out
-        for p in model.parameters():
-            p.normal_(0.0, 1.0)
-    return model
-
-
-def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    cfg = GPT2Config(vocab_size=V, n_embd=16, n_layer=2, n_head=2, n_inner=24, n_positions=16)
-    model = GPT2LMHeadModel(cfg).eval()
+def spread(model):
+    """OPT's and GPT-2's init (std 0.02) leaves many near-ties among the scores; N(0, 1) spreads them."""
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0.0, 1.0)
     return model
+
+
+def tiny_opt(seed: int = 0, proj_dim: int | None = None, tie: bool = True):
+    return spread(tiny.tiny_opt(seed, ffn_dim=F, word_embed_proj_dim=proj_dim or 32, tie_word_embeddings=tie))
+
+
+def tiny_gpt2(seed: int = 0):
+    return spread(tiny.tiny_gpt2(seed, n_inner=F))
 
 
 def reference(model, out_vectors: list[np.ndarray]) -> list[np.ndarray]:
@@ -68,9 +55,9 @@ def check_against(scores: list[np.ndarray], arrays: dict, cands: list[np.ndarray
                 assert arrays["cand_score"][layer, i, j] == pytest.approx(s[i, tok], rel=1e-4, abs=1e-4)
 
 
-def random_candidates(F: int, n_layers: int, Kc: int, seed: int = 0) -> list[np.ndarray]:
+def random_candidates(n_neurons: int, n_layers: int, Kc: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
-    cands = [rng.integers(0, V, (F, Kc)) for _ in range(n_layers)]
+    cands = [rng.integers(0, V, (n_neurons, Kc)) for _ in range(n_layers)]
     for c in cands:
         c[::5, -2:] = -1  # padded candidates
     return cands
@@ -82,7 +69,7 @@ def test_opt_scores_ranks_and_a_planted_suppressor():
     E = model.get_input_embeddings().weight
     with torch.no_grad():
         fc2.weight[:, 5] = -E[7]  # neuron 5 of layer 1 writes minus token 7's embedding
-    cands = random_candidates(24, 2, 6)
+    cands = random_candidates(F, 2, 6)
     cands[1][5, :3] = [3, 7, 11]
     attrs, arrays = project_updates(model, top_k=5, n_candidates=6, candidates=cands, batch_size=7)
     assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False, "oriented": False}
@@ -94,12 +81,12 @@ def test_opt_scores_ranks_and_a_planted_suppressor():
     assert np.isnan(arrays["cand_cos_in"]).all()  # tied: no separate input embedding
     for name, (dtype, axes) in schema.PROJECTION_DATASETS.items():
         assert arrays[name].dtype == np.dtype(dtype)
-        assert arrays[name].shape == (2, 24, 5 if axes.endswith(",k") else 6)
+        assert arrays[name].shape == (2, F, 5 if axes.endswith(",k") else 6)
 
 
 def test_batching_does_not_change_anything(monkeypatch):
     model = tiny_opt(seed=1)
-    cands = random_candidates(24, 2, 4, seed=1)
+    cands = random_candidates(F, 2, 4, seed=1)
     _, one = project_updates(model, 3, 4, cands, batch_size=1)
     monkeypatch.setattr(projections, "BLOCK_BYTES", 10**9)
     _, whole = project_updates(model, 3, 4, cands)
@@ -116,7 +103,7 @@ def test_gpt2_conv1d_rows_are_output_vectors():
     wte = model.get_input_embeddings().weight
     with torch.no_grad():
         c_proj.weight[9] = -wte[21]  # Conv1D weight is [in, out]: row 9 is neuron 9's output vector
-    cands = random_candidates(24, 2, 3, seed=2)
+    cands = random_candidates(F, 2, 3, seed=2)
     attrs, arrays = project_updates(model, 4, 3, cands)
     vectors = [p.weight.detach().double().numpy() for p in ffn_out_projections(model)]
     check_against(reference(model, vectors), arrays, cands, 4)
@@ -133,7 +120,7 @@ def test_opt_project_out_maps_updates_into_the_embedding_space():
     w = P.t() @ torch.linalg.solve(P @ P.t(), -E[30])
     with torch.no_grad():
         fc2.weight[:, 2] = w
-    cands = random_candidates(24, 2, 3, seed=3)
+    cands = random_candidates(F, 2, 3, seed=3)
     attrs, arrays = project_updates(model, 4, 3, cands)
     assert attrs["project_out"]
     Pn = P.double().numpy()
@@ -149,14 +136,14 @@ def test_untied_embeddings_give_input_cosines():
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, 1.0)
     assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
-    cands = random_candidates(24, 2, 3, seed=4)
+    cands = random_candidates(F, 2, 3, seed=4)
     attrs, arrays = project_updates(model, 4, 3, cands)
     assert attrs["tied_embeddings"] is False
     E_in = model.get_input_embeddings().weight.detach().double().numpy()
     vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
     check_against(reference(model, vectors), arrays, cands, 4)
     for layer, w in enumerate(vectors):
-        for i in range(0, 24, 5):
+        for i in range(0, F, 5):
             for j, tok in enumerate(cands[layer][i]):
                 got = arrays["cand_cos_in"][layer, i, j]
                 if tok < 0:
@@ -170,13 +157,12 @@ def test_without_candidates():
     attrs, arrays = project_updates(tiny_opt(), 2, 3, None)
     assert (arrays["cand_tok"] == -1).all() and (arrays["cand_supp_rank"] == -1).all()
     assert np.isnan(arrays["cand_score"]).all()
-    assert arrays["promoted_tok"].shape == (2, 24, 2)
+    assert arrays["promoted_tok"].shape == (2, F, 2)
 
 
 def test_signs_orient_the_update_of_neurons_that_fire_negative():
     """A gated neuron firing with h < 0 adds -w: its suppressed list is w's promoted list."""
     model = tiny_opt(seed=3)
-    F = model.model.decoder.layers[0].fc2.weight.shape[1]
     signs = [np.ones(F) for _ in model.model.decoder.layers]
     signs[0][4] = -1.0
     _, plain = project_updates(model, top_k=5, n_candidates=0)

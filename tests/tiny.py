@@ -52,10 +52,11 @@ def tiny_opt(seed: int = 0, **overrides) -> OPTForCausalLM:
     return OPTForCausalLM(OPTConfig(**cfg)).eval()
 
 
-def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
+def tiny_gpt2(seed: int = 0, **overrides) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64,
-                                      bos_token_id=1, eos_token_id=2)).eval()
+    cfg = dict(vocab_size=vocab_size(), n_embd=32, n_layer=2, n_head=4, n_positions=64, bos_token_id=1, eos_token_id=2)
+    cfg.update(overrides)
+    return GPT2LMHeadModel(GPT2Config(**cfg)).eval()
 
 
 def tiny_llama(seed: int = 0) -> LlamaForCausalLM:

@@ -46,6 +46,10 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-memory", help="with --device-map: memory per device for weights, e.g. 0=60GiB,cpu=200GiB "
                                         "(default: each GPU less the room its accumulators need)")
     p.add_argument("--offload-folder", type=Path, help="with --device-map: where weights that fit in no memory go")
+    p.add_argument("--layer-by-layer", action="store_true",
+                   help="a model larger than the GPU: weights stay in host memory, each layer visits the GPU once "
+                        "per chunk of batches (the paper's schedule)")
+    p.add_argument("--chunk-tokens", type=int, help="with --layer-by-layer: tokens per chunk (default 1M on GPU)")
     p.add_argument("--threshold", type=float, help="fixed firing threshold tau for every layer")
     p.add_argument("--quantile", type=float, default=0.99, help="calibration quantile of |h| for non-ReLU models")
     p.add_argument("--events", type=int, default=256, help="firing events kept per neuron (uniform sample)")
@@ -144,13 +148,17 @@ def run_collect(args: argparse.Namespace) -> Path:
     """Plan (cheap: config only), reuse an existing summary, else load the model and collect."""
     if (args.max_memory or args.offload_folder) and not args.device_map:
         raise UsageError("--max-memory and --offload-folder place the weights of --device-map auto: add it")
+    if args.chunk_tokens is not None and not args.layer_by_layer:
+        raise UsageError("--chunk-tokens sizes the chunks of --layer-by-layer: add it")
+    if args.layer_by_layer and args.device_map:
+        raise UsageError("--layer-by-layer and --device-map are two ways to run a large model: pick one")
     if not getattr(args, "distributed", False):
         return _run_collect(args, None)
     from neuron_tui.core import distributed
 
-    if args.shard or args.device_map:
+    if args.shard or args.device_map or args.layer_by_layer:
         raise UsageError("--distributed gives every process its own shard on its own device: "
-                         "drop --shard and --device-map")
+                         "drop --shard, --device-map and --layer-by-layer")
     with distributed.session(args.device) as rank:
         return _run_collect(args, rank)
 
@@ -186,12 +194,19 @@ def _run_collect(args: argparse.Namespace, rank) -> Path:
 
         hf_logging.disable_progress_bar()
     loaded = models.load(args.model, device=device, dtype=args.dtype, device_map=args.device_map,
-                         max_memory=_max_memory(args, plan, config), offload_folder=args.offload_folder)
+                         max_memory=_max_memory(args, plan, config), offload_folder=args.offload_folder,
+                         on_host=args.layer_by_layer)
     if rank:
         from neuron_tui.core import distributed
 
         return distributed.collect(loaded, plan, rank, quiet=args.quiet)
-    return collect.collect(loaded, plan, quiet=args.quiet)
+    runner = None
+    if args.layer_by_layer:
+        from neuron_tui.core import layerwise
+
+        chunk = layerwise.chunk_batches(device, plan.batch_size * plan.seq_len, args.chunk_tokens)
+        runner = layerwise.LayerByLayer(loaded.model, device, chunk)
+    return collect.collect(loaded, plan, quiet=args.quiet, runner=runner)
 
 
 def _max_memory(args: argparse.Namespace, plan, config) -> dict | None:
