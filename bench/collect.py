@@ -125,10 +125,10 @@ def main() -> None:
 
     for mode in runners:  # warm-up: allocations, kernels, lazy accumulators
         timed(mode)
-    total = {mode: 0.0 for mode in runners}
-    for _ in range(args.rounds):
-        for mode in total:
-            total[mode] += timed(mode)
+    times: dict[str, list[float]] = {mode: [] for mode in runners}
+    for r in range(args.rounds):  # the order flips every round, so drift within a round favours no mode
+        for mode in list(runners)[:: 1 if r % 2 == 0 else -1]:
+            times[mode].append(timed(mode))
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -138,13 +138,14 @@ def main() -> None:
         sort = "self_cuda_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
         print(prof.key_averages().table(sort_by=sort, row_limit=15))
     tokens = args.rounds * sum(b.size for b in batches)
-    rate = {m: tokens / t for m, t in total.items()}
+    rate = {m: tokens / sum(t) for m, t in times.items()}
     print(f"model {loaded.source.name} on {args.device} ({dtype}), {len(modules)} layers x {recorder.n_neurons} neurons, "
           f"batch {args.batch_size} x {args.seq_len}, {tokens:,} tokens per mode")
     print(f"bare forward      {rate['bare']:9,.0f} tok/s")
-    print(f"neuron-tui hooks  {rate['hooks']:9,.0f} tok/s   ratio {rate['hooks'] / rate['bare']:.3f}")
-    print(f"plain numpy hooks {rate['plain']:9,.0f} tok/s   ratio {rate['plain'] / rate['bare']:.3f}")
-    print(f"layer by layer    {rate['layers']:9,.0f} tok/s   ratio {rate['layers'] / rate['bare']:.3f}")
+    for mode, label in (("hooks", "neuron-tui hooks "), ("plain", "plain numpy hooks"), ("layers", "layer by layer   ")):
+        per_round = sorted(b / t for b, t in zip(times["bare"], times[mode]))
+        print(f"{label} {rate[mode]:9,.0f} tok/s   ratio {rate[mode] / rate['bare']:.3f}   per round: median "
+              f"{float(np.median(per_round)):.3f}, {per_round[0]:.3f}-{per_round[-1]:.3f}")
 
 
 if __name__ == "__main__":

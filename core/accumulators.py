@@ -124,8 +124,8 @@ class LayerAccumulator:
         """Add one batch of activations h [B, T, F] (the input of the FFN output projection)."""
         B, T, F = h.shape
         # in the model's own dtype: a float32 copy of a bf16 batch would be the costliest step on a GPU
-        value = h.abs() if self.rule == "abs" else h
-        fired = value > self.tau
+        value = torch.abs(h, out=batch.scratch.like("value", h)) if self.rule == "abs" else h
+        fired = torch.gt(value, self.tau, out=batch.scratch.like("fired", h, torch.bool))
         # on the CPU, when few fire, list the firing pairs once (numpy's flatnonzero is fast, and there
         # is no device to wait for) and take counts, sums and events from them; every 16th row tells,
         # from this batch alone, whether listing is worth it
@@ -175,7 +175,13 @@ class LayerAccumulator:
     def _update_top(self, value: torch.Tensor, seq_max: torch.Tensor, batch: "BatchIndex") -> None:
         """Merge each sequence's maximum into the running top-K (one context per sequence)."""
         B, T, F = value.shape
-        seq_arg = value.argmax(dim=1) if self.sync_free else self._cpu_argmax(value, seq_max)
+        if self.sync_free:
+            seq_arg = value.argmax(dim=1)
+        else:  # only a value above the K-th can enter (an equal one comes later: the earlier stays)
+            enters = seq_max > self.top_val[-1]
+            if not bool(enters.any()):  # the common case after warm-up: nothing to merge
+                return
+            seq_arg = self._cpu_argmax(value, enters)
         seq_pos = batch.positions.view(B, T).gather(1, seq_arg)  # [B, F]
         cat_v = torch.cat([self.top_val, seq_max])
         cat_p = torch.cat([self.top_pos, seq_pos])
@@ -184,13 +190,12 @@ class LayerAccumulator:
         order = torch.sort(cat_v, dim=0, descending=True, stable=True).indices[: self.top_k]
         self.top_val, self.top_pos = cat_v.gather(0, order), cat_p.gather(0, order)
 
-    def _cpu_argmax(self, value: torch.Tensor, seq_max: torch.Tensor) -> torch.Tensor:
-        """argmax over positions only where a sequence can enter the top-K (few, after warm-up).
-
-        A full argmax along the middle axis costs ten times the amax on the CPU.
+    def _cpu_argmax(self, value: torch.Tensor, enters: torch.Tensor) -> torch.Tensor:
+        """argmax over positions only where a sequence enters the top-K (`enters` [B, F]; few, after
+        warm-up). A full argmax along the middle axis costs ten times the amax on the CPU.
         """
-        arg = torch.zeros(seq_max.shape, dtype=torch.int64)
-        b, i = torch.nonzero(seq_max > self.top_val[-1], as_tuple=True)
+        arg = torch.zeros(enters.shape, dtype=torch.int64)
+        b, i = torch.nonzero(enters, as_tuple=True)
         if b.numel():
             arg[b, i] = value[b, :, i].argmax(dim=1)
         return arg
@@ -315,10 +320,30 @@ def _nonzero_cpu(mask: torch.Tensor) -> torch.Tensor:
     return torch.stack([flat // width, flat % width], 1)
 
 
-class BatchIndex:
-    """Per-batch, per-device index tensors shared by every layer: global positions and their levels."""
+class Scratch:
+    """Work buffers of one device, reused by every layer and batch: on the CPU a fresh [B, T, F]
+    tensor costs its page faults anew each time, more than the op that fills it (|h| and h > tau of a
+    SmolLM2 batch: 4.3 ms in new tensors, 1.5 ms in reused ones). Layers run one after another, so
+    one buffer per role serves them all."""
 
-    def __init__(self, positions: np.ndarray, device: torch.device):
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def like(self, role: str, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A buffer with `t`'s shape and device (and `dtype`, default t's), contents undefined."""
+        dtype = dtype or t.dtype
+        buf = self._buffers.get(role)
+        if buf is None or buf.numel() < t.numel() or buf.dtype != dtype or buf.device != t.device:
+            buf = self._buffers[role] = torch.empty(t.numel(), dtype=dtype, device=t.device)
+        return buf[: t.numel()].view(t.shape)
+
+
+class BatchIndex:
+    """Per-batch, per-device index tensors shared by every layer: global positions and their levels,
+    and the device's work buffers (`scratch`, kept across batches by whoever makes the indexes)."""
+
+    def __init__(self, positions: np.ndarray, device: torch.device, scratch: Scratch | None = None):
+        self.scratch = scratch or Scratch()
         flat = np.asarray(positions, dtype=np.int64).ravel()
         levels = token_levels(flat)
         self.positions = torch.as_tensor(flat).to(device, non_blocking=True)

@@ -30,14 +30,14 @@ from neuron_tui.cache.store import rows_of
 from neuron_tui.cache.paths import cache_dir as default_cache_dir
 from neuron_tui.cache.paths import partial_path
 
-from .accumulators import MAX_TOKENS, BatchIndex, LayerAccumulator, LayerState, device_bytes
+from .accumulators import MAX_TOKENS, BatchIndex, LayerAccumulator, LayerState, Scratch, device_bytes
 from .analysis import run_analysis
 from .adapters import adapter_for, ffn_out_projections, n_neurons
 from .corpus import Corpus, load_corpus
 from .errors import NeuronTuiError, UsageError
 from .models import LoadedModel, execution_device
 from .packing import pack_sequences, tokenizer_adds_bos
-from .progress import CollectProgress
+from .progress import CollectProgress, peak_memory
 from .projections import project_updates
 from .triggers import candidate_triggers, neuron_of_events
 
@@ -218,6 +218,7 @@ class Recorder:
         self._resumed = resumed or [None] * len(modules)
         self._positions: np.ndarray | None = None
         self._index: dict[torch.device, BatchIndex] = {}
+        self._scratch: dict[torch.device, Scratch] = {}
 
     def accumulator(self, layer: int, device: torch.device) -> LayerAccumulator:
         if self.acc[layer] is None:
@@ -235,7 +236,7 @@ class Recorder:
 
     def _batch_index(self, device: torch.device) -> BatchIndex:
         if device not in self._index:
-            self._index[device] = BatchIndex(self._positions, device)
+            self._index[device] = BatchIndex(self._positions, device, self._scratch.setdefault(device, Scratch()))
         return self._index[device]
 
     def states(self) -> list[LayerState]:
@@ -433,6 +434,7 @@ def finish(loaded: LoadedModel, plan: RunPlan, result: PassResult, progress: Col
     if plan.shard == WHOLE:
         progress.note("analysing neuron categories", quiet_ok=True)
         run_analysis(plan.path)
+    progress.note(peak_memory(), quiet_ok=True)
     return plan.path
 
 

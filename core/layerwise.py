@@ -9,6 +9,12 @@ the pass count them as usual, one batch at a time) and leaves the device again; 
 states stay on the device between layers. Every weight crosses PCIe once per chunk: at 1M tokens a
 chunk, 132 GB per million tokens for OPT-66b, a few percent of its compute.
 
+DESIGN 7 sketches the schedule with the hidden states of the whole corpus in host memory or on disk,
+so that each weight moves exactly once. Keeping a chunk's hidden states on the device instead trades
+weight transfers (132 GB per chunk for OPT-66b) for hidden-state transfers (2 x tokens x d x 2 bytes
+per layer, 2.4 TB per million tokens over 64 layers): device-resident chunks of a million tokens move
+some 18 times less, and need no host memory or disk for the corpus.
+
 Each layer is called with exactly the arguments the model's own forward gives it (attention masks,
 position ids, rotary embeddings, Gemma 2/3's per-layer sliding-window masks): they are recorded by a
 forward of the model whose layers are identity stubs (an embedding lookup's cost), once per batch

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import resource
+import sys
+
+import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
@@ -46,3 +50,16 @@ class CollectProgress:
         others (they change what the summary holds) are always printed."""
         if not (quiet_ok and self._quiet):
             self._console.print(f"neuron-tui: {message}")
+
+
+def peak_memory() -> str:
+    """This process's peak memory so far: resident host memory, and memory allocated on each CUDA
+    device it used (what a run needs of the machine; machine-specific, so printed, never stored)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    parts = [f"host {rss / 2**30:.2f} GiB"]
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i in range(torch.cuda.device_count()):
+            used = torch.cuda.max_memory_allocated(i)
+            if used:
+                parts.append(f"cuda:{i} {used / 2**30:.2f} GiB")
+    return "peak memory " + ", ".join(parts)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +63,14 @@ def test_collect_then_report_json(capsys, model_dir, corpus, tmp_path):
     # `report MODEL` finds the cached summary by model name
     code, out3, _ = cli(capsys, "report", model_dir, "--cache-dir", tmp_path / "cache", "--json")
     assert code == 0 and json.loads(out3)["file"] == path
+
+
+def test_a_collection_reports_its_peak_memory(capsys, model_dir, corpus, tmp_path):
+    code, _, err = cli(capsys, *collect_args(model_dir, corpus, tmp_path)[:-1])  # without --quiet
+    assert code == 0, err
+    line = next(line for line in err.splitlines() if "peak memory" in line)
+    host = float(re.search(r"host ([\d.]+) GiB", line).group(1))
+    assert 0.05 < host < 24  # this process: Python, torch, the model (the machine has 24 GiB)
 
 
 @pytest.mark.parametrize(

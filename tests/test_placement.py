@@ -162,3 +162,17 @@ def test_layer_by_layer_moves_each_layer_in_and_out_and_nothing_back():
     assert {t.device.type for t in layer.state_dict().values()} == {"cpu"}
     assert layerwise.chunk_batches("cpu", 96, None) == layerwise.CPU_CHUNK_BATCHES
     assert layerwise.chunk_batches("cuda", 16384, None) == 64 and layerwise.chunk_batches("cuda", 16384, 1000) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_layer_by_layer_on_a_gpu_moves_weights_and_collects_the_same(tmp_path):
+    """On a GPU the layers really travel: host weights, device embeddings, the same summary."""
+    model_dir = save_tiny(tiny_llama(), tmp_path / "model")
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    fixed = ["--dtype", "fp32", "--threshold", "0.05"]
+    assert main(collect_args(model_dir, corpus, tmp_path / "batches.h5", *fixed, device="cuda")) == 0
+    assert main(collect_args(model_dir, corpus, tmp_path / "layers.h5", *fixed, "--layer-by-layer",
+                             "--chunk-tokens", str(3 * 4 * 24), device="cuda")) == 0
+    batches, layers = everything(tmp_path / "batches.h5"), everything(tmp_path / "layers.h5")
+    for name in ("act_count", "pos_count", "event_level", "event_offsets", "event_pos", "projection/promoted_tok"):
+        np.testing.assert_array_equal(layers[name], batches[name], err_msg=name)

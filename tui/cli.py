@@ -200,13 +200,22 @@ def _run_collect(args: argparse.Namespace, rank) -> Path:
         from neuron_tui.core import distributed
 
         return distributed.collect(loaded, plan, rank, quiet=args.quiet)
-    runner = None
+    return collect.collect(loaded, plan, quiet=args.quiet, runner=_schedule(args, loaded, plan, device))
+
+
+def _schedule(args: argparse.Namespace, loaded, plan, device: str):
+    """The pass's schedule: layer by layer when asked, else None (batch by batch), with a hint when
+    accelerate offloaded layers that a GPU would then receive again for every batch."""
     if args.layer_by_layer:
         from neuron_tui.core import layerwise
 
         chunk = layerwise.chunk_batches(device, plan.batch_size * plan.seq_len, args.chunk_tokens)
-        runner = layerwise.LayerByLayer(loaded.model, device, chunk)
-    return collect.collect(loaded, plan, quiet=args.quiet, runner=runner)
+        return layerwise.LayerByLayer(loaded.model, device, chunk)
+    offloaded = {str(d) for d in (getattr(loaded.model, "hf_device_map", None) or {}).values()} & {"cpu", "disk"}
+    if offloaded and not str(device).startswith("cpu"):
+        print(f"neuron-tui: some layers are offloaded to {' and '.join(sorted(offloaded))} and will be streamed to "
+              "the GPU for every batch; --layer-by-layer moves them once per chunk instead", file=sys.stderr)
+    return None
 
 
 def _max_memory(args: argparse.Namespace, plan, config) -> dict | None:
