@@ -105,16 +105,13 @@ def main() -> None:
     def timed(mode: str) -> float:
         handles = plain_numpy_hooks(modules, batches[0].shape, tau, plan.rule) if mode == "plain" else []
         counted = mode in ("hooks", "layers")
-        first = seen["tokens"]
-
-        def before(i: int) -> None:
-            if counted:
-                start_g = first + i * batches[0].size
-                recorder.set_batch(np.arange(start_g, start_g + batches[i].size).reshape(batches[i].shape))
+        if counted:
+            starts = seen["tokens"] + np.cumsum([0] + [b.size for b in batches])
+            recorder.set_batches([np.arange(a, a + b.size).reshape(b.shape) for a, b in zip(starts, batches)])
 
         start = time.perf_counter()
         with recorder.attached() if counted else nullcontext():
-            runners[mode](batches, before, lambda tokens: None)
+            runners[mode](batches, recorder.select, lambda tokens: None)
             if counted:
                 recorder.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
                 seen["tokens"] += sum(b.size for b in batches)

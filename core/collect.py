@@ -216,8 +216,9 @@ class Recorder:
         self.n_neurons = n_neurons(modules[0])
         self.acc: list[LayerAccumulator | None] = [None] * len(modules)
         self._resumed = resumed or [None] * len(modules)
-        self._positions: np.ndarray | None = None
-        self._index: dict[torch.device, BatchIndex] = {}
+        self._batches: list[np.ndarray] = []  # global positions [B, T] of each batch of the chunk
+        self._indexes: list[dict[torch.device, BatchIndex]] = []  # their index tensors, per device
+        self._current = 0
         self._scratch: dict[torch.device, Scratch] = {}
 
     def accumulator(self, layer: int, device: torch.device) -> LayerAccumulator:
@@ -230,14 +231,22 @@ class Recorder:
                 self.acc[layer].load(self._resumed[layer])
         return self.acc[layer]
 
-    def set_batch(self, positions: np.ndarray) -> None:
-        """Global positions [B, T] of the batch about to run; index tensors are made per device lazily."""
-        self._positions, self._index = positions, {}
+    def set_batches(self, positions: list[np.ndarray]) -> None:
+        """Global positions [B, T] of each batch of the chunk about to run; index tensors are made per
+        batch and device when first needed and serve every layer (layer by layer, each batch of a
+        chunk reaches every layer in turn)."""
+        self._batches, self._indexes, self._current = positions, [{} for _ in positions], 0
+
+    def select(self, batch: int) -> None:
+        """Batch `batch` of the chunk is the one reaching the layers next."""
+        self._current = batch
 
     def _batch_index(self, device: torch.device) -> BatchIndex:
-        if device not in self._index:
-            self._index[device] = BatchIndex(self._positions, device, self._scratch.setdefault(device, Scratch()))
-        return self._index[device]
+        index = self._indexes[self._current]
+        if device not in index:
+            scratch = self._scratch.setdefault(device, Scratch())
+            index[device] = BatchIndex(self._batches[self._current], device, scratch)
+        return index[device]
 
     def states(self) -> list[LayerState]:
         """Host copies of every layer's accumulators (layers never reached stay empty)."""
@@ -251,7 +260,7 @@ class Recorder:
     def _hook(self, layer: int):
         def hook(module, args):
             h = args[0]
-            B, T = self._positions.shape
+            B, T = self._batches[self._current].shape
             self.accumulator(layer, h.device).update(h.reshape(B, T, -1), self._batch_index(h.device))
 
         return hook
@@ -393,11 +402,8 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
                 if stop.requested:
                     raise KeyboardInterrupt
                 starts = n_done + np.cumsum([0] + [len(batch) for batch in chunk])
-
-                def before(i: int) -> None:
-                    recorder.set_batch(rows[starts[i] : starts[i + 1], None] * T + np.arange(T))
-
-                runner(chunk, before, progress.advance)
+                recorder.set_batches([rows[a:b, None] * T + np.arange(T) for a, b in zip(starts[:-1], starts[1:])])
+                runner(chunk, recorder.select, progress.advance)
                 blocks.extend(chunk)
                 n_done = int(starts[-1])
                 if time.monotonic() - last_checkpoint >= plan.settings.checkpoint_seconds:

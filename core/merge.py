@@ -183,9 +183,9 @@ def _difference(name: str, a, b) -> str:
 
 def _check_model(first: Summary, loaded: LoadedModel) -> None:
     """Refuse to project with weights other than the run's (another model, revision or GGUF file)."""
+    out_projs = ffn_out_projections(loaded.model)
     facts = {"model": loaded.source.name, "architecture": loaded.architecture, "model_revision": loaded.revision,
-             "n_layers": len(ffn_out_projections(loaded.model)),
-             "n_neurons": n_neurons(ffn_out_projections(loaded.model)[0])}
+             "n_layers": len(out_projs), "n_neurons": n_neurons(out_projs[0])}
     for name, value in facts.items():
         if first.attrs.get(name) != value:
             raise NeuronTuiError(f"--model {loaded.source.name} is not the model of {first.path}: {name} "

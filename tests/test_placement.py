@@ -130,6 +130,25 @@ def test_layer_by_layer_collects_what_batch_by_batch_collects(build, tmp_path):
         np.testing.assert_array_equal(layers[name], value, err_msg=name)
 
 
+def test_layer_by_layer_builds_each_batchs_index_once_for_all_layers(tmp_path, monkeypatch):
+    """Every layer of a chunk sees every batch; the batch's index tensors are made once, not per layer."""
+    from neuron_tui.core import collect as collect_mod
+
+    built = []
+    real = collect_mod.BatchIndex
+
+    def counting(positions, device, scratch=None):
+        built.append(int(positions.flat[0]))
+        return real(positions, device, scratch)
+
+    monkeypatch.setattr(collect_mod, "BatchIndex", counting)
+    model_dir = save_tiny(tiny_llama(), tmp_path / "model")  # 3 layers
+    corpus = write_text_corpus(tmp_path / "corpus.jsonl")
+    assert main(collect_args(model_dir, corpus, tmp_path / "layers.h5", "--tokens", str(19 * 24),
+                             "--layer-by-layer", "--chunk-tokens", str(3 * 4 * 24))) == 0
+    assert built == [b * 4 * 24 for b in range(5)]  # 19 sequences in 5 batches, one index each
+
+
 def test_an_interrupted_layer_by_layer_run_resumes_to_the_uninterrupted_summary(tmp_path, monkeypatch, capsys):
     """Checkpoints fall between chunks; a stop request waits for the chunk to end."""
     model_dir = save_tiny(tiny_llama(), tmp_path / "model")
