@@ -21,10 +21,14 @@ from itertools import islice
 import numpy as np
 import torch
 
-from neuron_tui.core import collect as C
 from neuron_tui.core.adapters import ffn_out_projections
 from neuron_tui.core.layerwise import LayerByLayer
-from neuron_tui.core.models import LoadedModel, ModelSource, default_dtype, load
+from neuron_tui.core.models import LoadedModel, default_dtype, load
+from neuron_tui.core.packing import pack_sequences
+from neuron_tui.core.plan import Settings, make_plan
+from neuron_tui.core.recorder import Recorder
+from neuron_tui.core.schedules import BatchByBatch, calibrate
+from neuron_tui.core.sources import ModelSource
 
 
 # hidden size, layers, FFN width, heads of the OPT models (Zhang et al. 2022, table 1)
@@ -79,26 +83,27 @@ def main() -> None:
     else:
         loaded = load(args.model, device=args.device)
     model = loaded.model
-    settings = C.Settings(n_tokens=args.seq_len * args.batch_size * args.batches, seq_len=args.seq_len,
+    settings = Settings(n_tokens=args.seq_len * args.batch_size * args.batches, seq_len=args.seq_len,
                           batch_size=args.batch_size)
-    plan = C.make_plan(loaded.source.name, model.config, settings, args.device, out="/dev/null")
+    plan = make_plan(loaded.source.name, model.config, settings, args.device, out="/dev/null")
     modules = ffn_out_projections(model)
     n_seqs = args.batch_size * args.batches
     if random_model:
         seqs = list(np.random.default_rng(0).integers(4, model.config.vocab_size, (n_seqs, args.seq_len)))
     else:
-        seqs = list(islice(C.pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0), n_seqs))
+        seqs = list(islice(pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0), n_seqs))
     batches = [np.stack(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
     # the thresholds a real run would use: calibrated |h| quantile (non-ReLU) or 0 (ReLU)
-    tau = (C.calibrate(modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size, C.BatchByBatch(model))
+    tau = (calibrate(modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size, BatchByBatch(model))
            if plan.tau_source == "quantile" else np.full(len(modules), plan.threshold, dtype=np.float32))
-    recorder = C.Recorder(modules, plan, tau)
+    s = plan.settings
+    recorder = Recorder(modules, plan.seq_len, s.events_cap, s.top_k, plan.rule, tau)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     seen = {"tokens": 0}  # global positions keep growing across rounds, as in one long run, so the
     # accumulators' sampling levels settle as they do in a real collection (not a restart each round)
 
-    batch_by_batch = C.BatchByBatch(model)
+    batch_by_batch = BatchByBatch(model)
     runners = {"bare": batch_by_batch, "hooks": batch_by_batch, "plain": batch_by_batch,
                "layers": LayerByLayer(model, args.device, len(batches))}
 

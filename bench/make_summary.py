@@ -5,18 +5,19 @@
     python bench/make_summary.py OUT.h5 --layers 4 --neurons 64 --seq-len 16 --n-seq 64 --vocab 300
 
 Every root dataset of `schema.DATASETS` and the `analysis` and `projection` groups are written through
-`neuron_tui.cache.write_summary`, with contents shaped like the paper's findings (arXiv 2309.04827):
+`neuron_tui.cache.SummaryWriter`, one layer at a time (host memory for one layer: the OPT-66b preset
+stays within a few GB), with contents shaped like the paper's findings (arXiv 2309.04827):
 
 - a Zipf-distributed token stream over a vocabulary of readable token texts (" the", ",", " of", ...),
   each sequence starting with BOS (id 0);
 - dead neurons concentrated in the early layers (peak near 5% of depth, the first half sparse, the
   second half dense), rare neurons, generic neurons whose firing rate grows with depth;
 - token detectors that fire on almost every occurrence of 1-3 mid-frequency tokens, n-gram detectors
-  that fire on a frequent token only after particular previous tokens, positional neurons with range,
-  periodic or both-extremes profiles over positions;
+  that fire on a frequent token only after particular previous tokens, positional neurons of the
+  paper's four types (oscillatory, both extremes, one extreme, other);
 - level-sampled firing events (exact under the cap), top-K contexts at most one per sequence;
 - an `analysis` group computed from those events exactly as the reader sees them (triggers with
-  counts and P(fire|token), n-gram contexts, I(fired; position) by DESIGN section 7's formula), and a
+  counts and P(fire|token), n-gram contexts, I(fired; position) by the paper's section 5 formula), and a
   `projection` group whose detectors mostly suppress their own triggers (the paper's headline).
 
 Everything is vectorised per layer, so the cost is a few numpy passes over each layer's arrays.
@@ -33,14 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from neuron_tui.cache import write_summary
-from neuron_tui.cache import schema
+from neuron_tui.cache import SummaryWriter, schema
 
 PRESETS = {
     # name: (layers, neurons, seq_len, n_seq, vocab, events_cap, top_k)
     "opt-125m": (12, 3072, 128, 256, 50272, 32, 8),
     "opt-1.3b": (24, 8192, 128, 512, 50272, 32, 8),
     "opt-66b": (64, 36864, 32, 1024, 50272, 8, 4),
+    # the paper's shapes: full-length sequences (T = 2048), the default event cap
+    "opt-1.3b-paper": (24, 8192, 2048, 2048, 50272, 256, 8),  # 4.2M tokens
+    "opt-66b-paper": (64, 36864, 2048, 512, 50272, 256, 8),  # 1.05M tokens
 }
 
 _COMMON = (
@@ -116,7 +119,7 @@ _TYPES = ("generic", "dead", "rare", "token", "ngram", "positional")
 
 
 def _mutual_information(pos_count: np.ndarray, tokens_at_pos: np.ndarray) -> np.ndarray:
-    """I(fired; position) in nats per neuron, DESIGN section 7 (0 log 0 = 0, no positions skipped)."""
+    """I(fired; position) in nats per neuron, the paper's section 5 (0 log 0 = 0, no positions skipped)."""
     n = np.maximum(tokens_at_pos.astype(np.float64), 1)[:, None]
     frp = pos_count / n
     fr = pos_count.sum(0) / n.sum()
@@ -172,20 +175,23 @@ def _make_layer(rng, l, L, F, T, n_seq, flat, hist, tok_order, tok_sorted, big_o
     rate = np.clip(median * np.exp(rng.normal(0, 1.0, len(gen))), 0.5 / N, 0.8)
     pos_count[:, gen] = rng.binomial(tokens_at_pos[:, None], rate[None, :])
 
-    # positional: range / periodic / both-extremes profiles
+    # positional, the paper's types (schema.POS_SHAPES codes): 1 oscillatory (evenly spaced firing
+    # ranges), 2 both-extremes (always before a position, never after, or the reverse), 3 one-extreme
+    # (fires in one interval at a rate below 1, never elsewhere), 4 other (a ramp reaching neither)
     posn = np.flatnonzero(kind == 5)
-    shape = rng.choice([1, 2, 3], size=len(posn), p=[0.6, 0.2, 0.2])
+    shape = rng.choice([1, 2, 3, 4], size=len(posn), p=[0.2, 0.2, 0.4, 0.2])
     t = np.arange(T)[:, None] / max(1, T - 1)
     a = rng.uniform(0, 0.8, len(posn))
     w = rng.uniform(0.08, 0.3, len(posn))
-    period = rng.uniform(0.1, 0.35, len(posn))
-    phase = rng.uniform(0, 2 * np.pi, len(posn))
+    period = rng.uniform(0.1, 0.3, len(posn))
+    phase = rng.uniform(0, 1, len(posn))
+    cut = rng.uniform(0.1, 0.9, len(posn))
     hi = rng.uniform(0.3, 0.8, len(posn))
-    prof = np.where(
-        shape == 1,
-        np.where((t >= a) & (t <= a + w), hi, 0.01),
-        np.where(shape == 2, hi * 0.5 * (1 + np.sin(2 * np.pi * t / period + phase)), np.where((t < 0.1) | (t > 0.9), hi, 0.01)),
-    )
+    oscillatory = np.where(((t / period + phase) % 1.0) < 0.5, 0.995, 0.002)
+    step = np.where((t < cut) == (rng.random(len(posn)) < 0.5), 0.995, 0.002)
+    interval = np.where((t >= a) & (t <= a + w), hi, 0.002)
+    ramp = 0.15 + 0.45 * t * np.ones(len(posn))
+    prof = np.select([shape == 1, shape == 2, shape == 3], [oscillatory, step, interval], ramp)
     pos_count[:, posn] = rng.binomial(tokens_at_pos[:, None], np.clip(prof, 0, 1))
 
     # rare: a handful of firings anywhere
@@ -283,11 +289,13 @@ def _make_layer(rng, l, L, F, T, n_seq, flat, hist, tok_order, tok_sorted, big_o
     alive = count > 0
     act_max[alive] = np.maximum(top_val[0, alive], mean[alive] * 1.2).astype(np.float32)
     act_sum = (mean * count).astype(np.float32)
+    count_pos = count.astype(np.int64)  # a ReLU model: every firing is positive
 
     out = _Layer()
     out.kind, out.shape_code = kind, np.zeros(F, np.uint8)
-    out.shape_code[posn] = shape  # POS_SHAPES index: 1 range, 2 periodic, 3 both-extremes
+    out.shape_code[posn] = shape  # POS_SHAPES codes (above)
     out.pos_count = pos_count.astype(np.int32)
+    out.count_pos = count_pos
     out.count = count.astype(np.int64)
     out.level = level
     out.ev_i, out.ev_g = ev_i, ev_g
@@ -337,6 +345,9 @@ def _analysis(rng, lay: _Layer, flat, hist, F, T, V, bos, Kt, Kn, k):
     positional = alive & (lay.mi > 0.05)
     flags[positional] |= schema.FLAG_POSITIONAL
     pos_shape = np.where(positional, np.where(lay.shape_code > 0, lay.shape_code, 4), 0).astype(np.uint8)
+    pos_strong = (positional & (pos_shape <= 2)).astype(np.uint8)  # the generated indicators are exact
+    run = np.argsort(-lay.pos_count, axis=0, kind="stable")[0]  # the peak position, as a one-position run
+    pos_range = np.where(positional[:, None], np.stack([run, run], 1), -1).astype(np.int32)
 
     # projection: random promoted/suppressed lists; detectors mostly suppress their own triggers
     promoted_tok = rng.integers(1, V, (F, k)).astype(np.int32)
@@ -359,7 +370,8 @@ def _analysis(rng, lay: _Layer, flat, hist, F, T, V, bos, Kt, Kn, k):
     supp_rank[trig_tok < 0] = -1
     cand_score[trig_tok < 0] = np.nan
     return {
-        "flags": flags, "pos_mi": lay.mi, "pos_shape": pos_shape, "n_distinct": n_distinct,
+        "flags": flags, "pos_mi": lay.mi, "pos_shape": pos_shape, "pos_strong": pos_strong, "pos_range": pos_range,
+        "n_distinct": n_distinct,
         "trig_tok": trig_tok, "trig_count": trig_count, "trig_pfire": trig_pfire, "trig_coverage": coverage,
         "trig_supp_rank": supp_rank.copy(), "ngram_prev": ngram_prev, "ngram_tok": ngram_tok,
         "ngram_count": ngram_count, "trig_explains": covered.astype(np.uint8),
@@ -414,101 +426,79 @@ def make_summary(
     first_valid = np.searchsorted(big_sorted, 0)
     big_order, big_sorted = big_order[first_valid:], big_sorted[first_valid:]
 
-    roots = {n: [] for n in ("act_count", "pos_count", "act_sum", "act_max", "top_val", "top_pos", "event_level")}
-    offsets = np.zeros((L, F + 1), np.int64)
-    events = []
-    an = {n: [] for n in list(schema.ANALYSIS_DATASETS) + ["trig_explains", "ngram_coverage"] if not n.startswith("layer_")}
-    pr = {n: [] for n in schema.PROJECTION_DATASETS}
-    covered_sets = []
-    n_events = 0
-    for l in range(L):
-        lay = _make_layer(rng, l, L, F, T, n_seq, flat, hist, tok_order, tok_sorted, big_order, big_sorted, V, C, K, bos)
-        roots["act_count"].append(lay.count)
-        roots["pos_count"].append(lay.pos_count)
-        roots["act_sum"].append(lay.act_sum)
-        roots["act_max"].append(lay.act_max)
-        roots["top_val"].append(lay.top_val)
-        roots["top_pos"].append(lay.top_pos)
-        roots["event_level"].append(lay.level)
-        offsets[l, 1:] = n_events + np.cumsum(np.bincount(lay.ev_i, minlength=F))
-        offsets[l, 0] = n_events
-        n_events += len(lay.ev_g)
-        events.append(lay.ev_g)
-        if analysis or projection:
-            a, p, covered = _analysis(rng, lay, flat, hist, F, T, V, bos, triggers_kept, ngrams_kept, k_projection)
-            for n, v in a.items():
-                an[n].append(v)
-            for n, v in p.items():
-                pr[n].append(v)
-            token_det = (a["flags"] & schema.FLAG_TOKEN) > 0
-            covered_sets.append((set(a["trig_tok"][covered & token_det[:, None]].tolist()), a, token_det))
-
-    arrays = {
-        "tokens": tokens,
-        "vocab": names,
-        "tau": np.zeros(L, np.float32),
-        "tokens_at_pos": np.full(T, n_seq, np.int64),
-        **{n: np.stack(v) for n, v in roots.items()},
-        "event_offsets": offsets,
-        "event_pos": np.concatenate(events).astype(np.int64),
-    }
-    groups = {}
-    if analysis:
-        seen: set = set()
-        prev: set = set()
-        layer = {n: np.zeros(L, np.int64) for n in ("layer_covered", "layer_new", "layer_new_vs_prev")}
-        supp_share, neg_share = np.zeros(L, np.float32), np.zeros(L, np.float32)
-        for l, (cov, a, token_det) in enumerate(covered_sets):
-            layer["layer_covered"][l] = len(cov)
-            layer["layer_new"][l] = len(cov - seen)
-            layer["layer_new_vs_prev"][l] = len(cov - prev)
-            seen |= cov
-            prev = cov
-            n_det = max(1, int(token_det.sum()))
-            ranks = a["trig_supp_rank"][token_det]
-            supp_share[l] = float(((ranks >= 0) & (ranks < 10)).any(1).sum()) / n_det
-            scores = pr["cand_score"][l][token_det]
-            neg_share[l] = float(np.all((scores < 0) | np.isnan(scores), axis=1).sum()) / n_det
-        params = {"min_fire_rate": 0.95, "min_coverage": 0.95, "max_tokens": 5, "min_token_count": 5,
-                  "rare_rate": 1e-4, "mi_threshold": 0.05, "max_ngrams": 50, "n_triggers": triggers_kept,
-                  "n_ngrams": ngrams_kept, "synthetic": True}
-        groups[schema.ANALYSIS_GROUP] = (
-            {"analysis_version": schema.ANALYSIS_VERSION, "params": json.dumps(params, sort_keys=True),
-             "n_triggers": triggers_kept, "n_ngrams": ngrams_kept, "bos_excluded": bool(bos),
-             "has_projection": bool(projection)},
-            {**{n: np.stack(v) for n, v in an.items()}, **layer,
-             "layer_supp_share": supp_share, "layer_neg_share": neg_share},
-        )
-    if projection:
-        groups[schema.PROJECTION_GROUP] = (
-            {"k": k_projection, "n_candidates": triggers_kept, "tied_embeddings": True, "project_out": False},
-            {n: np.stack(v) for n, v in pr.items()},
-        )
     corpus = {"source": "synthetic", "zipf": 1.07, "vocab": V, "seed": seed}
     key = hashlib.sha256(json.dumps([model, L, F, T, n_seq, V, seed, C, K], sort_keys=True).encode()).hexdigest()
     attrs = {
-        "tool_version": "synthetic",
-        "model": model,
-        "model_revision": "",
-        "architecture": "opt",
-        "rule": "relu",
-        "threshold": 0.0,
-        "tau_source": "fixed",
-        "n_layers": L,
-        "n_neurons": F,
-        "seq_len": T,
-        "n_seq": n_seq,
-        "n_seq_planned": n_seq_planned or n_seq,
-        "n_tokens": N,
-        "bos": int(bos),
-        "events_cap": C,
-        "top_k": K,
-        "corpus": corpus,
-        "settings": {"events_cap": C, "top_k": K, "seed": seed},
-        "key": key,
+        "tool_version": "synthetic", "model": model, "model_revision": "", "architecture": "opt", "rule": "relu",
+        "threshold": 0.0, "tau_source": "fixed", "n_layers": L, "n_neurons": F, "seq_len": T, "n_seq": n_seq,
+        "n_seq_planned": n_seq_planned or n_seq, "n_tokens": N, "bos": int(bos), "events_cap": C, "top_k": K,
+        "corpus": corpus, "settings": {"events_cap": C, "top_k": K, "seed": seed}, "key": key,
         "complete": bool(complete),
     }
-    write_summary(path, attrs, arrays, groups)
+    per_layer = {n: np.zeros(L, np.int64) for n in ("layer_covered", "layer_new", "layer_new_vs_prev",
+                                                      "layer_detectors_known")}
+    supp_share, neg_share = np.zeros(L, np.float32), np.zeros(L, np.float32)
+    seen: set = set()
+    prev: set = set()
+    n_events = 0
+    A, P = schema.ANALYSIS_GROUP, schema.PROJECTION_GROUP
+    with SummaryWriter(path) as w:
+        w.set_attrs(attrs)
+        w.put("tokens", tokens)
+        w.put("vocab", names)
+        w.put("token_occ", np.bincount((tokens[:, 1:] if bos else tokens).ravel(), minlength=V).astype(np.int64))
+        w.put("tau", np.zeros(L, np.float32))
+        w.put("tokens_at_pos", np.full(T, n_seq, np.int64))
+        w.create("event_offsets", (L, F + 1), np.int64)
+        w.create("event_pos", (0,), np.int32)
+        shapes = {"act_count": ((L, F), np.int64), "act_count_pos": ((L, F), np.int64),
+                  "pos_count": ((L, T, F), np.uint16 if n_seq < 2**16 else np.int32), "act_sum": ((L, F), np.float32),
+                  "act_sum_pos": ((L, F), np.float32), "act_max": ((L, F), np.float32),
+                  "top_val": ((L, K, F), np.float32), "top_pos": ((L, K, F), np.int64), "event_level": ((L, F), np.int8)}
+        for name, (shape, dtype) in shapes.items():
+            w.create(name, shape, dtype)
+        for l in range(L):
+            lay = _make_layer(rng, l, L, F, T, n_seq, flat, hist, tok_order, tok_sorted, big_order, big_sorted, V, C, K, bos)
+            for name, value in (("act_count", lay.count), ("act_count_pos", lay.count_pos), ("pos_count", lay.pos_count),
+                                ("act_sum", lay.act_sum), ("act_sum_pos", lay.act_sum), ("act_max", lay.act_max),
+                                ("top_val", lay.top_val), ("top_pos", lay.top_pos), ("event_level", lay.level)):
+                w.write(name, l, value)
+            w.write("event_offsets", l, n_events + np.concatenate([[0], np.cumsum(np.bincount(lay.ev_i, minlength=F))]))
+            w.append("event_pos", lay.ev_g.astype(np.int32))
+            n_events += len(lay.ev_g)
+            if not (analysis or projection):
+                continue
+            a, p, covered = _analysis(rng, lay, flat, hist, F, T, V, bos, triggers_kept, ngrams_kept, k_projection)
+            for group, arrays, wanted in ((A, a, analysis), (P, p, projection)):
+                for name, value in arrays.items() if wanted else ():
+                    if l == 0:
+                        w.create(name, (L,) + value.shape, value.dtype, group=group)
+                    w.write(name, l, value, group=group)
+            token_det = (a["flags"] & schema.FLAG_TOKEN) > 0
+            cov = set(a["trig_tok"][covered & token_det[:, None]].tolist())
+            per_layer["layer_covered"][l] = len(cov)
+            per_layer["layer_new"][l] = len(cov - seen)
+            per_layer["layer_new_vs_prev"][l] = len(cov - prev)
+            seen |= cov
+            prev = cov
+            n_det = max(1, int(token_det.sum()))
+            per_layer["layer_detectors_known"][l] = int(token_det.sum())
+            ranks = a["trig_supp_rank"][token_det]
+            supp_share[l] = float(((ranks >= 0) & (ranks < 10)).any(1).sum()) / n_det
+            scores = p["cand_score"][token_det]
+            neg_share[l] = float(np.all((scores < 0) | np.isnan(scores), axis=1).sum()) / n_det
+        if analysis:
+            for name, value in {**per_layer, "layer_supp_share": supp_share, "layer_neg_share": neg_share}.items():
+                w.put(name, value, group=A)
+            params = {"min_fire_rate": 0.95, "min_coverage": 0.95, "max_tokens": 5, "min_token_count": 5,
+                      "rare_rate": 1e-4, "mi_threshold": 0.05, "max_ngrams": 50, "n_triggers": triggers_kept,
+                      "n_ngrams": ngrams_kept}
+            w.set_attrs({"analysis_version": schema.ANALYSIS_VERSION, "params": json.dumps(params, sort_keys=True),
+                         "n_triggers": triggers_kept, "n_ngrams": ngrams_kept, "bos_excluded": bool(bos),
+                         "has_projection": bool(projection), "synthetic": True}, group=A)
+        if projection:
+            w.set_attrs({"k": k_projection, "n_candidates": triggers_kept, "tied_embeddings": True,
+                         "project_out": False, "oriented": False, "candidates_complete": True}, group=P)
     return path
 
 

@@ -50,8 +50,10 @@ def one(point: dict, device: str, out: Path) -> dict:
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    from neuron_tui.core.collect import Settings, collect, make_plan
-    from neuron_tui.core.models import LoadedModel, ModelSource
+    from neuron_tui.core.collect import collect
+    from neuron_tui.core.models import LoadedModel
+    from neuron_tui.core.plan import Settings, make_plan
+    from neuron_tui.core.sources import ModelSource
 
     tokenizer = word_tokenizer(8192)
     config = OPTConfig(vocab_size=8192, hidden_size=256, num_hidden_layers=point["layers"], ffn_dim=point["ffn"],

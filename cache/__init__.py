@@ -1,6 +1,10 @@
-"""The HDF5 summary store: schema, atomic writer, lazy reader, cache folder. Imports nothing of ours."""
+"""The HDF5 summary store: schema, atomic streaming writer, verifying lazy reader, cache folder.
+Imports nothing of ours."""
 
-from .paths import cache_dir, summary_path
-from .store import Summary, SummaryError, replace_group, write_summary
+from .paths import RequestIndex, cache_dir, newest_summary, partial_path, shard_path, summary_path
+from .store import GroupReader, Summary, SummaryError, SummaryWriter, TokenRows, write_summary
 
-__all__ = ["Summary", "SummaryError", "cache_dir", "replace_group", "summary_path", "write_summary"]
+__all__ = [
+    "GroupReader", "RequestIndex", "Summary", "SummaryError", "SummaryWriter", "TokenRows", "cache_dir",
+    "newest_summary", "partial_path", "shard_path", "summary_path", "write_summary",
+]

@@ -4,23 +4,34 @@ A summary is one HDF5 file. Everything is layer-major (axis 0 is the layer) and 
 layer, or one neuron of one layer, is read without touching the rest: the explorer opens a summary of
 OPT-66b (64 layers x 36,864 neurons) on a laptop by reading one layer at a time.
 
-Root attributes (`ATTRS`): see `ROOT_ATTRS`. Datasets (`DATASETS`): shapes use L layers, F neurons per
-layer, T = seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events.
+Root attributes: `ROOT_ATTRS`. Datasets: `DATASETS`; shapes use L layers, F neurons per layer, T =
+seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events.
 
 The names in `STABLE_NAMES` are read by other tools and never change meaning; anything else may grow
 in a later schema version, which bumps `SCHEMA_VERSION` (readers refuse versions newer than theirs).
+
+Integrity (schema 2). Files are written with HDF5's latest format, whose metadata (superblock, object
+headers, chunk indexes) carries checksums, and every non-empty numeric dataset is chunked with the
+`fletcher32` checksum filter, so a damaged byte anywhere in them is an error on read, never a silently
+different number. What those checksums do not cover (attributes and variable-length strings live in
+HDF5's global heap, which has none; empty datasets have no chunks) is covered by the root attribute
+`integrity`: the SHA-256 of every group's attributes, and each dataset's shape, dtype and (for the
+unfiltered ones) the SHA-256 of its contents. `docs/design.md` says why each choice.
 """
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: before checksums and token_occ (read without verification)
 FORMAT = "neuron-tui summary"  # root attribute `format`: tells our files from any other HDF5 file
+INTEGRITY_ATTR = "integrity"  # root attribute: JSON digest record (see the module docstring)
 
-# Root attributes written by collection. `corpus` and `settings` are JSON strings.
+# Root attributes written by collection. `corpus`, `settings` and `model_fingerprint` are JSON strings.
 ROOT_ATTRS = (
     "format",  # FORMAT
     "schema_version",  # SCHEMA_VERSION at write time
     "tool_version",  # neuron-tui version that wrote the file
     "model",  # model id as resolved (e.g. facebook/opt-1.3b, smollm2)
     "model_revision",  # hub commit or GGUF file name + size; "" when unknown
+    "model_fingerprint",  # JSON: what identifies the weights (core.fingerprint), checked by open / probe
     "architecture",  # config.model_type (opt, gpt2, llama, ...)
     "rule",  # "relu" (fired iff h > tau) or "abs" (fired iff |h| > tau)
     "threshold",  # relu: the fixed tau; abs: the calibration quantile, or the fixed tau (see tau_source)
@@ -35,21 +46,28 @@ ROOT_ATTRS = (
     "events_cap",  # C, the bound of each neuron's uniform event sample
     "top_k",  # K, top activating contexts per neuron
     "corpus",  # JSON: corpus identity (source, content hash, seed)
+    "corpus_exhausted",  # True when the corpus ran out before n_seq_planned sequences
     "key",  # hex digest of everything that identifies the run (the cache file is named by it)
     "complete",  # False while collection is still checkpointing into this file
     "shard",  # "K/N" (or "K1,K2/N"): the summary counts only the planned sequences i with i % N in K; "0/1" = all
     "base_key",  # the key of the whole run the shard belongs to (equal to `key` when shard is "0/1")
+    "device",  # where it was collected ("cpu", "cuda"): the probe loads the model there by default
 )
+# attributes a reader cannot do without (a file missing one is corrupt)
+REQUIRED_ATTRS = ("model", "rule", "n_layers", "n_neurons", "seq_len", "n_seq", "n_tokens")
 
 # name -> (dtype, axes) of the datasets written by collection
 DATASETS = {
     "tokens": ("int32", "S,T"),  # the token stream, sequence-major
     "vocab": ("str", "V"),  # decoded text of every token id, so no tokenizer is needed to read
+    "token_occ": ("int64", "V"),  # occurrences of each token outside the BOS position (schema 2)
     "tau": ("float32", "L"),  # firing threshold per layer
     "tokens_at_pos": ("int64", "T"),  # sequences that reached position t
     "act_count": ("int64", "L,F"),  # tokens on which the neuron fired (exact)
-    "pos_count": ("int32", "L,T,F"),  # firings at each position (exact)
+    "act_count_pos": ("int64", "L,F"),  # ... of them with h > 0 (the rest fired negative; schema 2)
+    "pos_count": ("uint16|int32", "L,T,F"),  # firings at each position (exact; uint16 while S < 65,536)
     "act_sum": ("float32", "L,F"),  # sum of h over firing tokens (signed; its sign orients projections)
+    "act_sum_pos": ("float32", "L,F"),  # ... over the firings with h > 0 (schema 2)
     "act_max": ("float32", "L,F"),  # largest activation value seen (h for relu, |h| for abs)
     "top_val": ("float32", "L,K,F"),  # top-K activation values, descending (-inf padded)
     "top_pos": ("int64", "L,K,F"),  # their global token positions g = seq * T + t (-1 padded)
@@ -58,6 +76,8 @@ DATASETS = {
     "event_pos": ("int32", "E"),  # global token positions of kept firing events, ascending per neuron
     # (int32 on disk since a run indexes < 2**31 tokens; the reader returns int64)
 }
+# the datasets schema 1 files lack (readers derive what they need, or say it is unknown)
+ADDED_IN_2 = ("token_occ", "act_count_pos", "act_sum_pos")
 
 # Datasets that may be absent. A shard summary stores only its own token rows: `tokens` row r holds
 # global sequence seq_index[r] (positions g = seq_index[r] * T + t keep one position space for all
@@ -95,27 +115,36 @@ PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out", "orie
 
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: the paper's positional types (POS_SHAPES) and their strength
 FLAG_DEAD, FLAG_RARE, FLAG_TOKEN, FLAG_NGRAM, FLAG_POSITIONAL = 1, 2, 4, 8, 16
 FLAG_NAMES = {FLAG_DEAD: "dead", FLAG_RARE: "rare", FLAG_TOKEN: "token", FLAG_NGRAM: "ngram", FLAG_POSITIONAL: "positional"}
-POS_SHAPES = ("none", "range", "periodic", "both-extremes", "other")  # analysis/pos_shape codes
+# analysis/pos_shape codes: the paper's section 5 types (docs/design.md defines each)
+POS_SHAPES = ("none", "oscillatory", "both-extremes", "one-extreme", "other")
+POS_SHAPES_V1 = ("none", "range", "periodic", "both-extremes", "other")  # analysis_version 1 codes
 ANALYSIS_DATASETS = {
     "flags": ("uint8", "L,F"),  # bitwise OR of FLAG_* values
     "pos_mi": ("float32", "L,F"),  # I(fired; position), nats
     "pos_shape": ("uint8", "L,F"),  # index into POS_SHAPES
+    "pos_strong": ("uint8", "L,F"),  # 1: a strong positional neuron (the paper's "strong"), 0: weak
+    "pos_range": ("int32", "L,F,2"),  # first and last position of the main firing run (-1: none)
     "n_distinct": ("int32", "L,F"),  # distinct tokens among the neuron's kept events
     "trig_tok": ("int32", "L,F,Kt"),  # trigger tokens by estimated firing count, descending (-1 pad)
     "trig_count": ("float32", "L,F,Kt"),  # estimated firings on that token (exact when level is 0)
     "trig_pfire": ("float32", "L,F,Kt"),  # P(fire | token) = trig_count / occurrences of token
     "trig_coverage": ("float32", "L,F"),  # share of firings explained by the detector's covered tokens
-    "trig_supp_rank": ("int32", "L,F,Kt"),  # rank of each trigger in the suppressed order (-1 unknown)
+    "trig_supp_rank": ("int32", "L,F,Kt"),  # 0-based rank of each trigger in the suppressed order (-1 unknown)
+    "trig_explains": ("uint8", "L,F,Kt"),  # 1 where the trigger is a covered token counted in trig_coverage
     "ngram_prev": ("int32", "L,F,Kn"),  # previous token of the top (previous, current) contexts
     "ngram_tok": ("int32", "L,F,Kn"),  # current token of those contexts
     "ngram_count": ("float32", "L,F,Kn"),  # estimated firings in that context
+    "ngram_coverage": ("float32", "L,F"),  # share of firings explained by <= max_ngrams covered contexts
     # per layer
     "layer_covered": ("int64", "L"),  # vocabulary items covered by some token detector of the layer
     "layer_new": ("int64", "L"),  # ... not covered in any lower layer
     "layer_new_vs_prev": ("int64", "L"),  # ... not covered in the previous layer
     "layer_supp_share": ("float32", "L"),  # detectors whose triggers are among their top-10 suppressed
     "layer_neg_share": ("float32", "L"),  # detectors whose triggers all have negative update scores
+    "layer_detectors_known": ("int64", "L"),  # token detectors whose triggers all have a projection rank
 }
+ANALYSIS_ATTRS = ("analysis_version", "params", "n_triggers", "n_ngrams", "bos_excluded", "has_projection",
+                  "pos_mi_bias")

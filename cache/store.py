@@ -1,17 +1,25 @@
-"""Writing and reading HDF5 summaries.
+"""Writing and reading HDF5 summaries (the layout is `schema`'s).
 
-Writes are atomic: a summary is written to `<name>.tmp` in the same folder and renamed into place, so a
-crash or a full disk leaves either the previous file or the new one, never half of one. The reader is
-lazy: opening reads only attributes; arrays are read one layer (or one neuron) at a time and kept in a
-small byte-bounded LRU cache, which is what lets the explorer open a 66b summary instantly.
+Writes are atomic: `SummaryWriter` fills `<name>.tmp` in the same folder and renames it into place only
+when the whole file is written, so a crash, a full disk or a read-only folder leaves the previous file
+(or none), never half of one. A dataset is written whole (`put`) or one layer at a time (`create` then
+`write`), so writing a summary needs host memory for one layer of the largest dataset, not the model.
+
+Reads verify: `Summary.open` checks the format, the schema version, the attributes every reader needs,
+each dataset's shape against them and, for schema 2, the integrity record (`schema` module docstring);
+every later read of a damaged dataset is a `SummaryError` naming the file and the dataset. The reader
+is lazy: opening reads attributes and metadata only; arrays are read one layer (or one neuron) at a
+time, which is what lets the explorer open a 66b summary instantly. It keeps no cache of layers: the
+query layer above decides what to keep.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-from collections import OrderedDict
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -20,34 +28,102 @@ import numpy as np
 
 from . import schema
 
+COMPRESS_MIN = 4096  # datasets of at least this many elements are gzip-compressed (smaller: not worth it)
+EVENT_CHUNK = 1 << 18  # events per chunk of the (growing) event_pos dataset
+
 
 class SummaryError(Exception):
-    """A summary that cannot be used (foreign, corrupt, too new, unwritable); one-line message."""
+    """A summary that cannot be used (foreign, damaged, too new, unwritable); one-line message."""
 
     exit_code = 1
 
 
-def _chunks(name: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """Layer-major chunks that also cut the neuron axis (last axis) into NEURON_CHUNK slices."""
-    if not shape or int(np.prod(shape)) < 4096:
-        return None
-    if name.endswith("tokens") and len(shape) == 2:
-        return (max(1, min(shape[0], (1 << 20) // max(1, shape[1]))), shape[1])
-    if len(shape) == 1:
-        return (min(shape[0], 1 << 18),)
-    last = min(shape[-1], schema.NEURON_CHUNK)
-    return (1,) + tuple(shape[1:-1]) + (last,)
+def _reason(exc: BaseException) -> str:
+    """The first line of an exception's message (h5py's can span several), or its class name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
 
 
-def _write_arrays(group: h5py.Group, arrays: Mapping[str, Any]) -> None:
-    for name, value in arrays.items():
-        if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
-            group.create_dataset(name, data=np.array(value, dtype=object), dtype=h5py.string_dtype())
-            continue
-        value = np.asarray(value)
-        chunks = _chunks(name, value.shape)
-        extra = {"compression": "gzip", "compression_opts": 1, "shuffle": True} if chunks else {}
-        group.create_dataset(name, data=value, chunks=chunks, **extra)
+# h5py raises these on damaged files (a bad checksum is an OSError, a broken B-tree a KeyError or
+# RuntimeError, a bad dataspace a ValueError or TypeError, a shortened dimension an IndexError)
+READ_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, AttributeError)
+
+
+# ---- writing ---------------------------------------------------------------------------------------------
+
+
+def _layout(name: str, shape: tuple[int, ...]) -> dict:
+    """Chunks, checksum and compression of a new numeric dataset of `shape`.
+
+    Every non-empty dataset is chunked, because HDF5's fletcher32 checksum works per chunk. Chunks are
+    layer-major and cut the neuron axis (the last) into NEURON_CHUNK slices, so one neuron of a huge
+    layer costs one chunk; the token stream is chunked by rows, 1-D datasets in long runs.
+    """
+    if not shape or int(np.prod(shape)) == 0:
+        return {}
+    if name == "tokens" and len(shape) == 2:
+        chunks = (max(1, min(shape[0], (1 << 20) // max(1, shape[1]))), shape[1])
+    elif len(shape) == 1:
+        chunks = (min(shape[0], EVENT_CHUNK),)
+    else:
+        chunks = (1,) + tuple(shape[1:-1]) + (min(shape[-1], schema.NEURON_CHUNK),)
+    out: dict = {"chunks": chunks, "fletcher32": True}
+    if int(np.prod(shape)) >= COMPRESS_MIN:
+        out.update(compression="gzip", compression_opts=1, shuffle=True)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attribute values as plain Python (numpy scalars and bytes become int/float/bool/str)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
+def _attrs_digest(attrs: Mapping[str, Any]) -> str:
+    """SHA-256 of a group's attributes (all but the integrity record itself), canonical JSON."""
+    plain = {k: _plain(v) for k, v in attrs.items() if k != schema.INTEGRITY_ATTR}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, allow_nan=True).encode()).hexdigest()
+
+
+def _contents_digest(dataset: h5py.Dataset) -> str:
+    """SHA-256 of a dataset that no HDF5 checksum covers (strings, empty arrays): each value's bytes,
+    length-prefixed, so that moving a character across a boundary changes the digest."""
+    sha = hashlib.sha256()
+    if dataset.dtype.kind == "O" or h5py.check_string_dtype(dataset.dtype) is not None:
+        for value in dataset.asstr()[()] if dataset.shape else [dataset.asstr()[()]]:
+            data = value.encode("utf-8", "surrogatepass")
+            sha.update(len(data).to_bytes(8, "little"))
+            sha.update(data)
+    else:
+        sha.update(np.ascontiguousarray(dataset[()]).tobytes())
+    return sha.hexdigest()
+
+
+def _integrity_record(f: h5py.File) -> dict:
+    """What `Summary.open` verifies: every group's attribute digest and every dataset's shape and
+    dtype, with a content digest where no fletcher32 checksum guards the data."""
+    record: dict = {"version": 1, "attrs": {"/": _attrs_digest(f.attrs)}, "datasets": {}}
+
+    def visit(name: str, obj) -> None:
+        if isinstance(obj, h5py.Group):
+            record["attrs"][name] = _attrs_digest(obj.attrs)
+        elif isinstance(obj, h5py.Dataset):
+            entry = {"shape": list(obj.shape), "dtype": _dtype_name(obj.dtype)}
+            if not obj.fletcher32:
+                entry["sha256"] = _contents_digest(obj)
+            record["datasets"][name] = entry
+
+    f.visititems(visit)
+    return record
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    return "str" if h5py.check_string_dtype(dtype) is not None else np.dtype(dtype).str
 
 
 def _set_attrs(target: h5py.Group | h5py.File, attrs: Mapping[str, Any]) -> None:
@@ -55,21 +131,144 @@ def _set_attrs(target: h5py.Group | h5py.File, attrs: Mapping[str, Any]) -> None
         target.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
 
 
-def _atomic_write(path: Path, fill) -> None:
-    """Run `fill(h5py.File)` on a temporary file next to `path`, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        free = shutil.disk_usage(path.parent).free
-        raise SummaryError(f"could not write {path}: {exc} ({free / 2**20:.0f} MiB free there)") from exc
+class SummaryWriter:
+    """One summary file being written; see the module docstring.
+
+        with SummaryWriter(path) as w:
+            w.set_attrs({...})
+            w.put("tokens", tokens)
+            w.create("pos_count", (L, T, F), np.uint16)
+            for layer in range(L):
+                w.write("pos_count", layer, layer_counts)
+
+    The `with` block's normal end writes the integrity record, flushes, and renames the file into
+    place; an exception inside it removes the temporary file. `reader()` reads what is written so far
+    (the analysis of a new summary is computed from it before the rename). Any OSError (full disk,
+    read-only folder) becomes a SummaryError that names the file and the free space there.
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f: h5py.File | None = None
+
+    def __enter__(self) -> "SummaryWriter":
+        with self._writing():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = h5py.File(self.tmp, "w", libver="latest")
+            _set_attrs(self._f, {"format": schema.FORMAT, "schema_version": schema.SCHEMA_VERSION})
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self._abandon()
+            return
+        try:
+            with self._writing():
+                self._f.attrs[schema.INTEGRITY_ATTR] = json.dumps(_integrity_record(self._f), sort_keys=True)
+                self._f.close()
+                with open(self.tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(self.tmp, self.path)
+        except BaseException:
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        try:
+            if self._f is not None and self._f.id.valid:
+                self._f.close()
+        except Exception:  # noqa: BLE001 - closing a file whose disk failed may fail too; it goes anyway
+            pass
+        self.tmp.unlink(missing_ok=True)
+
+    def _writing(self):
+        return _WriteErrors(self.path)
+
+    def _group(self, group: str | None) -> h5py.Group:
+        if group is None:
+            return self._f
+        return self._f.require_group(group)
+
+    def set_attrs(self, attrs: Mapping[str, Any], group: str | None = None) -> None:
+        with self._writing():
+            _set_attrs(self._group(group), attrs)
+
+    def put(self, name: str, value: Any, group: str | None = None) -> None:
+        """Write a whole dataset: a numpy array, or a list of str (stored as UTF-8 strings)."""
+        with self._writing():
+            target = self._group(group)
+            if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], str)):
+                target.create_dataset(name, data=np.array(list(value), dtype=object), dtype=h5py.string_dtype())
+                return
+            value = np.asarray(value)
+            target.create_dataset(name, data=value, **_layout(name, value.shape))
+
+    def create(self, name: str, shape: tuple[int, ...], dtype, group: str | None = None, fill=None) -> None:
+        """An empty dataset to be filled by `write`; a 1-D one of shape (0,) grows with `append`."""
+        with self._writing():
+            target = self._group(group)
+            if shape == (0,):
+                target.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(EVENT_CHUNK,),
+                                      fletcher32=True, compression="gzip", compression_opts=1, shuffle=True)
+                return
+            target.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill, **_layout(name, tuple(shape)))
+
+    def write(self, name: str, index, value: Any, group: str | None = None) -> None:
+        """dataset[index] = value (one layer, usually)."""
+        with self._writing():
+            self._group(group)[name][index] = value
+
+    def append(self, name: str, values: np.ndarray, group: str | None = None) -> None:
+        """Append to a growing 1-D dataset made by `create(name, (0,), dtype)`."""
+        values = np.asarray(values)
+        if values.size == 0:
+            return
+        with self._writing():
+            ds = self._group(group)[name]
+            start = ds.shape[0]
+            ds.resize((start + values.size,))
+            ds[start:] = values
+
+    def copy_from(self, source: "Summary", skip: tuple[str, ...] = ()) -> None:
+        """Copy every attribute, dataset and group of `source` except the names in `skip`, as stored
+        (HDF5 copies the compressed chunks with their checksums; nothing is decompressed)."""
+        with self._writing():
+            _set_attrs(self._f, {k: v for k, v in source.attrs.items() if k != schema.INTEGRITY_ATTR})
+            for key in source._f:
+                if key not in skip:
+                    source._f.copy(source._f[key], self._f, name=key)
+
+    def reader(self) -> "Summary":
+        """A Summary over the file as written so far (not verified: its integrity record comes last)."""
+        self._f.flush()
+        return Summary(self.path, self._f, owner=False)
+
+
+class _WriteErrors:
+    """Turns an OSError while writing `path` into a SummaryError naming it and the room left there."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None or not issubclass(exc_type, OSError):
+            return False
+        try:
+            free = f"; {shutil.disk_usage(_existing_parent(self.path)).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = ""
+        raise SummaryError(f"could not write {self.path}: {_reason(exc)}{free}") from None
+
+
+def _existing_parent(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(".")
 
 
 def write_summary(
@@ -78,97 +277,203 @@ def write_summary(
     arrays: Mapping[str, Any],
     groups: Mapping[str, tuple[Mapping[str, Any], Mapping[str, Any]]] | None = None,
 ) -> None:
-    """Write a whole summary atomically: root `attrs`, root `arrays`, and `groups` {name: (attrs, arrays)}."""
+    """Write a whole summary held in memory at once: root `attrs` and `arrays`, and `groups`
+    {name: (attrs, arrays)} (tests and small tools; collection streams layer by layer instead)."""
+    with SummaryWriter(path) as w:
+        w.set_attrs(attrs)
+        for name, value in arrays.items():
+            w.put(name, value)
+        for group, (gattrs, garrays) in (groups or {}).items():
+            w.set_attrs(gattrs, group=group)
+            for name, value in garrays.items():
+                w.put(name, value, group=group)
 
-    def fill(f: h5py.File) -> None:
-        _set_attrs(f, {"format": schema.FORMAT, "schema_version": schema.SCHEMA_VERSION, **attrs})
-        _write_arrays(f, arrays)
-        for name, (gattrs, garrays) in (groups or {}).items():
-            g = f.create_group(name)
-            _set_attrs(g, gattrs)
-            _write_arrays(g, garrays)
 
-    _atomic_write(path, fill)
+# ---- reading ---------------------------------------------------------------------------------------------
 
 
-def replace_group(path: Path, name: str, attrs: Mapping[str, Any], arrays: Mapping[str, Any]) -> None:
-    """Replace (or add) one group of an existing summary, atomically: copy, rewrite the group, rename.
+class TokenRows:
+    """Where a global sequence's tokens are in a summary's `tokens` array: row r holds sequence
+    seq_index[r] (a shard keeps some sequences only), or sequence r when there is no seq_index. Every
+    mapping from global positions g = seq * T + t to stored tokens goes through here."""
 
-    Used by `neuron-tui analyze`; in-place h5py edits would risk a corrupt file on a crash and never
-    give the old group's space back.
-    """
-    path = Path(path)
-    Summary.open(path).close()  # refuse foreign / corrupt files before copying anything
+    def __init__(self, seq_index: np.ndarray | None, n_rows: int, seq_len: int):
+        self.seq_index = None if seq_index is None else np.asarray(seq_index, dtype=np.int64)
+        if self.seq_index is not None and np.array_equal(self.seq_index, np.arange(n_rows)):
+            self.seq_index = None
+        self.n_rows, self.T = int(n_rows), int(seq_len)
 
-    def fill(f: h5py.File) -> None:
-        with h5py.File(path, "r") as src:
-            _set_attrs(f, dict(src.attrs))
-            for key in src:
-                if key != name:
-                    src.copy(src[key], f, name=key)
-        g = f.create_group(name)
-        _set_attrs(g, attrs)
-        _write_arrays(g, arrays)
+    def rows(self, seqs: np.ndarray) -> np.ndarray:
+        """Rows holding the global sequences `seqs`; KeyError naming a sequence that is not there."""
+        seqs = np.asarray(seqs, dtype=np.int64)
+        if self.seq_index is None:
+            bad = (seqs < 0) | (seqs >= self.n_rows)
+            if bad.any():
+                raise KeyError(f"sequence {int(seqs[bad][0])}")
+            return seqs
+        index = self.seq_index
+        rows = np.minimum(np.searchsorted(index, seqs), max(len(index) - 1, 0))
+        missing = index[rows] != seqs if len(index) else np.ones(seqs.shape, dtype=bool)
+        if missing.any():
+            raise KeyError(f"sequence {int(seqs[missing][0])}")
+        return rows
 
-    _atomic_write(path, fill)
+    def local(self, positions: np.ndarray) -> np.ndarray:
+        """Indices into the flattened `tokens` array (row * T + t) of global positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.seq_index is None:
+            return positions
+        return self.rows(positions // self.T) * self.T + positions % self.T
+
+    def global_(self, local: np.ndarray) -> np.ndarray:
+        """Global positions of indices into the flattened `tokens` array."""
+        local = np.asarray(local, dtype=np.int64)
+        if self.seq_index is None:
+            return local
+        return self.seq_index[local // self.T] * self.T + local % self.T
+
+    def sequences(self) -> np.ndarray:
+        """The global sequence of every row."""
+        return np.arange(self.n_rows, dtype=np.int64) if self.seq_index is None else self.seq_index
+
+
+class GroupReader:
+    """One group of a summary (`analysis` or `projection`), its datasets checked against the schema
+    so that a misspelt name fails at once rather than reading as "absent"."""
+
+    def __init__(self, summary: "Summary", name: str, datasets: Mapping[str, tuple[str, str]]):
+        self.summary, self.name, self.datasets = summary, name, datasets
+
+    @cached_property
+    def attrs(self) -> dict[str, Any]:
+        return self.summary._attrs_of(self.name)
+
+    def _path(self, dataset: str) -> str:
+        if dataset not in self.datasets:
+            raise KeyError(f"{dataset} is not a dataset of the {self.name} group")
+        return f"{self.name}/{dataset}"
+
+    def has(self, dataset: str) -> bool:
+        return self.summary._exists(self._path(dataset))
+
+    def read(self, dataset: str, layer: int | None = None) -> np.ndarray:
+        """The whole dataset, or one layer of it ([F, ...] for per-neuron data)."""
+        return self.summary._get(self._path(dataset), () if layer is None else (layer,))
+
+    def neuron(self, dataset: str, layer: int, index: int) -> np.ndarray:
+        """One neuron's entry of a per-neuron dataset ([L, F, ...]: the neuron is axis 1)."""
+        return self.summary._get(self._path(dataset), (layer, index))
 
 
 class Summary:
-    """A read-only, lazy view of one summary file.
+    """A read-only, lazy, verified view of one summary file (see the module docstring)."""
 
-    `read(name, layer)` returns one layer of a layer-major dataset (or a group's dataset, by
-    "group/name"); `read_neuron(name, layer, index)` one neuron's slice. Both are cached (LRU, bounded
-    in bytes) because the explorer goes back and forth between a few layers.
-    """
-
-    CACHE_BYTES = 512 * 2**20
-
-    def __init__(self, path: Path, handle: h5py.File):
+    def __init__(self, path: Path, handle: h5py.File, owner: bool = True):
         self.path = Path(path)
         self._f = handle
-        self.attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
-        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
-        self._cache_bytes = 0
-        self._vocab: list[str] | None = None
-        self._hist: np.ndarray | None = None
-        self._seq_index: np.ndarray | None = None
+        self._owner = owner
+        try:
+            self.attrs: dict[str, Any] = {k: _plain(v) for k, v in handle.attrs.items()}
+        except READ_ERRORS as exc:
+            raise SummaryError(f"{self.path} is damaged: its attributes cannot be read ({_reason(exc)})") from None
+        self._integrity: dict | None = None
 
     # ---- opening -------------------------------------------------------------------------------
     @classmethod
     def open(cls, path: Path | str) -> "Summary":
-        """Open and validate; a foreign, truncated, corrupt or too-new file raises SummaryError."""
+        """Open and verify; a missing, foreign, damaged or too-new file raises SummaryError."""
         path = Path(path)
         if not path.exists():
             raise SummaryError(f"no summary at {path}")
+        if not path.is_file():
+            raise SummaryError(f"{path} is a folder, not a summary file")
         try:
             handle = h5py.File(path, "r")
-        except OSError as exc:
-            raise SummaryError(f"{path} is not a readable HDF5 file (truncated or corrupt?): {exc}") from None
+        except READ_ERRORS as exc:
+            kind = "not an HDF5 file" if not _has_hdf5_signature(path) else "a damaged HDF5 file"
+            raise SummaryError(f"{path} is {kind} ({_reason(exc)})") from None
         try:
-            fmt = handle.attrs.get("format")
-            if _plain(fmt) != schema.FORMAT:
-                raise SummaryError(f"{path} is an HDF5 file but not a neuron-tui summary")
-            version = int(handle.attrs.get("schema_version", -1))
-            if version > schema.SCHEMA_VERSION:
-                raise SummaryError(
-                    f"{path} has schema version {version}, newer than this neuron-tui reads "
-                    f"({schema.SCHEMA_VERSION}); upgrade neuron-tui"
-                )
-            if version < 1:
-                raise SummaryError(f"{path} has an invalid schema version {version}")
-            missing = [name for name in schema.DATASETS if name not in handle]
-            if missing:
-                raise SummaryError(f"{path} is incomplete or corrupt: missing {', '.join(missing)}")
+            summary = cls(path, handle)
+            summary._verify()
         except SummaryError:
             handle.close()
             raise
-        except Exception as exc:  # h5py raises assorted errors on damaged metadata
+        except READ_ERRORS as exc:
             handle.close()
-            raise SummaryError(f"{path} is corrupt: {exc}") from None
-        return cls(path, handle)
+            raise SummaryError(f"{path} is damaged: {_reason(exc)}") from None
+        return summary
+
+    def _verify(self) -> None:
+        a = self.attrs
+        if a.get("format") != schema.FORMAT:
+            raise SummaryError(f"{self.path} is an HDF5 file but not a neuron-tui summary")
+        version = a.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise SummaryError(f"{self.path} has an invalid schema version {version!r}")
+        if version > schema.SCHEMA_VERSION:
+            raise SummaryError(f"{self.path} has schema version {version}, newer than this neuron-tui reads "
+                               f"({schema.SCHEMA_VERSION}); upgrade neuron-tui")
+        if version not in schema.READABLE_VERSIONS:
+            raise SummaryError(f"{self.path} has schema version {version}, which this neuron-tui cannot read")
+        if version >= 2:
+            self._verify_integrity()
+        missing = [k for k in schema.REQUIRED_ATTRS if k not in a]
+        if missing:
+            raise SummaryError(f"{self.path} is damaged: attribute {missing[0]} is missing")
+        for key in ("n_layers", "n_neurons", "seq_len", "n_seq", "n_tokens"):
+            if not isinstance(a[key], int) or isinstance(a[key], bool) or a[key] < 0:
+                raise SummaryError(f"{self.path} is damaged: attribute {key} is {a[key]!r}")
+        if self.n_layers < 1 or self.n_neurons < 1 or self.seq_len < 1:
+            raise SummaryError(f"{self.path} holds no neurons ({self.n_layers} layers x {self.n_neurons})")
+        needed = [n for n in schema.DATASETS if n not in schema.ADDED_IN_2 or version >= 2]
+        absent = [name for name in needed if name not in self._f]
+        if absent:
+            raise SummaryError(f"{self.path} is incomplete or damaged: missing {', '.join(absent)}")
+        self._check_shapes()
+
+    def _verify_integrity(self) -> None:
+        raw = self.attrs.get(schema.INTEGRITY_ATTR)
+        try:
+            record = json.loads(raw)
+            attrs, datasets = record["attrs"], record["datasets"]
+        except (TypeError, ValueError, KeyError):
+            raise SummaryError(f"{self.path} is damaged: its integrity record cannot be read") from None
+        if _attrs_digest(self.attrs) != attrs.get("/"):
+            raise SummaryError(f"{self.path} is damaged: its attributes do not match their checksum")
+        for group, digest in attrs.items():
+            if group != "/" and _attrs_digest(self._attrs_of(group)) != digest:
+                raise SummaryError(f"{self.path} is damaged: the attributes of {group} do not match their checksum")
+        present: set[str] = set()
+        self._f.visititems(lambda name, obj: present.add(name) if isinstance(obj, h5py.Dataset) else None)
+        unlisted = sorted(present - set(datasets))
+        if unlisted:
+            raise SummaryError(f"{self.path} is damaged: dataset {unlisted[0]} is not in its integrity record")
+        for name, entry in datasets.items():
+            if name not in present:
+                raise SummaryError(f"{self.path} is damaged: dataset {name} is missing")
+            ds = self._f[name]
+            if list(ds.shape) != entry.get("shape") or _dtype_name(ds.dtype) != entry.get("dtype"):
+                raise SummaryError(f"{self.path} is damaged: dataset {name} has shape {list(ds.shape)} "
+                                   f"{_dtype_name(ds.dtype)}, recorded {entry.get('shape')} {entry.get('dtype')}")
+        self._integrity = record
+
+    def _check_shapes(self) -> None:
+        """Each dataset's shape against the attributes (what every reader indexes by)."""
+        L, F, T = self.n_layers, self.n_neurons, self.seq_len
+        expected = {"act_count": (L, F), "pos_count": (L, T, F), "act_sum": (L, F), "act_max": (L, F),
+                    "event_level": (L, F), "event_offsets": (L, F + 1), "tau": (L,), "tokens_at_pos": (T,),
+                    "act_count_pos": (L, F), "act_sum_pos": (L, F)}
+        for name, shape in expected.items():
+            if name in self._f and self._f[name].shape != shape:
+                raise SummaryError(f"{self.path} is damaged: {name} has shape {self._f[name].shape}, "
+                                   f"expected {shape} from its attributes")
+        tokens = self._f["tokens"].shape
+        if len(tokens) != 2 or tokens[1] != T or tokens[0] < self.n_seq:
+            raise SummaryError(f"{self.path} is damaged: tokens has shape {tokens} for {self.n_seq} sequences of {T}")
 
     def close(self) -> None:
-        self._f.close()
+        if self._owner:
+            self._f.close()
 
     def __enter__(self) -> "Summary":
         return self
@@ -190,6 +495,10 @@ class Summary:
         return int(self.attrs["seq_len"])
 
     @property
+    def n_seq(self) -> int:
+        return int(self.attrs["n_seq"])
+
+    @property
     def n_tokens(self) -> int:
         return int(self.attrs["n_tokens"])
 
@@ -198,125 +507,171 @@ class Summary:
         return bool(self.attrs.get("complete", False))
 
     @property
+    def bos(self) -> bool:
+        """Position 0 of every sequence holds the BOS token (left out of every detector statistic)."""
+        return int(self.attrs.get("bos", 0)) == 1
+
+    @property
+    def shard(self) -> str:
+        return str(self.attrs.get("shard", "0/1"))
+
+    @property
+    def checksummed(self) -> bool:
+        """True for files whose contents are verified on read (schema 2 and later)."""
+        return self._integrity is not None
+
+    def json_attr(self, name: str) -> dict:
+        """A JSON-valued root attribute (corpus, settings, model_fingerprint); {} when absent."""
+        raw = self.attrs.get(name)
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else raw
+        except ValueError:
+            raise SummaryError(f"{self.path} is damaged: attribute {name} is not JSON") from None
+        return value if isinstance(value, dict) else {}
+
+    @property
     def corpus(self) -> dict:
-        return json.loads(self.attrs.get("corpus", "{}"))
+        return self.json_attr("corpus")
 
     def has(self, name: str) -> bool:
-        return name in self._f
+        """Whether the root dataset `name` is stored (schema 1 files lack schema.ADDED_IN_2)."""
+        return self._exists(name)
 
-    def group_attrs(self, group: str) -> dict[str, Any]:
-        return {k: _plain(v) for k, v in self._f[group].attrs.items()} if group in self._f else {}
+    # ---- groups ----------------------------------------------------------------------------------
+    @cached_property
+    def analysis(self) -> GroupReader | None:
+        """The analysis group, or None when the summary has not been analysed."""
+        if not self._exists(schema.ANALYSIS_GROUP):
+            return None
+        return GroupReader(self, schema.ANALYSIS_GROUP, schema.ANALYSIS_DATASETS)
+
+    @cached_property
+    def projection(self) -> GroupReader | None:
+        """The FFN-update projections, or None when the summary has none (a partial one)."""
+        if not self._exists(schema.PROJECTION_GROUP):
+            return None
+        return GroupReader(self, schema.PROJECTION_GROUP, schema.PROJECTION_DATASETS)
 
     # ---- arrays --------------------------------------------------------------------------------
     def read(self, name: str, layer: int | None = None) -> np.ndarray:
-        """A whole dataset (layer None) or one layer of a layer-major one."""
-        key = (name, layer)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
-        try:
-            data = self._f[name][()] if layer is None else self._f[name][layer]
-        except (KeyError, OSError, ValueError) as exc:
-            raise SummaryError(f"{self.path}: cannot read {name}: {exc}") from None
-        self._remember(key, data)
-        return data
+        """A whole root dataset (layer None) or one layer of a layer-major one."""
+        if name not in schema.DATASETS and name not in schema.OPTIONAL_DATASETS:
+            raise KeyError(f"{name} is not a root dataset of a summary")
+        return self._get(name, () if layer is None else (layer,))
 
     def read_neuron(self, name: str, layer: int, index: int) -> np.ndarray:
-        """One neuron's slice of a layer-major dataset whose last axis is the neuron."""
-        try:
-            return self._f[name][(layer, Ellipsis, index)]
-        except (KeyError, OSError, ValueError) as exc:
-            raise SummaryError(f"{self.path}: cannot read {name}: {exc}") from None
+        """One neuron's slice of a layer-major root dataset whose last axis is the neuron."""
+        return self._get(name, (layer, Ellipsis, index))
 
     def neuron_events(self, layer: int, index: int) -> np.ndarray:
-        """Global token positions of the kept firing events of one neuron."""
-        start, stop = self._f["event_offsets"][layer, index : index + 2]
-        return self._f["event_pos"][start:stop].astype(np.int64)
+        """Global token positions of the kept firing events of one neuron (int64)."""
+        start, stop = self._get("event_offsets", (layer, slice(index, index + 2)))
+        self._check_offsets(start, stop)
+        return self._get("event_pos", (slice(int(start), int(stop)),)).astype(np.int64)
 
     def layer_events(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(offsets relative to the layer's first event [F+1], event positions) of one layer."""
-        offsets = self.read("event_offsets", layer)
-        events = self._f["event_pos"][offsets[0] : offsets[-1]].astype(np.int64)
+        offsets = self._get("event_offsets", (layer,))
+        if len(offsets) and (np.diff(offsets) < 0).any():
+            raise SummaryError(f"{self.path} is damaged: event_offsets of layer {layer} decrease")
+        self._check_offsets(offsets[0], offsets[-1])
+        events = self._get("event_pos", (slice(int(offsets[0]), int(offsets[-1])),)).astype(np.int64)
         return offsets - offsets[0], events
 
-    def _remember(self, key: tuple, data: np.ndarray) -> None:
-        size = getattr(data, "nbytes", 0)
-        if size > self.CACHE_BYTES // 4:
-            return
-        self._cache[key] = data
-        self._cache_bytes += size
-        while self._cache_bytes > self.CACHE_BYTES:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= getattr(old, "nbytes", 0)
+    def _check_offsets(self, start, stop) -> None:
+        n = self._f["event_pos"].shape[0]
+        if not 0 <= start <= stop <= n:
+            raise SummaryError(f"{self.path} is damaged: event_offsets point outside event_pos ({start}..{stop} of {n})")
 
     # ---- tokens --------------------------------------------------------------------------------
-    @property
+    @cached_property
     def vocab(self) -> list[str]:
-        if self._vocab is None:
-            self._vocab = [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in self._f["vocab"][()]]
-        return self._vocab
+        """The text of every token id (verified against its digest in schema 2 files)."""
+        texts = self._get("vocab", ())
+        texts = [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in texts]
+        entry = (self._integrity or {}).get("datasets", {}).get("vocab", {})
+        if "sha256" in entry and _contents_digest(self._f["vocab"]) != entry["sha256"]:
+            raise SummaryError(f"{self.path} is damaged: vocab does not match its checksum")
+        return texts
 
-    def token_histogram(self) -> np.ndarray:
-        """Occurrences of every vocabulary item in the collected token stream [V] int64."""
-        if self._hist is None:
-            tokens = self._f["tokens"][: int(self.attrs["n_seq"])]
-            self._hist = np.bincount(tokens.ravel(), minlength=len(self.vocab)).astype(np.int64)
-        return self._hist
+    @cached_property
+    def token_occ(self) -> np.ndarray:
+        """[V] occurrences of each token outside the BOS position (stored at collection time; a schema
+        1 file has it computed from its token stream once)."""
+        if self._exists("token_occ"):
+            return self._get("token_occ", ()).astype(np.int64)
+        tokens = self._get("tokens", (slice(0, self.n_seq),))
+        if self.bos:
+            tokens = tokens[:, 1:]
+        return np.bincount(tokens.ravel(), minlength=len(self.vocab)).astype(np.int64)
 
-    @property
-    def seq_index(self) -> np.ndarray:
-        """[n_seq] the global sequence index of each row of `tokens`: 0, 1, 2, ... unless the summary
-        holds a shard of the corpus (dataset `seq_index`)."""
-        if self._seq_index is None:
-            n_seq = int(self.attrs["n_seq"])
-            stored = self._f["seq_index"][:n_seq] if "seq_index" in self._f else None
-            self._seq_index = np.arange(n_seq, dtype=np.int64) if stored is None else stored.astype(np.int64)
-        return self._seq_index
+    @cached_property
+    def tokens_at_pos(self) -> np.ndarray:
+        return self._get("tokens_at_pos", ())
+
+    @cached_property
+    def tau(self) -> np.ndarray:
+        return self._get("tau", ())
+
+    @cached_property
+    def rows(self) -> TokenRows:
+        """The mapping of global sequences to rows of `tokens` (a shard stores some sequences only)."""
+        stored = self._get("seq_index", (slice(0, self.n_seq),)) if self._exists("seq_index") else None
+        return TokenRows(stored, self.n_seq, self.seq_len)
 
     def tokens_at(self, positions: np.ndarray) -> np.ndarray:
-        """Token ids at global positions g = seq * T + t."""
+        """Token ids at global positions g = seq * T + t (reads only the rows they are in)."""
         positions = np.asarray(positions, dtype=np.int64)
-        tokens = self._f["tokens"]
         if positions.size == 0:
             return np.zeros(0, dtype=np.int32)
         rows = self._rows(positions // self.seq_len)
         order = np.argsort(rows, kind="stable")
         unique_rows, inverse = np.unique(rows[order], return_inverse=True)
-        block = tokens[unique_rows.tolist()]
+        block = self._get("tokens", (unique_rows.tolist(),))
         out = np.empty(positions.shape, dtype=np.int32)
         out[order] = block[inverse, (positions % self.seq_len)[order]]
         return out
 
-    def context(self, position: int, left: int = 8, right: int = 2) -> tuple[np.ndarray, int]:
-        """Token ids around global position `position`, within its sequence, and the index of it."""
-        seq, t = divmod(int(position), self.seq_len)
-        lo, hi = max(0, t - left), min(self.seq_len, t + right + 1)
-        return self._f["tokens"][int(self._rows(np.array([seq]))[0]), lo:hi], t - lo
+    def sequence(self, seq: int) -> np.ndarray:
+        """The tokens of global sequence `seq`."""
+        return self._get("tokens", (int(self._rows(np.array([seq]))[0]),))
 
     def _rows(self, seqs: np.ndarray) -> np.ndarray:
-        if "seq_index" not in self._f:
-            return seqs
         try:
-            return rows_of(self.seq_index, seqs)
+            return self.rows.rows(seqs)
         except KeyError as exc:
-            raise SummaryError(f"{self.path} holds shard {self.attrs.get('shard')} of the corpus, not {exc}") from None
+            raise SummaryError(f"{self.path} holds shard {self.shard} of the corpus, not {exc.args[0]}") from None
+
+    # ---- guarded access ----------------------------------------------------------------------------
+    def _get(self, name: str, selection: tuple) -> np.ndarray:
+        """dataset[selection], any failure a SummaryError naming the file and the dataset."""
+        try:
+            return self._f[name][selection]
+        except READ_ERRORS as exc:
+            if not self._exists(name):
+                raise SummaryError(f"{self.path} is incomplete or damaged: {name} is missing") from None
+            raise SummaryError(f"{self.path} is damaged: cannot read {name} ({_reason(exc)})") from None
+
+    def _exists(self, name: str) -> bool:
+        try:
+            return name in self._f
+        except READ_ERRORS:
+            return False
+
+    def _attrs_of(self, group: str) -> dict[str, Any]:
+        try:
+            return {k: _plain(v) for k, v in self._f[group].attrs.items()} if group in self._f else {}
+        except READ_ERRORS as exc:
+            raise SummaryError(f"{self.path} is damaged: the attributes of {group} cannot be read ({_reason(exc)})") from None
 
 
-def rows_of(seq_index: np.ndarray, seqs: np.ndarray) -> np.ndarray:
-    """Rows of a `tokens` array that hold the global sequences `seqs`, given its ascending
-    `seq_index`; KeyError naming a sequence that is not there."""
-    seqs = np.asarray(seqs, dtype=np.int64)
-    rows = np.minimum(np.searchsorted(seq_index, seqs), max(len(seq_index) - 1, 0))
-    missing = seq_index[rows] != seqs if len(seq_index) else np.ones(seqs.shape, dtype=bool)
-    if missing.any():
-        raise KeyError(f"sequence {int(seqs[missing][0])}")
-    return rows
-
-
-def _plain(value: Any) -> Any:
-    """HDF5 attribute values as plain Python (numpy scalars and bytes become int/float/bool/str)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+def _has_hdf5_signature(path: Path) -> bool:
+    """HDF5 files start with this signature at offset 0 (or 512, 1024, ... with a user block)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return False
+    return head == b"\x89HDF\r\n\x1a\n"

@@ -2,11 +2,13 @@
 
 One `LayerAccumulator` per layer lives on the device of that layer's activations (several devices with
 `--device-map auto`). Per batch it sees the activation h [B, T, F] at the input of the FFN output
-projection and adds, for every neuron (DESIGN section 4):
+projection and adds, for every neuron (docs/design.md, "What one pass collects"):
 
 - act_count [F] int64 and pos_count [T, F] int32: firings, in all and per position (exact);
 - act_sum [F]: sum of h over firing tokens (signed: a gated neuron may fire negative, which flips
-  the direction of its update), act_max [F]: the largest activation value (h, or |h|) seen;
+  the direction of its update), and act_count_pos / act_sum_pos [F], the count and sum of the
+  firings with h > 0, so the sign split of a gated neuron's firings is known; act_max [F]: the
+  largest activation value (h, or |h|) seen;
 - the top-K activation values with their global token positions g = seq * T + t, at most one per
   sequence (each sequence's maximum competes), so the contexts shown for a neuron are K different
   texts rather than K neighbouring tokens of one text;
@@ -30,37 +32,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-MAX_LEVEL = 32  # levels 0..31: a 2**31 sampling rate is beyond any corpus we can stream
-MAX_TOKENS = 2**31 - 1  # global positions are kept as int32 on the device
+from .sampling import MAX_LEVEL, token_levels
+
 SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire take the pairs path
-
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
-
-def token_levels(positions: np.ndarray) -> np.ndarray:
-    """z(g): trailing zeros of splitmix64(g), capped at MAX_LEVEL - 1 (int64, same shape).
-
-    A fixed hash of the global position, so every process, resume and batch size agrees on it.
-    """
-    x = np.asarray(positions, dtype=np.uint64) + _GOLDEN
-    with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _MIX1
-        x = (x ^ (x >> np.uint64(27))) * _MIX2
-        x = x ^ (x >> np.uint64(31))
-        low = x & (~x + np.uint64(1))  # lowest set bit
-    levels = np.where(low == 0, 64, np.log2(np.maximum(low, 1).astype(np.float64))).astype(np.int64)
-    return np.minimum(levels, MAX_LEVEL - 1)
 
 
 def device_bytes(n_neurons: int, seq_len: int, events_cap: int, top_k: int) -> int:
     """Bytes one `LayerAccumulator` keeps on its device, the room `--device-map auto` must leave per
     layer (OPT-66b, T = 2,048, C = 256: about 360 MB a layer, 23 GB in all). Per neuron: pos_count 4T,
     top-K values and positions 12K, event slots 5(C + 1), level histogram 8 * MAX_LEVEL, 8-byte
-    counters (act_count, act_sum, level, fill, two index ranges) and act_max; plus the level column."""
+    counters (act_count, act_sum, their positive parts, level, fill, two index ranges) and act_max;
+    plus the level column."""
     T, C, K = seq_len, events_cap, top_k
-    return n_neurons * (4 * T + 12 * K + 5 * (C + 1) + 8 * MAX_LEVEL + 6 * 8 + 4) + 8 * (MAX_LEVEL + 1)
+    return n_neurons * (4 * T + 12 * K + 5 * (C + 1) + 8 * MAX_LEVEL + 8 * 8 + 4) + 8 * (MAX_LEVEL + 1)
 
 
 @dataclass
@@ -70,11 +54,20 @@ class LayerState:
     act_count: np.ndarray  # [F] int64
     pos_count: np.ndarray  # [T, F] int32
     act_sum: np.ndarray  # [F] float64
+    act_count_pos: np.ndarray  # [F] int64: firings with h > 0
+    act_sum_pos: np.ndarray  # [F] float64: their sum
     act_max: np.ndarray  # [F] float32
     top_val: np.ndarray  # [K, F] float32
     top_pos: np.ndarray  # [K, F] int64
     level: np.ndarray  # [F] int8
     events: list[np.ndarray]  # F arrays of global positions, ascending
+
+    @classmethod
+    def empty(cls, F: int, T: int, K: int) -> "LayerState":
+        """The state of a layer that has seen nothing."""
+        return cls(np.zeros(F, np.int64), np.zeros((T, F), np.int32), np.zeros(F), np.zeros(F, np.int64), np.zeros(F),
+                   np.full(F, -np.inf, np.float32), np.full((K, F), -np.inf, np.float32), np.full((K, F), -1, np.int64),
+                   np.zeros(F, np.int8), [np.zeros(0, np.int64)] * F)
 
 
 class LayerAccumulator:
@@ -104,6 +97,8 @@ class LayerAccumulator:
         # float64 keeps 20M-token sums exact enough; MPS has no float64
         sum_dtype = torch.float32 if self.device.type == "mps" else torch.float64
         self.act_sum = torch.zeros(F, dtype=sum_dtype, **kw)
+        self.act_count_pos = torch.zeros(F, dtype=torch.int64, **kw)
+        self.act_sum_pos = torch.zeros(F, dtype=sum_dtype, **kw)
         self.act_max = torch.full((F,), float("-inf"), dtype=torch.float32, **kw)
         self.top_val = torch.full((K, F), float("-inf"), dtype=torch.float32, **kw)
         self.top_pos = torch.full((K, F), -1, dtype=torch.int64, **kw)
@@ -135,13 +130,13 @@ class LayerAccumulator:
             pairs = _nonzero_cpu(flat)
             if pairs.shape[0] * SPARSE_BATCH >= fired.numel():
                 pairs = None
-        self._add_firings(h, value, fired, pairs)
+        self._add_firings(h, value, fired, pairs, batch.scratch)
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self._update_top(value, seq_max, batch)
         self._update_events(flat, batch, pairs)
 
-    def _add_firings(self, h, value, fired, pairs) -> None:
+    def _add_firings(self, h, value, fired, pairs, scratch: "Scratch") -> None:
         """Counts per position and signed sums of this batch, from the firing pairs when given."""
         B, T, F = h.shape
         if pairs is not None:
@@ -151,6 +146,9 @@ class LayerAccumulator:
             self.act_count += per_pos.sum(0)
             hv = h.reshape(B * T, F)[token, neuron].to(self.act_sum.dtype)
             self.act_sum.index_add_(0, neuron, hv)
+            up = hv > 0
+            self.act_count_pos += torch.bincount(neuron[up], minlength=F)
+            self.act_sum_pos.index_add_(0, neuron[up], hv[up])
             return
         per_pos = fired.view(torch.uint8).sum(0, dtype=torch.int32)  # [T, F]; bool sums are slow
         self.pos_count[:T] += per_pos
@@ -163,10 +161,14 @@ class LayerAccumulator:
         # in the model's dtype (no copy of the batch); the one over positions, a small [T, F], is in
         # float64, so the difference loses nothing
         positive = self._sum_tokens(torch.nn.functional.threshold(h, self.tau, 0.0))
+        self.act_sum_pos += positive
         if self.rule == "abs":
             self.act_sum += 2 * positive - self._sum_tokens(torch.nn.functional.threshold(value, self.tau, 0.0))
-        else:
+            up = torch.gt(h, self.tau, out=scratch.like("positive", h, torch.bool))
+            self.act_count_pos += up.view(B * T, F).view(torch.uint8).sum(0, dtype=torch.int64)
+        else:  # relu: every firing is positive
             self.act_sum += positive
+            self.act_count_pos += per_pos.sum(0)
 
     def _sum_tokens(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, F] -> [F] in the accumulator's dtype, converting only the [T, F] partial sums."""
@@ -282,6 +284,8 @@ class LayerAccumulator:
             act_count=self.act_count.cpu().numpy(),
             pos_count=self.pos_count.cpu().numpy(),
             act_sum=self.act_sum.double().cpu().numpy(),
+            act_count_pos=self.act_count_pos.cpu().numpy(),
+            act_sum_pos=self.act_sum_pos.double().cpu().numpy(),
             act_max=self.act_max.cpu().numpy(),
             top_val=self.top_val.cpu().numpy(),
             top_pos=self.top_pos.cpu().numpy(),
@@ -295,6 +299,8 @@ class LayerAccumulator:
         self.act_count = put(st.act_count, self.act_count)
         self.pos_count = put(st.pos_count, self.pos_count)
         self.act_sum = put(st.act_sum, self.act_sum)
+        self.act_count_pos = put(st.act_count_pos, self.act_count_pos)
+        self.act_sum_pos = put(st.act_sum_pos, self.act_sum_pos)
         self.act_max = put(st.act_max, self.act_max)
         self.top_val = put(st.top_val, self.top_val)
         self.top_pos = put(st.top_pos, self.top_pos)

@@ -1,4 +1,4 @@
-"""Where each architecture keeps its FFN neurons, and what "fired" means for it (DESIGN section 3).
+"""Where each architecture keeps its FFN neurons, and what "fired" means for it (docs/design.md).
 
 A neuron is one input coordinate of the FFN's output projection, so one forward pre-hook on that module
 sees every neuron of a layer whatever the activation (ReLU, GELU, SiLU-gated, GELU-gated). The table

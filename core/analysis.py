@@ -1,16 +1,18 @@
-"""The paper's neuron categories, computed from a summary alone (DESIGN sections 5 and 7).
+"""The paper's neuron categories, computed from a summary alone (docs/design.md, "The analysis").
 
 Paper: E. Voita, J. Ferrando, C. Nalmpantis, "Neurons in Large Language Models: Dead, N-gram,
 Positional", arXiv 2309.04827 (ACL Findings 2024). Sections cited below: 3 = dead neurons, 4 = n-gram
 (token) detecting neurons and their updates, 5 = positional neurons.
 
 `analyze(summary, params)` reads one layer at a time and returns the `analysis` group
-(schema.ANALYSIS_DATASETS plus the additions listed in `EXTRA_DATASETS`); `run_analysis(path, params)`
-writes it into the summary atomically. Nothing here needs the model: the FFN-update ranks of trigger
-tokens come from the `projection` group written at collection time (left -1 / NaN when it is absent).
+(schema.ANALYSIS_DATASETS); `write_analysis` puts it into a summary being written (collection and
+merge analyse before the file is renamed into place) and `run_analysis(path, params)` replaces the
+group of an existing summary (`neuron-tui analyze`). Nothing here needs the model: the FFN-update
+ranks of trigger tokens come from the `projection` group written at collection time (left -1 / NaN
+when it is absent). Nothing here imports torch.
 
 Counting. Per neuron the summary keeps a uniform sample of its firing positions: the firings at
-positions g with z(g) >= L_i, z a fixed hash of the position (level sampling, accumulators.py); level
+positions g with z(g) >= L_i, z a fixed hash of the position (level sampling, core.sampling); level
 0 = every firing, exact. Because z depends on the position alone, the positions with z >= L are a
 uniform sample of the *corpus*, which we can enumerate. So the rate of neuron i on token v is measured
 exactly on that sample: rate = kept(i, v) / occ_L(v), occ_L(v) the occurrences of v at positions with
@@ -28,29 +30,35 @@ the paper (section 4), and by default out of the positional statistics too (`pos
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from neuron_tui.cache import Summary, SummaryError, replace_group, schema
+from neuron_tui.cache import Summary, SummaryError, SummaryWriter, TokenRows, schema
 
 from . import positional
-from .accumulators import MAX_LEVEL, token_levels
+from .sampling import MAX_LEVEL, token_levels
 from .triggers import PairCounts, count_pairs
 
-# datasets of the analysis group beyond schema.ANALYSIS_DATASETS (explorer may use them; additive)
-EXTRA_DATASETS = {
-    "trig_explains": ("uint8", "L,F,Kt"),  # 1 where the trigger is a covered token counted in trig_coverage
-    "ngram_coverage": ("float32", "L,F"),  # share of firings explained by <= max_ngrams covered n-gram contexts
-    "layer_detectors_known": ("int64", "L"),  # token detectors whose triggers all have a projection rank
-}
+
+def _share(value) -> bool:
+    return 0.0 < value <= 1.0
+
+
+def _positive(value) -> bool:
+    return value >= 1
 
 
 @dataclass(frozen=True)
 class AnalysisParams:
-    """Thresholds of the analysis; stored as JSON in the analysis group's attribute `params`."""
+    """Thresholds of the analysis; stored as JSON in the analysis group's attribute `params`.
+
+    Every field's type is what `neuron-tui analyze --NAME` parses, and `CHECKS` (below) what it
+    accepts: a new parameter needs an entry there, or creating the class fails.
+    """
 
     min_fire_rate: float = 0.95
     """A token is *covered* by a neuron when the neuron fires on at least this share of the token's
@@ -103,24 +111,46 @@ class AnalysisParams:
     """Leave position 0 out of the positional statistics when it always holds BOS: a neuron firing
     there reacts to the BOS token, which position alone cannot tell apart. Ours."""
 
-    shape_range_share: float = 0.9
-    """Range / both-extremes shapes need this share of the firings inside the interval(s). Ours
-    (paper section 5 describes the shapes qualitatively)."""
+    shape_extreme_tol: float = 0.05
+    """A positional profile *reaches* 0 (or 1) where its firing rate is at most this (at least 1 minus
+    this): the paper's "activation extremes" (section 5). Ours: the paper names the types by eye;
+    docs/design.md, "Positional types", says how each is read."""
+
+    shape_strong_tol: float = 0.01
+    """... and *equals* 0 (or 1), the paper's "strong" pattern, within this; between the two
+    tolerances the pattern is "weak" (close to, but not at, the extreme). Ours."""
+
+    shape_min_periods: int = 3
+    """An *oscillatory* profile rises above its midpoint at least this many times. Ours."""
 
     shape_max_gap_cv: float = 0.25
-    """Periodic shape: coefficient of variation of the spacing of the firing ranges. Ours."""
+    """... at evenly spaced positions: coefficient of variation of the spacing at most this. Ours."""
+
+    shape_thin_roughness: float = 0.1
+    """An "other" profile is strong (the paper's "thin" graph) when the rate at each position differs
+    from the mean of its two neighbours by at most this share of the profile's range, on average."""
 
     shape_smooth: int | None = None
-    """Smoothing window of the position profile before the shape is read (None: T // 128). Ours."""
+    """Smoothing window of the position profile before the type is read (None: T // 128). Ours."""
+
+    def shape_rule(self) -> positional.ShapeRule:
+        return positional.ShapeRule(self.shape_smooth, self.shape_extreme_tol, self.shape_strong_tol,
+                                    self.shape_min_periods, self.shape_max_gap_cv, self.shape_thin_roughness)
 
     def __post_init__(self) -> None:
+        unchecked = [f.name for f in fields(self) if f.name not in CHECKS]
+        if unchecked:
+            raise TypeError(f"AnalysisParams.{unchecked[0]} has no entry in CHECKS")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            check, words = CHECKS[f.name]
+            if not _typed(value, PARAM_TYPES[f.name]) or (value is not None and not check(value)):
+                raise ValueError(f"{f.name} must be {words}, not {value!r}")
         if self.n_triggers < self.max_tokens:
             raise ValueError(f"n_triggers ({self.n_triggers}) must be at least max_tokens ({self.max_tokens})")
-        if self.ngram_order not in (2, 3):
-            raise ValueError(f"ngram_order must be 2 or 3, not {self.ngram_order}")
-        for name in ("min_fire_rate", "min_coverage"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in (0, 1]")
+        if self.shape_strong_tol > self.shape_extreme_tol:
+            raise ValueError(f"shape_strong_tol ({self.shape_strong_tol}) must be at most shape_extreme_tol "
+                             f"({self.shape_extreme_tol})")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -129,6 +159,54 @@ class AnalysisParams:
     def from_json(cls, text: str) -> "AnalysisParams":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    @classmethod
+    def of(cls, summary: Summary) -> "AnalysisParams":
+        """The parameters a summary was analysed with (the defaults when it has no analysis, or an
+        analysis of an older version whose parameters no longer apply)."""
+        group = summary.analysis
+        if group is not None and "params" in group.attrs:
+            try:
+                return cls.from_json(group.attrs["params"])
+            except (TypeError, ValueError):
+                raise SummaryError(f"{summary.path} is damaged: its analysis parameters are unreadable") from None
+        return cls()
+
+
+# name -> (accepts the value, how the error message says what is accepted)
+CHECKS: dict[str, tuple[Callable, str]] = {
+    "min_fire_rate": (_share, "a share in (0, 1]"),
+    "min_coverage": (_share, "a share in (0, 1]"),
+    "max_tokens": (_positive, "at least 1"),
+    "min_token_count": (_positive, "at least 1"),
+    "rare_rate": (lambda v: 0.0 <= v <= 1.0, "a rate in [0, 1]"),
+    "mi_threshold": (lambda v: v >= 0, "at least 0"),
+    "max_ngrams": (_positive, "at least 1"),
+    "ngram_order": (lambda v: v in (2, 3), "2 or 3"),
+    "n_triggers": (_positive, "at least 1"),
+    "n_ngrams": (_positive, "at least 1"),
+    "supp_top": (_positive, "at least 1"),
+    "positional_skip_bos": (lambda v: True, "true or false"),
+    "shape_extreme_tol": (lambda v: 0.0 <= v < 0.5, "a rate in [0, 0.5)"),
+    "shape_strong_tol": (lambda v: 0.0 <= v < 0.5, "a rate in [0, 0.5)"),
+    "shape_min_periods": (lambda v: v >= 2, "at least 2"),
+    "shape_max_gap_cv": (lambda v: v >= 0, "at least 0"),
+    "shape_thin_roughness": (lambda v: v >= 0, "at least 0"),
+    "shape_smooth": (_positive, "at least 1, or none"),
+}
+PARAM_TYPES = typing.get_type_hints(AnalysisParams)  # name -> float, int, bool or int | None
+
+
+def _typed(value, kind) -> bool:
+    """`value` is of the annotated `kind` (an int counts as a float; a bool as nothing but a bool)."""
+    allowed = typing.get_args(kind) or (kind,)
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    return isinstance(value, float) and float in allowed
 
 
 def count_stderr(count: np.ndarray, occurrences: np.ndarray, sampled: np.ndarray) -> np.ndarray:
@@ -156,14 +234,11 @@ class Corpus:
     """The token stream of a summary with what every layer's analysis shares: occurrences of tokens
     and of n-gram contexts, in total and per sampling level (BOS position excluded when `bos`)."""
 
-    def __init__(self, tokens: np.ndarray, vocab_size: int, bos: bool, seq_index: np.ndarray | None = None):
+    def __init__(self, tokens: np.ndarray, vocab_size: int, bos: bool, rows: TokenRows | None = None):
         tokens = np.asarray(tokens)
         self.n_seq, self.T = tokens.shape
         self.flat = tokens.reshape(-1).astype(np.int64)  # local positions: row * T + t
-        # global sequence of each row (a shard holds some sequences only); None: row r is sequence r
-        if seq_index is not None and np.array_equal(seq_index, np.arange(self.n_seq)):
-            seq_index = None
-        self.seq_index = None if seq_index is None else np.asarray(seq_index, dtype=np.int64)
+        self.rows = rows or TokenRows(None, self.n_seq, self.T)  # a shard holds some sequences only
         self.V = max(int(vocab_size), int(self.flat.max()) + 1 if self.flat.size else 1)
         self.base = self.V + 1  # n-gram key digits: token ids, and V = "before the sequence start"
         self.bos = bool(bos)
@@ -174,7 +249,7 @@ class Corpus:
             g = g[g % self.T != 0]
         self.positions = g  # local positions that count (all but BOS)
         # their sampling levels (a hash of the global position; < MAX_LEVEL = 32, so int8)
-        self.z = token_levels(self.to_global(g)).astype(np.int8)
+        self.z = token_levels(self.rows.global_(g)).astype(np.int8)
         # occ_by_level[L, v]: occurrences of v at positions with z >= L
         key = self.z.astype(np.int64) * self.V + self.flat[g]
         hist = np.bincount(key, minlength=MAX_LEVEL * self.V).reshape(MAX_LEVEL, self.V)
@@ -184,28 +259,15 @@ class Corpus:
 
     @classmethod
     def from_summary(cls, summary: Summary) -> "Corpus":
-        n_seq = int(summary.attrs["n_seq"])
-        tokens = summary.read("tokens")[:n_seq]
-        seq_index = summary.read("seq_index")[:n_seq] if summary.has("seq_index") else None
-        return cls(tokens, len(summary.vocab), int(summary.attrs.get("bos", 0)) == 1, seq_index)
-
-    def to_global(self, local: np.ndarray) -> np.ndarray:
-        """Global positions seq * T + t of local positions row * T + t."""
-        local = np.asarray(local, dtype=np.int64)
-        if self.seq_index is None:
-            return local
-        return self.seq_index[local // self.T] * self.T + local % self.T
+        tokens = summary.read("tokens")[: summary.n_seq]
+        return cls(tokens, len(summary.vocab), summary.bos, summary.rows)
 
     def to_local(self, positions: np.ndarray) -> np.ndarray:
         """Local positions (indices into `flat`) of global positions; every sequence must be here."""
-        positions = np.asarray(positions, dtype=np.int64)
-        if self.seq_index is None:
-            return positions
-        seq = positions // self.T
-        rows = np.minimum(np.searchsorted(self.seq_index, seq), max(self.seq_index.size - 1, 0))
-        if positions.size and (self.seq_index.size == 0 or (self.seq_index[rows] != seq).any()):
-            raise SummaryError("its firing events refer to sequences whose tokens it does not hold")
-        return rows * self.T + positions % self.T
+        try:
+            return self.rows.local(positions)
+        except KeyError:
+            raise SummaryError("its firing events refer to sequences whose tokens it does not hold") from None
 
     def token_occurrences(self, tokens: np.ndarray, level: np.ndarray | int = 0) -> np.ndarray:
         """Occurrences of `tokens` at positions with z >= level (level 0: all), elementwise."""
@@ -398,14 +460,9 @@ def layer_analysis(
     mi = positional.mutual_information(pos_count[rows], tap[rows])
     is_pos = mi > p.mi_threshold
     out["pos_mi"] = mi.astype(np.float32)
-    out["pos_shape"] = positional.classify_shapes(
-        pos_count[rows],
-        tap[rows],
-        is_pos,
-        smooth=p.shape_smooth,
-        range_share=p.shape_range_share,
-        max_gap_cv=p.shape_max_gap_cv,
-    )
+    shape, strong, run = positional.classify(pos_count[rows], tap[rows], is_pos, p.shape_rule())
+    out["pos_shape"], out["pos_strong"] = shape, strong
+    out["pos_range"] = np.where(run >= 0, rows[np.maximum(run, 0)], -1).astype(np.int32)  # positions t
 
     # ---- flags -------------------------------------------------------------------------------
     dead = act_count == 0
@@ -450,97 +507,63 @@ def layer_analysis(
     return out
 
 
-PER_NEURON = (
-    "flags",
-    "pos_mi",
-    "pos_shape",
-    "n_distinct",
-    "trig_tok",
-    "trig_count",
-    "trig_pfire",
-    "trig_coverage",
-    "trig_supp_rank",
-    "trig_explains",
-    "ngram_prev",
-    "ngram_tok",
-    "ngram_count",
-    "ngram_coverage",
-)
+PER_NEURON = tuple(n for n, (_, axes) in schema.ANALYSIS_DATASETS.items() if axes.startswith("L,F"))
+PER_LAYER = tuple(n for n in schema.ANALYSIS_DATASETS if n not in PER_NEURON)
+_PROJECTION_INPUTS = ("cand_tok", "cand_supp_rank", "cand_score")
 
 
-def _projection_layer(summary: Summary, layer: int) -> dict[str, np.ndarray] | None:
-    names = ("cand_tok", "cand_supp_rank", "cand_score")
-    if not all(summary.has(f"{schema.PROJECTION_GROUP}/{n}") for n in names):
+def _projection_layer(summary: Summary, layer: int, index: int | None = None) -> dict[str, np.ndarray] | None:
+    """The projection data the analysis uses for one layer (or one neuron of it, as a layer of one)."""
+    group = summary.projection
+    if group is None:
         return None
-    return {n: summary.read(f"{schema.PROJECTION_GROUP}/{n}", layer) for n in names}
+    if index is None:
+        return {n: group.read(n, layer) for n in _PROJECTION_INPUTS}
+    return {n: group.neuron(n, layer, index)[None] for n in _PROJECTION_INPUTS}
 
 
-def analyze(
-    summary: Summary,
-    params: AnalysisParams | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> tuple[dict, dict]:
-    """(attrs, arrays) of the analysis group: every dataset of schema.ANALYSIS_DATASETS and
-    EXTRA_DATASETS, computed one layer at a time. progress(done, n_layers) after each layer."""
-    params = params or AnalysisParams()
-    L, F, T = summary.n_layers, summary.n_neurons, summary.seq_len
+def _layer_inputs(summary: Summary, layer: int) -> tuple:
+    offsets, events = summary.layer_events(layer)
+    return (summary.read("act_count", layer), summary.read("pos_count", layer), summary.tokens_at_pos,
+            summary.read("event_level", layer), offsets, events)
+
+
+def _run(summary: Summary, params: AnalysisParams, put_layer, put_whole, progress=None) -> dict:
+    """The analysis of every layer, one at a time: put_layer(name, layer, value) per per-neuron array,
+    put_whole(name, value) per per-layer summary; returns the group's attributes."""
+    L, T = summary.n_layers, summary.seq_len
     corpus = Corpus.from_summary(summary)
-    n_tokens = summary.n_tokens
-    tap = summary.read("tokens_at_pos")
-    has_projection = _projection_layer(summary, 0) is not None if L else False
-    arrays: dict[str, np.ndarray] = {}
-    layer_covered = np.zeros(L, np.int64)
-    layer_new = np.zeros(L, np.int64)
-    layer_new_prev = np.zeros(L, np.int64)
+    has_projection = summary.projection is not None
+    per_layer = {name: np.zeros(L, np.int64) for name in ("layer_covered", "layer_new", "layer_new_vs_prev",
+                                                            "layer_detectors_known")}
     supp_share = np.full(L, np.nan, np.float32)
     neg_share = np.full(L, np.nan, np.float32)
-    known = np.zeros(L, np.int64)
     seen_lower = np.zeros(corpus.V, dtype=bool)
     prev_layer = np.zeros(corpus.V, dtype=bool)
     for layer in range(L):
-        offsets, events = summary.layer_events(layer)
-        res = layer_analysis(
-            corpus,
-            params,
-            summary.read("act_count", layer),
-            summary.read("pos_count", layer),
-            tap,
-            summary.read("event_level", layer),
-            offsets,
-            events,
-            n_tokens,
-            _projection_layer(summary, layer) if has_projection else None,
-        )
+        res = layer_analysis(corpus, params, *_layer_inputs(summary, layer), summary.n_tokens,
+                             _projection_layer(summary, layer))
         for name in PER_NEURON:
-            value = res[name]
-            if name not in arrays:
-                arrays[name] = np.empty((L,) + value.shape, dtype=value.dtype)
-            arrays[name][layer] = value
+            put_layer(name, layer, res[name])
         here = np.zeros(corpus.V, dtype=bool)
         here[res["covered_tokens"]] = True
-        layer_covered[layer] = here.sum()
-        layer_new[layer] = (here & ~seen_lower).sum()
-        layer_new_prev[layer] = (here & ~prev_layer).sum()
+        per_layer["layer_covered"][layer] = here.sum()
+        per_layer["layer_new"][layer] = (here & ~seen_lower).sum()
+        per_layer["layer_new_vs_prev"][layer] = (here & ~prev_layer).sum()
         seen_lower |= here
         prev_layer = here
         n_known, n_supp, n_neg = res["supp_counts"]
-        known[layer] = n_known
+        per_layer["layer_detectors_known"][layer] = n_known
         if has_projection and n_known > 0:
             supp_share[layer] = n_supp / n_known
             neg_share[layer] = n_neg / n_known
         if progress is not None:
             progress(layer + 1, L)
-    arrays.update(
-        layer_covered=layer_covered,
-        layer_new=layer_new,
-        layer_new_vs_prev=layer_new_prev,
-        layer_supp_share=supp_share,
-        layer_neg_share=neg_share,
-        layer_detectors_known=known,
-    )
+    for name, value in {**per_layer, "layer_supp_share": supp_share, "layer_neg_share": neg_share}.items():
+        put_whole(name, value)
     n_rows = T - 1 if (corpus.bos and params.positional_skip_bos) else T
-    used_tokens = int(np.asarray(tap)[T - n_rows :].sum())
-    attrs = {
+    used_tokens = int(np.asarray(summary.tokens_at_pos)[T - n_rows :].sum())
+    return {
         "analysis_version": schema.ANALYSIS_VERSION,
         "params": params.to_json(),
         "n_triggers": params.n_triggers,
@@ -549,12 +572,67 @@ def analyze(
         "has_projection": bool(has_projection),
         "pos_mi_bias": positional.mi_bias(n_rows, used_tokens),
     }
+
+
+def analyze(summary: Summary, params: AnalysisParams | None = None,
+            progress: Callable[[int, int], None] | None = None) -> tuple[dict, dict]:
+    """(attrs, arrays) of the analysis group in memory: every dataset of schema.ANALYSIS_DATASETS,
+    computed one layer at a time. progress(done, n_layers) after each layer."""
+    L = summary.n_layers
+    arrays: dict[str, np.ndarray] = {}
+
+    def put_layer(name: str, layer: int, value: np.ndarray) -> None:
+        if name not in arrays:
+            arrays[name] = np.empty((L,) + value.shape, dtype=value.dtype)
+        arrays[name][layer] = value
+
+    attrs = _run(summary, params or AnalysisParams(), put_layer, arrays.__setitem__, progress)
     return attrs, arrays
 
 
-def run_analysis(path: Path | str, params: AnalysisParams | None = None, progress=None) -> tuple[dict, dict]:
-    """Analyze the summary at `path` and write (replace) its analysis group atomically."""
-    with Summary.open(path) as summary:
-        attrs, arrays = analyze(summary, params, progress)
-    replace_group(Path(path), schema.ANALYSIS_GROUP, attrs, arrays)
-    return attrs, arrays
+def write_analysis(writer: SummaryWriter, summary: Summary, params: AnalysisParams | None = None,
+                   progress: Callable[[int, int], None] | None = None) -> None:
+    """The analysis group of `summary`, written one layer at a time into `writer`'s file (the new
+    summary itself, before it is renamed into place, or the copy `run_analysis` makes)."""
+    group, L = schema.ANALYSIS_GROUP, summary.n_layers
+    made: set[str] = set()
+
+    def put_layer(name: str, layer: int, value: np.ndarray) -> None:
+        if name not in made:
+            writer.create(name, (L,) + value.shape, value.dtype, group=group)
+            made.add(name)
+        writer.write(name, layer, value, group=group)
+
+    attrs = _run(summary, params or AnalysisParams(), put_layer,
+                 lambda name, value: writer.put(name, value, group=group), progress)
+    writer.set_attrs(attrs, group=group)
+
+
+def run_analysis(path: Path | str, params: AnalysisParams | None = None, progress=None) -> None:
+    """Replace the analysis group of the summary at `path` (`neuron-tui analyze`): a new file with
+    everything else copied as stored (compressed chunks and their checksums, nothing decoded) and the
+    new group, renamed over the old one. Editing the file in place would lose the whole summary if the
+    process died in the middle of HDF5's metadata writes."""
+    path = Path(path)
+    with Summary.open(path) as source, SummaryWriter(path) as writer:
+        writer.copy_from(source, skip=(schema.ANALYSIS_GROUP,))
+        write_analysis(writer, source, params, progress)
+
+
+def neuron_analysis(summary: Summary, layer: int, index: int, params: AnalysisParams | None = None) -> dict:
+    """The per-neuron analysis values of one neuron, computed on the spot (a summary that has no
+    analysis group yet, e.g. a checkpoint): what `analyze` would store for it."""
+    corpus = Corpus.from_summary(summary)
+    offsets = summary.read("event_offsets", layer)[index : index + 2]
+    res = layer_analysis(
+        corpus, params or AnalysisParams(),
+        summary.read_neuron("act_count", layer, index)[None],
+        summary.read_neuron("pos_count", layer, index)[:, None],
+        summary.tokens_at_pos,
+        summary.read_neuron("event_level", layer, index)[None],
+        offsets - offsets[0],
+        summary.neuron_events(layer, index),
+        summary.n_tokens,
+        _projection_layer(summary, layer, index),
+    )
+    return {name: res[name][0] for name in PER_NEURON}

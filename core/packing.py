@@ -1,6 +1,6 @@
 """Deterministic packing of a corpus into fixed-length token sequences.
 
-Counts must be exact and reproducible (DESIGN section 8): a resumed or repeated collection has to see the
+Counts must be exact and reproducible (docs/design.md): a resumed or repeated collection has to see the
 very same sequences, so everything here is a pure function of (corpus, tokenizer, seq_len, seed). The
 document order comes from a keyed hash of (seed, document number) rather than from numpy's or Python's
 random generators, whose streams are not promised to stay the same across versions.

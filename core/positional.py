@@ -1,10 +1,10 @@
-"""Positional neurons: mutual information between firing and position, and the shape of the profile.
+"""Positional neurons: mutual information between firing and position, and the paper's type of the profile.
 
 Everything is computed exactly from `pos_count[t, i]` (firings of neuron i at position t) and
 `tokens_at_pos[t]` (tokens seen at position t), vectorised over neurons in chunks so that a layer of
 36,864 neurons with T = 2048 never needs more than a few tens of MB of float64 at once.
 
-Mutual information (paper, section 5 "Positional neurons"; DESIGN section 7). With fr = overall
+Mutual information (paper, section 5 "Positional neurons"; docs/design.md). With fr = overall
 firing rate and fr(t) = firing rate at position t, natural log,
 
     I(act; pos) = sum_t p(t) [ fr(t) log(fr(t)/fr) + (1-fr(t)) log((1-fr(t))/(1-fr)) ],
@@ -16,6 +16,8 @@ does) underestimates exactly the range-indicator neurons the paper is about.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -88,27 +90,37 @@ def _smooth(rate: np.ndarray, window: int) -> np.ndarray:
     return (cs[hi] - cs[lo]) / (hi - lo)[:, None]
 
 
-def classify_shapes(
-    pos_count: np.ndarray,
-    tokens_at_pos: np.ndarray,
-    positional: np.ndarray,
-    *,
-    smooth: int | None = None,
-    range_share: float = 0.9,
-    max_gap_cv: float = 0.25,
-) -> np.ndarray:
-    """[F] uint8 codes into schema.POS_SHAPES for the profile fr(t), "none" where not `positional`.
+@dataclass(frozen=True)
+class ShapeRule:
+    """How a positional neuron's firing-rate profile is typed (the `shape_*` analysis parameters)."""
 
-    The profile (positions with tokens only) is smoothed over `smooth` positions (default T // 128,
-    at least 1) and cut at the midpoint between its minimum and maximum; the "on" positions form runs.
-    - range: one run holding at least `range_share` of the firings (fires only in an interval;
-      an interval at the start or the end is the paper's "one extreme" indicator);
-    - both-extremes: two runs, one touching the first and one the last position, holding at least
-      `range_share` of the firings;
-    - periodic: at least three runs whose starts are evenly spaced (coefficient of variation of the
-      gaps between run starts inside the profile at most `max_gap_cv`; at least two such gaps):
-      the paper's oscillatory neurons of OPT-125m layer 2;
-    - other: positional, but none of those.
+    smooth: int | None = None  # moving-average window over positions (None: T // 128, at least 1)
+    extreme_tol: float = 0.05  # the rate *reaches* 0 (1) where it is at most tol (at least 1 - tol)
+    strong_tol: float = 0.01  # ... and *equals* it, for a strong pattern, within this
+    min_periods: int = 3  # oscillatory: at least this many evenly spaced rises
+    max_gap_cv: float = 0.25  # ... whose spacing varies by at most this coefficient of variation
+    thin_roughness: float = 0.1  # "other" is strong (a thin graph) when neighbours predict it this well
+
+
+def classify(pos_count: np.ndarray, tokens_at_pos: np.ndarray, positional: np.ndarray,
+             rule: ShapeRule = ShapeRule()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The paper's positional types (section 5) of the neurons marked `positional`:
+    (codes [F] uint8 into schema.POS_SHAPES, strong [F] uint8, range [F, 2] int32).
+
+    The profile fr(t) (positions with tokens only, smoothed over `rule.smooth` positions) is read as
+    the paper describes its four types (docs/design.md, "Positional types"):
+    - oscillatory: fr rises above the midpoint of its range at least `min_periods` times, at evenly
+      spaced positions (coefficient of variation of the spacing at most `max_gap_cv`); strong when
+      it also reaches both 0 and 1 exactly, i.e. it is an indicator function of position ranges (the
+      ten neurons of OPT-125m's second layer);
+    - both-extremes: not oscillatory; fr reaches both 0 and 1 (within `extreme_tol`) somewhere,
+      mostly "fires before (or after) position p"; strong when both are reached within `strong_tol`;
+    - one-extreme: fr reaches only one of 0 and 1 (e.g. fires at rate 0.8 on the first five
+      positions and never after); strong when that extreme is reached within `strong_tol`;
+    - other: depends on position but reaches neither; strong when the graph is "thin": the rate at
+      a position is predicted by its neighbours to within `thin_roughness` of the profile's range.
+    `range` is the longest run of positions where fr is above its midpoint (indices into the positions
+    given), the finer "fires on t = a..b" label; -1 where not positional.
     """
     pos_count = np.asarray(pos_count)
     n_t = np.asarray(tokens_at_pos, dtype=np.float64)
@@ -116,39 +128,69 @@ def classify_shapes(
     positional = np.asarray(positional, dtype=bool)
     F = pos_count.shape[1]
     codes = np.full(F, SHAPE_CODE["none"], dtype=np.uint8)
+    strong = np.zeros(F, dtype=np.uint8)
+    ranges = np.full((F, 2), -1, dtype=np.int32)
     T = int(used.sum())
     if T == 0 or not positional.any():
-        return codes
-    window = max(1, T // 128) if smooth is None else max(1, int(smooth))
+        return codes, strong, ranges
+    window = max(1, T // 128) if rule.smooth is None else max(1, int(rule.smooth))
+    where = np.flatnonzero(used)
     cols = np.flatnonzero(positional)
     for lo in range(0, cols.size, CHUNK):
         idx = cols[lo : lo + CHUNK]
-        c = np.asarray(pos_count[used][:, idx], dtype=np.float64)
-        rate = _smooth(c / n_t[used][:, None], window)
-        mid = (rate.min(0) + rate.max(0)) / 2.0
-        on = rate > mid[None, :]
-        rising = on[1:] & ~on[:-1]  # run starts inside the profile, at t >= 1
-        n_runs = on[0].astype(np.int64) + rising.sum(0)
-        total = c.sum(0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share_in = np.where(total > 0, (c * on).sum(0) / total, 0.0)
-        concentrated = share_in >= range_share
-        is_range = (n_runs == 1) & concentrated
-        is_ends = (n_runs == 2) & on[0] & on[-1] & concentrated
-        # regularity of run starts: gaps between consecutive rising edges, per neuron
-        f_of, t_of = np.nonzero(rising.T)  # ordered by neuron, then position
-        same = f_of[1:] == f_of[:-1]
-        gap_f, gap = f_of[1:][same], np.diff(t_of)[same].astype(np.float64)
-        n_gaps = np.bincount(gap_f, minlength=idx.size)
-        s1 = np.bincount(gap_f, weights=gap, minlength=idx.size)
-        s2 = np.bincount(gap_f, weights=gap * gap, minlength=idx.size)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            mean = s1 / n_gaps
-            cv = np.sqrt(np.maximum(s2 / n_gaps - mean * mean, 0.0)) / mean
-        is_periodic = (n_runs >= 3) & (n_gaps >= 2) & (cv <= max_gap_cv)
+        raw = np.asarray(pos_count[used][:, idx], dtype=np.float64) / n_t[used][:, None]
+        rate = _smooth(raw, window)
+        low, high = rate.min(0), rate.max(0)
+        reach0, reach1 = low <= rule.extreme_tol, high >= 1.0 - rule.extreme_tol
+        exact0, exact1 = low <= rule.strong_tol, high >= 1.0 - rule.strong_tol
+        on = rate > ((low + high) / 2.0)[None, :]
+        oscillatory = _evenly_spaced_rises(on, rule.min_periods, rule.max_gap_cv)
         code = np.full(idx.size, SHAPE_CODE["other"], dtype=np.uint8)
-        code[is_periodic] = SHAPE_CODE["periodic"]
-        code[is_ends] = SHAPE_CODE["both-extremes"]
-        code[is_range] = SHAPE_CODE["range"]
-        codes[idx] = code
-    return codes
+        code[reach0 ^ reach1] = SHAPE_CODE["one-extreme"]
+        code[reach0 & reach1] = SHAPE_CODE["both-extremes"]
+        code[oscillatory] = SHAPE_CODE["oscillatory"]
+        span = np.maximum(high - low, 1e-12)
+        rough = np.abs(raw[1:-1] - (raw[:-2] + raw[2:]) / 2).mean(0) / span if T >= 3 else np.zeros(idx.size)
+        is_strong = np.where(reach0 & reach1, exact0 & exact1, (reach0 & exact0) | (reach1 & exact1))
+        is_strong = np.where(oscillatory, exact0 & exact1, is_strong)
+        is_strong = np.where(code == SHAPE_CODE["other"], rough <= rule.thin_roughness, is_strong)
+        codes[idx], strong[idx] = code, is_strong.astype(np.uint8)
+        first, last = _longest_run(on)
+        ranges[idx, 0], ranges[idx, 1] = where[first], where[last]
+    return codes, strong, ranges
+
+
+def _evenly_spaced_rises(on: np.ndarray, min_periods: int, max_gap_cv: float) -> np.ndarray:
+    """[f] bool: the "on" mask [T, f] switches on at least `min_periods` times (a run at t = 0 counts)
+    and the rises inside the profile are evenly spaced (at least two gaps, their CV <= max_gap_cv)."""
+    rising = on[1:] & ~on[:-1]  # run starts inside the profile, at t >= 1
+    n_runs = on[0].astype(np.int64) + rising.sum(0)
+    f_of, t_of = np.nonzero(rising.T)  # ordered by neuron, then position
+    same = f_of[1:] == f_of[:-1]
+    gap_f, gap = f_of[1:][same], np.diff(t_of)[same].astype(np.float64)
+    f = on.shape[1]
+    n_gaps = np.bincount(gap_f, minlength=f)
+    s1 = np.bincount(gap_f, weights=gap, minlength=f)
+    s2 = np.bincount(gap_f, weights=gap * gap, minlength=f)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = s1 / n_gaps
+        cv = np.sqrt(np.maximum(s2 / n_gaps - mean * mean, 0.0)) / mean
+    return (n_runs >= min_periods) & (n_gaps >= 2) & (cv <= max_gap_cv)
+
+
+def _longest_run(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([f] first, [f] last) index of the longest run of True in each column of `on` [T, f] (the
+    earliest of equally long ones; 0, 0 for a column with none)."""
+    T, f = on.shape
+    padded = np.zeros((T + 2, f), dtype=np.int8)
+    padded[1:-1] = on
+    edges = np.diff(padded, axis=0)  # +1 where a run starts, -1 one past where it ends
+    sf, st = np.nonzero(edges.T == 1)
+    ef, et = np.nonzero(edges.T == -1)
+    first, last = np.zeros(f, dtype=np.int64), np.zeros(f, dtype=np.int64)
+    if sf.size:
+        length = et - st
+        order = np.lexsort((st, -length, sf))  # per neuron: longest first, then earliest
+        pick = order[np.concatenate([[True], sf[order][1:] != sf[order][:-1]])]
+        first[sf[pick]], last[sf[pick]] = st[pick], et[pick] - 1
+    return first, last

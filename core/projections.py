@@ -1,5 +1,5 @@
 """FFN updates projected onto the vocabulary (paper, section 4 "N-gram-detecting neurons": the updates
-of token detectors; DESIGN sections 5 and 7).
+of token detectors; docs/design.md).
 
 Neuron i of a layer adds h_i * w_i to the residual stream, w_i its output vector (row i of
 `adapters.output_vectors`: OPT `fc2` column, GPT-2 `c_proj` row, Llama `down_proj` column). Through
@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from accelerate.utils import align_module_device
 from torch import nn
+
+from neuron_tui.cache import schema
 
 from . import adapters
 
@@ -71,7 +73,110 @@ def _count_below(scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-@torch.no_grad()
+class UpdateProjector:
+    """The FFN-update projections of one model, layer by layer (`layer`), into the arrays of the
+    `projection` group (schema.PROJECTION_DATASETS) for that layer; `attrs` are the group's attributes.
+
+    candidates [F, Kc] (-1 padded; from `triggers.candidate_triggers`, truncated or padded to
+    `n_candidates`) are each neuron's candidate trigger tokens: for each, its score, its 0-based rank
+    in ascending score order (0 = the most suppressed token; ties count as not below) and, when input
+    and output embeddings are untied, the cosine of the output vector with the candidate's *input*
+    embedding (NaN if tied). sign [F] of +1/-1 orients each output vector (the sign of the neuron's
+    activation when it fires; None: all +1, right for ReLU). batch_size: neurons per score block
+    (default: what fits BLOCK_BYTES).
+    """
+
+    @torch.no_grad()
+    def __init__(self, model: nn.Module, top_k: int = 10, n_candidates: int = 10, batch_size: int | None = None,
+                 oriented: bool = False):
+        with ExitStack() as loaded:  # the float32 copies below outlive offloaded weights
+            for module in (model.get_output_embeddings(), model.get_input_embeddings(), adapters.project_out(model)):
+                if module is not None:
+                    loaded.enter_context(align_module_device(module))
+            unembed = model.get_output_embeddings().weight
+            self.device = unembed.device
+            self.U = unembed.detach().to(device=self.device, dtype=torch.float32, copy=True)  # [V, d]
+            tied = embeddings_tied(model)
+            self.E_in = None
+            if not tied:
+                E_in = model.get_input_embeddings().weight.detach().to(device=self.device, dtype=torch.float32)
+                self.E_in = E_in / E_in.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            self.to_embed = _to_embedding_space(model, self.device)
+        V = self.U.shape[0]
+        self.out_projs = adapters.ffn_out_projections(model)
+        self.n_neurons = adapters.n_neurons(self.out_projs[0])
+        self.k, self.Kc = int(top_k), int(n_candidates)
+        if self.k > V:
+            raise ValueError(f"top_k={self.k} exceeds the vocabulary size {V}")
+        if batch_size is None:
+            block = BLOCK_BYTES if self.device.type == "cpu" else ACCEL_BLOCK_BYTES
+            batch_size = max(1, min(self.n_neurons, block // (4 * V)))
+        self.batch_size = batch_size
+        self.attrs = {
+            "k": self.k,
+            "n_candidates": self.Kc,
+            "tied_embeddings": bool(tied),
+            "project_out": adapters.project_out(model) is not None,
+            "oriented": bool(oriented),  # vectors multiplied by the sign of the firing activation
+        }
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.out_projs)
+
+    @torch.no_grad()
+    def layer(self, layer: int, candidates: np.ndarray | None = None, sign: np.ndarray | None = None) -> dict:
+        out_proj = self.out_projs[layer]
+        F, k, Kc, device = self.n_neurons, self.k, self.Kc, self.device
+        if adapters.n_neurons(out_proj) != F:
+            raise ValueError(f"layer {layer} has {adapters.n_neurons(out_proj)} neurons, layer 0 has {F}")
+        out = {
+            "promoted_tok": np.empty((F, k), np.int32),
+            "promoted_score": np.empty((F, k), np.float32),
+            "suppressed_tok": np.empty((F, k), np.int32),
+            "suppressed_score": np.empty((F, k), np.float32),
+            "cand_tok": np.full((F, Kc), -1, np.int32),
+            "cand_score": np.full((F, Kc), np.nan, np.float32),
+            "cand_supp_rank": np.full((F, Kc), -1, np.int32),
+            "cand_cos_in": np.full((F, Kc), np.nan, np.float32),
+        }
+        sign_t = None if sign is None else torch.as_tensor(np.asarray(sign), dtype=torch.float32, device=device)
+        cand = None
+        if candidates is not None and Kc > 0:
+            c = np.asarray(candidates, dtype=np.int64)[:, :Kc]
+            cand = np.full((F, Kc), -1, np.int64)
+            cand[:, : c.shape[1]] = c
+            out["cand_tok"][:] = cand
+        with align_module_device(out_proj):  # an offloaded layer's weights are loaded for this loop only
+            vectors = adapters.output_vectors(out_proj)
+            for lo in range(0, F, self.batch_size):
+                hi = min(F, lo + self.batch_size)
+                w = self.to_embed(vectors[lo:hi])  # [B, d] float32
+                if sign_t is not None:  # linear in w, so orienting after project_out is the same
+                    w = w * sign_t[lo:hi, None]
+                scores = w @ self.U.t()  # [B, V] float32
+                top = scores.topk(k, dim=1)
+                bottom = scores.topk(k, dim=1, largest=False)  # ascending: most suppressed first
+                out["promoted_tok"][lo:hi] = top.indices.cpu().numpy()
+                out["promoted_score"][lo:hi] = top.values.cpu().numpy()
+                out["suppressed_tok"][lo:hi] = bottom.indices.cpu().numpy()
+                out["suppressed_score"][lo:hi] = bottom.values.cpu().numpy()
+                if cand is None:
+                    continue
+                c = torch.as_tensor(cand[lo:hi], device=device)
+                valid = c >= 0
+                c0 = c.clamp_min(0)
+                cs = scores.gather(1, c0)  # [B, Kc]
+                rank = _count_below(scores, cs)
+                out["cand_score"][lo:hi] = torch.where(valid, cs, torch.nan).cpu().numpy()
+                out["cand_supp_rank"][lo:hi] = torch.where(valid, rank.to(device), -1).cpu().numpy()
+                if self.E_in is not None:
+                    wn = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                    cos = torch.einsum("bd,bkd->bk", wn, self.E_in[c0])
+                    out["cand_cos_in"][lo:hi] = torch.where(valid, cos, torch.nan).cpu().numpy()
+        return out
+
+
 def project_updates(
     model: nn.Module,
     top_k: int = 10,
@@ -80,98 +185,28 @@ def project_updates(
     signs: Sequence[np.ndarray] | None = None,
     *,
     batch_size: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict, dict]:
-    """(attrs, arrays) of the `projection` group (schema.PROJECTION_DATASETS), all layers.
-
-    candidates: one [F, Kc] int array per layer of candidate trigger tokens (-1 padded; from
-    `triggers.candidate_triggers`), truncated or padded to `n_candidates`; None gives no candidates
-    (cand_tok all -1). For each candidate: its score, its 0-based rank in ascending score order
-    (0 = the most suppressed token; ties count as not below) and, when input and output embeddings
-    are untied, the cosine of the output vector with the candidate's *input* embedding (NaN if tied).
-    signs: one [F] array of +1/-1 per layer orienting each output vector (the sign of the neuron's
-    activation when it fires; None: all +1, right for ReLU). batch_size: neurons per score block
-    (default: what fits BLOCK_BYTES). progress(layer, n_layers) is called after each layer.
-    """
-    with ExitStack() as loaded:  # the float32 copies below outlive offloaded weights
-        for module in (model.get_output_embeddings(), model.get_input_embeddings(), adapters.project_out(model)):
-            if module is not None:
-                loaded.enter_context(align_module_device(module))
-        unembed = model.get_output_embeddings().weight
-        device = unembed.device
-        U = unembed.detach().to(device=device, dtype=torch.float32, copy=True)  # [V, d]
-        tied = embeddings_tied(model)
-        E_in = None
-        if not tied:
-            E_in = model.get_input_embeddings().weight.detach().to(device=device, dtype=torch.float32)
-            E_in = E_in / E_in.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        to_embed = _to_embedding_space(model, device)
-    V = U.shape[0]
-    out_projs = adapters.ffn_out_projections(model)
-    L = len(out_projs)
-    F = adapters.n_neurons(out_projs[0])
-    k, Kc = int(top_k), int(n_candidates)
-    if k > V:
-        raise ValueError(f"top_k={k} exceeds the vocabulary size {V}")
-    if batch_size is None:
-        block = BLOCK_BYTES if device.type == "cpu" else ACCEL_BLOCK_BYTES
-        batch_size = max(1, min(F, block // (4 * V)))
-    out = {
-        "promoted_tok": np.empty((L, F, k), np.int32),
-        "promoted_score": np.empty((L, F, k), np.float32),
-        "suppressed_tok": np.empty((L, F, k), np.int32),
-        "suppressed_score": np.empty((L, F, k), np.float32),
-        "cand_tok": np.full((L, F, Kc), -1, np.int32),
-        "cand_score": np.full((L, F, Kc), np.nan, np.float32),
-        "cand_supp_rank": np.full((L, F, Kc), -1, np.int32),
-        "cand_cos_in": np.full((L, F, Kc), np.nan, np.float32),
-    }
+    """(attrs, arrays) of the whole `projection` group in memory: `UpdateProjector.layer` of every
+    layer, stacked (candidates and signs: one per layer, or None)."""
+    projector = UpdateProjector(model, top_k, n_candidates, batch_size, oriented=signs is not None)
+    L = projector.n_layers
     if candidates is not None and len(candidates) != L:
         raise ValueError(f"candidates for {len(candidates)} layers, the model has {L}")
-    for layer, out_proj in enumerate(out_projs):
-        sign = None if signs is None else torch.as_tensor(np.asarray(signs[layer]), dtype=torch.float32, device=device)
-        if adapters.n_neurons(out_proj) != F:
-            raise ValueError(f"layer {layer} has {adapters.n_neurons(out_proj)} neurons, layer 0 has {F}")
-        cand = None
-        if candidates is not None and Kc > 0:
-            c = np.asarray(candidates[layer], dtype=np.int64)[:, :Kc]
-            cand = np.full((F, Kc), -1, np.int64)
-            cand[:, : c.shape[1]] = c
-            out["cand_tok"][layer] = cand
-        with align_module_device(out_proj):  # an offloaded layer's weights are loaded for this loop only
-            vectors = adapters.output_vectors(out_proj)
-            for lo in range(0, F, batch_size):
-                hi = min(F, lo + batch_size)
-                w = to_embed(vectors[lo:hi])  # [B, d] float32
-                if sign is not None:  # linear in w, so orienting after project_out is the same
-                    w = w * sign[lo:hi, None]
-                scores = w @ U.t()  # [B, V] float32
-                top = scores.topk(k, dim=1)
-                bottom = scores.topk(k, dim=1, largest=False)  # ascending: most suppressed first
-                out["promoted_tok"][layer, lo:hi] = top.indices.cpu().numpy()
-                out["promoted_score"][layer, lo:hi] = top.values.cpu().numpy()
-                out["suppressed_tok"][layer, lo:hi] = bottom.indices.cpu().numpy()
-                out["suppressed_score"][layer, lo:hi] = bottom.values.cpu().numpy()
-                if cand is None:
-                    continue
-                c = torch.as_tensor(cand[lo:hi], device=device)
-                valid = c >= 0
-                c0 = c.clamp_min(0)
-                cs = scores.gather(1, c0)  # [B, Kc]
-                rank = _count_below(scores, cs)
-                out["cand_score"][layer, lo:hi] = torch.where(valid, cs, torch.nan).cpu().numpy()
-                out["cand_supp_rank"][layer, lo:hi] = torch.where(valid, rank.to(device), -1).cpu().numpy()
-                if E_in is not None:
-                    wn = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
-                    cos = torch.einsum("bd,bkd->bk", wn, E_in[c0])
-                    out["cand_cos_in"][layer, lo:hi] = torch.where(valid, cos, torch.nan).cpu().numpy()
+    layers = [projector.layer(l, None if candidates is None else candidates[l], None if signs is None else signs[l])
+              for l in range(L)]
+    return projector.attrs, {name: np.stack([x[name] for x in layers]) for name in schema.PROJECTION_DATASETS}
+
+
+def write_projection(writer, projector: UpdateProjector, layers, progress=None) -> None:
+    """The `projection` group into a summary being written, one layer at a time: `layers` yields
+    (candidates [F, Kc], sign [F]) per layer, in order. progress(layer, n_layers) after each."""
+    group, L = schema.PROJECTION_GROUP, projector.n_layers
+    for layer, (candidates, sign) in enumerate(layers):
+        arrays = projector.layer(layer, candidates, sign)
+        for name, value in arrays.items():
+            if layer == 0:
+                writer.create(name, (L,) + value.shape, value.dtype, group=group)
+            writer.write(name, layer, value, group=group)
         if progress is not None:
             progress(layer + 1, L)
-    attrs = {
-        "k": k,
-        "n_candidates": Kc,
-        "tied_embeddings": bool(tied),
-        "project_out": adapters.project_out(model) is not None,
-        "oriented": signs is not None,  # vectors multiplied by the sign of the firing activation
-    }
-    return attrs, out
+    writer.set_attrs({**projector.attrs, "candidates_complete": True}, group=group)

@@ -172,3 +172,17 @@ def candidate_triggers(
             keep = ~np.isin(tokens, exclude.astype(np.int64))
     items, _ = count_pairs(offsets, tokens, keep).top(k)
     return items.astype(np.int32)
+
+
+def candidate_tokens(events: list[np.ndarray], token_at, T: int, bos: bool, k: int, allowed=None) -> np.ndarray:
+    """[F, k] candidate triggers of one layer, whose FFN-update scores the projection group keeps:
+    each neuron's most frequent tokens among its kept `events` (one array of global positions per
+    neuron), the BOS position left out. token_at(global positions) -> token ids; allowed(neuron, token)
+    -> bool per event, to count only some tokens (a merge without the model knows a few scores only)."""
+    flat = np.concatenate(events) if events else np.zeros(0, np.int64)
+    offsets = np.concatenate([[0], np.cumsum([len(e) for e in events])]).astype(np.int64)
+    tokens = token_at(flat)
+    exclude = (flat % T == 0) if bos else np.zeros(flat.shape, dtype=bool)
+    if allowed is not None:
+        exclude |= ~allowed(neuron_of_events(offsets), tokens)
+    return candidate_triggers(offsets, tokens, k, exclude=exclude)

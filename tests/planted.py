@@ -34,7 +34,7 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 from neuron_tui.cache import write_summary
-from neuron_tui.core.accumulators import token_levels
+from neuron_tui.core.sampling import token_levels
 
 # ---------------------------------------------------------------------------------------------------
 # synthetic summaries
@@ -114,7 +114,10 @@ def write_firing_summary(
         "tokens_at_pos": np.full(T, S, np.int64),
         "act_count": act_count,
         "pos_count": pos_count,
+        "token_occ": np.bincount((tokens[:, 1:] if bos else tokens).ravel(), minlength=len(vocab)).astype(np.int64),
         "act_sum": act_count.astype(np.float32),
+        "act_count_pos": act_count,
+        "act_sum_pos": act_count.astype(np.float32),
         "act_max": np.where(act_count > 0, 1.0, -np.inf).astype(np.float32),
         "top_val": top_val,
         "top_pos": top_pos,
@@ -318,8 +321,10 @@ def collect_planted(model: OPTForCausalLM, plan: Plan, tokens: np.ndarray, folde
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from neuron_tui.core.collect import Settings, collect, make_plan
-    from neuron_tui.core.models import LoadedModel, ModelSource
+    from neuron_tui.core.collect import collect
+    from neuron_tui.core.models import LoadedModel
+    from neuron_tui.core.plan import Settings, make_plan
+    from neuron_tui.core.sources import ModelSource
 
     # two-digit words: the special BOS word must not be a prefix of another word ("t2" of "t23")
     vocab = {f"t{i:02d}": i for i in range(model.config.vocab_size)}

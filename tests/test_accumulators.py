@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from neuron_tui.core import accumulators
-from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
+from neuron_tui.core.accumulators import BatchIndex, LayerAccumulator
+from neuron_tui.core.sampling import MAX_LEVEL, token_levels
 
 
 # device, sync-free, CPU sparse-batch threshold (accumulators.SPARSE_BATCH: 0 = always the pairs path,
@@ -54,6 +55,7 @@ def test_counts_sums_and_maxima_by_hand():
     assert st.act_count.tolist() == [3, 0]
     assert st.pos_count.tolist() == [[1, 0], [0, 0], [2, 0]]
     assert st.act_sum.tolist() == pytest.approx([4.5, 0.0])
+    assert st.act_count_pos.tolist() == [3, 0] and st.act_sum_pos.tolist() == pytest.approx([4.5, 0.0])  # ReLU
     assert st.act_max.tolist() == pytest.approx([3.0, 0.0])  # neuron 1's largest h is 0.0 at (0,1)
     # top contexts: one per sequence, best first: seq 0 at t=2 (g=2), seq 1 at t=2 (g=5)
     assert st.top_val[:, 0].tolist() == pytest.approx([3.0, 0.5])
@@ -68,6 +70,9 @@ def test_abs_rule_uses_magnitude_and_threshold():
     assert st.act_count.tolist() == [2, 1]  # |h| > 0.6: neuron 0 at t=1,2; neuron 1 at t=0 (0.6 is not > 0.6)
     assert st.act_sum.tolist() == pytest.approx([1.3, -2.0])  # signed: -0.7 + 2.0, and -2.0
     assert st.act_max.tolist() == pytest.approx([2.0, 2.0])  # of |h|
+    # the sign split: neuron 0 fired once positive (2.0) and once negative; neuron 1 once negative
+    assert st.act_count_pos.tolist() == [1, 0]
+    assert st.act_sum_pos.tolist() == pytest.approx([2.0, 0.0])
 
 
 def reference_sample(fired: np.ndarray, cap: int) -> tuple[list[list[int]], list[int]]:
@@ -105,7 +110,8 @@ def test_resume_through_host_state_equals_uninterrupted():
     h = rng.standard_normal((12, 16, 5)).astype(np.float32)
     a = run(h, batch=4, cap=10).state()
     b = run(h, batch=4, cap=10, resume_at=8).state()
-    for name in ("act_count", "pos_count", "act_sum", "act_max", "top_val", "top_pos", "level"):
+    for name in ("act_count", "pos_count", "act_sum", "act_count_pos", "act_sum_pos", "act_max", "top_val", "top_pos",
+                 "level"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
     assert [e.tolist() for e in a.events] == [e.tolist() for e in b.events]
 

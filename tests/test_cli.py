@@ -128,22 +128,30 @@ def test_no_room_on_disk_is_refused_before_starting(capsys, model_dir, corpus, t
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_last_one(capsys, model_dir, corpus, tmp_path, monkeypatch):
-    from neuron_tui.cache import SummaryError
+    import errno
+
+    from neuron_tui.cache import SummaryWriter
     from neuron_tui.core import collect as collect_mod
 
-    real, calls = collect_mod.write_summary, {"n": 0}
+    calls = {"n": 0}
 
-    def failing(path, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise SummaryError(f"could not write {path}: [Errno 28] No space left on device")
-        return real(path, *a, **k)
+    class FillingDisk(SummaryWriter):
+        """The third file written finds the disk full."""
 
-    monkeypatch.setattr(collect_mod, "write_summary", failing)
+        def set_attrs(self, attrs, group=None):
+            if group is None:
+                calls["n"] += 1
+                if calls["n"] == 3:
+                    with self._writing():
+                        raise OSError(errno.ENOSPC, "No space left on device")
+            super().set_attrs(attrs, group)
+
+    monkeypatch.setattr(collect_mod, "SummaryWriter", FillingDisk)
     code, _, err = cli(capsys, *collect_args(model_dir, corpus, tmp_path, "--checkpoint-seconds", 0))
     line = one_line_error(err)
-    assert code == 1 and "No space left" in line and "checkpoint is kept" in line
+    assert code == 1 and "No space left" in line and "last checkpoint (192 tokens) is kept" in line and "resume" in line
     (partial,) = (tmp_path / "cache").glob("*.partial.h5")
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # the failed file is gone, not left half-written
     with Summary.open(partial) as s:
         assert s.attrs["n_seq"] == 8  # two batches of 4 were checkpointed before the disk filled up
 
@@ -205,7 +213,7 @@ def test_bad_summary_files_get_one_line(capsys, tmp_path):
     write_summary(good, {"n_layers": 1}, {"tokens": np.zeros((64, 64), np.int32)})
     truncated.write_bytes(good.read_bytes()[:2000])
     code, _, err = cli(capsys, "report", truncated)
-    assert code == 1 and "truncated or corrupt" in one_line_error(err)
+    assert code == 1 and "truncated.h5 is a damaged HDF5 file" in one_line_error(err)
 
     code, _, err = cli(capsys, "report", tmp_path / "absent.h5")
     assert code == 1 and "no summary at" in one_line_error(err)

@@ -5,11 +5,13 @@ import pytest
 import torch
 
 from neuron_tui.cache import Summary
-from neuron_tui.core import collect as collect_mod
-from neuron_tui.core.accumulators import MAX_LEVEL, token_levels
-from neuron_tui.core.collect import Settings, collect, make_plan
+from neuron_tui.core import schedules
+from neuron_tui.core.sampling import MAX_LEVEL, token_levels
+from neuron_tui.core.collect import collect
+from neuron_tui.core.plan import Settings, make_plan
 from neuron_tui.core.errors import NeuronTuiError
-from neuron_tui.core.models import LoadedModel, ModelSource
+from neuron_tui.core.models import LoadedModel
+from neuron_tui.core.sources import ModelSource
 from tiny import interrupt_forward_at, make_tokenizer, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
 
 
@@ -75,6 +77,11 @@ def test_hooks_match_an_independent_slow_path(build, tmp_path):
             np.testing.assert_array_equal(s.read("act_count", layer), fired.sum((0, 1)))
             np.testing.assert_array_equal(s.read("pos_count", layer), fired.sum(0))
             np.testing.assert_allclose(s.read("act_sum", layer), np.where(fired, h, 0).sum((0, 1)), rtol=1e-4, atol=1e-5)
+            up = fired & (h > 0)  # the sign split: a gated neuron fires negative too
+            np.testing.assert_array_equal(s.read("act_count_pos", layer), up.sum((0, 1)))
+            np.testing.assert_allclose(s.read("act_sum_pos", layer), np.where(up, h, 0).sum((0, 1)), rtol=1e-4, atol=1e-5)
+            if expected_rule == "abs":
+                assert (s.read("act_count_pos", layer) < s.read("act_count", layer)).any()
             np.testing.assert_allclose(s.read("act_max", layer), value.max((0, 1)), rtol=1e-5)
             flat = fired.reshape(-1, fired.shape[-1])
             levels = s.read("event_level", layer)
@@ -147,7 +154,7 @@ def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, m
     model = tiny_llama()
     with run_tiny(model, tmp_path / "a") as s:
         expected = _arrays(s)
-    real, calls = collect_mod.forward_fn, {"n": 0}
+    real, calls = schedules.forward_fn, {"n": 0}
 
     def signalling(m):
         run = real(m)
@@ -165,7 +172,7 @@ def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, m
 
         return wrapped
 
-    monkeypatch.setattr(collect_mod, "forward_fn", signalling)
+    monkeypatch.setattr(schedules, "forward_fn", signalling)
     with pytest.raises(NeuronTuiError, match="checkpoint kept"):
         run_tiny(model, tmp_path / "b", checkpoint_seconds=1e9)
     (partial,) = (tmp_path / "b" / "cache").glob("*.partial.h5")
@@ -173,7 +180,7 @@ def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, m
         assert p.attrs["n_seq"] == 9  # 3 calibration calls, then batches 4, 5 and the signalled 6th
         counted = sum(int(p.read("act_count", layer).sum()) for layer in range(3))
         tokens = p.read("tokens")
-    monkeypatch.setattr(collect_mod, "forward_fn", real)
+    monkeypatch.setattr(schedules, "forward_fn", real)
     # every layer counted the same 9 sequences: recount them with the slow path
     acts = ffn_activations_slow(model, tokens)
     tau = expected["tau"]

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from neuron_tui.cache import Summary
-from neuron_tui.core.accumulators import MAX_LEVEL, BatchIndex, LayerAccumulator, token_levels
-from neuron_tui.core.merge import merge_states
+from neuron_tui.core.accumulators import BatchIndex, LayerAccumulator
+from neuron_tui.core.sampling import MAX_LEVEL, token_levels
+from neuron_tui.core.merge import merge_layer
 from neuron_tui.tui.cli import main
+from edit import rewritten
 from tiny import save_tiny, tiny_llama, tiny_opt, write_text_corpus
 
 S, T, F, CAP, K = 60, 16, 40, 8, 4
@@ -25,7 +27,7 @@ def accumulate(h: np.ndarray, seqs: np.ndarray, tau: float):
     return acc.state()
 
 
-def test_merge_states_equals_one_run_and_the_level_rule():
+def test_merge_layer_equals_one_run_and_the_level_rule():
     """Three interleaved shards (i % 3) merged equal the single run, and the events are what the level
     rule says for the whole corpus. Neuron scales spread the firing rates from ~0 to ~60%, so some
     neurons keep every event (level 0) and others are sampled, at a level above every shard's own."""
@@ -35,13 +37,15 @@ def test_merge_states_equals_one_run_and_the_level_rule():
     tau = 1.5
     whole = accumulate(h, np.arange(S), tau)
     shards = [accumulate(h, np.arange(k, S, 3), tau) for k in range(3)]
-    merged = merge_states([[st] for st in shards], CAP)[0]
+    merged = merge_layer(shards, CAP)
 
     fired = (np.abs(h) > tau).reshape(S * T, F)
     np.testing.assert_array_equal(merged.act_count, fired.sum(0))
     np.testing.assert_array_equal(merged.act_count, whole.act_count)
     np.testing.assert_array_equal(merged.pos_count, whole.pos_count)
     np.testing.assert_allclose(merged.act_sum, whole.act_sum, rtol=1e-5, atol=1e-6)  # float32 partial sums of differently composed batches
+    np.testing.assert_array_equal(merged.act_count_pos, ((h > tau).reshape(S * T, F)).sum(0))
+    np.testing.assert_allclose(merged.act_sum_pos, whole.act_sum_pos, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(merged.act_max, whole.act_max)
     np.testing.assert_array_equal(merged.top_val, whole.top_val)  # continuous values: no ties
     np.testing.assert_array_equal(merged.top_pos, whole.top_pos)
@@ -92,13 +96,13 @@ def test_merged_shards_equal_the_whole_run(runs, capsys):
     shards hold only their own rows at global positions, and the analysis is recomputed."""
     with Summary.open(runs["s1"]) as s1, Summary.open(runs["whole"]) as whole:
         assert s1.attrs["shard"] == "1/2" and s1.attrs["key"] != whole.attrs["key"]
-        assert s1.attrs["base_key"] == whole.attrs["key"] and not s1.has("analysis")
-        np.testing.assert_array_equal(s1.seq_index, np.arange(1, 40, 2))
+        assert s1.attrs["base_key"] == whole.attrs["key"] and s1.analysis is None
+        np.testing.assert_array_equal(s1.rows.sequences(), np.arange(1, 40, 2))
         np.testing.assert_array_equal(s1.read("tokens"), whole.read("tokens")[1::2])
         events = s1.neuron_events(1, int(np.argmax(s1.read("act_count", 1))))
         assert (events // 24 % 2 == 1).all()  # global positions of odd sequences only
         np.testing.assert_array_equal(s1.tokens_at(events), whole.tokens_at(events))
-        np.testing.assert_array_equal(s1.context(int(events[-1]))[0], whole.context(int(events[-1]))[0])
+        np.testing.assert_array_equal(s1.sequence(int(events[-1]) // 24), whole.sequence(int(events[-1]) // 24))
 
     out = runs["tmp"] / "merged.h5"
     assert main(["merge", str(runs["s0"]), str(runs["s1"]), "-o", str(out)]) == 0
@@ -106,7 +110,7 @@ def test_merged_shards_equal_the_whole_run(runs, capsys):
     got, want = root_datasets(out), root_datasets(runs["whole"])
     assert sorted(got) == sorted(want) and "seq_index" not in got
     for name in want:
-        if name == "act_sum":  # sums of float32-rounded shard sums
+        if name in ("act_sum", "act_sum_pos"):  # sums of float32-rounded shard sums
             np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
         elif name == "top_pos":
             assert_same_top(want["top_val"], got[name], want[name])
@@ -118,7 +122,7 @@ def test_merged_shards_equal_the_whole_run(runs, capsys):
           Summary.open(runs["s1"]) as s1):
         for key in ("shard", "key", "n_seq", "n_tokens", "complete", "corpus", "settings"):
             assert m.attrs[key] == whole.attrs[key], key
-        np.testing.assert_array_equal(m.read("analysis/flags"), whole.read("analysis/flags"))
+        np.testing.assert_array_equal(m.analysis.read("flags"), whole.analysis.read("flags"))
         assert_candidates_reranked(m, whole, [s0, s1])
 
 
@@ -126,19 +130,18 @@ def assert_candidates_reranked(merged: Summary, whole: Summary, shards: list[Sum
     """Candidate triggers: the whole run's most frequent event tokens, as far as the shards knew their
     scores. The whole run's list restricted to the tokens some shard listed is a prefix of the merged
     list (same ranking, fewer tokens to rank), and each token keeps the score and rank it has there."""
-    group = "projection"
     for layer in range(whole.n_layers):
-        m_tok, w_tok = merged.read(f"{group}/cand_tok", layer), whole.read(f"{group}/cand_tok", layer)
-        m_rank, w_rank = merged.read(f"{group}/cand_supp_rank", layer), whole.read(f"{group}/cand_supp_rank", layer)
-        pool = np.concatenate([s.read(f"{group}/cand_tok", layer) for s in shards], axis=1)
+        m_tok, w_tok = merged.projection.read("cand_tok", layer), whole.projection.read("cand_tok", layer)
+        m_rank, w_rank = merged.projection.read("cand_supp_rank", layer), whole.projection.read("cand_supp_rank", layer)
+        pool = np.concatenate([s.projection.read("cand_tok", layer) for s in shards], axis=1)
         for i in range(whole.n_neurons):
             known = [t for t in w_tok[i] if t >= 0 and t in pool[i]]
             assert list(m_tok[i, : len(known)]) == known
             for j, t in enumerate(m_tok[i]):
                 if t >= 0 and t in w_tok[i]:
                     assert m_rank[i, j] == w_rank[i, list(w_tok[i]).index(t)]
-    first = shards[0].read(f"{group}/cand_tok")
-    assert not np.array_equal(merged.read(f"{group}/cand_tok"), first)  # re-ranked, not copied
+    first = shards[0].projection.read("cand_tok")
+    assert not np.array_equal(merged.projection.read("cand_tok"), first)  # re-ranked, not copied
 
 
 def one_line_error(capsys) -> str:
@@ -146,14 +149,6 @@ def one_line_error(capsys) -> str:
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("neuron-tui: error: "), err
     return lines[0]
-
-
-def doctored(source, path, **attrs):
-    """A copy of summary `source` with some root attributes changed."""
-    path.write_bytes(source.read_bytes())
-    with h5py.File(path, "r+") as f:
-        f.attrs.update(attrs)
-    return path
 
 
 def test_incompatible_summaries_are_refused(runs, capsys, tmp_path):
@@ -167,11 +162,11 @@ def test_incompatible_summaries_are_refused(runs, capsys, tmp_path):
     assert main([*base, "--seq-len", "16", "--shard", "1/2", "--out", str(short)]) == 0
     capsys.readouterr()
     cases = [(other, "model differs"),
-             (doctored(runs["s1"], tmp_path / "abs.h5", rule="abs"), "rule differs ('relu' vs 'abs')"),
+             (rewritten(runs["s1"], tmp_path / "abs.h5", rule="abs"), "rule differs ('relu' vs 'abs')"),
              (short, "seq_len differs (24 vs 16)"),
              (runs["s0"], "shards 0/2 and 0/2 overlap"),
              (runs["whole"], "shards 0/2 and 0/1 overlap"),
-             (doctored(runs["s1"], tmp_path / "ckpt.h5", complete=False), "checkpoint of a collection still under way")]
+             (rewritten(runs["s1"], tmp_path / "ckpt.h5", complete=False), "checkpoint of a collection still under way")]
     for second, message in cases:
         assert main(["merge", str(runs["s0"]), str(second), "-o", str(out)]) == 1
         assert message in one_line_error(capsys)

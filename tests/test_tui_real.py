@@ -6,13 +6,16 @@ import h5py
 import numpy as np
 import pytest
 
-from neuron_tui.core.collect import Settings, collect, make_plan
-from neuron_tui.core.models import LoadedModel, ModelSource
+from neuron_tui.core.collect import collect
+from neuron_tui.core.plan import Settings, make_plan
+from neuron_tui.core.models import LoadedModel
+from neuron_tui.core.sources import ModelSource
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.screens import LayerScreen, NeuronScreen
-from neuron_tui.tui.viewmodel import Explorer, ViewState, show_token
+from neuron_tui.core.tokens import visible
+from neuron_tui.tui.viewmodel import Explorer, ViewState
 
-from test_tui import flat_text, open_layer, ready_overview, screen_text, type_text, view_ready, wait_for
+from test_tui import assert_view, flat_text, open_layer, press, screen_text, settle, type_text
 from tiny import make_tokenizer, tiny_opt, write_text_corpus
 
 pytestmark = pytest.mark.anyio
@@ -43,13 +46,13 @@ def test_real_summary_view_models(real):
         assert ex.info.has_analysis and ex.info.has_projection and ex.info.complete
         assert ex.info.corpus.startswith("files corpus.jsonl")
         rows = ex.overview()
-        assert [r.dead for r in rows] == [int((c == 0).sum()) for c in counts]
+        assert [r["dead"] for r in rows] == [int((c == 0).sum()) for c in counts]
         view = ex.view(1, ViewState(sort="rate", descending=True))
         assert int(view.order[0]) == int(np.argmax(counts[1]))
         top = ex.neuron(1, int(view.order[0]))
-        assert top.triggers and top.triggers[0].text == vocab[trig[1, view.order[0], 0]]
-        assert len(top.promoted) > 0 and len(top.contexts) > 0
-        assert sum(top.pos_rate * 40) == pytest.approx(top.count)
+        assert top["triggers"] and top["triggers"][0]["text"] == vocab[trig[1, view.order[0], 0]]
+        assert len(top["promoted"]) > 0 and len(top["contexts"]) > 0
+        assert sum(np.array(top["position_rate"]) * 40) == pytest.approx(top["act_count"])
         for layer in range(2):
             assert len(ex.view(layer, ViewState(filter="dead"))) == int((flags[layer] & 1 > 0).sum())
     finally:
@@ -59,24 +62,24 @@ def test_real_summary_view_models(real):
 async def test_real_summary_in_the_app(real):
     app = NeuronApp(real)
     async with app.run_test(size=(80, 24), notifications=True) as pilot:
-        await ready_overview(pilot)
+        await settle(pilot)
         text = screen_text(app)
         assert "tiny-opt (opt)" in text and "960 (40 × 24)" in text and "2 × 64 neurons" in text
         await open_layer(pilot, 1)
-        await pilot.press("3")
-        await wait_for(pilot, lambda: view_ready(app, 1, sort="rate", descending=True))
+        await press(pilot, "3")
+        assert_view(app, 1, sort="rate", descending=True)
         neuron = app.screen.table.neuron
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, NeuronScreen) and app.screen.painted)
-        d = app.screen.detail
+        await press(pilot, "enter")
+        assert isinstance(app.screen, NeuronScreen)
+        d = app.screen.record
         assert f"L1 N{neuron}" in screen_text(app) and "Top triggers" in screen_text(app)
-        assert show_token(d.triggers[0].text) in screen_text(app)
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, LayerScreen))
-        word = d.triggers[0].text.strip()
-        await pilot.press("slash")
+        assert visible(d["triggers"][0]["text"]) in screen_text(app)
+        await press(pilot, "escape")
+        assert isinstance(app.screen, LayerScreen)
+        word = d["triggers"][0]["text"].strip()
+        await press(pilot, "slash")
         await type_text(pilot, word)
-        await wait_for(pilot, lambda: view_ready(app, 1, query=word))
+        assert_view(app, 1, query=word)
         assert f"search {word!r}" in flat_text(app)
         with h5py.File(real, "r") as f:
             trig = f["analysis/trig_tok"][1]

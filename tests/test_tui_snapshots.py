@@ -7,14 +7,13 @@ Summaries are opened by a relative name from their folder, so no temporary path 
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.screens import ErrorScreen, HelpScreen, LayerScreen, NeuronScreen, OverviewScreen
 
 from synthetic import tiny_summary
+from test_tui import settle
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -33,48 +32,32 @@ def in_folder(folder, monkeypatch):
     return folder
 
 
-async def _wait(pilot, cond, timeout=10.0):
-    start = time.monotonic()
-    while not cond():
-        assert time.monotonic() - start < timeout, "the app did not get there"
-        await pilot.pause(0.02)
-    await pilot.pause()
-
-
-def _overview_ready(app):
-    return isinstance(app.screen, OverviewScreen) and app.screen.painted
-
-
-def _layer_ready(app, **state):
-    s = app.screen
-    return (isinstance(s, LayerScreen) and s.view is not None and s.table.painted is s.view
-            and all(getattr(s.view.state, k) == v for k, v in state.items()))
-
-
 async def _to_overview(pilot):
-    await _wait(pilot, lambda: _overview_ready(pilot.app))
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, OverviewScreen)
 
 
 async def _to_layer(pilot):
     await _to_overview(pilot)
-    await pilot.press("down", "enter")
-    await _wait(pilot, lambda: _layer_ready(pilot.app))
-    await pilot.press("t")  # token detectors of layer 1, sorted by rate
-    await _wait(pilot, lambda: _layer_ready(pilot.app, filter="token"))
-    await pilot.press("3")
-    await _wait(pilot, lambda: _layer_ready(pilot.app, filter="token", sort="rate"))
+    for keys in (("down", "enter"), ("t",), ("3",)):  # token detectors of layer 1, sorted by rate
+        await pilot.press(*keys)
+        await settle(pilot)
+    s = pilot.app.screen
+    assert isinstance(s, LayerScreen) and (s.view.state.filter, s.view.state.sort) == ("token", "rate")
 
 
 async def _to_neuron(pilot):
     await _to_layer(pilot)
     await pilot.press("enter")
-    await _wait(pilot, lambda: isinstance(pilot.app.screen, NeuronScreen) and pilot.app.screen.painted)
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, NeuronScreen) and pilot.app.screen.record is not None
 
 
 async def _to_help(pilot):
     await _to_layer(pilot)
     await pilot.press("question_mark")
-    await _wait(pilot, lambda: isinstance(pilot.app.screen, HelpScreen))
+    await settle(pilot)
+    assert isinstance(pilot.app.screen, HelpScreen)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -103,6 +86,7 @@ def test_partial_without_analysis(snap_compare, in_folder):
 
 def test_missing_file(snap_compare, in_folder):
     async def error(pilot):
-        await _wait(pilot, lambda: isinstance(pilot.app.screen, ErrorScreen))
+        await settle(pilot)
+        assert isinstance(pilot.app.screen, ErrorScreen)
 
     assert snap_compare(NeuronApp("missing.h5"), terminal_size=(80, 24), run_before=error)

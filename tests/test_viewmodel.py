@@ -1,4 +1,5 @@
-"""The explorer's view-models, without Textual: columns, filter, sort, search, paging, detail, marks."""
+"""The explorer's view-models and the layer tables they stand on (core.queries), without Textual:
+columns, filter, sort, search, paging, records, marks, export."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import numpy as np
 import pytest
 
 from neuron_tui.cache import SummaryError, schema
+from neuron_tui.core import queries
+from neuron_tui.core.api import LAYER_TABLES
+from neuron_tui.core.tokens import visible
 from neuron_tui.tui import viewmodel as vm
-from neuron_tui.tui.viewmodel import Explorer, Marks, ReadOnlyError, ViewState, parse_goto, show_token
+from neuron_tui.tui.viewmodel import Explorer, Marks, ReadOnlyError, ViewState, parse_goto
 
 from synthetic import tiny_summary
 
@@ -52,22 +56,22 @@ def test_viewmodel_imports_no_textual():
 
 def test_layer_columns_match_the_file(explorer, raw):
     for layer in range(explorer.info.n_layers):
-        cols = explorer.layer(layer)
+        cols = explorer.table(layer)
         np.testing.assert_array_equal(cols.count, raw["act_count"][layer])
         np.testing.assert_allclose(cols.rate, raw["act_count"][layer] / raw["n_tokens"])
         np.testing.assert_array_equal(cols.flags, raw["flags"][layer])
         np.testing.assert_array_equal(cols.distinct, raw["n_distinct"][layer])
         for i in range(cols.n):
             first = raw["trig_tok"][layer, i, 0]
-            expected = show_token(raw["vocab"][first]) if first >= 0 else ""
-            assert cols.top_text[i].split(" ")[0] == expected.split(" ")[0]
+            expected = visible(raw["vocab"][first]) if first >= 0 else ""
+            assert cols.top[i].split(" ")[0] == expected.split(" ")[0]
             ranks = raw["trig_supp_rank"][layer, i]
             assert cols.supp[i] == (ranks[ranks >= 0].min() if (ranks >= 0).any() else -1)
 
 
 @pytest.mark.parametrize("name", ["dead", "rare", "token", "ngram", "positional"])
 def test_filter_is_the_category_mask(explorer, raw, name):
-    bit = vm.FILTER_FLAGS[name]
+    bit = queries.FLAG_OF[name]
     seen = 0
     for layer in range(explorer.info.n_layers):
         view = explorer.view(layer, ViewState(filter=name))
@@ -97,7 +101,7 @@ def test_sort_by_rate_descending_is_stable(explorer, raw):
 
 
 def test_sort_puts_unknown_values_last_both_ways(explorer):
-    cols = explorer.layer(0)
+    cols = explorer.table(0)
     for descending in (False, True):
         view = explorer.view(0, ViewState(sort="supp", descending=descending))
         supp = cols.supp[view.order]
@@ -111,7 +115,7 @@ def test_sort_puts_unknown_values_last_both_ways(explorer):
 
 def test_sort_by_text_and_every_column(explorer):
     view = explorer.view(2, ViewState(sort="top"))
-    texts = [t for t in explorer.layer(2).top_text[view.order]]
+    texts = [t for t in explorer.table(2).top[view.order]]
     filled = [t for t in texts if t]
     assert filled == sorted(filled) and texts[: len(filled)] == filled  # empty texts last
     for key in vm.COLUMN_KEYS:
@@ -140,7 +144,7 @@ def test_search_matches_brute_force(explorer, raw, query):
     total = 0
     for layer in range(explorer.info.n_layers):
         view = explorer.view(layer, ViewState(query=query))
-        expected = _brute_search(raw, layer, query, explorer.min_lift)
+        expected = _brute_search(raw, layer, query, queries.SEARCH_MIN_LIFT)
         assert view.order.tolist() == expected
         total += len(expected)
     if query == "zzzz-not-a-token":
@@ -149,11 +153,11 @@ def test_search_matches_brute_force(explorer, raw, query):
         assert total > 0
 
 
-def test_search_ignores_frequent_tokens_without_lift(explorer, raw):
+def test_search_ignores_frequent_tokens_without_lift(explorer, raw, monkeypatch):
     """A neuron whose only ' the' trigger fires at its average rate is no ' the' neuron."""
-    loose = Explorer(explorer.summary, min_lift=0.0)
     strict = [len(explorer.view(l, ViewState(query=" the"))) for l in range(4)]
-    every = [len(loose.view(l, ViewState(query=" the"))) for l in range(4)]
+    monkeypatch.setattr(queries, "SEARCH_MIN_LIFT", 0.0)
+    every = [len(explorer.view(l, ViewState(query=" the"))) for l in range(4)]
     assert sum(every) > sum(strict)
 
 
@@ -179,64 +183,67 @@ def test_paging(explorer):
 
 def test_overview_rows_count_each_category(explorer, raw):
     rows = explorer.overview()
-    assert [r.layer for r in rows] == list(range(4))
+    assert [r["layer"] for r in rows] == list(range(4))
     for r in rows:
-        flags = raw["flags"][r.layer]
-        assert r.dead == int((flags & schema.FLAG_DEAD > 0).sum()) == int((raw["act_count"][r.layer] == 0).sum())
-        assert r.token == int((flags & schema.FLAG_TOKEN > 0).sum())
-        assert r.ngram == int((flags & schema.FLAG_NGRAM > 0).sum())
-        assert r.positional == int((flags & schema.FLAG_POSITIONAL > 0).sum())
-    assert rows[0].dead > rows[-1].dead  # dead neurons sit in early layers
+        flags = raw["flags"][r["layer"]]
+        assert r["dead"] == int((flags & schema.FLAG_DEAD > 0).sum()) == int((raw["act_count"][r["layer"]] == 0).sum())
+        assert r["token"] == int((flags & schema.FLAG_TOKEN > 0).sum())
+        assert r["ngram"] == int((flags & schema.FLAG_NGRAM > 0).sum())
+        assert r["positional"] == int((flags & schema.FLAG_POSITIONAL > 0).sum())
+        alive = raw["act_count"][r["layer"]] > 0
+        assert r["alive_rate"] == pytest.approx((raw["act_count"][r["layer"]][alive] / raw["n_tokens"]).mean())
+    assert rows[0]["dead"] > rows[-1]["dead"]  # dead neurons sit in early layers
 
 
-def test_neuron_detail_of_a_token_detector(explorer, raw):
+def test_neuron_record_of_a_token_detector(explorer, raw):
     layer = next(l for l in range(4) if (raw["flags"][l] & schema.FLAG_TOKEN).any())
     i = int(np.flatnonzero(raw["flags"][layer] & schema.FLAG_TOKEN)[0])
-    d = explorer.neuron(layer, i)
-    assert "token" in d.categories and d.count == raw["act_count"][layer, i]
-    counts = [t.count for t in d.triggers]
-    assert counts == sorted(counts, reverse=True) and d.triggers
-    hist = np.bincount(raw["tokens"].ravel(), minlength=len(raw["vocab"]))
+    r = explorer.neuron(layer, i)
+    assert "token" in r["categories"] and r["act_count"] == raw["act_count"][layer, i]
+    counts = [t["count"] for t in r["triggers"]]
+    assert counts == sorted(counts, reverse=True) and r["triggers"]
+    # occurrences outside the BOS position, from the token stream itself
+    hist = np.bincount(raw["tokens"][:, 1:].ravel(), minlength=len(raw["vocab"]))
     with h5py.File(explorer.info.path, "r") as f:
         explains = f["analysis/trig_explains"][layer, i]
-    for k, t in enumerate(d.triggers):
-        assert t.occurrences == hist[t.tok]
-        assert t.text == raw["vocab"][t.tok]
-        assert t.covered is bool(explains[k])
-    np.testing.assert_allclose(d.pos_rate, raw["pos_count"][layer, :, i] / raw["tokens_at_pos"])
-    T = raw["tokens"].shape[1]
-    for c in d.contexts:
-        assert c.tokens[c.index] == raw["vocab"][raw["tokens"].ravel()[c.position]]
-        assert c.index == min(c.position % T, 10)
-    assert len(d.contexts) == int((raw["top_pos"][layer, :, i] >= 0).sum())
-    trig = {t.tok for t in d.triggers}
-    assert [s.is_trigger for s in d.suppressed] == [s.tok in trig for s in d.suppressed]
-    record = d.as_record()
-    assert record["layer"] == layer and record["triggers"][0]["token"] == d.triggers[0].text
+    for k, t in enumerate(r["triggers"]):
+        assert t["occurrences"] == hist[t["token"]]
+        assert t["text"] == raw["vocab"][t["token"]]
+        assert t["explains"] is bool(explains[k])
+    np.testing.assert_allclose(r["position_rate"], raw["pos_count"][layer, :, i] / raw["tokens_at_pos"])
+    flat = raw["tokens"].ravel()
+    for c in r["contexts"]:
+        assert c["ids"][c["at"]] == flat[c["position"]] and c["token"] == raw["vocab"][flat[c["position"]]]
+        assert c["at"] == min(c["position"] % raw["tokens"].shape[1], queries.CONTEXT_LEFT)
+    tops = int((raw["top_pos"][layer, :, i] >= 0).sum())
+    assert [c["source"] for c in r["contexts"][:tops]] == ["top"] * tops
+    trig = {t["token"] for t in r["triggers"]}
+    assert [s["is_trigger"] for s in r["suppressed"]] == [s["token"] in trig for s in r["suppressed"]]
 
 
 def test_detectors_suppress_their_triggers_somewhere(explorer):
     flagged = 0
     for layer in range(4):
         for i in explorer.view(layer, ViewState(filter="token")).order.tolist():
-            flagged += any(s.is_trigger for s in explorer.neuron(layer, i).suppressed)
+            flagged += any(s["is_trigger"] for s in explorer.neuron(layer, i)["suppressed"])
     assert flagged > 0
 
 
-def test_dead_neuron_detail(explorer, raw):
+def test_dead_neuron_record(explorer, raw):
     i = int(np.flatnonzero(raw["act_count"][0] == 0)[0])
-    d = explorer.neuron(0, i)
-    assert d.count == 0 and d.triggers == [] and d.contexts == [] and not d.pos_rate.any()
+    r = explorer.neuron(0, i)
+    assert r["act_count"] == 0 and r["triggers"] == [] and r["contexts"] == [] and not any(r["position_rate"])
+    assert r["activation"]["max"] is None and r["activation"]["mean"] is None
 
 
-def test_layer_cache_is_bounded(explorer, monkeypatch):
-    monkeypatch.setattr(vm, "LAYER_CACHE", 2)
+def test_layer_tables_are_kept_but_bounded(explorer):
+    explorer.file.table.cache_clear()
     for layer in range(4):
-        explorer.layer(layer)
-    assert [explorer.is_cached(l) for l in range(4)] == [False, False, True, True]
-    assert explorer.layer(3) is explorer.layer(3)
+        explorer.table(layer)
+    assert explorer.table(3) is explorer.table(3)  # a second ask reads nothing
+    assert explorer.file.table.cache_info().maxsize == LAYER_TABLES
     with pytest.raises(IndexError):
-        explorer.layer(4)
+        explorer.table(4)
 
 
 def test_marks_persist_next_to_the_summary(tmp_path):
@@ -281,14 +288,16 @@ def test_export_csv_and_json(explorer, tmp_path):
     explorer.marks.set(0, 2, "")
     out = explorer.export_marks("csv", tmp_path / "m.csv")
     rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == vm.EXPORT_COLUMNS
     assert [(r["layer"], r["neuron"], r["note"]) for r in rows] == [("0", "2", ""), ("1", "5", "a note, with comma")]
-    assert float(rows[1]["rate"]) == pytest.approx(explorer.layer(1).rate[5])
-    first = explorer.neuron(1, 5).triggers
-    if first:
-        assert repr(first[0].text) in rows[1]["triggers"]
+    assert float(rows[1]["rate"]) == pytest.approx(explorer.table(1).rate[5])
+    record = explorer.neuron(1, 5)
+    for k, t in enumerate(record["triggers"][: vm.EXPORT_TRIGGERS], start=1):
+        assert rows[1][f"trigger{k}_text"] == t["text"] and float(rows[1][f"trigger{k}_count"]) == t["count"]
+    assert rows[1]["suppressed"] == " | ".join(s["text"] for s in record["suppressed"][: vm.EXPORT_TRIGGERS])
     data = json.loads(explorer.export_marks("json", tmp_path / "m.json").read_text())
-    assert data["model"] == "synthetic/tiny-opt" and [m["neuron"] for m in data["marks"]] == [2, 5]
-    assert data["marks"][1]["categories"] == " ".join(explorer.neuron(1, 5).categories)
+    assert data["model"] == "synthetic/tiny-opt" and [m["index"] for m in data["marks"]] == [2, 5]
+    assert data["marks"][1] == {"note": "a note, with comma", **json.loads(json.dumps(record))}
     with pytest.raises(ValueError):
         explorer.export_marks("xml")
 
@@ -302,12 +311,12 @@ def test_parse_goto(text, expected):
     assert parse_goto(text) == expected
 
 
-def test_show_token():
-    assert show_token(" the") == "␣the"
-    assert show_token("\n") == "⏎"
-    assert show_token("a b ") == "a b␣"
-    assert show_token("  ") == "␣␣"
-    assert show_token("") == "∅"
+def test_visible_token_text():
+    assert visible(" the") == "␣the"
+    assert visible("\n") == "⏎"
+    assert visible("a b ") == "a b␣"
+    assert visible("  ") == "␣␣"
+    assert visible("") == "∅"
 
 
 def test_summary_without_analysis_has_counts_only(tmp_path):
@@ -318,13 +327,14 @@ def test_summary_without_analysis_has_counts_only(tmp_path):
     try:
         assert not ex.info.has_analysis and "neuron-tui analyze" in ex.info.status
         rows = ex.overview()
-        assert rows[0].token is None and rows[0].dead == int((counts[0] == 0).sum())
-        cols = ex.layer(0)
+        assert rows[0]["token"] is None and rows[0]["dead"] == int((counts[0] == 0).sum())
+        cols = ex.table(0)
         assert np.isnan(cols.pos_mi).all() and (cols.supp == -1).all()
         assert len(ex.view(0, ViewState(query="the"))) == 0
         assert ex.view(0, ViewState(filter="dead")).order.tolist() == np.flatnonzero(counts[0] == 0).tolist()
-        d = ex.neuron(0, int(np.argmax(counts[0])))
-        assert d.triggers == [] and d.promoted == [] and d.count == counts[0].max() and d.contexts
+        r = ex.neuron(0, int(np.argmax(counts[0])))  # analysed on the spot; no projection to show
+        assert r["analysis"] == "computed" and r["triggers"] and r["promoted"] == []
+        assert r["act_count"] == counts[0].max() and r["contexts"]
     finally:
         ex.close()
 
@@ -334,5 +344,5 @@ def test_open_errors_are_summary_errors(tmp_path):
         Explorer.open(tmp_path / "missing.h5")
     bad = tmp_path / "bad.h5"
     bad.write_bytes(b"not hdf5 at all" * 10)
-    with pytest.raises(SummaryError):
+    with pytest.raises(SummaryError, match="not an HDF5 file"):
         Explorer.open(bad)

@@ -76,9 +76,9 @@ def save_tiny(model, folder: Path, bos: bool = True) -> Path:
 def interrupt_forward_at(monkeypatch, call: int) -> None:
     """Make the collection's forward pass raise KeyboardInterrupt (Ctrl-C) on its `call`-th call,
     before running: calibration calls count too."""
-    from neuron_tui.core import collect as collect_mod
+    from neuron_tui.core import schedules
 
-    real, calls = collect_mod.forward_fn, {"n": 0}
+    real, calls = schedules.forward_fn, {"n": 0}
 
     def interrupted(m):
         run = real(m)
@@ -91,7 +91,7 @@ def interrupt_forward_at(monkeypatch, call: int) -> None:
 
         return wrapped
 
-    monkeypatch.setattr(collect_mod, "forward_fn", interrupted)
+    monkeypatch.setattr(schedules, "forward_fn", interrupted)
 
 
 def write_text_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 60, seed: int = 0) -> Path:

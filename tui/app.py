@@ -1,6 +1,6 @@
-"""The neuron-tui explorer: a keyboard-driven Textual app over one HDF5 summary (DESIGN section 6).
+"""The neuron-tui explorer: a keyboard-driven Textual app over one HDF5 summary (docs/design.md, "The explorer").
 
-    run_explorer("path/to/summary.h5")
+    run_explorer(summary_file)       # a core.api.SummaryFile the command line opened, or a path
 
 Screens: overview (all layers) -> layer (neuron table) -> neuron (detail). `?` lists every key; the
 command palette (ctrl+p, or `g`) goes to `L12 N345` / `12/345` / `L12`. Marks (`m`) live in
@@ -8,7 +8,8 @@ command palette (ctrl+p, or `g`) goes to `L12 N345` / `12/345` / `L12`. Marks (`
 
 Every binding has an id (`layer.filter.dead`, `app.help`, ...), so keys can be remapped with a JSON
 keymap {binding id: "key[,key]"}: the file named by $NEURON_TUI_KEYMAP, else
-~/.config/neuron-tui/keymap.json when it exists (the same idea as the `posting` app's keymap).
+~/.config/neuron-tui/keymap.json when it exists (the same idea as the `posting` app's keymap). A keymap
+that cannot be read, or that names a binding id no screen has, is a one-line warning.
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import os
 from functools import partial
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.worker import get_current_worker
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widgets import DataTable
 
 from neuron_tui.cache import SummaryError
+from neuron_tui.core.api import SummaryFile
 
 from .screens import (
     ErrorScreen,
@@ -35,12 +39,15 @@ from .screens import (
     NeuronScreen,
     OverviewScreen,
     TooSmallScreen,
+    reason,
 )
 from .viewmodel import Explorer, ReadOnlyError, parse_goto
 from .widgets import NeuronTable
 
 MIN_SIZE = (80, 24)
 KEYMAP_ENV = "NEURON_TUI_KEYMAP"
+SCREENS_WITH_KEYS = (OverviewScreen, LayerScreen, NeuronTable, NeuronScreen, HelpScreen, MarkDialog, ExportDialog,
+                     ErrorScreen, TooSmallScreen)
 
 
 class GotoProvider(Provider):
@@ -92,13 +99,23 @@ class NeuronApp(App):
         Binding("q", "quit", "Quit", show=False, tooltip="quit", id="app.quit"),
     ]
 
-    def __init__(self, path: Path | str, keymap: dict[str, str] | None = None, min_size: tuple[int, int] = MIN_SIZE):
+    explorer: reactive[Explorer | None] = reactive(None)  # the open summary; screens watch it
+    marks_version: reactive[int] = reactive(0)  # bumped on every mark change; screens watch it
+
+    class Opened(Message):
+        def __init__(self, explorer: Explorer) -> None:
+            super().__init__()
+            self.explorer = explorer
+
+    def __init__(self, source: SummaryFile | Path | str, keymap: dict[str, str] | None = None,
+                 keymap_warning: str = "", min_size: tuple[int, int] = MIN_SIZE):
         super().__init__()
-        self.path = Path(path)
-        self.explorer: Explorer | None = None
+        self.source = source
+        self.path = source.path if isinstance(source, SummaryFile) else Path(source)
         self.min_size = min_size
         self.error: str | None = None
         self._keymap_overrides = dict(keymap or {})
+        self._keymap_warning = keymap_warning
         if keymap:
             self.set_keymap(keymap)
 
@@ -107,47 +124,33 @@ class NeuronApp(App):
         self.title = f"neuron-tui · {self.path.name}"
         self.push_screen(OverviewScreen())
         self.call_later(self.check_size)
-        self._open()
+        if self._keymap_warning:
+            self.notify(self._keymap_warning, severity="warning", timeout=8)
+        if isinstance(self.source, SummaryFile):
+            self._opened(Explorer(self.source))
+        else:
+            self._open(self.path)
 
     @work(thread=True, exclusive=True, group="open")
-    def _open(self) -> None:
+    def _open(self, path: Path) -> None:
         try:
-            explorer = Explorer.open(self.path)
-        except SummaryError as exc:
-            self.call_from_thread(self._failed, str(exc))
-            return
+            explorer = Explorer.open(path)
         except Exception as exc:  # noqa: BLE001 - a clear message on screen beats a traceback
-            self.call_from_thread(self._failed, f"{self.path}: {exc.__class__.__name__}: {exc}")
+            self.call_from_thread(self.failed, reason(exc) if isinstance(exc, SummaryError) else f"{path}: {reason(exc)}")
             return
-        self.call_from_thread(self._opened, explorer)
-        try:
-            rows = explorer.overview()
-        except Exception as exc:  # noqa: BLE001 - a clear message on screen beats a traceback
-            self.call_from_thread(self._failed, f"{self.path}: cannot read the layers: {exc}")
-            return
-        if not get_current_worker().is_cancelled:
-            self.call_from_thread(self._overview_rows, rows)
+        self.post_message(self.Opened(explorer))
 
-    def _overview_screen(self) -> OverviewScreen | None:
-        for screen in self.screen_stack:
-            if isinstance(screen, OverviewScreen):
-                return screen
-        return None
+    @on(Opened)
+    def _on_opened(self, message: Opened) -> None:
+        self._opened(message.explorer)
 
     def _opened(self, explorer: Explorer) -> None:
         self.explorer = explorer
-        screen = self._overview_screen()
-        if screen is not None:
-            screen.show_info(explorer.info)
         if explorer.marks.error:
             self.notify(explorer.marks.error, severity="warning")
 
-    def _overview_rows(self, rows) -> None:
-        screen = self._overview_screen()
-        if screen is not None:
-            screen.show_rows(rows)
-
-    def _failed(self, message: str) -> None:
+    def failed(self, message: str) -> None:
+        """The summary cannot be used: say why on a screen of its own (q quits)."""
         self.error = message
         while len(self.screen_stack) > 1:
             self.pop_screen()
@@ -173,9 +176,8 @@ class NeuronApp(App):
 
     # ---- navigation ----
     def open_layer(self, layer: int, neuron: int | None = None) -> None:
-        if self.explorer is None:
-            return
-        self.push_screen(LayerScreen(layer, neuron=neuron))
+        if self.explorer is not None:
+            self.push_screen(LayerScreen(layer, neuron=neuron))
 
     def goto(self, layer: int, neuron: int | None) -> None:
         """Open layer `layer` (and neuron `neuron`'s detail) on top of the overview."""
@@ -187,41 +189,42 @@ class NeuronApp(App):
             return
         while len(self.screen_stack) > 2 and not isinstance(self.screen, OverviewScreen):
             self.pop_screen()
-        self.push_screen(LayerScreen(layer, neuron=neuron))
+        screen = LayerScreen(layer, neuron=neuron)
+        self.push_screen(screen)
         if neuron is not None:
-            self.push_screen(NeuronScreen(layer, neuron))
+            screen.open_neuron(neuron)
 
     def action_goto(self) -> None:
         if self.explorer is not None:
             self.action_command_palette()
 
     # ---- help ----
+    def _keys(self, bindings) -> list[tuple[str, str]]:
+        """(keys as shown, what they do) of `bindings`, the user's keymap applied by binding id."""
+        out = []
+        for b in bindings:
+            key = self._keymap_overrides.get(b.id or "", b.key)
+            shown = ", ".join(b.key_display if (b.key_display and key == b.key) else
+                              self.get_key_display(Binding(k.strip(), b.action)) for k in key.split(","))
+            out.append((shown, b.tooltip or b.description))
+        return out
+
     def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """(section, [(keys, description)]) for every screen, keymap overrides applied."""
-
-        def keys(bindings) -> list[tuple[str, str]]:
-            out = []
-            for b in bindings:
-                key = self._keymap_overrides.get(b.id or "", b.key)
-                shown = ", ".join(b.key_display if (b.key_display and key == b.key) else self.get_key_display(
-                    Binding(k.strip(), b.action)) for k in key.split(","))
-                out.append((shown, b.tooltip or b.description))
-            return out
-
-        general = keys(self.BINDINGS) + [
-            ("ctrl+p", "command palette (go to L12 N345, 12/345, L12; themes…)"),
-            ("ctrl+q", "quit"),
-        ]
+        """(section, [(keys, description)]) for every screen, from the bindings themselves."""
+        moves = ("cursor_up", "cursor_down", "page_up", "page_down", "scroll_home", "scroll_end")
+        table_moves = [b for b in DataTable.BINDINGS if isinstance(b, Binding) and b.action in moves]
         return [
-            ("Everywhere", general),
-            ("Overview", [("↑ ↓", "move between layers"), ("enter", "open the layer")]),
-            ("Layer table", keys(LayerScreen.BINDINGS) + keys(NeuronTable.BINDINGS)
+            ("Everywhere", self._keys(self.BINDINGS) + [("ctrl+p", "command palette (go to L12 N345, 12/345, L12)"),
+                                                        ("ctrl+q", "quit")]),
+            ("Overview", self._keys(OverviewScreen.BINDINGS) + self._keys(table_moves)),
+            ("Layer table", self._keys(LayerScreen.BINDINGS) + self._keys(NeuronTable.BINDINGS)
              + [("click header", "sort by that column")]),
             ("Search box", [("type", "filter to neurons whose triggers contain the text"),
                             ("enter", "back to the table, keep the search"), ("esc", "clear the search")]),
-            ("Neuron detail", keys(NeuronScreen.BINDINGS) + [("↑ ↓ pgup pgdn", "scroll")]),
-            ("Mark dialog", [("enter", "save the note"), ("esc", "cancel")]),
-            ("Export dialog", [("c", "CSV"), ("j", "JSON"), ("esc", "cancel")]),
+            ("Neuron detail", self._keys(NeuronScreen.BINDINGS) + [("↑ ↓ pgup pgdn", "scroll")]),
+            ("Mark dialog", [("enter", "save the note")] + self._keys(MarkDialog.BINDINGS)),
+            ("Export dialog", [("enter", "export to the file named (.csv or .json)")] + self._keys(ExportDialog.BINDINGS)),
+            ("What the screens show", LEGEND),
         ]
 
     def action_help(self) -> None:
@@ -247,7 +250,7 @@ class NeuronApp(App):
                 self.notify(str(exc), severity="error")
                 return
             self.notify(f"marked L{layer} N{neuron}" + (f": {note}" if note else ""), timeout=2)
-            self._marks_changed()
+            self.marks_version += 1
 
         self.push_screen(MarkDialog(layer, neuron, marks.note(layer, neuron)), done)
 
@@ -261,12 +264,7 @@ class NeuronApp(App):
             return
         self.notify(f"unmarked L{layer} N{neuron}" if removed else f"L{layer} N{neuron} was not marked", timeout=2)
         if removed:
-            self._marks_changed()
-
-    def _marks_changed(self) -> None:
-        for screen in self.screen_stack:
-            if hasattr(screen, "marks_changed"):
-                screen.marks_changed()
+            self.marks_version += 1
 
     def action_export(self) -> None:
         if self.explorer is None:
@@ -276,36 +274,66 @@ class NeuronApp(App):
             self.notify("nothing to export: mark neurons with m first", severity="warning")
             return
 
-        def done(fmt: str | None) -> None:
-            if fmt:
-                self._export(fmt)
+        def done(path: Path | None) -> None:
+            if path is not None:
+                self._export(path)
 
-        self.push_screen(ExportDialog(n, str(self.explorer.info.path.parent)), done)
+        self.push_screen(ExportDialog(n, self.explorer.default_export("csv")), done)
 
     @work(thread=True, exclusive=True, group="export")
-    def _export(self, fmt: str) -> None:
+    def _export(self, path: Path) -> None:
         try:
-            path = self.explorer.export_marks(fmt)
+            written = self.explorer.export_marks(path.suffix.lower().lstrip("."), path)
         except Exception as exc:  # noqa: BLE001 - a clear message on screen beats a traceback
-            self.call_from_thread(self.notify, f"export failed: {exc}", severity="error")
+            self.call_from_thread(self.notify, f"export failed: {reason(exc)}", severity="error")
             return
-        self.last_export = path
-        self.call_from_thread(self.notify, f"exported {len(self.explorer.marks)} mark(s) to {path}", timeout=6)
+        self.call_from_thread(self.notify, f"exported {len(self.explorer.marks)} mark(s) to {written}", timeout=6)
 
 
-def load_keymap() -> dict[str, str]:
-    """The user's keymap: $NEURON_TUI_KEYMAP, else ~/.config/neuron-tui/keymap.json; {} when none."""
+LEGEND = [
+    ("D R T N P", "categories: dead, rare, token detector, n-gram detector, positional"),
+    ("#1 #2 …", "rank among the neuron's suppressed tokens, 1-based: #1 is the most suppressed; supp = its "
+                "triggers' best rank"),
+    ("● ○", "● a trigger counted in the token-detector criterion; ○ a covered token (fires on >= 95% of its "
+            "occurrences) beyond those"),
+    ("~12", "an estimated count: the neuron's firing events were sampled (each kept one stands for 2^level)"),
+    ("◆ trigger", "a promoted / suppressed token that is also one of the neuron's triggers"),
+    ("oscillatory", "positional type: fires on evenly spaced position ranges (OPT-125m layer 2)"),
+    ("both-extremes", "positional type: its rate reaches both 0 and 1 (fires before, or after, a position)"),
+    ("one-extreme", "positional type: its rate reaches one of 0 and 1 over some positions"),
+    ("other", "positional type: depends on position but reaches neither 0 nor 1"),
+    ("strong, weak", "a strong pattern reaches 0 / 1 exactly (other: a thin, smooth profile); a weak one only "
+                     "comes close"),
+    ("bars ≤71%", "overview: a bar's full width is the largest share in its column, shown in the header"),
+]
+
+
+def known_binding_ids() -> set[str]:
+    """Every binding id of the app and its screens and widgets (what a keymap may name)."""
+    return {b.id for owner in (NeuronApp, *SCREENS_WITH_KEYS) for b in owner.BINDINGS
+            if isinstance(b, Binding) and b.id}
+
+
+def load_keymap() -> tuple[dict[str, str], str]:
+    """(the user's keymap, a one-line warning or ""): $NEURON_TUI_KEYMAP, else
+    ~/.config/neuron-tui/keymap.json; ({}, "") when there is none."""
     path = os.environ.get(KEYMAP_ENV)
     candidate = Path(path).expanduser() if path else Path.home() / ".config" / "neuron-tui" / "keymap.json"
     if not candidate.is_file():
-        return {}
+        return {}, (f"keymap {candidate} not found: default keys" if path else "")
     try:
         data = json.loads(candidate.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+    except (OSError, ValueError) as exc:
+        return {}, f"keymap {candidate} is unreadable ({exc.__class__.__name__}): default keys"
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        return {}, f"keymap {candidate} is not a JSON object of binding id -> key: default keys"
+    unknown = sorted(set(data) - known_binding_ids())
+    keymap = {k: v for k, v in data.items() if k not in unknown}
+    warning = f"keymap {candidate}: unknown binding id(s) {', '.join(unknown)} ignored (ids are listed in README)" if unknown else ""
+    return keymap, warning
 
 
-def run_explorer(path) -> None:
-    """Open the explorer on the summary at `path` (blocks until the user quits)."""
-    NeuronApp(path, keymap=load_keymap()).run()
+def run_explorer(source: SummaryFile | Path | str) -> None:
+    """Open the explorer on a summary (blocks until the user quits)."""
+    keymap, warning = load_keymap()
+    NeuronApp(source, keymap=keymap, keymap_warning=warning).run()

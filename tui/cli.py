@@ -1,37 +1,47 @@
-"""The `neuron-tui` command line.
+"""The `neuron-tui` command line: argument parsing and rendering; the work is core's.
 
-    neuron-tui [MODEL]                  collect if no summary exists yet, then open the explorer
-    neuron-tui collect MODEL [...]      headless, resumable collection (e.g. inside tmux)
-    neuron-tui report MODEL|FILE... [--json]
-    neuron-tui analyze FILE [--min-fire-rate X ...]
+    neuron-tui [MODEL] [collect options]   collect if no summary exists yet, then open the explorer
+    neuron-tui collect MODEL [...]         headless, resumable collection (e.g. inside tmux)
+    neuron-tui report MODEL|FILE... [--json] [--metric NAME]
+    neuron-tui neurons FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
     neuron-tui neuron FILE LAYER INDEX [--json]
+    neuron-tui analyze FILE [--min-fire-rate X ...]
     neuron-tui open FILE
     neuron-tui merge A.h5 B.h5 ... -o C.h5 [--model M]   disjoint shards (collect --shard K/N) into one
     torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL [...]   data-parallel collection
 
 Every failure a user can cause prints one line on stderr, exit status 2 for a wrong request and 1 for a
-failure while doing it; never a traceback.
+failure while doing it; a closed pipe (`| head`) ends quietly with 141; never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import typing
 from dataclasses import fields
 from pathlib import Path
 
-from neuron_tui.cache import Summary, SummaryError
-from neuron_tui.cache.paths import cache_dir, model_slug
+from neuron_tui.cache import SummaryError, cache_dir, newest_summary
 from neuron_tui.core.errors import NeuronTuiError, UsageError
 
-COMMANDS = ("collect", "report", "analyze", "neuron", "open", "merge", "main")
+COMMANDS = ("collect", "report", "neurons", "neuron", "analyze", "open", "merge")
+DEBUG_ENV = "NEURON_TUI_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
-def _collect_options(p: argparse.ArgumentParser) -> None:
-    from neuron_tui.core.models import DEFAULT_MODEL
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are a UsageError (one line), not usage text and an exit."""
 
-    p.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _collect_options(p: argparse.ArgumentParser, model_optional: bool) -> None:
+    from neuron_tui.core.sources import DEFAULT_MODEL
+
+    p.add_argument("model", nargs="?" if model_optional else None, default=DEFAULT_MODEL,
                    help=f"opt-125m ... opt-66b, a Hugging Face id, a model folder, a .gguf file, or smollm2 "
                         f"(default {DEFAULT_MODEL}, offline)")
     p.add_argument("--corpus", default="builtin", help="builtin, FILE.txt|.jsonl, FOLDER, 'GLOB', hf:NAME[:CONFIG][:SPLIT]")
@@ -53,35 +63,50 @@ def _collect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, help="fixed firing threshold tau for every layer")
     p.add_argument("--quantile", type=float, default=0.99, help="calibration quantile of |h| for non-ReLU models")
     p.add_argument("--events", type=int, default=256, help="firing events kept per neuron (uniform sample)")
-    p.add_argument("--checkpoint-seconds", type=float, default=60.0, help="seconds between checkpoints")
+    p.add_argument("--checkpoint-seconds", type=float,
+                   help="seconds between checkpoints (default 60, spaced out so checkpoints stay under a tenth of the run)")
     p.add_argument("--out", type=Path, help="summary file (default: in the cache folder)")
     p.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURON_TUI_CACHE or ~/.cache/neuron-tui)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="neuron-tui", description="Explore the FFN neurons of language models.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="neuron-tui", description="Explore the FFN neurons of language models.",
+                     epilog="neuron-tui [MODEL] [collect options] collects MODEL's summary if there is none yet, "
+                            "then opens the explorer on it.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     col = sub.add_parser("collect", help="stream a corpus through a model into a summary")
-    _collect_options(col)
+    _collect_options(col, model_optional=True)
     col.add_argument("--shard", help="K/N: only the sequences i with i %% N == K of the corpus (merge the N "
                                      "summaries with `neuron-tui merge`)")
     col.add_argument("--distributed", action="store_true",
                      help="one shard per process under torchrun (gloo on CPU, NCCL on cuda:LOCAL_RANK); "
                           "rank 0 writes the merged summary")
-    _collect_options(sub.add_parser("main", help=argparse.SUPPRESS))
     rep = sub.add_parser("report", help="per-layer table of one summary, or several lined up by depth")
     rep.add_argument("targets", nargs="+", help="summary files or model names (their cached summary)")
     rep.add_argument("--json", action="store_true")
+    rep.add_argument("--metric", default="dead_frac", help="with several summaries: the per-layer value to line up "
+                                                           "(any key of report --json's rows)")
     rep.add_argument("--cache-dir", type=Path)
-    ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
-    ana.add_argument("file", type=Path)
-    _analysis_options(ana)
+    nrs = sub.add_parser("neurons", help="the neuron table of a layer (or all): filter, search, sort")
+    nrs.add_argument("file", type=Path)
+    nrs.add_argument("--layer", type=int, help="one layer (default: every layer)")
+    nrs.add_argument("--category", default="all", help="all, dead, rare, token, ngram or positional")
+    nrs.add_argument("--trigger", help="neurons whose triggers contain this text (e.g. ' of')")
+    nrs.add_argument("--sort", default="id", help="id, cat, rate, distinct, top, pos or supp")
+    nrs.add_argument("--reverse", action="store_true", help="the other direction of the sort")
+    nrs.add_argument("--limit", type=int, help="at most this many rows")
+    fmt = nrs.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--csv", action="store_true")
     neu = sub.add_parser("neuron", help="everything about one neuron")
     neu.add_argument("file", type=Path)
     neu.add_argument("layer", type=int)
     neu.add_argument("index", type=int)
     neu.add_argument("--json", action="store_true")
+    ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
+    ana.add_argument("file", type=Path)
+    _analysis_options(ana)
     opn = sub.add_parser("open", help="open a summary in the explorer")
     opn.add_argument("file", type=Path)
     mrg = sub.add_parser("merge", help="merge summaries of disjoint corpus shards of one run (collect --shard K/N)")
@@ -93,19 +118,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_main_parser() -> argparse.ArgumentParser:
+    """`neuron-tui [MODEL] [collect options]`: the default command, which then opens the explorer."""
+    parser = _Parser(prog="neuron-tui", description="Collect MODEL's summary if needed, then explore it.")
+    _collect_options(parser, model_optional=True)
+    return parser
+
+
+# ---- analysis parameters: parsed by their types, checked by AnalysisParams -----------------------------
+
+def _bool(text: str) -> bool:
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+    return words[text.lower()]
+
+
+def _parser_of(kind):
+    """The argparse type of an AnalysisParams field from its annotation: bool, int, float, X | None."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        inner = _parser_of(next(a for a in args if a is not type(None)))
+
+        def optional(text: str):
+            return None if text.lower() == "none" else inner(text)
+
+        optional.__name__ = f"{inner.__name__} or none"
+        return optional
+    return {bool: _bool, int: int, float: float}[kind]
+
+
 def _analysis_options(p: argparse.ArgumentParser) -> None:
-    from neuron_tui.core.analysis import AnalysisParams
+    from neuron_tui.core.analysis import PARAM_TYPES, AnalysisParams
 
     for f in fields(AnalysisParams):
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None, help=f"default {f.default}")
+        p.add_argument("--" + f.name.replace("_", "-"), type=_parser_of(PARAM_TYPES[f.name]), default=argparse.SUPPRESS,
+                       help=f"default {f.default}")
 
+
+# ---- running -----------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
-        argv = ["main", *argv]  # `neuron-tui opt-1.3b`: the default command
-    args = build_parser().parse_args(argv)
     try:
+        if argv and argv[0] in ("-h", "--help"):
+            build_parser().print_help()
+            return 0
+        if not argv or argv[0] not in COMMANDS:
+            args = build_main_parser().parse_args(argv)
+            args.command = "main"
+        else:
+            args = build_parser().parse_args(argv)
         return _dispatch(args)
     except (NeuronTuiError, SummaryError) as exc:
         print(f"neuron-tui: error: {exc}", file=sys.stderr)
@@ -113,216 +176,203 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("neuron-tui: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `neuron-tui report ... | head`: the reader has gone; so do we, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: one line, the traceback on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"neuron-tui: error: unexpected {exc.__class__.__name__}: {exc} (a bug: please report it; "
+              f"{DEBUG_ENV}=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("collect", "main"):
-        path = run_collect(args)
-        if args.command == "collect":
-            print(path)
-            return 0
-        return _open(path)
-    if args.command == "open":
-        return _open(args.file)
-    if args.command == "analyze":
-        return run_analyze(args)
-    if args.command == "report":
-        return run_report(args)
-    if args.command == "neuron":
-        return run_neuron(args)
-    if args.command == "merge":
-        from neuron_tui.core.merge import merge_summaries
-
-        from neuron_tui.core import models
-
-        loaded = models.load(args.model, device=args.device) if args.model else None
-        print(merge_summaries(args.files, args.out, loaded))
-        if loaded is None:
-            print("neuron-tui: merged without --model: candidate triggers were re-ranked among the tokens the "
-                  "shards scored (pass the run's model to project them exactly)", file=sys.stderr)
+    if args.command == "main":
+        return _open(_summary_of(args))
+    if args.command == "collect":
+        print(_summary_of(args))
         return 0
-    raise UsageError(f"unknown command {args.command}")
+    return {"open": lambda a: _open(a.file), "analyze": run_analyze, "report": run_report, "neurons": run_neurons,
+            "neuron": run_neuron, "merge": run_merge}[args.command](args)
 
 
-def run_collect(args: argparse.Namespace) -> Path:
-    """Plan (cheap: config only), reuse an existing summary, else load the model and collect."""
-    if (args.max_memory or args.offload_folder) and not args.device_map:
-        raise UsageError("--max-memory and --offload-folder place the weights of --device-map auto: add it")
-    if args.chunk_tokens is not None and not args.layer_by_layer:
-        raise UsageError("--chunk-tokens sizes the chunks of --layer-by-layer: add it")
-    if args.layer_by_layer and args.device_map:
-        raise UsageError("--layer-by-layer and --device-map are two ways to run a large model: pick one")
-    if not getattr(args, "distributed", False):
-        return _run_collect(args, None)
-    from neuron_tui.core import distributed
+def _request(args: argparse.Namespace):
+    from neuron_tui.core.pipeline import CollectRequest
 
-    if args.shard or args.device_map or args.layer_by_layer:
-        raise UsageError("--distributed gives every process its own shard on its own device: "
-                         "drop --shard, --device-map and --layer-by-layer")
-    with distributed.session(args.device) as rank:
-        return _run_collect(args, rank)
+    names = {f.name for f in fields(CollectRequest)}
+    values = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    values["events"] = args.events
+    values["tokens"] = args.tokens
+    return CollectRequest(**values)
 
 
-def _run_collect(args: argparse.Namespace, rank) -> Path:
-    """`run_collect` in this process; `rank` (distributed.Rank) when it is one of a torchrun group."""
-    from transformers import AutoConfig
+def _summary_of(args: argparse.Namespace) -> Path:
+    """The summary a collection request names: found (fast, no torch) or collected."""
+    from neuron_tui.core import pipeline
 
-    from neuron_tui.core import collect, models
-
-    source = models.resolve(args.model)
-    device = rank.device if rank else args.device or models.default_device()
-    settings = collect.Settings(
-        corpus=args.corpus, n_tokens=args.tokens, seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
-        threshold=args.threshold, quantile=args.quantile, events_cap=args.events,
-        checkpoint_seconds=args.checkpoint_seconds,
-    )
-    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
-    try:
-        config = AutoConfig.from_pretrained(source.load_from, **kwargs)
-    except (OSError, ValueError) as exc:
-        raise models.load_error(source, exc) from None
-    plan = collect.make_plan(source.name, config, settings, device, out=args.out, cache_dir=args.cache_dir,
-                             shard=getattr(args, "shard", None))
-    if plan.path.exists():
-        if not args.quiet:
-            print(f"neuron-tui: using the existing summary {plan.path}", file=sys.stderr)
-        return plan.path
-    # refuse a run that cannot fit before spending minutes loading weights (sizes from the config)
-    collect.check_disk(plan, config.num_hidden_layers, models.ffn_width(config))
-    if args.quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-    loaded = models.load(args.model, device=device, dtype=args.dtype, device_map=args.device_map,
-                         max_memory=_max_memory(args, plan, config), offload_folder=args.offload_folder,
-                         on_host=args.layer_by_layer)
-    if rank:
-        from neuron_tui.core import distributed
-
-        return distributed.collect(loaded, plan, rank, quiet=args.quiet)
-    return collect.collect(loaded, plan, quiet=args.quiet, runner=_schedule(args, loaded, plan, device))
+    request = _request(args)
+    say = (lambda text: None) if args.quiet else (lambda text: print(f"neuron-tui: {text}", file=sys.stderr))
+    return pipeline.ensure_summary(request, say)
 
 
-def _schedule(args: argparse.Namespace, loaded, plan, device: str):
-    """The pass's schedule: layer by layer when asked, else None (batch by batch), with a hint when
-    accelerate offloaded layers that a GPU would then receive again for every batch."""
-    if args.layer_by_layer:
-        from neuron_tui.core import layerwise
+def _open_file(path: Path):
+    from neuron_tui.core.api import SummaryFile
 
-        chunk = layerwise.chunk_batches(device, plan.batch_size * plan.seq_len, args.chunk_tokens)
-        return layerwise.LayerByLayer(loaded.model, device, chunk)
-    offloaded = {str(d) for d in (getattr(loaded.model, "hf_device_map", None) or {}).values()} & {"cpu", "disk"}
-    if offloaded and not str(device).startswith("cpu"):
-        print(f"neuron-tui: some layers are offloaded to {' and '.join(sorted(offloaded))} and will be streamed to "
-              "the GPU for every batch; --layer-by-layer moves them once per chunk instead", file=sys.stderr)
-    return None
+    return SummaryFile.open(path)
 
 
-def _max_memory(args: argparse.Namespace, plan, config) -> dict | None:
-    """--max-memory as given, else (with --device-map on a CUDA machine) each GPU's memory less the
-    room its accumulators will take (collect.device_budget); None lets accelerate decide."""
-    import torch
+def _open(path: Path) -> int:
+    """The explorer on the summary at `path`, opened once here; without a terminal (a pipe, CI) the
+    report instead."""
+    summary = _open_file(path)
+    if not sys.stdout.isatty():
+        try:
+            _print_report(summary)
+        finally:
+            summary.close()
+        return 0
+    from neuron_tui.tui.app import run_explorer
 
-    from neuron_tui.core import collect, models
-
-    if args.max_memory:
-        return models.parse_max_memory(args.max_memory)
-    if not args.device_map or not torch.cuda.is_available():
-        return None
-    gpus = [torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())]
-    return collect.device_budget(plan, config.num_hidden_layers, models.ffn_width(config), gpus)
+    run_explorer(summary)
+    return 0
 
 
 def run_analyze(args: argparse.Namespace) -> int:
     from neuron_tui.core.analysis import AnalysisParams, run_analysis
 
-    overrides = {f.name: getattr(args, f.name) for f in fields(AnalysisParams) if getattr(args, f.name) is not None}
-    with Summary.open(args.file) as summary:
-        shard = summary.attrs.get("shard", "0/1")
-    if shard != "0/1":
-        raise UsageError(f"{args.file} holds shard {shard} of the corpus; the analysis needs every sequence: "
-                         "merge the shards first (neuron-tui merge)")
-    run_analysis(args.file, AnalysisParams(**overrides))
+    overrides = {f.name: getattr(args, f.name) for f in fields(AnalysisParams) if hasattr(args, f.name)}
+    try:
+        params = AnalysisParams(**overrides)
+    except ValueError as exc:
+        name = str(exc).split(" ")[0]
+        raise UsageError(f"--{name.replace('_', '-')} {str(exc)[len(name) + 1:]}") from None
+    with _open_file(args.file) as s:
+        if s.summary.shard != "0/1":
+            raise UsageError(f"{args.file} holds shard {s.summary.shard} of the corpus; the analysis needs every "
+                             "sequence: merge the shards first (neuron-tui merge)")
+    run_analysis(args.file, params)
     print(args.file)
     return 0
 
 
 def find_summary(target: str, folder: Path | None = None) -> Path:
-    """A summary file given directly, or the newest complete summary of a model in the cache folder."""
-    path = Path(target)
-    if path.suffix == ".h5" or path.is_file():
+    """A summary file given directly, or a model's summary in the cache folder: the one its default
+    request made (the request index, as `neuron-tui MODEL` finds it), else the newest one."""
+    path = Path(target).expanduser()
+    if path.suffix == ".h5" or path.is_file() or path.is_dir() and not (path / "config.json").is_file():
         return path
-    from neuron_tui.core.models import resolve
+    from neuron_tui.core.pipeline import CollectRequest, find_existing
+    from neuron_tui.core.sources import resolve
 
+    found = find_existing(CollectRequest(model=target, cache_dir=folder))
     name = resolve(target).name
-    folder = cache_dir(folder)
-    found = [p for p in folder.glob(f"{model_slug(name)}__*.h5")
-             if not p.name.endswith(".partial.h5") and ".shard" not in p.name]  # shards: see collect.shard_path
-    if not found:
-        raise NeuronTuiError(f"no summary of {name} in {folder}; run: neuron-tui collect {target}")
-    return max(found, key=lambda p: p.stat().st_mtime)
+    found = found or newest_summary(cache_dir(folder), name)
+    if found is None:
+        raise NeuronTuiError(f"no summary of {name} in {cache_dir(folder)}; run: neuron-tui collect {target}")
+    return found
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    from contextlib import ExitStack
 
-    from neuron_tui.core import report
+    from neuron_tui.core import queries
 
+    if len(args.targets) > 1 and args.metric not in queries.METRICS:
+        raise UsageError(f"unknown metric {args.metric!r}; one of {', '.join(queries.METRICS)}")
     paths = [find_summary(t, args.cache_dir) for t in args.targets]
-    summaries = [Summary.open(p) for p in paths]
-    try:
-        if len(summaries) == 1:
-            rows = report.layer_rows(summaries[0])
+    with ExitStack() as stack:
+        files = [stack.enter_context(_open_file(p)) for p in paths]
+        if len(files) == 1:
             if args.json:
-                print(json.dumps({"file": str(paths[0]), "model": summaries[0].attrs["model"], "layers": rows}, indent=1))
+                s = files[0]
+                _print_json({"file": str(s.path), "model": s.model, "notes": queries.summary_notes(s.summary),
+                             "layers": s.layers()})
             else:
-                Console().print(report.report_table(rows, title=_title(summaries[0])))
+                _print_report(files[0])
+            return 0
+        rows = queries.compare_rows([f.summary for f in files])
+        if args.json:
+            _print_json(rows)
         else:
-            rows = report.compare_rows(summaries)
-            if args.json:
-                print(json.dumps(rows, indent=1))
-            else:
-                Console().print(report.compare_table(rows))
-    finally:
-        for s in summaries:
-            s.close()
+            from rich.console import Console
+
+            from neuron_tui.tui.render import compare_table
+
+            Console().print(compare_table(rows, args.metric))
     return 0
 
 
-def _title(summary: Summary) -> str:
-    a = summary.attrs
-    partial = "" if summary.complete else " [partial: still collecting]"
-    if a.get("shard", "0/1") != "0/1":
-        partial += f" [shard {a['shard']} of the corpus: merge the shards with `neuron-tui merge`]"
-    return f"{a['model']}: {a['n_tokens']:,} tokens, rule {a['rule']} ({a['tau_source']} {a['threshold']}){partial}"
+def _print_report(s) -> None:
+    from rich.console import Console
+
+    from neuron_tui.core.queries import summary_notes
+    from neuron_tui.tui.render import report_table, title
+
+    Console().print(report_table(s.layers(), title(s.summary.attrs, summary_notes(s.summary))))
+
+
+def run_neurons(args: argparse.Namespace) -> int:
+    from neuron_tui.core.queries import DEFAULT_DESCENDING, FILTERS, SORT_KEYS, TABLE_KEYS
+
+    if args.category not in FILTERS[:-1]:
+        raise UsageError(f"unknown category {args.category!r}; one of {', '.join(FILTERS[:-1])}")
+    if args.sort not in SORT_KEYS:
+        raise UsageError(f"unknown sort column {args.sort!r}; one of {', '.join(SORT_KEYS)}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} is too small (at least 1)")
+    with _open_file(args.file) as s:
+        if args.layer is not None and not 0 <= args.layer < s.n_layers:
+            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+        descending = DEFAULT_DESCENDING.get(args.sort, False) != args.reverse
+        rows = s.neurons(args.layer, category=args.category, trigger=args.trigger, sort=args.sort,
+                         descending=descending, limit=args.limit)
+    if args.json:
+        _print_json(rows)
+    elif args.csv:
+        from neuron_tui.tui.render import neurons_csv
+
+        sys.stdout.write(neurons_csv(rows, TABLE_KEYS))
+    else:
+        from rich.console import Console
+
+        from neuron_tui.tui.render import neurons_table
+
+        Console().print(neurons_table(rows))
+    return 0
 
 
 def run_neuron(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from neuron_tui.core import report
-
-    with Summary.open(args.file) as summary:
-        if not (0 <= args.layer < summary.n_layers and 0 <= args.index < summary.n_neurons):
-            raise UsageError(f"no neuron L{args.layer} N{args.index}: the summary has {summary.n_layers} layers "
-                             f"of {summary.n_neurons} neurons")
-        record = report.neuron_record(summary, args.layer, args.index)
+    with _open_file(args.file) as s:
+        if not (0 <= args.layer < s.n_layers and 0 <= args.index < s.n_neurons):
+            raise UsageError(f"no neuron L{args.layer} N{args.index}: the summary has {s.n_layers} layers "
+                             f"of {s.n_neurons} neurons")
+        record = s.neuron(args.layer, args.index)
     if args.json:
-        print(json.dumps(record, indent=1))
+        _print_json(record)
     else:
-        Console().print(report.neuron_panel(record))
+        from rich.console import Console
+
+        from neuron_tui.tui.render import neuron_panel
+
+        Console().print(neuron_panel(record))
     return 0
 
 
-def _open(path: Path) -> int:
-    """The explorer needs a terminal; without one (a pipe, CI) print the report instead."""
-    Summary.open(path).close()  # a bad file fails here with one line, before any screen is drawn
-    if not sys.stdout.isatty():
-        return run_report(argparse.Namespace(targets=[str(path)], json=False, cache_dir=None))
-    from neuron_tui.tui.app import run_explorer
+def run_merge(args: argparse.Namespace) -> int:
+    from neuron_tui.core import models
+    from neuron_tui.core.merge import merge_summaries
 
-    run_explorer(path)
+    loaded = models.load(args.model, device=args.device) if args.model else None
+    print(merge_summaries(args.files, args.out, loaded))
+    if loaded is None:
+        print("neuron-tui: merged without --model: candidate triggers were re-ranked among the tokens the "
+              "shards scored (pass the run's model to project them exactly)", file=sys.stderr)
     return 0
+
+
+def _print_json(value) -> None:
+    print(json.dumps(value, indent=1, allow_nan=False, ensure_ascii=False))
 
 
 if __name__ == "__main__":

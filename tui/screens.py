@@ -1,14 +1,16 @@
 """Screens of the explorer: overview, layer table, neuron detail, help, dialogs, error and too-small.
 
-Every HDF5 read runs in a thread worker (`@work(thread=True)`) and comes back through
-`call_from_thread`; screens only format what the view-models return.
+Every HDF5 read runs in a thread worker of the screen that needs it (`@work(thread=True)`), which
+posts its answer to that screen as a message; screens only format what the view-models return. The
+open summary and the marks are reactive attributes of the app (`explorer`, `marks_version`) that
+screens watch.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import replace
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,33 +20,32 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
-from textual.worker import get_current_worker
 
 from neuron_tui.cache import SummaryError
+from neuron_tui.core.queries import DEFAULT_DESCENDING
+from neuron_tui.core.tokens import inline, token_text, visible
 
-from .viewmodel import (
-    ANALYSIS_FILTERS,
-    COLUMNS,
-    LayerView,
-    NeuronDetail,
-    OverviewRow,
-    SummaryInfo,
-    ViewState,
-    show_token,
-)
-from .widgets import NeuronTable, PositionPlot, depth_bar_cell, fmt_count, fmt_rate
+from .render import activation_text
+from .viewmodel import ANALYSIS_FILTERS, COLUMNS, Explorer, LayerView, SummaryInfo, ViewState, rank_text
+from .widgets import NeuronTable, PositionPlot, depth_bar_cell, fmt_count, fmt_rate, share_text
 
 if TYPE_CHECKING:
     from .app import NeuronApp
 
-DEFAULT_DESCENDING = {"cat": True, "rate": True, "distinct": False, "pos": True}
 FILTER_LABELS = (("all", "all", "a"), ("dead", "dead", "d"), ("rare", "rare", "r"), ("token", "token", "t"),
                  ("ngram", "ngram", "n"), ("positional", "pos", "p"), ("marked", "Marked", "M"))
 TRIGGER_STYLE = "bold black on yellow"
 FIRING_STYLE = "bold reverse"
 ALT_STYLE = "grey62"  # every other context token, so token boundaries show
+CRITERION, COVERED = "●", "○"  # trigger marks: counted in the detector criterion / covered only
+
+
+def reason(exc: Exception) -> str:
+    """A one-line reason: SummaryError's own message, else the exception's class and message."""
+    return str(exc) if isinstance(exc, SummaryError) else f"{exc.__class__.__name__}: {exc}"
 
 
 class ExplorerScreen(Screen):
@@ -56,8 +57,13 @@ class ExplorerScreen(Screen):
         self.app.call_later(self.app.check_size)
 
     @property
-    def explorer(self):
+    def explorer(self) -> Explorer:
         return self.app.explorer
+
+    def show_banner(self, info: SummaryInfo) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(info.status)
+        banner.display = bool(info.status)
 
 
 def _title(info: SummaryInfo | None, text: str) -> Text:
@@ -71,19 +77,26 @@ def _title(info: SummaryInfo | None, text: str) -> Text:
 
 # ---- overview -------------------------------------------------------------------------------------
 
+OVERVIEW_BARS = (("dead", "dead"), ("rare", "rare"), ("token", "token"), ("ngram", "n-gram"), ("positional", "posit."))
+
 
 class OverviewScreen(ExplorerScreen):
     """Model, corpus, rule; one row per layer with dead / rare / token / n-gram / positional bars."""
 
     BINDINGS = [
-        Binding("enter", "open_layer", "Open", id="overview.open", priority=False),
+        Binding("enter", "open_layer", "Open", id="overview.open", tooltip="open the layer under the cursor",
+                priority=False),
     ]
+
+    class RowsLoaded(Message):
+        def __init__(self, rows: list[dict]) -> None:
+            super().__init__()
+            self.rows = rows
 
     def __init__(self) -> None:
         super().__init__()
-        self.rows: list[OverviewRow] | None = None
+        self.rows: list[dict] | None = None
         self._table_width = 0
-        self.painted = False  # the layer rows are on screen (benchmarks, tests)
 
     def compose(self) -> ComposeResult:
         yield Static(_title(None, "opening…"), id="title", classes="title")
@@ -93,30 +106,43 @@ class OverviewScreen(ExplorerScreen):
         yield Static("", id="layer-summary")
         yield Footer(compact=True)
 
-    def show_info(self, info: SummaryInfo) -> None:
+    def on_mount(self) -> None:
+        self.watch(self.app, "explorer", self._explorer_changed)
+
+    def _explorer_changed(self, explorer: Explorer | None) -> None:
+        if explorer is None:
+            return
+        info = explorer.info
         self.query_one("#title", Static).update(_title(info, f"{info.model} · overview · enter opens a layer"))
         grid = Table.grid(padding=(0, 1), expand=True)
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
-        tokens = f"{info.n_tokens:,} ({info.n_seq:,} × {info.seq_len})"
         grid.add_row("model", f"{info.model} ({info.architecture})", "corpus", info.corpus)
-        grid.add_row("tokens", tokens, "rule", info.rule_text)
+        grid.add_row("tokens", f"{info.n_tokens:,} ({info.n_seq:,} × {info.seq_len})", "rule", info.rule_text)
         grid.add_row("layers", f"{info.n_layers} × {info.n_neurons:,} neurons", "file", info.path.name)
         self.query_one("#info", Static).update(grid)
-        banner = self.query_one("#banner", Static)
-        banner.update(info.status)
-        banner.display = bool(info.status)
+        self.show_banner(info)
         self.query_one("#layers", DataTable).loading = True
+        self._load_rows(explorer)
 
-    def show_rows(self, rows: list[OverviewRow]) -> None:
-        self.rows = rows
+    @work(thread=True, exclusive=True, group="overview")
+    def _load_rows(self, explorer: Explorer) -> None:
+        try:
+            rows = explorer.overview()
+        except Exception as exc:  # noqa: BLE001 - a damaged file gives a message, never a traceback
+            self.app.call_from_thread(self.app.failed, f"{explorer.info.path}: cannot read the layers: {reason(exc)}")
+            return
+        self.post_message(self.RowsLoaded(rows))
+
+    @on(RowsLoaded)
+    def _rows_loaded(self, message: RowsLoaded) -> None:
+        self.rows = message.rows
         table = self.query_one("#layers", DataTable)
         table.loading = False
         self._fill()
         table.focus()
-        self.call_after_refresh(setattr, self, "painted", True)
 
     def on_resize(self) -> None:
         super().on_resize()
@@ -137,29 +163,27 @@ class OverviewScreen(ExplorerScreen):
         table.add_column("L", key="layer")
         if wide:
             table.add_column("neurons", key="neurons")
-        names = (("dead", "dead"), ("rare", "rare"), ("token", "token det."), ("ngram", "n-gram det."),
-                 ("positional", "positional"))
-        for key, label in names:
-            table.add_column(label.ljust(bar_w), key=key, width=bar_w)
+        scale = {}
+        for key, label in OVERVIEW_BARS:
+            fracs = [r[f"{key}_frac"] for r in rows if r[f"{key}_frac"] is not None]
+            scale[key] = max(fracs) if fracs else 0.0
+            head = f"{label} ≤{share_text(scale[key])}" if scale[key] > 0 else label
+            table.add_column(head[:bar_w].ljust(bar_w), key=key, width=bar_w)
         if wide:
-            table.add_column("mean rate", key="rate")
+            table.add_column("alive rate", key="rate")
             table.add_column("covered", key="covered")
             table.add_column("new", key="new")
-        scale = {}
-        for key, _ in names:
-            fracs = [getattr(r, key) / r.neurons for r in rows if getattr(r, key) is not None and r.neurons]
-            scale[key] = max(fracs) if fracs else 0.0
         for r in rows:
-            cells = [Text(str(r.layer), justify="right")]
+            cells = [Text(str(r["layer"]), justify="right")]
             if wide:
-                cells.append(Text(f"{r.neurons:,}", justify="right"))
-            for key, _ in names:
-                cells.append(depth_bar_cell(getattr(r, key), r.neurons, scale[key], bar_w, show_count))
+                cells.append(Text(f"{r['neurons']:,}", justify="right"))
+            for key, _ in OVERVIEW_BARS:
+                cells.append(depth_bar_cell(r[key], r["neurons"], scale[key], bar_w, show_count))
             if wide:
-                cells.append(Text(fmt_rate(r.mean_rate), justify="right"))
-                cells.append(Text("–" if r.covered is None else f"{r.covered:,}", justify="right"))
-                cells.append(Text("–" if r.new is None else f"{r.new:,}", justify="right"))
-            table.add_row(*cells, key=str(r.layer))
+                cells.append(Text(fmt_rate(r["alive_rate"]), justify="right"))
+                cells.append(Text("–" if r["covered"] is None else f"{r['covered']:,}", justify="right"))
+                cells.append(Text("–" if r["new"] is None else f"{r['new']:,}", justify="right"))
+            table.add_row(*cells, key=str(r["layer"]))
         if rows:
             table.move_cursor(row=min(max(0, keep), len(rows) - 1), animate=False)
             self._summarise(min(max(0, keep), len(rows) - 1))
@@ -169,13 +193,15 @@ class OverviewScreen(ExplorerScreen):
             return
         r = self.rows[index]
 
-        def part(name, value):
-            return f"{name} {value:,} ({100 * value / r.neurons:.1f}%)" if value is not None else f"{name} –"
+        def part(name, key):
+            value = r[key]
+            return f"{name} {value:,} ({100 * value / r['neurons']:.1f}%)" if value is not None else f"{name} –"
 
-        bits = [f"L{r.layer}: {r.neurons:,} neurons", part("dead", r.dead), part("rare", r.rare), part("token", r.token),
-                part("n-gram", r.ngram), part("positional", r.positional), f"mean rate {fmt_rate(r.mean_rate)}"]
-        if r.covered is not None:
-            bits.append(f"covers {r.covered:,} tokens ({r.new:,} new)")
+        bits = [f"L{r['layer']}: {r['neurons']:,} neurons", part("dead", "dead"), part("rare", "rare"),
+                part("token", "token"), part("n-gram", "ngram"), part("positional", "positional"),
+                f"alive fire at {fmt_rate(r['alive_rate'])}"]
+        if r["covered"] is not None:
+            bits.append(f"covers {r['covered']:,} tokens ({r['new']:,} new)")
         self.query_one("#layer-summary", Static).update(" · ".join(bits))
 
     @on(DataTable.RowHighlighted, "#layers")
@@ -189,7 +215,7 @@ class OverviewScreen(ExplorerScreen):
     def action_open_layer(self) -> None:
         table = self.query_one("#layers", DataTable)
         if self.rows:
-            self.app.open_layer(self.rows[table.cursor_row].layer)
+            self.app.open_layer(self.rows[table.cursor_row]["layer"])
 
 
 # ---- layer ------------------------------------------------------------------------------------------
@@ -226,15 +252,17 @@ class LayerScreen(ExplorerScreen):
         Binding("escape", "back", "Back", tooltip="clear the search, else back to the overview", id="layer.back"),
     ]
 
+    class ViewLoaded(Message):
+        def __init__(self, view: LayerView, neuron: int | None) -> None:
+            super().__init__()
+            self.view, self.neuron = view, neuron
+
     def __init__(self, layer: int, state: ViewState | None = None, neuron: int | None = None) -> None:
         super().__init__()
         self.layer_index = layer
         self.state = state or ViewState()
         self._keep = neuron
         self.view: LayerView | None = None
-        self.counts: dict[str, int] = {}
-        self.requested_at = 0.0
-        self.last_latency: float | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="title", classes="title")
@@ -249,56 +277,46 @@ class LayerScreen(ExplorerScreen):
         return self.query_one(NeuronTable)
 
     def on_mount(self) -> None:
-        info = self.explorer.info
-        banner = self.query_one("#banner", Static)
-        banner.update(info.status)
-        banner.display = bool(info.status)
+        self.show_banner(self.explorer.info)
         search = self.query_one("#search", Input)
         search.display = bool(self.state.query)
         search.value = self.state.query
-        self._update_title()
         self.table.focus()
         self.request_view(self._keep)
+        self.watch(self.app, "marks_version", lambda _: self.request_view(self.table.neuron), init=False)
 
     # ---- loading ----
     def request_view(self, neuron: int | None = None) -> None:
         """Recompute the view for the current layer and state in a worker; the table keeps `neuron`."""
-        self.requested_at = time.perf_counter()
-        if not self.explorer.is_cached(self.layer_index):
-            self._update_title(loading=True)  # a read from disk: say so (cached layers answer at once)
+        self._update_title(loading=True)
         self._load_view(self.layer_index, self.state, neuron)
 
     @work(thread=True, exclusive=True, group="layer-view")
     def _load_view(self, layer: int, state: ViewState, neuron: int | None) -> None:
-        worker = get_current_worker()
         try:
             view = self.explorer.view(layer, state)
-            counts = self.explorer.counts_by_filter(layer)
         except Exception as exc:  # noqa: BLE001 - a damaged file gives a message, never a traceback
-            self.app.call_from_thread(self.app.notify, f"cannot read layer {layer}: {_reason(exc)}", severity="error")
+            self.app.call_from_thread(self.app.notify, f"cannot read layer {layer}: {reason(exc)}", severity="error")
             return
-        if not worker.is_cancelled:
-            self.app.call_from_thread(self._show_view, view, counts, neuron)
+        self.post_message(self.ViewLoaded(view, neuron))
 
-    def _show_view(self, view: LayerView, counts: dict[str, int], neuron: int | None) -> None:
+    @on(ViewLoaded)
+    def _view_loaded(self, message: ViewLoaded) -> None:
+        view = message.view
         if view.layer != self.layer_index or view.state != self.state:
             return  # a newer request is on its way
-        self.view, self.counts = view, counts
-        self.table.empty_text = "no neurons match" if counts.get("all") else "empty layer"
-        self.table.set_view(view, neuron)
+        self.view = view
+        self.table.empty_text = "no neurons match" if view.counts.get("all") else "empty layer"
+        self.table.set_view(view, message.neuron)
         self._update_title()
-        self.last_latency = time.perf_counter() - self.requested_at
         self._prefetch(self.layer_index)
 
     @work(thread=True, exclusive=True, group="prefetch")
     def _prefetch(self, layer: int) -> None:
-        worker = get_current_worker()
         for other in (layer + 1, layer - 1):
-            if worker.is_cancelled:
-                return
-            if 0 <= other < self.explorer.info.n_layers and not self.explorer.is_cached(other):
+            if 0 <= other < self.explorer.info.n_layers:
                 try:
-                    self.explorer.layer(other)
+                    self.explorer.table(other)  # kept by the summary's table cache
                 except Exception:  # noqa: BLE001 - a prefetch is only a guess; the real read reports
                     return
 
@@ -312,9 +330,10 @@ class LayerScreen(ExplorerScreen):
         if st.query:
             text += f" · search {st.query!r}"
         self.query_one("#title", Static).update(_title(info, text))
+        counts = self.view.counts if self.view is not None and self.view.layer == self.layer_index else {}
         bar = Text(no_wrap=True, overflow="ellipsis")
         for name, label, key in FILTER_LABELS:
-            count = self.counts.get(name)
+            count = counts.get(name)
             needs = name in ANALYSIS_FILTERS and not info.has_analysis
             value = "–" if needs or count is None else f"{count:,}"
             style = "bold reverse" if st.filter == name else ("dim" if needs else "")
@@ -324,30 +343,30 @@ class LayerScreen(ExplorerScreen):
         self.query_one("#filters", Static).update(bar)
 
     # ---- actions ----
+    def _set_state(self, **change) -> None:
+        self.state = ViewState(**{**self.state.__dict__, **change})
+        self.request_view(None)
+
     def action_filter(self, name: str) -> None:
         if name in ANALYSIS_FILTERS and not self.explorer.info.has_analysis:
             self.notify(f"the {name} filter needs the analysis: run `neuron-tui analyze {self.explorer.info.path}`",
                         severity="warning")
             return
-        self.state = replace(self.state, filter=name)
-        self.request_view(None)
+        self._set_state(filter=name)
 
     def action_sort(self, key: str) -> None:
         if self.state.sort == key:
-            self.state = replace(self.state, descending=not self.state.descending)
+            self._set_state(descending=not self.state.descending)
         else:
-            self.state = replace(self.state, sort=key, descending=DEFAULT_DESCENDING.get(key, False))
-        self.request_view(None)
+            self._set_state(sort=key, descending=DEFAULT_DESCENDING.get(key, False))
 
     def action_sort_next(self) -> None:
         keys = [c.key for c in COLUMNS]
         key = keys[(keys.index(self.state.sort) + 1) % len(keys)]
-        self.state = replace(self.state, sort=key, descending=DEFAULT_DESCENDING.get(key, False))
-        self.request_view(None)
+        self._set_state(sort=key, descending=DEFAULT_DESCENDING.get(key, False))
 
     def action_sort_reverse(self) -> None:
-        self.state = replace(self.state, descending=not self.state.descending)
-        self.request_view(None)
+        self._set_state(descending=not self.state.descending)
 
     def action_layer(self, delta: int) -> None:
         target = self.layer_index + delta
@@ -370,8 +389,7 @@ class LayerScreen(ExplorerScreen):
     @on(Input.Changed, "#search")
     def _search_changed(self, event: Input.Changed) -> None:
         if event.value != self.state.query:
-            self.state = replace(self.state, query=event.value)
-            self.request_view(None)
+            self._set_state(query=event.value)
 
     @on(Input.Submitted, "#search")
     def _search_done(self, event: Input.Submitted) -> None:
@@ -386,15 +404,23 @@ class LayerScreen(ExplorerScreen):
             search.display = False
             self.table.focus()
             if self.state.query:
-                self.state = replace(self.state, query="")
+                self.state = ViewState(**{**self.state.__dict__, "query": ""})
                 self.request_view(self.table.neuron)
             return
         self.app.pop_screen()
 
+    def open_neuron(self, neuron: int) -> None:
+        """The detail of `neuron`; when it closes, the table's cursor follows the neuron it showed last."""
+        self.app.push_screen(NeuronScreen(self.layer_index, neuron, lambda: self.view.order if self.view else None),
+                             self.detail_closed)
+
+    def detail_closed(self, neuron: int | None) -> None:
+        if neuron is not None:
+            self.table.show_neuron(neuron)
+
     @on(NeuronTable.Selected)
     def _open(self, event: NeuronTable.Selected) -> None:
-        order = self.view.order if self.view is not None else None
-        self.app.push_screen(NeuronScreen(self.layer_index, event.neuron, order))
+        self.open_neuron(event.neuron)
 
     @on(NeuronTable.HeaderClicked)
     def _header_clicked(self, event: NeuronTable.HeaderClicked) -> None:
@@ -410,15 +436,13 @@ class LayerScreen(ExplorerScreen):
         if neuron is not None:
             self.app.unmark_neuron(self.layer_index, neuron)
 
-    def marks_changed(self) -> None:
-        self.request_view(self.table.neuron)
-
 
 # ---- neuron detail ------------------------------------------------------------------------------------
 
 
 class NeuronScreen(ExplorerScreen):
-    """Everything about one neuron: triggers, n-grams, promoted / suppressed tokens, positions, contexts."""
+    """Everything about one neuron (its record): triggers, n-grams, promoted / suppressed tokens,
+    positions, contexts. Dismissed with the neuron it shows last, so the table can follow."""
 
     BINDINGS = [
         Binding("comma", "step(-1)", "Prev", key_display=",", tooltip="previous neuron of the layer's list",
@@ -430,12 +454,16 @@ class NeuronScreen(ExplorerScreen):
         Binding("escape", "back", "Back", tooltip="back to the layer table", id="neuron.back"),
     ]
 
-    def __init__(self, layer: int, neuron: int, order: np.ndarray | None = None) -> None:
+    class RecordLoaded(Message):
+        def __init__(self, layer: int, neuron: int, record: dict) -> None:
+            super().__init__()
+            self.layer, self.neuron, self.record = layer, neuron, record
+
+    def __init__(self, layer: int, neuron: int, order: Callable[[], np.ndarray | None] = lambda: None) -> None:
         super().__init__()
         self.layer_index, self.neuron = layer, neuron
-        self.order = order
-        self.detail: NeuronDetail | None = None
-        self.painted = False  # the detail of (layer, neuron) is on screen (benchmarks, tests)
+        self.order = order  # the ids of the layer table's current list, in its order (None: all, by id)
+        self.record: dict | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(_title(None, f"L{self.layer_index} N{self.neuron}"), id="title", classes="title")
@@ -454,12 +482,10 @@ class NeuronScreen(ExplorerScreen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        info = self.explorer.info
-        banner = self.query_one("#banner", Static)
-        banner.update(info.status)
-        banner.display = bool(info.status)
+        self.show_banner(self.explorer.info)
         self.query_one("#detail").focus()
         self.load()
+        self.watch(self.app, "marks_version", lambda _: self._draw() if self.record else None, init=False)
 
     def load(self) -> None:
         self.query_one("#title", Static).update(_title(self.explorer.info, f"L{self.layer_index} N{self.neuron} · loading…"))
@@ -467,54 +493,52 @@ class NeuronScreen(ExplorerScreen):
 
     @work(thread=True, exclusive=True, group="neuron")
     def _load(self, layer: int, neuron: int) -> None:
-        worker = get_current_worker()
         try:
-            detail = self.explorer.neuron(layer, neuron)
+            record = self.explorer.neuron(layer, neuron)
         except Exception as exc:  # noqa: BLE001 - a damaged file gives a message, never a traceback
-            self.app.call_from_thread(self.app.notify, f"cannot read L{layer} N{neuron}: {_reason(exc)}",
+            self.app.call_from_thread(self.app.notify, f"cannot read L{layer} N{neuron}: {reason(exc)}",
                                       severity="error")
             return
-        if not worker.is_cancelled:
-            self.app.call_from_thread(self.show, detail)
+        self.post_message(self.RecordLoaded(layer, neuron, record))
 
-    def show(self, d: NeuronDetail) -> None:
-        if (d.layer, d.neuron) != (self.layer_index, self.neuron):
+    @on(RecordLoaded)
+    def _record_loaded(self, message: RecordLoaded) -> None:
+        if (message.layer, message.neuron) != (self.layer_index, self.neuron):
             return
-        self.detail = d
+        self.record = message.record
         self._draw()
-        self.call_after_refresh(setattr, self, "painted", True)
 
     def on_resize(self) -> None:
         super().on_resize()
-        if self.detail is not None:
+        if self.record is not None:
             self._draw()
 
     def _draw(self) -> None:
-        d = self.detail
+        r = self.record
         info = self.explorer.info
+        note = self.explorer.marks.note(r["layer"], r["index"])
         names = {"token": "token detector", "ngram": "n-gram detector"}
-        cats = ", ".join(names.get(c, c) + (f" ({d.pos_shape})" if c == "positional" and d.pos_shape else "")
-                         for c in d.categories)
-        self.query_one("#title", Static).update(_title(info, f"L{d.layer} N{d.neuron} · {cats or 'no category'}"))
+        shape = f" ({'strong' if r['pos_strong'] else 'weak'} {r['pos_shape']})" if r["pos_shape"] else ""
+        cats = ", ".join(names.get(c, c) + (shape if c == "positional" else "") for c in r["categories"])
+        self.query_one("#title", Static).update(_title(info, f"L{r['layer']} N{r['index']} · {cats or 'no category'}"))
         head = Text()
-        head.append(f"fires on {100 * d.rate:.3g}% of tokens ({d.count:,} firings)", style="bold")
-        if d.count:
-            head.append(f" · activation max {d.act_max:.3g}, mean {d.act_mean:.3g}")
-        if d.n_events:
-            stands = f"1 per {2 ** d.level:,} firings" if d.level else "all firings"
-            head.append(f" · {d.n_events:,} events kept ({stands})")
-        if not math.isnan(d.coverage) and d.triggers:
-            head.append(f" · covered tokens explain {100 * d.coverage:.0f}%")
-        if d.note is not None:
+        head.append(f"fires on {100 * r['fire_rate']:.3g}% of tokens ({r['act_count']:,} firings)", style="bold")
+        head.append(f" · {activation_text(r)}")
+        if r["n_events"]:
+            stands = f"1 per {2 ** r['event_level']:,} firings" if r["event_level"] else "all firings"
+            head.append(f" · {r['n_events']:,} events kept ({stands})")
+        if r["coverage"] is not None and r["triggers"]:
+            head.append(f" · {CRITERION} tokens explain {100 * r['coverage']:.0f}% of its firings")
+        if note is not None:
             head.append("\n* marked", style="bold yellow")
-            head.append(f": {d.note}" if d.note else "")
+            head.append(f": {note}" if note else "")
         self.query_one("#headline", Static).update(head)
-        self.query_one("#triggers", Static).update(self._triggers(d))
-        self.query_one("#ngrams", Static).update(self._ngrams(d))
-        self._plot(d)
-        self.query_one("#promoted", Static).update(self._scored(d, "promoted"))
-        self.query_one("#suppressed", Static).update(self._scored(d, "suppressed"))
-        self.query_one("#contexts", Static).update(self._contexts(d))
+        self.query_one("#triggers", Static).update(self._triggers(r))
+        self.query_one("#ngrams", Static).update(self._ngrams(r))
+        self._plot(r)
+        self.query_one("#promoted", Static).update(self._scored(r, "promoted"))
+        self.query_one("#suppressed", Static).update(self._scored(r, "suppressed"))
+        self.query_one("#contexts", Static).update(self._contexts(r))
 
     @property
     def narrow(self) -> bool:
@@ -525,96 +549,105 @@ class NeuronScreen(ExplorerScreen):
         """Rows of the trigger and n-gram tables: fewer in 80x24 so the position plot stays on screen."""
         return 6 if self.size.height < 40 else 12
 
-    def _triggers(self, d: NeuronDetail):
-        if not d.has_analysis:
-            return Text("Top triggers, n-grams: need the analysis (neuron-tui analyze FILE)", style="dim")
-        legend = "  (✓ covered)" if any(tr.covered for tr in d.triggers) else ""
-        t = Table(title="Top triggers" + legend, title_justify="left", box=None, padding=(0, 1), expand=True,
-                  title_style="bold")
+    def _triggers(self, r: dict):
+        legend = f"  {CRITERION} criterion {COVERED} covered" if any(t["covered"] for t in r["triggers"]) else ""
+        title = "Top triggers" + legend + ("" if r["analysis"] == "stored" else " · computed now")
+        t = Table(title=title, title_justify="left", box=None, padding=(0, 1), expand=True, title_style="bold")
         t.add_column("token", ratio=1, no_wrap=True, overflow="ellipsis")
         t.add_column("fired", justify="right", no_wrap=True)
         t.add_column("P(f|t)" if self.narrow else "P(fire|tok)", justify="right", no_wrap=True)
         t.add_column("occ", justify="right", no_wrap=True)
         t.add_column("supp", justify="right", no_wrap=True)
-        approx = "~" if d.level else ""
-        for tr in d.triggers[: self.rows_shown]:
-            supp = "–" if tr.supp_rank < 0 else f"#{tr.supp_rank}"
+        approx = "~" if r["event_level"] else ""
+        for tr in r["triggers"][: self.rows_shown]:
             token = Text()
-            if tr.covered:  # before the text, so a narrow column never cuts it off
-                token.append("✓", style="bold green")
-            token.append(show_token(tr.text))
-            t.add_row(token, approx + fmt_count(tr.count), f"{tr.pfire:.2f}", fmt_count(tr.occurrences),
-                      Text(supp, style="bold green" if 0 <= tr.supp_rank < 10 else ""))
-        if not d.triggers:
+            # the mark before the text, so a narrow column never cuts it off
+            if tr["explains"]:
+                token.append(CRITERION + " ", style="bold green")
+            elif tr["covered"]:
+                token.append(COVERED + " ", style="green")
+            token.append(visible(tr["text"]))
+            p = "–" if tr["p_fire"] is None else f"{tr['p_fire']:.2f}"
+            rank = tr["supp_rank"]
+            t.add_row(token, approx + fmt_count(tr["count"]), p, fmt_count(tr["occurrences"]),
+                      Text(rank_text(rank), style="bold green" if rank is not None and rank <= 10 else ""))
+        if not r["triggers"]:
             t.add_row(Text("none (never fired)", style="dim"), "", "", "", "")
         return t
 
-    def _ngrams(self, d: NeuronDetail):
-        if not d.has_analysis:
-            return Text("")
+    def _ngrams(self, r: dict):
         t = Table(title="N-gram contexts", title_justify="left", box=None, padding=(0, 1), expand=True,
                   title_style="bold")
         t.add_column("previous → token", ratio=1, no_wrap=True, overflow="ellipsis")
         t.add_column("fired", justify="right", no_wrap=True)
-        trig = d.trigger_ids
-        for g in d.ngrams[: self.rows_shown]:
-            ctx = Text(show_token(g.prev) if g.prev else "⟨start⟩", style="dim")
+        trig = {tr["token"] for tr in r["triggers"]}
+        for g in r["ngrams"][: self.rows_shown]:
+            ctx = Text(visible(g["prev_text"]) if g["prev"] >= 0 else g["prev_text"], style="dim")
             ctx.append(" → ")
-            ctx.append(show_token(g.tok), style="bold" if g.tok_id in trig else "")
-            t.add_row(ctx, ("~" if d.level else "") + fmt_count(g.count))
-        if not d.ngrams:
+            ctx.append(visible(g["text"]), style="bold" if g["token"] in trig else "")
+            t.add_row(ctx, ("~" if r["event_level"] else "") + fmt_count(g["count"]))
+        if not r["ngrams"]:
             t.add_row(Text("none", style="dim"), "")
         return t
 
-    def _plot(self, d: NeuronDetail) -> None:
+    def _plot(self, r: dict) -> None:
         plot = self.query_one("#plot", PositionPlot)
-        values = d.pos_rate
+        values = np.array([np.nan if v is None else v for v in r["position_rate"]], dtype=np.float64)
+        values = np.nan_to_num(values)
         title = Text("Firing rate by position", style="bold")
         if len(values) and values.max() > 0:
             peak = int(values.argmax())
             title.append(f"  scale 0 … {values.max():.3g} (peak at t={peak}), mean {values.mean():.3g}")
-            if not math.isnan(d.pos_mi):
-                title.append(f" · MI {d.pos_mi:.3f} nats")
+            if r["pos_mi"] is not None:
+                title.append(f" · MI {r['pos_mi']:.3f} nats")
+            if r["pos_range"]:
+                title.append(f" · fires most on t={r['pos_range'][0]}..{r['pos_range'][1]}")
         else:
             title.append("  never fired", style="dim")
         self.query_one("#plot-title", Static).update(title)
         plot.set_values(values)
 
-    def _scored(self, d: NeuronDetail, kind: str):
-        items = d.promoted if kind == "promoted" else d.suppressed
-        if not d.has_projection:
+    def _scored(self, r: dict, kind: str):
+        if not self.explorer.info.has_projection:
             return Text(f"{kind.capitalize()}: no projection group in this summary", style="dim")
         t = Table(title=f"{kind.capitalize()} tokens", title_justify="left", box=None, padding=(0, 1),
                   expand=True, title_style="bold")
+        t.add_column("#", justify="right", no_wrap=True)
         t.add_column("token", ratio=1, no_wrap=True, overflow="ellipsis")
         t.add_column("score", justify="right", no_wrap=True)
-        for s in items:
-            label = Text(show_token(s.text))
-            if s.is_trigger:
+        for rank, s in enumerate(r[kind], start=1):
+            label = Text(visible(s["text"]))
+            if s["is_trigger"]:
                 label.stylize(TRIGGER_STYLE)
                 label.append(" ◆ trigger", style="bold yellow")
-            t.add_row(label, f"{s.score:+.3g}")
+            t.add_row(str(rank), label, "–" if s["score"] is None else f"{s['score']:+.3g}")
         return t
 
-    def _contexts(self, d: NeuronDetail) -> Text:
+    def _contexts(self, r: dict) -> Text:
+        vocab = self.explorer.file.vocab
         out = Text()
         out.append("Contexts", style="bold")
-        out.append("  (top activations, firing token highlighted)\n", style="dim")
-        if not d.contexts:
+        fired = any(c["fired"] for c in r["contexts"])
+        if fired or not r["contexts"]:
+            out.append("  (strongest activations, one per sequence; firing token highlighted)\n", style="dim")
+        else:
+            out.append(f"  strongest activations, none above tau = {r['tau']:.3g}\n", style="dim")
+        if not r["contexts"]:
             out.append("none: the neuron never fired", style="dim")
             return out
         width = max(30, self.query_one("#detail").size.width - 2)
-        for c in d.contexts:
-            value = "" if math.isnan(c.value) else f"{c.value:6.3g} "
+        for c in r["contexts"]:
+            value = "" if c["value"] is None else f"{c['value']:6.3g} "
             room = width - len(value)
-            raw = c.tokens[c.index]
+            texts = [token_text(vocab, t) for t in c["ids"]]
+            raw = texts[c["at"]]
             lead = raw[: len(raw) - len(raw.lstrip(" "))] if raw.strip() else ""
-            tok = show_token(raw) if not raw.strip() else _plain(raw.strip(" "))
+            tok = visible(raw) if not raw.strip() else inline(raw.strip(" "))
             # tokens alternate between two shades so their boundaries show even without spaces
-            left = [(_plain(t), k % 2) for k, t in enumerate(c.tokens[: c.index])]
+            left = [(inline(t), k % 2) for k, t in enumerate(texts[: c["at"]])]
             if lead:
                 left.append((lead, 0))
-            right = [(_plain(t), k % 2) for k, t in enumerate(c.tokens[c.index + 1 :])]
+            right = [(inline(t), k % 2) for k, t in enumerate(texts[c["at"] + 1 :])]
             max_left = max(4, int(room * 0.6) - len(tok))
             used, kept = 0, []
             for text, shade in reversed(left):
@@ -627,7 +660,7 @@ class NeuronScreen(ExplorerScreen):
             line.append(value, style="dim")
             for text, shade in reversed(kept):
                 line.append(text, style=ALT_STYLE if shade else "")
-            line.append(tok, style=FIRING_STYLE)
+            line.append(tok, style=FIRING_STYLE if c["fired"] else "reverse dim")
             for text, shade in right:
                 line.append(text, style=ALT_STYLE if shade else "")
             line.truncate(width)
@@ -639,20 +672,20 @@ class NeuronScreen(ExplorerScreen):
     # ---- actions ----
     def action_step(self, delta: int) -> None:
         n = self.explorer.info.n_neurons
-        if self.order is not None and len(self.order):
-            hits = np.flatnonzero(self.order == self.neuron)
+        order = self.order()
+        if order is not None and len(order):
+            hits = np.flatnonzero(order == self.neuron)
             pos = int(hits[0]) + delta if len(hits) else 0
-            if not 0 <= pos < len(self.order):
+            if not 0 <= pos < len(order):
                 self.app.bell()
                 return
-            self.neuron = int(self.order[pos])
+            self.neuron = int(order[pos])
         else:
             if not 0 <= self.neuron + delta < n:
                 self.app.bell()
                 return
             self.neuron += delta
-        self.detail = None
-        self.painted = False
+        self.record = None
         self.load()
 
     def action_mark(self) -> None:
@@ -661,20 +694,16 @@ class NeuronScreen(ExplorerScreen):
     def action_unmark(self) -> None:
         self.app.unmark_neuron(self.layer_index, self.neuron)
 
-    def marks_changed(self) -> None:
-        if self.detail is not None:
-            self.detail.note = self.explorer.marks.note(self.layer_index, self.neuron)
-            self._draw()
-
     def action_back(self) -> None:
-        self.app.pop_screen()
+        self.dismiss(self.neuron)
 
 
 # ---- help, dialogs, errors ------------------------------------------------------------------------------
 
 
 class HelpScreen(ModalScreen):
-    """Every key of every screen, from the bindings themselves (keymap overrides applied)."""
+    """Every key of every screen, from the bindings themselves (keymap overrides applied), and what
+    the marks and ranks on the screens mean."""
 
     BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close", id="help.close")]
 
@@ -692,7 +721,7 @@ class HelpScreen(ModalScreen):
                 for title, keys in self.sections:
                     t.add_row(Text(title, style="bold underline"), "")
                     for key, desc in keys:
-                        t.add_row(key, desc)
+                        t.add_row(Text(key), Text(desc))
                 yield Static(t, id="help-table")
 
     def on_mount(self) -> None:
@@ -726,27 +755,34 @@ class MarkDialog(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class ExportDialog(ModalScreen[str | None]):
-    """Choose the export format of the marks."""
+class ExportDialog(ModalScreen[Path | None]):
+    """Where to export the marks: a file name whose extension (.csv or .json) picks the format."""
 
-    BINDINGS = [
-        Binding("c", "pick('csv')", "CSV", id="export.csv"),
-        Binding("j", "pick('json')", "JSON", id="export.json"),
-        Binding("escape", "pick('')", "Cancel", id="export.cancel"),
-    ]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="export.cancel")]
 
-    def __init__(self, n_marks: int, folder: str) -> None:
+    def __init__(self, n_marks: int, default: Path) -> None:
         super().__init__()
-        self.n_marks, self.folder = n_marks, folder
+        self.n_marks, self.default = n_marks, default
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(Text(f"Export {self.n_marks} marked neuron(s) with their data", style="bold"))
-            yield Static(f"into {self.folder}")
-            yield Static(Text("c: CSV · j: JSON · esc: cancel", style="dim"))
+            yield Static(Text(f"Export {self.n_marks} marked neuron(s) with their data to", style="bold"))
+            yield Input(value=str(self.default), id="export-path")
+            yield Static(Text("enter: export · esc: cancel · .csv or .json picks the format", style="dim"))
 
-    def action_pick(self, fmt: str) -> None:
-        self.dismiss(fmt or None)
+    def on_mount(self) -> None:
+        self.query_one("#export-path", Input).focus()
+
+    @on(Input.Submitted, "#export-path")
+    def _export(self, event: Input.Submitted) -> None:
+        path = Path(event.value.strip()).expanduser()
+        if path.suffix.lower() not in (".csv", ".json"):
+            self.notify("the file name must end in .csv or .json", severity="warning")
+            return
+        self.dismiss(path)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class ErrorScreen(Screen):
@@ -761,7 +797,7 @@ class ErrorScreen(Screen):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog error"):
             yield Static(Text(self.title_text, style="bold red"))
-            yield Static(self.message, id="error-message")
+            yield Static(Text(self.message), id="error-message")
             yield Static(Text("press q to quit", style="dim"))
         yield Footer(compact=True)
 
@@ -791,13 +827,3 @@ class TooSmallScreen(ModalScreen):
             f"Terminal too small: {w}×{h}.\nneuron-tui needs at least {self.need[0]}×{self.need[1]}.\n"
             "Enlarge the window (or press q to quit)."
         )
-
-
-def _reason(exc: Exception) -> str:
-    """A one-line reason: SummaryError's own message, else the exception's class and message."""
-    return str(exc) if isinstance(exc, SummaryError) else f"{exc.__class__.__name__}: {exc}"
-
-
-def _plain(text: str) -> str:
-    """Context text on one line: newlines and tabs as visible symbols."""
-    return text.replace("\n", "⏎").replace("\t", "⇥").replace("\r", "")

@@ -14,6 +14,7 @@ from rich.style import Style
 from rich.text import Text
 from textual import events
 from textual.binding import Binding
+from textual.cache import LRUCache
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import reactive
@@ -21,7 +22,7 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from .viewmodel import COLUMNS, LayerView, Row
+from .viewmodel import COLUMNS, LayerView, Row, rank_text
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 HBLOCKS = " ▏▎▍▌▋▊▉█"
@@ -112,25 +113,35 @@ class NeuronTable(ScrollView, can_focus=True):
             super().__init__()
             self.table, self.column = table, column
 
+    PAGES = 64  # pages of rows kept formatted (each one screen high)
+
     def __init__(self, *, empty_text: str = "no neurons match", **kwargs) -> None:
         super().__init__(**kwargs)
         self.view: LayerView | None = None
         self.empty_text = empty_text
-        self._rows: dict[int, Row] = {}
-        self.painted: LayerView | None = None  # the view whose rows were last rendered (benchmarks, tests)
+        self._pages: LRUCache[int, list[Row]] = LRUCache(self.PAGES)
 
     # ---- data ----
     def set_view(self, view: LayerView | None, neuron: int | None = None) -> None:
         """Show `view`; put the cursor on `neuron` when it is in the view, else on the first row."""
         self.view = view
-        self._rows.clear()
+        self._pages.clear()
         n = len(view) if view is not None else 0
         self.virtual_size = Size(0, n + 1)
         row = view.row_of(neuron) if (view is not None and neuron is not None) else None
         self.cursor = row if row is not None else 0
         if row is None:
             self.scroll_to(y=0, animate=False, immediate=True)
+        self.call_after_refresh(self.scroll_cursor_into_view)  # once laid out: a table not shown yet has no height
         self.refresh()
+
+    def show_neuron(self, neuron: int) -> None:
+        """Put the cursor on `neuron` (when the view holds it) and scroll it into view: the detail
+        screen stepped to it, or go-to opened it."""
+        row = self.view.row_of(neuron) if self.view is not None else None
+        if row is not None:
+            self.cursor = row
+            self.call_after_refresh(self.scroll_cursor_into_view)
 
     @property
     def neuron(self) -> int | None:
@@ -139,14 +150,12 @@ class NeuronTable(ScrollView, can_focus=True):
     def _row(self, index: int) -> Row | None:
         if self.view is None or not 0 <= index < len(self.view):
             return None
-        if index not in self._rows:
-            height = max(1, self.size.height)
-            start = max(0, index - index % height)
-            for k, row in enumerate(self.view.page(start, height * 2)):
-                self._rows[start + k] = row
-            if len(self._rows) > 2000:
-                self._rows = {k: v for k, v in self._rows.items() if abs(k - index) < height * 2}
-        return self._rows.get(index)
+        height = max(1, self.size.height)
+        start = index - index % height
+        page = self._pages.get(start)
+        if page is None:
+            page = self._pages[start] = self.view.page(start, height)
+        return page[index - start] if index - start < len(page) else None
 
     # ---- cursor ----
     def validate_cursor(self, value: int) -> int:
@@ -154,17 +163,24 @@ class NeuronTable(ScrollView, can_focus=True):
         return max(0, min(value, n - 1)) if n else 0
 
     def watch_cursor(self, value: int) -> None:
-        self._scroll_cursor_into_view()
+        self.scroll_cursor_into_view()
         self.refresh()
         self.post_message(self.Highlighted(self, self.neuron))
 
-    def _scroll_cursor_into_view(self) -> None:
-        body = max(1, self.size.height - 1)
+    def scroll_cursor_into_view(self) -> None:
+        """Scroll so the cursor's row is on screen: to the nearest edge for a step, to the middle for
+        a jump from far away."""
+        body = self.size.height - 1
+        if body < 1:
+            return  # not laid out yet; on_resize comes back here
         top = int(self.scroll_offset.y)
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
-        elif self.cursor >= top + body:
-            self.scroll_to(y=self.cursor - body + 1, animate=False, immediate=True)
+        if top <= self.cursor < top + body:
+            return
+        if top - body <= self.cursor < top + 2 * body:  # a step or a page: keep the motion smooth
+            y = self.cursor if self.cursor < top else self.cursor - body + 1
+        else:
+            y = self.cursor - body // 2
+        self.scroll_to(y=max(0, y), animate=False, immediate=True)
 
     def action_cursor(self, delta: int) -> None:
         self.cursor += delta
@@ -183,8 +199,8 @@ class NeuronTable(ScrollView, can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         n = len(self.view) if self.view is not None else 0
         self.virtual_size = Size(0, n + 1)
-        self._rows.clear()
-        self._scroll_cursor_into_view()
+        self._pages.clear()
+        self.scroll_cursor_into_view()
 
     def on_click(self, event: events.Click) -> None:
         if event.y == 0:
@@ -207,7 +223,6 @@ class NeuronTable(ScrollView, can_focus=True):
         base = self.rich_style
         columns = layout_columns(width)
         if y == 0:
-            self.painted = self.view
             return self._header(columns, width, base)
         index = int(self.scroll_offset.y) + y - 1
         row = self._row(index)
@@ -261,7 +276,7 @@ class NeuronTable(ScrollView, can_focus=True):
                 elif key == "pos":
                     text = "–" if math.isnan(row.pos_mi) else f"{row.pos_mi:.3f}"
                 elif key == "supp":
-                    text = "–" if row.supp < 0 else (f"#{row.supp}" if row.supp < 10 else str(row.supp))
+                    text = rank_text(row.supp)
                 else:
                     text = ""
                 text = text.rjust(w) if align == "right" else text.ljust(w)
@@ -346,12 +361,18 @@ class PositionPlot(Widget):
         return text
 
 
+def share_text(frac: float) -> str:
+    """A share of a layer as the overview prints it: whole percents from 10%, one decimal below."""
+    return f"{100 * frac:.0f}%" if frac >= 0.095 or frac == 0 else f"{100 * frac:.1f}%"
+
+
 def depth_bar_cell(count: int | None, total: int, scale: float, width: int, show_count: bool) -> Text:
-    """One overview cell: percentage (and count) of the layer, plus a bar scaled to the column maximum."""
+    """One overview cell: percentage (and count) of the layer, plus a bar whose full width is `scale`
+    (the column's largest share, which its header shows)."""
     if count is None:
         return Text("–".center(width), style="dim")
     frac = count / total if total else 0.0
-    pct = f"{100 * frac:.0f}%" if frac >= 0.095 or frac == 0 else f"{100 * frac:.1f}%"
+    pct = share_text(frac)
     label = f"{count:>6,} {pct:>5}" if show_count else f"{pct:>5}"
     bar_w = max(1, width - len(label) - 1)
     text = Text(label + " ")

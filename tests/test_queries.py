@@ -1,4 +1,5 @@
-"""Per-layer rows, the rich table, cross-model comparison and the per-neuron JSON record."""
+"""The read side's answers (core.queries): per-layer rows, cross-model comparison, the per-neuron
+record, and their renderings on the command line (tui.render)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,8 @@ from test_analysis import TOKENS, VOCAB, fires_on, hand_fired, projection_group
 
 from neuron_tui.cache import Summary
 from neuron_tui.core.analysis import AnalysisParams, run_analysis
-from neuron_tui.core.report import (
-    compare_rows,
-    compare_table,
-    layer_rows,
-    neuron_panel,
-    neuron_record,
-    report_table,
-    sparkline,
-)
+from neuron_tui.core.queries import compare_rows, layer_rows, neuron_record
+from neuron_tui.tui.render import compare_table, neuron_panel, report_table, sparkline
 
 S, T = TOKENS.shape
 
@@ -92,7 +86,10 @@ def test_compare_rows_lines_models_up_on_relative_depth(tmp_path):
         path = tmp_path / f"{name}.h5"
         write_firing_summary(path, TOKENS, fired, VOCAB)
         paths.append(path)
-    rows = compare_rows(paths)
+    opened = [Summary.open(p) for p in paths]
+    rows = compare_rows(opened)
+    for s in opened:
+        s.close()
     assert [r["depth"] for r in rows] == [0.0, 0.25, 0.5, 0.75, 1.0]
     names = list(rows[0]["models"])
     assert len(names) == 2 and names[0] != names[1]  # same model attr: told apart by file name
@@ -115,8 +112,11 @@ def test_neuron_record(two_layers):
             assert key in rec
         assert rec["categories"] == ["token"] and rec["act_count"] == 7
         assert rec["fire_rate"] == pytest.approx(7 / 24)
+        # token 3 occurs 7 times outside the BOS position and the neuron fires on all of them; its update
+        # ranks it first (1-based) among the suppressed tokens
         assert rec["triggers"] == [
-            {"token": 3, "text": "c", "count": 7.0, "count_se": 0.0, "p_fire": 1.0, "supp_rank": 0, "explains": True}
+            {"token": 3, "text": "c", "count": 7.0, "count_se": 0.0, "occurrences": 7, "p_fire": 1.0, "supp_rank": 1,
+             "covered": True, "explains": True}
         ]
         # position profile: token 3 sits at positions (1, 3 | 1, 4 | 2, 5 | 4) of the 4 sequences
         assert rec["position_rate"] == [0.0, 0.5, 0.25, 0.25, 0.5, 0.25]
@@ -127,7 +127,9 @@ def test_neuron_record(two_layers):
         seq, t = divmod(g, T)
         assert first["left"] == "".join(VOCAB[x] for x in TOKENS[seq, :t])
         assert first["right"] == "".join(VOCAB[x] for x in TOKENS[seq, t + 1 : t + 5])
-        assert len(rec["contexts"]) == 5 and len({c["position"] for c in rec["contexts"]}) == 5
+        # 3 top contexts (one per sequence) topped up with kept events: all 7 firings, no position twice
+        assert len(rec["contexts"]) == 7 and len({c["position"] for c in rec["contexts"]}) == 7
+        assert [c["source"] for c in rec["contexts"]] == ["top"] * 3 + ["event"] * 4
         # the suppressed / promoted lists come from the projection group (dummy zeros here)
         assert len(rec["suppressed"]) == 2 and rec["suppressed"][0]["token"] == 0
         dead = neuron_record(s, 1, 3)
@@ -142,6 +144,7 @@ def test_neuron_record_without_analysis_group_computes_the_same(two_layers, tmp_
     run_analysis(two_layers)
     with Summary.open(two_layers) as s:
         after = neuron_record(s, 0, 4)
+    assert before.pop("analysis") == "computed" and after.pop("analysis") == "stored"
     assert before == after
     assert [t["token"] for t in after["triggers"]] == [3, 1]
     assert after["ngrams"][0]["count"] >= after["ngrams"][-1]["count"]
@@ -168,7 +171,7 @@ def test_neuron_panel_renders_the_record(two_layers):
     run_analysis(two_layers, AnalysisParams(min_token_count=3))
     with Summary.open(two_layers) as s:
         text = render(neuron_panel(neuron_record(s, 0, 1)))
-    assert "L0 N1" in text and "token" in text and "'c'" in text
+    assert "L0 N1" in text and "token" in text and "● c" in text
     assert "P(fire|token)" in text and "1.00" in text
     assert sparkline([0.0, 0.5, 0.25, 0.25, 0.5, 0.25]) in text
 

@@ -1,0 +1,491 @@
+"""Every answer the read side gives about a summary, each built by one function (no torch, no UI).
+
+The command line (`report`, `neurons`, `neuron`), the explorer, its export and the Python API all call
+these, so a number shown anywhere is the same number everywhere:
+
+- `layer_rows(summary)`: one dict per layer (category counts and shares, firing rates, token coverage
+  over depth, detector suppression, positional types): `report`, the overview, the figures;
+- `compare_rows(summaries)`: several models lined up on relative depth (`report A.h5 B.h5`);
+- `layer_table(summary, layer)`: a layer's neurons as numpy columns, which `LayerTable.select` filters,
+  searches and sorts (`neurons`, the layer screen); `LayerTable.row(i)` is one neuron's table row;
+- `neuron_record(summary, layer, index)`: everything about one neuron as a JSON-ready dict
+  (`neuron --json`, the neuron screen, the export; `RECORD_KEYS` lists its keys).
+
+Without an analysis group (a checkpoint) the per-layer columns that need it are None, and a neuron's
+record is analysed on the spot with the default parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neuron_tui.cache import Summary, schema
+
+from . import fingerprint
+from .analysis import AnalysisParams, count_stderr, neuron_analysis
+from .tokens import token_text, visible_vocab
+
+CATEGORIES = ("dead", "rare", "token", "ngram", "positional")
+FLAG_OF = {name: bit for bit, name in schema.FLAG_NAMES.items()}
+POSITIONAL_TYPES = schema.POS_SHAPES[1:]  # oscillatory, both-extremes, one-extreme, other
+
+SEARCH_MIN_LIFT = 4.0
+"""A token counts as a trigger of a neuron for search when the neuron fires on it at least this many
+times more often than on an average token: P(fire | token) >= SEARCH_MIN_LIFT x firing rate. Without
+it every dense neuron would "fire on ` the`" only because ` the` is frequent; 4 rather than 2 because
+P(fire | token) is estimated from a bounded event sample, so a lift of 2 or 3 on a frequent token is
+often sampling noise (measured on synthetic summaries with a cap of 32 events)."""
+
+N_CONTEXTS, CONTEXT_LEFT, CONTEXT_RIGHT = 8, 12, 4  # contexts of a neuron record: count, tokens around
+TOP_SHOWN = 3  # trigger texts in a layer table row
+
+
+def categories(flags: int) -> list[str]:
+    """The category names of a neuron's flag bits, in CATEGORIES order."""
+    return [name for name in CATEGORIES if int(flags) & FLAG_OF[name]]
+
+
+def _float(x: Any) -> float | None:
+    """A JSON-safe float: None for NaN / inf."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def rank_1based(rank: int) -> int | None:
+    """A stored 0-based rank (-1 unknown) as shown everywhere: 1 = the most suppressed token."""
+    return int(rank) + 1 if rank >= 0 else None
+
+
+# ---- what a summary is --------------------------------------------------------------------------------
+
+def summary_notes(summary: Summary) -> list[str]:
+    """What a reader should know before trusting the numbers (the report's title, the explorer's
+    banner): a checkpoint, a shard, no analysis, a corpus that ran out, a model changed since, no
+    checksums. Empty for a complete, analysed, verified summary of an unchanged model."""
+    a, notes = summary.attrs, []
+    if summary.shard != "0/1":
+        notes.append(f"shard {summary.shard} of the corpus: merge the shards with `neuron-tui merge`")
+    if not summary.complete:
+        notes.append(f"PARTIAL: {summary.n_seq:,} of {int(a.get('n_seq_planned', summary.n_seq)):,} sequences "
+                     "collected so far")
+    if summary.analysis is None:
+        notes.append(f"no analysis yet: counts only; run `neuron-tui analyze {summary.path}`")
+    if a.get("corpus_exhausted"):
+        notes.append(f"the corpus ran out after {summary.n_tokens:,} tokens "
+                     f"({int(a.get('n_seq_planned', 0)) * summary.seq_len:,} asked for)")
+    moved = fingerprint.changed(summary.json_attr("model_fingerprint"))
+    if moved:
+        notes.append(moved)
+    if not summary.checksummed:
+        notes.append(f"made by an older neuron-tui (schema {a.get('schema_version')}): read without checksums")
+    return notes
+
+
+# ---- per-layer rows ---------------------------------------------------------------------------------------
+
+ROW_KEYS = {
+    "layer": "layer index", "depth": "relative depth layer / (layers - 1)", "neurons": "neurons in the layer",
+    **{name: f"{name} neurons (null without an analysis)" for name in CATEGORIES},
+    **{f"{name}_frac": f"share of the layer's neurons that are {name}" for name in CATEGORIES},
+    "alive_rate": "mean firing rate of the layer's alive neurons (the paper's Figure 1b)",
+    "fire_p50": "median firing rate act_count / n_tokens over the layer's neurons",
+    "fire_p90": "90th percentile of the firing rate", "fire_p99": "99th percentile of the firing rate",
+    "covered": "vocabulary items covered by a token detector of the layer",
+    "new": "... not covered in any lower layer", "new_vs_prev": "... not covered in the previous layer",
+    "supp_share": "share of detectors whose triggers are all among their top-10 suppressed tokens",
+    "neg_share": "share of detectors whose triggers all score negative (the paper's headline)",
+    "detectors_known": "token detectors whose triggers all have an update score (the shares' denominator)",
+    **{f"pos_{t.replace('-', '_')}": f"positional neurons of type {t}" for t in POSITIONAL_TYPES},
+}
+METRICS = tuple(k for k in ROW_KEYS if k not in ("layer", "depth"))
+
+
+def layer_rows(summary: Summary) -> list[dict]:
+    """One dict per layer with the keys of ROW_KEYS. Fractions are of the layer's neurons."""
+    L, F, N = summary.n_layers, summary.n_neurons, max(summary.n_tokens, 1)
+    params = AnalysisParams.of(summary)
+    group = summary.analysis
+    per_layer = {name: group.read(name) for name in ("layer_covered", "layer_new", "layer_new_vs_prev",
+                                                       "layer_supp_share", "layer_neg_share",
+                                                       "layer_detectors_known")} if group else {}
+    rows = []
+    for layer in range(L):
+        act = summary.read("act_count", layer)
+        rate = act / N
+        alive = act > 0
+        row: dict[str, Any] = {"layer": layer, "depth": layer / (L - 1) if L > 1 else 0.0, "neurons": F}
+        if group is not None:
+            flags = group.read("flags", layer)
+            counts = {name: int(np.count_nonzero(flags & FLAG_OF[name])) for name in CATEGORIES}
+        else:
+            counts = {"dead": int(np.count_nonzero(~alive)),
+                      "rare": int(np.count_nonzero(alive & (act < params.rare_rate * N)))}
+            counts.update({name: None for name in ("token", "ngram", "positional")})
+        for name in CATEGORIES:
+            row[name] = counts[name]
+            row[f"{name}_frac"] = None if counts[name] is None else counts[name] / F
+        row["alive_rate"] = float(rate[alive].mean()) if alive.any() else 0.0
+        q = np.quantile(rate, [0.5, 0.9, 0.99])
+        row.update(fire_p50=_float(q[0]), fire_p90=_float(q[1]), fire_p99=_float(q[2]))
+        if group is not None:
+            row.update(
+                covered=int(per_layer["layer_covered"][layer]),
+                new=int(per_layer["layer_new"][layer]),
+                new_vs_prev=int(per_layer["layer_new_vs_prev"][layer]),
+                supp_share=_float(per_layer["layer_supp_share"][layer]),
+                neg_share=_float(per_layer["layer_neg_share"][layer]),
+                detectors_known=int(per_layer["layer_detectors_known"][layer]),
+            )
+            shapes = group.read("pos_shape", layer)[(flags & schema.FLAG_POSITIONAL) > 0]
+            for code, name in enumerate(schema.POS_SHAPES):
+                if code:
+                    row[f"pos_{name.replace('-', '_')}"] = int(np.count_nonzero(shapes == code))
+        else:
+            row.update({k: None for k in ROW_KEYS if k not in row})
+        rows.append(row)
+    return rows
+
+
+def model_names(summaries: Sequence[Summary]) -> list[str]:
+    """Each summary's model name, told apart by file name where two share one."""
+    names = [str(s.attrs.get("model") or Path(s.path).stem) for s in summaries]
+    return [f"{n} ({Path(s.path).stem})" if names.count(n) > 1 else n for n, s in zip(names, summaries)]
+
+
+def compare_rows(summaries: Sequence[Summary], n_points: int | None = None) -> list[dict]:
+    """Several models lined up on relative depth (layer / (L - 1)).
+
+    The grid has `n_points` depths from 0 to 1 (default: the largest layer count among the models);
+    at each depth every model contributes its layer nearest to that depth (halves round up). Each row is
+    {"depth": x, "models": {name: that layer's row}}.
+    """
+    names = model_names(summaries)
+    all_rows = [layer_rows(s) for s in summaries]
+    n = n_points or max((len(r) for r in all_rows), default=0)
+    grid = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(n)
+    out = []
+    for x in grid:
+        models = {}
+        for name, rows in zip(names, all_rows):
+            models[name] = rows[int(np.floor(x * (len(rows) - 1) + 0.5))]
+        out.append({"depth": float(x), "models": models})
+    return out
+
+
+# ---- a layer's neuron table -------------------------------------------------------------------------------
+
+SORT_KEYS = ("id", "cat", "rate", "distinct", "top", "pos", "supp")
+DEFAULT_DESCENDING = {"cat": True, "rate": True, "distinct": False, "pos": True}
+FILTERS = ("all", *CATEGORIES, "marked")
+
+
+@dataclass
+class LayerTable:
+    """One layer's neurons as numpy columns (index = neuron id)."""
+
+    layer: int
+    flags: np.ndarray  # uint8
+    count: np.ndarray  # int64 firings
+    rate: np.ndarray  # float64
+    distinct: np.ndarray  # int32, -1 unknown (no analysis)
+    top: np.ndarray  # object: the first TOP_SHOWN trigger texts, visible form, "" when none
+    pos_mi: np.ndarray  # float32, NaN unknown
+    pos_shape: np.ndarray  # uint8 codes into schema.POS_SHAPES (0 unknown or not positional)
+    supp: np.ndarray  # int32 best 0-based suppression rank of its triggers, -1 unknown
+    trig_tok: np.ndarray | None  # [F, Kt] int32 (-1 pad), None without analysis
+    trig_pfire: np.ndarray | None  # [F, Kt] float32
+    _keys: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.flags)
+
+    def sort_key(self, column: str, descending: bool) -> np.ndarray:
+        """float64 key whose ascending stable argsort is the wanted order; unknown values sort last."""
+        if (column, descending) not in self._keys:
+            if column == "id":
+                raw = np.arange(self.n, dtype=np.float64)
+            elif column == "cat":
+                raw = self.flags.astype(np.float64)
+            elif column == "rate":
+                raw = self.rate.astype(np.float64)
+            elif column == "distinct":
+                raw = np.where(self.distinct >= 0, self.distinct, np.nan).astype(np.float64)
+            elif column == "top":
+                texts, inverse = np.unique(self.top.astype(str), return_inverse=True)
+                raw = inverse.astype(np.float64).ravel()
+                if len(texts) and texts[0] == "":
+                    raw[raw == 0] = np.nan
+            elif column == "pos":
+                raw = self.pos_mi.astype(np.float64)
+            elif column == "supp":
+                raw = np.where(self.supp >= 0, self.supp, np.nan).astype(np.float64)
+            else:
+                raise KeyError(f"unknown sort column {column!r}; one of {', '.join(SORT_KEYS)}")
+            key = -raw if descending else raw.copy()
+            key[np.isnan(key)] = np.inf
+            self._keys[(column, descending)] = key
+        return self._keys[(column, descending)]
+
+    def mask(self, category: str, marked: set[int] | None = None) -> np.ndarray:
+        """Neurons of a category ("all", a CATEGORIES name, or "marked": the ids in `marked`)."""
+        if category == "all":
+            return np.ones(self.n, dtype=bool)
+        if category == "marked":
+            out = np.zeros(self.n, dtype=bool)
+            out[sorted(marked or ())] = True
+            return out
+        if category not in FLAG_OF:
+            raise KeyError(f"unknown category {category!r}; one of {', '.join(FILTERS)}")
+        return (self.flags & FLAG_OF[category]) > 0
+
+    def triggered_by(self, matching: np.ndarray) -> np.ndarray:
+        """Neurons with a trigger among the tokens `matching` [V + 1] marks, at a lift of at least
+        SEARCH_MIN_LIFT (see there); none without an analysis."""
+        if self.trig_tok is None:
+            return np.zeros(self.n, dtype=bool)
+        lifted = self.trig_pfire >= SEARCH_MIN_LIFT * self.rate[:, None]
+        return (matching[self.trig_tok] & lifted & (self.trig_tok >= 0)).any(1)
+
+    def select(self, category: str = "all", matching: np.ndarray | None = None, sort: str = "id",
+               descending: bool = False, marked: set[int] | None = None) -> np.ndarray:
+        """The ids of the neurons of `category` (triggered by `matching` tokens, when given), in the
+        order of `sort` (stable: ties keep ascending ids)."""
+        mask = self.mask(category, marked)
+        if matching is not None:
+            mask &= self.triggered_by(matching)
+        idx = np.flatnonzero(mask)
+        return idx[np.argsort(self.sort_key(sort, descending)[idx], kind="stable")]
+
+    def row(self, i: int) -> dict:
+        """Neuron i's row of the table, JSON-ready (`neurons --json`; keys in TABLE_KEYS)."""
+        code = int(self.pos_shape[i])
+        return {
+            "layer": self.layer,
+            "neuron": int(i),
+            "categories": categories(int(self.flags[i])),
+            "firings": int(self.count[i]),
+            "rate": float(self.rate[i]),
+            "distinct": int(self.distinct[i]) if self.distinct[i] >= 0 else None,
+            "triggers": str(self.top[i]),
+            "pos_mi": _float(self.pos_mi[i]),
+            "pos_shape": schema.POS_SHAPES[code] if code else None,
+            "supp_rank": rank_1based(int(self.supp[i])),
+        }
+
+
+TABLE_KEYS = ("layer", "neuron", "categories", "firings", "rate", "distinct", "triggers", "pos_mi", "pos_shape",
+              "supp_rank")
+
+
+def layer_table(summary: Summary, layer: int, shown: np.ndarray | None = None) -> LayerTable:
+    """Layer `layer`'s table; `shown` is the summary's `visible_vocab` when the caller keeps one."""
+    F = summary.n_neurons
+    count = summary.read("act_count", layer).astype(np.int64)
+    rate = count / max(1, summary.n_tokens)
+    group = summary.analysis
+    if group is None:
+        params = AnalysisParams.of(summary)
+        flags = np.where(count == 0, schema.FLAG_DEAD, 0).astype(np.uint8)
+        flags[(count > 0) & (rate < params.rare_rate)] |= schema.FLAG_RARE
+        return LayerTable(layer, flags, count, rate, np.full(F, -1, np.int32), np.full(F, "", dtype=object),
+                          np.full(F, np.nan, np.float32), np.zeros(F, np.uint8), np.full(F, -1, np.int32), None, None)
+    shown = visible_vocab(summary.vocab) if shown is None else shown
+    trig_tok = group.read("trig_tok", layer).astype(np.int32)
+    ranks = group.read("trig_supp_rank", layer).astype(np.int64)
+    known = ranks >= 0
+    supp = np.where(known.any(1), np.where(known, ranks, np.iinfo(np.int32).max).min(1), -1).astype(np.int32)
+    top = shown[trig_tok[:, 0]] if trig_tok.shape[1] else np.full(F, "", dtype=object)
+    for j in range(1, min(TOP_SHOWN, trig_tok.shape[1])):
+        col = shown[trig_tok[:, j]]
+        top = np.where(col != "", top + " " + col, top)
+    return LayerTable(layer, group.read("flags", layer).astype(np.uint8), count, rate,
+                      group.read("n_distinct", layer).astype(np.int32), top,
+                      group.read("pos_mi", layer).astype(np.float32), group.read("pos_shape", layer).astype(np.uint8),
+                      supp, trig_tok, group.read("trig_pfire", layer).astype(np.float32))
+
+
+class TokenMatcher:
+    """Which vocabulary items a search text matches: a case-insensitive substring unless the text has
+    capitals. `matching(text)` is a bool array [V + 1] (the last entry, id -1, never matches)."""
+
+    def __init__(self, vocab: list[str]):
+        self.vocab = vocab
+        self._lower = [t.lower() for t in vocab]
+        self.matching = lru_cache(maxsize=64)(self._matching)
+
+    def _matching(self, text: str) -> np.ndarray:
+        table = np.zeros(len(self.vocab) + 1, dtype=bool)
+        if text:
+            texts = self.vocab if text != text.lower() else self._lower
+            table[[i for i, t in enumerate(texts) if text in t]] = True
+        return table
+
+
+# ---- one neuron -----------------------------------------------------------------------------------------
+
+RECORD_KEYS = {
+    "layer": "layer index", "index": "neuron index in the layer",
+    "categories": "list drawn from dead, rare, token, ngram, positional",
+    "act_count": "firings on the whole corpus (exact)", "fire_rate": "act_count / tokens",
+    "rule": "relu (fired iff h > tau) or abs (fired iff |h| > tau)", "tau": "this layer's threshold",
+    "activation": "{max, mean, positive: {count, mean}, negative: {count, mean}} of the firing values",
+    "event_level": "sampling level: each kept event stands for 2**level firings (0: all kept)",
+    "n_events": "firing events kept", "distinct": "distinct tokens among the kept events",
+    "analysis": "stored (the summary's analysis group) or computed (on the spot, default parameters)",
+    "coverage": "share of firings explained by the detector's covered tokens",
+    "ngram_coverage": "share explained by at most max_ngrams covered n-gram contexts",
+    "triggers": "[{token, text, count, count_se, occurrences, p_fire, supp_rank, covered, explains}]",
+    "ngrams": "[{prev, prev_text, token, text, count}]: (previous token, token) contexts",
+    "promoted": "[{token, text, score, is_trigger}]: top tokens of the FFN update, highest score first",
+    "suppressed": "[{token, text, score, is_trigger}]: bottom tokens, most suppressed first (rank 1)",
+    "position_rate": "firing rate at each position (null where no token was seen)",
+    "pos_mi": "I(fired; position) in nats", "pos_shape": "positional type (null unless positional)",
+    "pos_strong": "strong (true) or weak (false) positional pattern", "pos_range": "[first, last] position of "
+    "the main firing run", "contexts": "[{position, seq, pos, left, token, right, ids, at, value, fired, source}]: "
+    "the token window (ids, the firing token at index `at`) and its text",
+}
+
+
+def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisParams | None = None) -> dict:
+    """Everything about one neuron, JSON-ready; keys and meanings in RECORD_KEYS (README lists them).
+
+    Trigger counts are estimates when the neuron's events were sampled (event_level > 0), with their
+    standard error `count_se` (0 where exact); `occurrences` and `p_fire` leave the BOS position out,
+    as the analysis does; `covered` marks the tokens the neuron fires on at least min_fire_rate of the
+    time (with at least min_token_count occurrences), `explains` those counted in the detector
+    criterion. Ranks are 1-based. Contexts are the neuron's strongest activations (one per sequence),
+    topped up with sampled firing events; `fired` says whether each is above tau (a dead neuron's
+    strongest activations are all below it).
+    """
+    L, F = summary.n_layers, summary.n_neurons
+    if not (0 <= layer < L and 0 <= index < F):
+        raise IndexError(f"no neuron L{layer} N{index}: the summary has {L} layers x {F} neurons")
+    vocab = summary.vocab
+    group = summary.analysis
+    params = params or AnalysisParams.of(summary)
+    if group is not None:
+        res = {name: group.neuron(name, layer, index) for name in schema.ANALYSIS_DATASETS
+               if schema.ANALYSIS_DATASETS[name][1].startswith("L,F")}
+    else:
+        res = neuron_analysis(summary, layer, index, params)
+    act = int(summary.read_neuron("act_count", layer, index))
+    level = int(summary.read_neuron("event_level", layer, index))
+    events = summary.neuron_events(layer, index)
+    flags = int(res["flags"])
+    occ = summary.token_occ
+
+    triggers = []
+    for j, tok in enumerate(int(t) for t in res["trig_tok"]):
+        if tok < 0:
+            continue
+        count = float(res["trig_count"][j])
+        n_occ = int(occ[tok]) if tok < len(occ) else 0
+        # a sampled neuron measured its rate on the occurrences at sampled positions: 2**-level of them
+        sampled = n_occ * 2.0**-level
+        se = float(count_stderr(count, n_occ, sampled)) if level > 0 and n_occ > 0 else 0.0
+        p_fire = _float(res["trig_pfire"][j])
+        triggers.append({
+            "token": tok, "text": token_text(vocab, tok), "count": count, "count_se": se, "occurrences": n_occ,
+            "p_fire": p_fire, "supp_rank": rank_1based(int(res["trig_supp_rank"][j])),
+            "covered": bool(p_fire is not None and p_fire >= params.min_fire_rate - 1e-9
+                            and n_occ >= params.min_token_count),
+            "explains": bool(res["trig_explains"][j]),
+        })
+    trigger_ids = {t["token"] for t in triggers}
+    ngrams = [{"prev": int(p), "prev_text": token_text(vocab, int(p)), "token": int(t), "text": token_text(vocab, int(t)),
+               "count": float(c)} for p, t, c in zip(res["ngram_prev"], res["ngram_tok"], res["ngram_count"]) if t >= 0]
+    promoted, suppressed = [], []
+    if summary.projection is not None:
+        for kind, target in (("promoted", promoted), ("suppressed", suppressed)):
+            toks = summary.projection.neuron(f"{kind}_tok", layer, index)
+            scores = summary.projection.neuron(f"{kind}_score", layer, index)
+            target.extend({"token": int(t), "text": token_text(vocab, int(t)), "score": _float(s),
+                           "is_trigger": int(t) in trigger_ids} for t, s in zip(toks, scores) if t >= 0)
+    pos_count = summary.read_neuron("pos_count", layer, index).astype(np.float64)
+    tap = summary.tokens_at_pos.astype(np.float64)
+    code = int(res["pos_shape"])
+    positional = bool(flags & schema.FLAG_POSITIONAL)
+    tau = float(summary.tau[layer])
+    return {
+        "layer": int(layer),
+        "index": int(index),
+        "categories": categories(flags),
+        "act_count": act,
+        "fire_rate": act / max(summary.n_tokens, 1),
+        "rule": str(summary.attrs.get("rule")),
+        "tau": tau,
+        "activation": _activation(summary, layer, index, act),
+        "event_level": level,
+        "n_events": int(events.size),
+        "distinct": int(res["n_distinct"]),
+        "analysis": "stored" if group is not None else "computed",
+        "coverage": _float(res["trig_coverage"]),
+        "ngram_coverage": _float(res["ngram_coverage"]),
+        "triggers": triggers,
+        "ngrams": ngrams,
+        "promoted": promoted,
+        "suppressed": suppressed,
+        "position_rate": [(_float(c / n) if n > 0 else None) for c, n in zip(pos_count, tap)],
+        "pos_mi": _float(res["pos_mi"]),
+        "pos_shape": schema.POS_SHAPES[code] if positional and 0 < code < len(schema.POS_SHAPES) else None,
+        "pos_strong": bool(res["pos_strong"]) if positional else None,
+        "pos_range": [int(x) for x in res["pos_range"]] if positional and res["pos_range"][0] >= 0 else None,
+        "contexts": _contexts(summary, layer, index, events, tau),
+    }
+
+
+def _activation(summary: Summary, layer: int, index: int, act: int) -> dict:
+    """The firing values: largest |h| (h for ReLU), signed mean, and the split by sign (schema 2)."""
+    total = float(summary.read_neuron("act_sum", layer, index))
+    out: dict[str, Any] = {"max": _float(summary.read_neuron("act_max", layer, index)) if act else None,
+                           "mean": total / act if act else None, "positive": None, "negative": None}
+    if summary.has("act_count_pos"):
+        n_pos = int(summary.read_neuron("act_count_pos", layer, index))
+        s_pos = float(summary.read_neuron("act_sum_pos", layer, index))
+        out["positive"] = {"count": n_pos, "mean": s_pos / n_pos if n_pos else None}
+        n_neg = act - n_pos
+        out["negative"] = {"count": n_neg, "mean": (total - s_pos) / n_neg if n_neg else None}
+    return out
+
+
+def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau: float) -> list[dict]:
+    """The neuron's top activations (one per sequence), topped up with evenly spread kept events."""
+    T, vocab = summary.seq_len, summary.vocab
+    chosen: list[tuple[int, float | None, str]] = []
+    top_pos = summary.read_neuron("top_pos", layer, index)
+    top_val = summary.read_neuron("top_val", layer, index)
+    for g, v in zip(top_pos.tolist(), top_val.tolist()):
+        if g >= 0 and len(chosen) < N_CONTEXTS:
+            chosen.append((int(g), _float(v), "top"))
+    if len(chosen) < N_CONTEXTS and events.size:
+        have = {g for g, _, _ in chosen}
+        picks = np.unique(np.linspace(0, events.size - 1, min(events.size, 2 * N_CONTEXTS)).round().astype(int))
+        for g in events[picks].tolist():
+            if len(chosen) < N_CONTEXTS and g not in have:
+                chosen.append((g, None, "event"))
+                have.add(g)
+    if not chosen:
+        return []
+    windows = []
+    for g, _, _ in chosen:
+        seq, t = divmod(g, T)
+        windows.append(np.arange(seq * T + max(0, t - CONTEXT_LEFT), seq * T + min(T, t + CONTEXT_RIGHT + 1)))
+    tokens = summary.tokens_at(np.concatenate(windows)).tolist()
+    out, at = [], 0
+    for (g, value, source), window in zip(chosen, windows):
+        ids = tokens[at : at + len(window)]
+        at += len(window)
+        mid = g - int(window[0])
+        text = [token_text(vocab, t) for t in ids]
+        out.append({"position": g, "seq": g // T, "pos": g % T, "left": "".join(text[:mid]), "token": text[mid],
+                    "right": "".join(text[mid + 1 :]), "ids": ids, "at": mid, "value": value,
+                    "fired": True if source == "event" else (value is not None and value > tau), "source": source})
+    return out

@@ -1,0 +1,98 @@
+"""The hooks of a pass: one forward pre-hook per FFN output projection feeds that layer's accumulator.
+
+Each accumulator is created on the device of its layer's activations at the layer's first batch (with
+--device-map, offloaded weights say nothing about where the activations will be), starting from the
+checkpointed state when resuming. The per-batch index tensors (global positions, sampling levels) are
+made once per batch and device and serve every layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+
+from .accumulators import BatchIndex, LayerAccumulator, LayerState, Scratch
+from .adapters import n_neurons
+
+
+class Recorder:
+    """The accumulators of every layer of one pass, and the hooks that feed them."""
+
+    def __init__(self, modules: list[torch.nn.Module], seq_len: int, events_cap: int, top_k: int, rule: str,
+                 tau: np.ndarray, resumed: Callable[[int], LayerState] | None = None):
+        """`resumed(layer)`: the checkpointed state of a layer, read when the layer is first reached."""
+        self.modules, self.tau = modules, tau
+        self.seq_len, self.events_cap, self.top_k, self.rule = seq_len, events_cap, top_k, rule
+        self.n_neurons = n_neurons(modules[0])
+        self.acc: list[LayerAccumulator | None] = [None] * len(modules)
+        self._resumed = resumed
+        self._batches: list[np.ndarray] = []  # global positions [B, T] of each batch of the chunk
+        self._indexes: list[dict[torch.device, BatchIndex]] = []  # their index tensors, per device
+        self._current = 0
+        self._scratch: dict[torch.device, Scratch] = {}
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.modules)
+
+    def accumulator(self, layer: int, device: torch.device) -> LayerAccumulator:
+        if self.acc[layer] is None:
+            self.acc[layer] = LayerAccumulator(self.n_neurons, self.seq_len, self.events_cap, self.top_k, device,
+                                               self.rule, self.tau[layer])
+            if self._resumed is not None:
+                self.acc[layer].load(self._resumed(layer))
+        return self.acc[layer]
+
+    def set_batches(self, positions: list[np.ndarray]) -> None:
+        """Global positions [B, T] of each batch of the chunk about to run; index tensors are made per
+        batch and device when first needed and serve every layer (layer by layer, each batch of a
+        chunk reaches every layer in turn)."""
+        self._batches, self._indexes, self._current = positions, [{} for _ in positions], 0
+
+    def select(self, batch: int) -> None:
+        """Batch `batch` of the chunk is the one reaching the layers next."""
+        self._current = batch
+
+    def _batch_index(self, device: torch.device) -> BatchIndex:
+        index = self._indexes[self._current]
+        if device not in index:
+            scratch = self._scratch.setdefault(device, Scratch())
+            index[device] = BatchIndex(self._batches[self._current], device, scratch)
+        return index[device]
+
+    def state(self, layer: int) -> LayerState:
+        """A host copy of one layer's accumulators (a layer never reached: its resumed or empty state);
+        the pass writes checkpoints one layer at a time, so host memory holds one layer's state."""
+        acc = self.acc[layer]
+        if acc is not None:
+            return acc.state()
+        if self._resumed is not None:
+            return self._resumed(layer)
+        return LayerState.empty(self.n_neurons, self.seq_len, self.top_k)
+
+    def keep_resumed(self) -> None:
+        """Read the checkpointed state of every layer not reached yet into memory, before the checkpoint
+        it comes from is closed (a resumed run that had nothing left to count)."""
+        if self._resumed is not None:
+            kept = {layer: self._resumed(layer) for layer, acc in enumerate(self.acc) if acc is None}
+            self._resumed = kept.__getitem__ if kept else None
+
+    def _hook(self, layer: int):
+        def hook(module, args):
+            h = args[0]
+            B, T = self._batches[self._current].shape
+            self.accumulator(layer, h.device).update(h.reshape(B, T, -1), self._batch_index(h.device))
+
+        return hook
+
+    @contextmanager
+    def attached(self):
+        handles = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(self.modules)]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()

@@ -1,0 +1,158 @@
+"""A pass's results in a summary file, and back: the root datasets, written one layer at a time.
+
+`write_pass` is the one writer of a pass's root datasets, for checkpoints, final summaries, merges and
+distributed runs alike: it asks its `PassResult` for each layer's host state in turn and writes it
+before asking for the next, so host memory holds one layer's state, whatever the model's size.
+`layer_state` reads one layer's state back (resume, merge). Position counts are stored as uint16
+while a run has fewer than 65,536 sequences (a count at a position never exceeds the sequences),
+which halves the largest dataset of a summary; readers widen them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+
+import numpy as np
+
+from neuron_tui.cache import Summary, SummaryWriter
+
+from .accumulators import LayerState
+from .plan import RunPlan, format_shard
+
+
+@dataclass
+class PassResult:
+    """What a pass (or one shard of it) counted: its token rows, their global sequences, tau, and each
+    layer's state on demand (`state(layer)`, asked once per layer, in layer order)."""
+
+    tokens: np.ndarray  # [rows, T] int32
+    seq_index: np.ndarray  # [rows] int64, ascending: global sequence index of each row
+    tau: np.ndarray  # [L] float32
+    state: Callable[[int], LayerState]
+    n_layers: int
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a summary records about the model and its tokenizer (the same for every checkpoint)."""
+
+    vocab: list[str]
+    bos: bool
+    n_layers: int
+    n_neurons: int
+    revision: str
+    fingerprint: dict
+    device: str
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\t\n\r"}
+
+
+def vocab_strings(tokenizer, vocab_size: int) -> list[str]:
+    """The text of every token id, control characters escaped (byte-level vocabularies have a token
+    for NUL, which HDF5 strings cannot hold and no terminal should receive); ids past the tokenizer's
+    vocabulary get a placeholder."""
+    known = min(len(tokenizer), vocab_size)
+    texts = tokenizer.batch_decode([[i] for i in range(known)], clean_up_tokenization_spaces=False)
+    return [t.translate(_CONTROL) for t in texts] + [f"<unused {i}>" for i in range(known, vocab_size)]
+
+
+def summary_attrs(facts: RunFacts, plan: RunPlan, n_done: int, complete: bool, exhausted: bool = False) -> dict:
+    """The root attributes of a (partial or complete) summary of `plan` after `n_done` sequences."""
+    return {
+        "tool_version": version("neuron-tui"),
+        "model": plan.model,
+        "model_revision": facts.revision,
+        "model_fingerprint": facts.fingerprint,
+        "architecture": plan.architecture,
+        "rule": plan.rule,
+        "threshold": plan.threshold,
+        "tau_source": plan.tau_source,
+        "n_layers": facts.n_layers,
+        "n_neurons": facts.n_neurons,
+        "seq_len": plan.seq_len,
+        "n_seq": n_done,
+        "n_seq_planned": plan.n_seq,
+        "n_tokens": n_done * plan.seq_len,
+        "bos": int(facts.bos),
+        "events_cap": plan.settings.events_cap,
+        "top_k": plan.settings.top_k,
+        "corpus": {**plan.corpus.identity, "seed": plan.settings.seed},
+        "corpus_exhausted": bool(exhausted),
+        # the corpus spec may be a local path: its machine-independent identity is under "corpus"
+        "settings": {k: v for k, v in asdict(plan.settings).items() if k not in ("corpus", "checkpoint_seconds")},
+        "key": plan.key,
+        "complete": complete,
+        "shard": format_shard(plan.shard),
+        "base_key": plan.base_key,
+        "device": facts.device,
+    }
+
+
+def pos_count_dtype(n_rows: int) -> np.dtype:
+    """uint16 while no position can have been counted 65,536 times, else int32."""
+    return np.dtype(np.uint16) if n_rows < 2**16 else np.dtype(np.int32)
+
+
+PER_LAYER = ("act_count", "act_count_pos", "pos_count", "act_sum", "act_sum_pos", "act_max", "top_val", "top_pos",
+             "event_level")
+
+
+def write_pass(writer: SummaryWriter, result: PassResult, vocab: list[str], bos: bool, n_neurons: int,
+               on_layer: Callable[[int, LayerState], None] | None = None) -> None:
+    """The root datasets of a summary of `result` into `writer`, one layer at a time; on_layer(layer,
+    state) sees each layer's state while it is in memory (the final write derives projection
+    candidates from it). `seq_index` is stored only where rows are not simply sequences 0, 1, 2, ..."""
+    tokens, L, F = result.tokens.astype(np.int32), result.n_layers, n_neurons
+    rows, T = tokens.shape
+    K = None
+    writer.put("tokens", tokens)
+    writer.put("vocab", vocab)
+    writer.put("token_occ", np.bincount((tokens[:, 1:] if bos else tokens).ravel(), minlength=len(vocab)).astype(np.int64))
+    writer.put("tau", np.asarray(result.tau, dtype=np.float32))
+    writer.put("tokens_at_pos", np.full(T, rows, dtype=np.int64))
+    if not np.array_equal(result.seq_index, np.arange(rows)):
+        writer.put("seq_index", np.asarray(result.seq_index, dtype=np.int64))
+    writer.create("event_offsets", (L, F + 1), np.int64)
+    writer.create("event_pos", (0,), np.int32)  # grows layer by layer (int32: runs index < 2**31 tokens)
+    n_events = 0
+    for layer in range(L):
+        st = result.state(layer)
+        if K is None:
+            K = st.top_val.shape[0]
+            shapes = {"pos_count": ((L, T, F), pos_count_dtype(rows)), "top_val": ((L, K, F), np.float32),
+                      "top_pos": ((L, K, F), np.int64), "act_sum": ((L, F), np.float32),
+                      "act_sum_pos": ((L, F), np.float32), "act_max": ((L, F), np.float32),
+                      "event_level": ((L, F), np.int8), "act_count": ((L, F), np.int64),
+                      "act_count_pos": ((L, F), np.int64)}
+            for name in PER_LAYER:
+                writer.create(name, *shapes[name])
+        for name in PER_LAYER:
+            writer.write(name, layer, getattr(st, "level" if name == "event_level" else name))
+        lengths = np.array([len(e) for e in st.events], dtype=np.int64)
+        writer.write("event_offsets", layer, n_events + np.concatenate([[0], np.cumsum(lengths)]))
+        if lengths.sum():
+            writer.append("event_pos", np.concatenate(st.events).astype(np.int32))
+        n_events += int(lengths.sum())
+        if on_layer is not None:
+            on_layer(layer, st)
+
+
+def layer_state(summary: Summary, layer: int) -> LayerState:
+    """One layer's accumulator state stored in a summary (resume and merge read one layer at a time);
+    position counts widened to int32, sums to float64, for adding."""
+    offsets, events = summary.layer_events(layer)
+    return LayerState(
+        act_count=summary.read("act_count", layer),
+        pos_count=summary.read("pos_count", layer).astype(np.int32),
+        act_sum=summary.read("act_sum", layer).astype(np.float64),
+        act_count_pos=summary.read("act_count_pos", layer),
+        act_sum_pos=summary.read("act_sum_pos", layer).astype(np.float64),
+        act_max=summary.read("act_max", layer),
+        top_val=summary.read("top_val", layer),
+        top_pos=summary.read("top_pos", layer),
+        level=summary.read("event_level", layer),
+        events=np.split(events, offsets[1:-1]),
+    )
