@@ -13,10 +13,12 @@ in a later schema version, which bumps `SCHEMA_VERSION` (readers refuse versions
 Integrity (schema 2). Files are written with HDF5's latest format, whose metadata (superblock, object
 headers, chunk indexes) carries checksums, and every non-empty numeric dataset is chunked with the
 `fletcher32` checksum filter, so a damaged byte anywhere in them is an error on read, never a silently
-different number. What those checksums do not cover (attributes and variable-length strings live in
-HDF5's global heap, which has none; empty datasets have no chunks) is covered by the root attribute
-`integrity`: the SHA-256 of every group's attributes, and each dataset's shape, dtype and (for the
-unfiltered ones) the SHA-256 of its contents. `docs/design.md` says why each choice.
+different number. Nothing is stored as a variable-length string: those live in HDF5's global heap,
+which has no checksum and whose damage can hang the library while it reads; text is fixed-length UTF-8
+attributes and the vocabulary two numeric datasets. What the checksums do not cover (attribute values,
+empty datasets) is covered by the root attribute `integrity`: the SHA-256 of every group's attributes,
+and each dataset's shape, dtype and (for the unfiltered ones) the SHA-256 of its contents.
+`docs/design.md` says why each choice.
 """
 
 SCHEMA_VERSION = 2
@@ -59,7 +61,8 @@ REQUIRED_ATTRS = ("model", "rule", "n_layers", "n_neurons", "seq_len", "n_seq", 
 # name -> (dtype, axes) of the datasets written by collection
 DATASETS = {
     "tokens": ("int32", "S,T"),  # the token stream, sequence-major
-    "vocab": ("str", "V"),  # decoded text of every token id, so no tokenizer is needed to read
+    "vocab_utf8": ("uint8", "B"),  # the text of every token id, UTF-8, concatenated (no tokenizer is
+    "vocab_offsets": ("int64", "V+1"),  # needed to read): token v is vocab_utf8[off[v]:off[v+1]]
     "token_occ": ("int64", "V"),  # occurrences of each token outside the BOS position (schema 2)
     "tau": ("float32", "L"),  # firing threshold per layer
     "tokens_at_pos": ("int64", "T"),  # sequences that reached position t
@@ -76,8 +79,9 @@ DATASETS = {
     "event_pos": ("int32", "E"),  # global token positions of kept firing events, ascending per neuron
     # (int32 on disk since a run indexes < 2**31 tokens; the reader returns int64)
 }
-# the datasets schema 1 files lack (readers derive what they need, or say it is unknown)
-ADDED_IN_2 = ("token_occ", "act_count_pos", "act_sum_pos")
+# the datasets schema 1 files lack (readers derive what they need, or say it is unknown); schema 1 held
+# the vocabulary as one dataset `vocab` of variable-length strings
+ADDED_IN_2 = ("token_occ", "act_count_pos", "act_sum_pos", "vocab_utf8", "vocab_offsets")
 
 # Datasets that may be absent. A shard summary stores only its own token rows: `tokens` row r holds
 # global sequence seq_index[r] (positions g = seq_index[r] * T + t keep one position space for all

@@ -75,8 +75,8 @@ def _layout(name: str, shape: tuple[int, ...]) -> dict:
 
 def _plain(value: Any) -> Any:
     """HDF5 attribute values as plain Python (numpy scalars and bytes become int/float/bool/str)."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
+    if isinstance(value, (bytes, np.bytes_)):
+        return bytes(value).decode("utf-8", "replace")
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -91,17 +91,8 @@ def _attrs_digest(attrs: Mapping[str, Any]) -> str:
 
 
 def _contents_digest(dataset: h5py.Dataset) -> str:
-    """SHA-256 of a dataset that no HDF5 checksum covers (strings, empty arrays): each value's bytes,
-    length-prefixed, so that moving a character across a boundary changes the digest."""
-    sha = hashlib.sha256()
-    if dataset.dtype.kind == "O" or h5py.check_string_dtype(dataset.dtype) is not None:
-        for value in dataset.asstr()[()] if dataset.shape else [dataset.asstr()[()]]:
-            data = value.encode("utf-8", "surrogatepass")
-            sha.update(len(data).to_bytes(8, "little"))
-            sha.update(data)
-    else:
-        sha.update(np.ascontiguousarray(dataset[()]).tobytes())
-    return sha.hexdigest()
+    """SHA-256 of a dataset that no HDF5 checksum covers (an empty one: it has no chunks)."""
+    return hashlib.sha256(np.ascontiguousarray(dataset[()]).tobytes()).hexdigest()
 
 
 def _integrity_record(f: h5py.File) -> dict:
@@ -123,12 +114,17 @@ def _integrity_record(f: h5py.File) -> dict:
 
 
 def _dtype_name(dtype: np.dtype) -> str:
-    return "str" if h5py.check_string_dtype(dtype) is not None else np.dtype(dtype).str
+    return np.dtype(dtype).str
 
 
 def _set_attrs(target: h5py.Group | h5py.File, attrs: Mapping[str, Any]) -> None:
+    """Attributes as HDF5 stores them safely: text as fixed-length UTF-8 bytes (variable-length
+    strings live in HDF5's global heap, which has no checksum, and a damaged heap can hang the
+    library while it reads), dicts and lists as JSON text."""
     for key, value in attrs.items():
-        target.attrs[key] = json.dumps(value) if isinstance(value, (dict, list)) else value
+        if isinstance(value, (dict, list)):
+            value = json.dumps(value)
+        target.attrs[key] = np.bytes_(value.encode("utf-8")) if isinstance(value, str) else value
 
 
 class SummaryWriter:
@@ -165,7 +161,7 @@ class SummaryWriter:
             return
         try:
             with self._writing():
-                self._f.attrs[schema.INTEGRITY_ATTR] = json.dumps(_integrity_record(self._f), sort_keys=True)
+                _set_attrs(self._f, {schema.INTEGRITY_ATTR: json.dumps(_integrity_record(self._f), sort_keys=True)})
                 self._f.close()
                 with open(self.tmp, "rb+") as handle:
                     os.fsync(handle.fileno())
@@ -195,14 +191,19 @@ class SummaryWriter:
             _set_attrs(self._group(group), attrs)
 
     def put(self, name: str, value: Any, group: str | None = None) -> None:
-        """Write a whole dataset: a numpy array, or a list of str (stored as UTF-8 strings)."""
+        """Write a whole dataset: a numpy array, or a list of str (stored as two numeric datasets,
+        `<name>_utf8` bytes and `<name>_offsets`, checksummed like the rest: no variable-length
+        strings, see _set_attrs)."""
+        if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], str)):
+            encoded = [text.encode("utf-8", "surrogatepass") for text in value]
+            offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+            offsets[1:] = np.cumsum([len(b) for b in encoded])
+            self.put(f"{name}_utf8", np.frombuffer(b"".join(encoded), dtype=np.uint8), group)
+            self.put(f"{name}_offsets", offsets, group)
+            return
         with self._writing():
-            target = self._group(group)
-            if isinstance(value, (list, tuple)) and (not value or isinstance(value[0], str)):
-                target.create_dataset(name, data=np.array(list(value), dtype=object), dtype=h5py.string_dtype())
-                return
             value = np.asarray(value)
-            target.create_dataset(name, data=value, **_layout(name, value.shape))
+            self._group(group).create_dataset(name, data=value, **_layout(name, value.shape))
 
     def create(self, name: str, shape: tuple[int, ...], dtype, group: str | None = None, fill=None) -> None:
         """An empty dataset to be filled by `write`; a 1-D one of shape (0,) grows with `append`."""
@@ -588,13 +589,13 @@ class Summary:
     # ---- tokens --------------------------------------------------------------------------------
     @cached_property
     def vocab(self) -> list[str]:
-        """The text of every token id (verified against its digest in schema 2 files)."""
-        texts = self._get("vocab", ())
-        texts = [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in texts]
-        entry = (self._integrity or {}).get("datasets", {}).get("vocab", {})
-        if "sha256" in entry and _contents_digest(self._f["vocab"]) != entry["sha256"]:
-            raise SummaryError(f"{self.path} is damaged: vocab does not match its checksum")
-        return texts
+        """The text of every token id (stored as UTF-8 bytes and offsets; schema 1: strings)."""
+        if not self._exists("vocab_utf8"):  # schema 1
+            return [s.decode("utf-8", "replace") if isinstance(s, bytes) else str(s) for s in self._get("vocab", ())]
+        data, offsets = self._get("vocab_utf8", ()).tobytes(), self._get("vocab_offsets", ())
+        if len(offsets) == 0 or offsets[0] != 0 or offsets[-1] != len(data) or (np.diff(offsets) < 0).any():
+            raise SummaryError(f"{self.path} is damaged: vocab_offsets do not fit vocab_utf8")
+        return [data[a:b].decode("utf-8", "replace") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
 
     @cached_property
     def token_occ(self) -> np.ndarray:

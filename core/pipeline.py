@@ -28,6 +28,7 @@ from neuron_tui.cache import RequestIndex, cache_dir, schema
 
 from .corpus import corpus_fingerprint
 from .errors import UsageError
+from .settings import Settings
 from .sources import DEFAULT_MODEL, ModelSource, resolve
 
 
@@ -73,9 +74,7 @@ class CollectRequest:
                              "drop --shard, --device-map and --layer-by-layer")
         self.settings()  # refuses values that cannot mean anything (--seq-len 0, ...)
 
-    def settings(self):
-        from .plan import Settings
-
+    def settings(self) -> Settings:
         return Settings(corpus=self.corpus, n_tokens=self.tokens, seq_len=self.seq_len, batch_size=self.batch_size,
                         seed=self.seed, threshold=self.threshold, quantile=self.quantile, events_cap=self.events,
                         checkpoint_seconds=self.checkpoint_seconds)

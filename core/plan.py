@@ -28,47 +28,13 @@ from .adapters import adapter_for
 from .corpus import Corpus, load_corpus
 from .errors import NeuronTuiError, UsageError
 from .sampling import MAX_TOKENS
+from .settings import Settings
 
 CPU_TOKENS = 65_536  # ~2 minutes of SmolLM2 on 2 CPU cores: with loading and projections, README's
 # first command stays under 5 minutes
 GPU_TOKENS = 20_000_000  # the paper's dead-neuron statistics use more than 20M tokens (paper section 2)
 CPU_SEQ_LEN = 256  # enough sequences per position for the positional MI at CPU corpus sizes
 GPU_SEQ_LEN = 2048  # the paper's positional analysis uses full-length OPT sequences (section 5)
-
-
-@dataclass
-class Settings:
-    """What the user may choose; `None` means "the default for this device and model"."""
-
-    corpus: str = "builtin"
-    n_tokens: int | None = None
-    seq_len: int | None = None
-    batch_size: int | None = None
-    seed: int = 0
-    threshold: float | None = None  # a fixed tau for every layer
-    quantile: float = 0.99  # the calibration quantile of |h| for non-ReLU models (docs/design.md)
-    events_cap: int = 256  # C: kept firing events per neuron (complete for neurons firing <= C times)
-    top_k: int = 8  # top activating contexts per neuron
-    calib_seqs: int = 8  # sequences of the calibration slice (the first of the corpus)
-    checkpoint_seconds: float | None = None  # None: every 60 s, spaced out when checkpoints are slow
-
-    def __post_init__(self) -> None:
-        """Refuse values that cannot mean anything (a 0 is never read as "the default")."""
-        at_least = {"n_tokens": 1, "seq_len": 2, "batch_size": 1, "events_cap": 1, "top_k": 1, "calib_seqs": 1}
-        for name, low in at_least.items():
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise UsageError(f"--{_flag(name)} {value} is too small (at least {low})")
-        if not 0 < self.quantile < 1:
-            raise UsageError(f"--quantile {self.quantile} must be between 0 and 1")
-        if self.threshold is not None and not self.threshold >= 0:
-            raise UsageError(f"--threshold {self.threshold} must be at least 0")
-        if self.checkpoint_seconds is not None and not self.checkpoint_seconds >= 0:
-            raise UsageError(f"--checkpoint-seconds {self.checkpoint_seconds} must be at least 0")
-
-
-def _flag(name: str) -> str:
-    return {"n_tokens": "tokens", "events_cap": "events"}.get(name, name).replace("_", "-")
 
 
 WHOLE = ((0,), 1)  # the shard that is the whole run

@@ -18,3 +18,9 @@ def rewritten(source: Path, path: Path, **attrs) -> Path:
         w.copy_from(s)
         w.set_attrs(attrs)
     return path
+
+
+def raw_vocab(f) -> list[str]:
+    """The vocabulary of an open h5py file, read without the store (its UTF-8 bytes and offsets)."""
+    data, offsets = f["vocab_utf8"][()].tobytes(), f["vocab_offsets"][()]
+    return [data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]

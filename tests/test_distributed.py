@@ -12,6 +12,7 @@ import pytest
 import torch.multiprocessing as mp
 
 from neuron_tui.core.errors import NeuronTuiError
+from neuron_tui.cache import Summary
 from neuron_tui.tui.cli import main
 from test_merge import assert_same_top
 from tiny import interrupt_forward_at, save_tiny, tiny_llama, write_text_corpus
@@ -96,10 +97,10 @@ def test_torchrun_two_processes_equal_one_process(tmp_path, monkeypatch, capsys)
         else:
             np.testing.assert_array_equal(got[name], want[name], err_msg=name)
     assert (want["event_level"] > 0).any() and len(want["tau"]) == 3 and (want["tau"] > 0).all()
-    with h5py.File(out, "r") as f, h5py.File(tmp_path / "single.h5", "r") as g:
+    with Summary.open(out) as f, Summary.open(tmp_path / "single.h5") as g:
         assert f.attrs["key"] == g.attrs["key"] and f.attrs["shard"] == "0/1" and f.attrs["complete"]
-        np.testing.assert_array_equal(f["analysis/flags"][()], g["analysis/flags"][()])
-        np.testing.assert_array_equal(f["projection/cand_tok"][()], g["projection/cand_tok"][()])
+        np.testing.assert_array_equal(f.analysis.read("flags"), g.analysis.read("flags"))
+        np.testing.assert_array_equal(f.projection.read("cand_tok"), g.projection.read("cand_tok"))
 
 
 @pytest.mark.parametrize("extra, message", [

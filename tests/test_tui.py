@@ -28,6 +28,7 @@ from neuron_tui.tui.screens import (
     TooSmallScreen,
 )
 
+from edit import raw_vocab
 from synthetic import tiny_summary
 
 SIZE = (80, 24)
@@ -56,7 +57,7 @@ def raw(summary):
             "act_count": f["act_count"][()],
             "flags": f["analysis/flags"][()],
             "trig_tok": f["analysis/trig_tok"][()],
-            "vocab": [s.decode() if isinstance(s, bytes) else s for s in f["vocab"][()]],
+            "vocab": raw_vocab(f),
             "n_tokens": int(f.attrs["n_tokens"]),
         }
 

@@ -16,6 +16,7 @@ from neuron_tui.core.tokens import visible
 from neuron_tui.tui.viewmodel import Explorer, ViewState
 
 from test_tui import assert_view, flat_text, open_layer, press, screen_text, settle, type_text
+from edit import raw_vocab
 from tiny import make_tokenizer, tiny_opt, write_text_corpus
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +41,7 @@ def test_real_summary_view_models(real):
     with h5py.File(real, "r") as f:
         counts, flags = f["act_count"][()], f["analysis/flags"][()]
         trig = f["analysis/trig_tok"][()]
-        vocab = [s.decode() if isinstance(s, bytes) else s for s in f["vocab"][()]]
+        vocab = raw_vocab(f)
     ex = Explorer.open(real)
     try:
         assert ex.info.has_analysis and ex.info.has_projection and ex.info.complete
@@ -83,6 +84,6 @@ async def test_real_summary_in_the_app(real):
         assert f"search {word!r}" in flat_text(app)
         with h5py.File(real, "r") as f:
             trig = f["analysis/trig_tok"][1]
-            vocab = [s.decode() if isinstance(s, bytes) else s for s in f["vocab"][()]]
+            vocab = raw_vocab(f)
         for n in app.screen.view.order.tolist():
             assert any(word in vocab[t].lower() for t in trig[n] if t >= 0)

@@ -19,6 +19,7 @@ from neuron_tui.core.tokens import visible
 from neuron_tui.tui import viewmodel as vm
 from neuron_tui.tui.viewmodel import Explorer, Marks, ReadOnlyError, ViewState, parse_goto
 
+from edit import raw_vocab
 from synthetic import tiny_summary
 
 
@@ -35,7 +36,7 @@ def raw(summary_path):
         for name in ("flags", "trig_tok", "trig_pfire", "trig_count", "pos_mi", "trig_supp_rank", "n_distinct"):
             out[name] = f["analysis/" + name][()]
         out["suppressed_tok"] = f["projection/suppressed_tok"][()]
-        out["vocab"] = [s.decode() if isinstance(s, bytes) else s for s in f["vocab"][()]]
+        out["vocab"] = raw_vocab(f)
         out["n_tokens"] = int(f.attrs["n_tokens"])
     return out
 

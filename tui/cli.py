@@ -295,21 +295,17 @@ def run_report(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
         else:
-            from rich.console import Console
+            from neuron_tui.tui.render import Output, compare_table
 
-            from neuron_tui.tui.render import compare_table
-
-            Console().print(compare_table(rows, args.metric))
+            Output().print(compare_table(rows, args.metric))
     return 0
 
 
 def _print_report(s) -> None:
-    from rich.console import Console
-
     from neuron_tui.core.queries import summary_notes
-    from neuron_tui.tui.render import report_table, title
+    from neuron_tui.tui.render import Output, report_table, title
 
-    Console().print(report_table(s.layers(), title(s.summary.attrs, summary_notes(s.summary))))
+    Output().print(report_table(s.layers(), title(s.summary.attrs, summary_notes(s.summary))))
 
 
 def run_neurons(args: argparse.Namespace) -> int:
@@ -334,11 +330,9 @@ def run_neurons(args: argparse.Namespace) -> int:
 
         sys.stdout.write(neurons_csv(rows, TABLE_KEYS))
     else:
-        from rich.console import Console
+        from neuron_tui.tui.render import Output, neurons_table
 
-        from neuron_tui.tui.render import neurons_table
-
-        Console().print(neurons_table(rows))
+        Output().print(neurons_table(rows))
     return 0
 
 
@@ -351,11 +345,9 @@ def run_neuron(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(record)
     else:
-        from rich.console import Console
+        from neuron_tui.tui.render import Output, neuron_panel
 
-        from neuron_tui.tui.render import neuron_panel
-
-        Console().print(neuron_panel(record))
+        Output().print(neuron_panel(record))
     return 0
 
 

@@ -13,12 +13,21 @@ from typing import Any
 
 import numpy as np
 from rich import box
-from rich.console import Group
+from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from neuron_tui.core.tokens import inline, visible
+
+class Output(Console):
+    """The command line's console: a closed pipe (`| head`) is left to the command line's one handler
+    (a quiet exit, status 141), not rich's own exit with status 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
 
 # columns of report_table: (row key, header, kind); "count" cells show the share of the layer (the counts
 # are in --json), firing rates the median and 99th percentile over the layer's neurons
