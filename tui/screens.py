@@ -84,8 +84,10 @@ class OverviewScreen(ExplorerScreen):
     """Model, corpus, rule; one row per layer with dead / rare / token / n-gram / positional bars."""
 
     BINDINGS = [
+        # shown in the title, not the footer: the focused table takes enter itself (and the footer
+        # would show this binding only until the table gets the focus)
         Binding("enter", "open_layer", "Open", id="overview.open", tooltip="open the layer under the cursor",
-                priority=False),
+                show=False),
     ]
 
     class RowsLoaded(Message):
