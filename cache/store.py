@@ -238,7 +238,12 @@ class SummaryWriter:
             _set_attrs(self._f, {k: v for k, v in source.attrs.items() if k != schema.INTEGRITY_ATTR})
             for key in source._f:
                 if key not in skip:
-                    source._f.copy(source._f[key], self._f, name=key)
+                    try:
+                        source._f.copy(source._f[key], self._f, name=key)
+                    except OSError:
+                        raise  # writing failed (a full disk): _WriteErrors says so
+                    except READ_ERRORS as exc:  # the copy's chunks are not decoded: a damaged source's metadata
+                        raise SummaryError(f"{source.path} is damaged: cannot copy {key} ({_reason(exc)})") from None
 
     def reader(self) -> "Summary":
         """A Summary over the file as written so far (not verified: its integrity record comes last)."""

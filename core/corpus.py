@@ -51,6 +51,41 @@ class Corpus(ABC):
     def document(self, index: int) -> str:
         """Document number `index` of that order (local corpora only)."""
 
+    def ordered(self, seed: int) -> Iterator[str]:
+        """The documents in the order fixed by `seed`, the same on every run.
+
+        A local corpus is fully permuted (document i goes to the place of its rank). A streamed corpus
+        goes through a buffer of SHUFFLE_BUFFER_DOCUMENTS: once full, each arriving document takes the
+        slot its rank picks and pushes out the document there; what remains at the end leaves in rank
+        order. The ranks come from a keyed hash of (seed, document number), not from numpy's or
+        Python's random generators, whose streams are not promised to stay the same across versions.
+        """
+        if self.n_documents is not None:
+            for index in sorted(range(self.n_documents), key=lambda i: _rank(seed, i)):
+                yield self.document(index)
+            return
+        buffer: list[tuple[int, str]] = []
+        for index, text in enumerate(self.documents()):
+            if len(buffer) < SHUFFLE_BUFFER_DOCUMENTS:
+                buffer.append((index, text))
+                continue
+            slot = _rank(seed, index) % SHUFFLE_BUFFER_DOCUMENTS
+            yield buffer[slot][1]
+            buffer[slot] = (index, text)
+        for _, text in sorted(buffer, key=lambda entry: _rank(seed, entry[0])):
+            yield text
+
+
+SHUFFLE_BUFFER_DOCUMENTS = 10_000
+"""Documents held back to shuffle a streamed corpus (hf:), which cannot be read in any order. At a few
+kilobytes per web document this is tens of megabytes (per streamed component of a mix)."""
+
+
+def _rank(seed: int, index: int) -> int:
+    """A pseudo-random 64-bit number for document `index`, fixed by `seed` forever (blake2b)."""
+    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
 
 def load_corpus(spec: str) -> Corpus:
     """The corpus named by `spec`, checked to exist and to hold some text.
@@ -58,9 +93,15 @@ def load_corpus(spec: str) -> Corpus:
     Specs: `builtin` (see core.builtin_corpus); a `.jsonl` file (one document per line, field `text`);
     any other file, read as one UTF-8 text document; a folder (its .txt and .jsonl files, recursively,
     sorted by relative path); a glob pattern (the files it matches, sorted); `hf:NAME[:CONFIG][:SPLIT]`
-    (a Hugging Face dataset, streamed; split `train` by default, `hf:NAME::SPLIT` names a split alone).
+    (a Hugging Face dataset, streamed; split `train` by default, `hf:NAME::SPLIT` names a split alone;
+    `?FIELD=VALUE&text=FIELD` filters rows and names the text, see _HubCorpus); `mix:A@2|B` (several
+    corpora interleaved by weight, _MixCorpus); `paper` (the mix PAPER_MIX).
     A missing path, a glob matching no file and a corpus without any non-empty document are usage errors.
     """
+    if spec in NAMED:
+        return _MixCorpus(spec, parse_mix(NAMED[spec]), name=spec)
+    if spec.startswith("mix:"):
+        return _MixCorpus(spec, parse_mix(spec))
     if spec == "builtin":
         return _TextsCorpus(
             spec,
@@ -97,6 +138,10 @@ def corpus_fingerprint(spec: str) -> str:
     builtin corpus is read from, the name, size and modification time of each local file, or the spec
     of a streamed dataset. It keys the request index (cache.RequestIndex), never a run: a run is keyed
     by the content hash of `load_corpus(spec).identity`."""
+    if spec in NAMED:
+        return corpus_fingerprint(NAMED[spec])
+    if spec.startswith("mix:"):
+        return json.dumps([[corpus_fingerprint(part), weight] for part, weight in parse_mix(spec)])
     if spec == "builtin":
         return f"builtin {builtin_versions()}"
     if spec.startswith("hf:"):
@@ -241,43 +286,162 @@ def _jsonl_text(line: bytes, path: Path, line_number: int | None) -> str:
 class _HubCorpus(Corpus):
     """A Hugging Face dataset, streamed so that a corpus of any size starts at once and never lands on
     disk whole. Opened when loaded, so that a wrong name or a missing network fails before any model is
-    loaded."""
+    loaded. Spec: `hf:NAME[:CONFIG][:SPLIT][?FIELD=VALUE&...&text=FIELD]`: SPLIT may join splits with
+    `+` (read one after the other, e.g. `validation+test`); FIELD=VALUE keeps the rows whose field
+    equals the value (a dotted path, or a field of a nested record: `pile_set_name=Wikipedia (en)`
+    finds `meta.pile_set_name`); `text=FIELD` (or `text=A+B`, joined by a blank line) names the text.
+    NAME may be a local folder of parquet or JSON files: `load_dataset` reads it the same way."""
 
     n_documents = None
 
     def __init__(self, spec: str) -> None:
-        parts = spec[len("hf:"):].split(":")
+        body, _, query = spec[len("hf:"):].partition("?")
+        parts = body.split(":")
         if not parts[0] or len(parts) > 3:
-            raise UsageError(f"bad corpus spec {spec}: expected hf:NAME[:CONFIG][:SPLIT]")
+            raise UsageError(f"bad corpus spec {spec}: expected hf:NAME[:CONFIG][:SPLIT][?FIELD=VALUE&text=FIELD]")
         name, config, split = parts + [""] * (3 - len(parts))
         config, split = config or None, split or "train"
+        self.filters: dict[str, str] = {}
+        self.text_fields = ["text"]
+        for item in filter(None, query.split("&")):
+            key, eq, value = item.partition("=")
+            if not eq or not key:
+                raise UsageError(f"bad corpus spec {spec}: {item!r} is not FIELD=VALUE")
+            if key == "text":
+                self.text_fields = value.split("+")
+            else:
+                self.filters[key] = value
         try:
             import datasets
         except ImportError:
-            raise NeuronTuiError(
-                f"the corpus {spec} needs the datasets library: pip install datasets"
-            ) from None
+            raise NeuronTuiError(f"the corpus {spec} needs the datasets library: pip install datasets") from None
         try:
-            self._rows = datasets.load_dataset(name, config, split=split, streaming=True)
+            self._splits = [datasets.load_dataset(name, config, split=part, streaming=True) for part in split.split("+")]
         except Exception as exc:  # the hub client raises many types (network, auth, not found, bad split)
             first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise NeuronTuiError(f"cannot stream the corpus {spec}: {first_line}") from None
         self.spec = spec
         self.identity = {
             "kind": "hf",
-            "description": {"name": name, "config": config, "split": split},
+            "description": {"name": name, "config": config, "split": split, "filters": self.filters,
+                            "text": self.text_fields},
             "content_sha256": hashlib.sha256(spec.encode("utf-8")).hexdigest(),
             "content_hashed": False,
-            "note": "streamed from the Hugging Face hub: content_sha256 hashes the spec, not the content",
+            "note": "streamed with datasets: content_sha256 hashes the spec, not the content",
         }
 
     def documents(self) -> Iterator[str]:
-        for row in self._rows:
-            text = row.get("text")
-            if not isinstance(text, str):
-                raise UsageError(f'corpus {self.spec} has no string field "text" (fields: {", ".join(row)})')
-            if _is_text(text):
-                yield text
+        for rows in self._splits:
+            for row in rows:
+                if all(str(_field(row, key)) == value for key, value in self.filters.items()):
+                    text = self._text(row)
+                    if _is_text(text):
+                        yield text
+
+    def _text(self, row: dict) -> str:
+        texts = []
+        for name in self.text_fields:
+            value = _field(row, name)
+            if value is _MISSING or not isinstance(value, str) and value is not None:
+                raise UsageError(f'corpus {self.spec} has no string field "{name}" (fields: {", ".join(row)})')
+            if value:
+                texts.append(value)
+        return "\n\n".join(texts)
 
     def document(self, index: int) -> str:
         raise TypeError(f"corpus {self.spec} is streamed: read it with documents()")
+
+
+_MISSING = object()
+
+
+def _field(row: dict, name: str):
+    """row[name] by a dotted path (`meta.pile_set_name`), else the first nested record that has it."""
+    value = row
+    for part in name.split("."):
+        value = value.get(part, _MISSING) if isinstance(value, dict) else _MISSING
+    if value is not _MISSING:
+        return value
+    for nested in row.values():
+        if isinstance(nested, dict) and name in nested:
+            return nested[name]
+    return _MISSING
+
+
+class _MixCorpus(Corpus):
+    """Several corpora, their documents interleaved by weight (smooth weighted round robin: a
+    component of weight 2 gives two documents for every one of weight 1, spread out), each in its own
+    seed-fixed order; a component that runs out leaves the others to go on. Streamed."""
+
+    n_documents = None
+
+    def __init__(self, spec: str, components: list[tuple[str, float]], name: str = "") -> None:
+        if not components:
+            raise UsageError(f"corpus {spec} mixes nothing")
+        self.spec = spec
+        self.parts = [(load_corpus(part), weight) for part, weight in components]
+        self.weights = [weight for _, weight in components]
+        self.identity = {
+            "kind": "mix",
+            "description": {"name": name, "components": [{"weight": w, **c.identity} for c, w in self.parts]},
+            "content_sha256": hashlib.sha256("".join(f"{w} {c.identity['content_sha256']}" for c, w in self.parts)
+                                             .encode()).hexdigest(),
+            "content_hashed": all(c.identity.get("content_hashed") for c, _ in self.parts),
+        }
+
+    def documents(self) -> Iterator[str]:
+        return _interleave([c.documents() for c, _ in self.parts], self.weights)
+
+    def ordered(self, seed: int) -> Iterator[str]:
+        return _interleave([c.ordered(seed) for c, _ in self.parts], self.weights)
+
+    def document(self, index: int) -> str:
+        raise TypeError(f"corpus {self.spec} is streamed: read it with documents()")
+
+
+def _interleave(streams: list[Iterator[str]], weights: list[float]) -> Iterator[str]:
+    """Smooth weighted round robin over `streams`; an exhausted stream drops out."""
+    live = dict(enumerate(streams))
+    credit = [0.0] * len(streams)
+    while live:
+        total = sum(weights[i] for i in live)
+        for i in live:
+            credit[i] += weights[i]
+        pick = max(live, key=lambda i: (credit[i], -i))
+        credit[pick] -= total
+        try:
+            yield next(live[pick])
+        except StopIteration:
+            del live[pick]
+
+
+def parse_mix(spec: str) -> list[tuple[str, float]]:
+    """`mix:A@2|B` (or the specs of repeated --corpus flags) -> [(A, 2.0), (B, 1.0)]: `@W` at the end of
+    a component sets its weight (a positive number; default 1)."""
+    out = []
+    for part in filter(None, spec.removeprefix("mix:").split("|")):
+        head, at, tail = part.rpartition("@")
+        try:
+            weight = float(tail) if at else 1.0
+        except ValueError:  # an @ that belongs to the spec itself
+            head, weight = part, 1.0
+        if not weight > 0:
+            raise UsageError(f"corpus weight {tail} in {spec!r} must be positive")
+        out.append((head if at else part, weight))
+    return out
+
+
+# The corpus `paper`: public, ungated datasets that approximate the paper's data (its section 2: parts
+# of the Pile's validation and test sets, "including Wikipedia, DM Mathematics, HackerNews", Pushshift
+# Reddit, and CodeParrot's code), interleaved one document from each in turn. README lists their
+# licences. name: (spec, what it stands for)
+PAPER_MIX = (
+    ("hf:monology/pile-uncopyrighted::validation+test?pile_set_name=Wikipedia (en)", "Pile Wikipedia (en)"),
+    ("hf:monology/pile-uncopyrighted::validation+test?pile_set_name=DM Mathematics", "Pile DM Mathematics"),
+    ("hf:monology/pile-uncopyrighted::validation+test?pile_set_name=HackerNews", "Pile HackerNews"),
+    ("hf:sentence-transformers/reddit-title-body::train?text=title+body", "Reddit posts (Pushshift)"),
+    ("hf:codeparrot/codeparrot-clean-valid::train?text=content", "CodeParrot Python code"),
+)
+NAMED = {"paper": "mix:" + "|".join(spec for spec, _ in PAPER_MIX)}
+
+

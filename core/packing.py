@@ -3,7 +3,7 @@
 Counts must be exact and reproducible (docs/design.md): a resumed or repeated collection has to see the
 very same sequences, so everything here is a pure function of (corpus, tokenizer, seq_len, seed). The
 document order comes from a keyed hash of (seed, document number) rather than from numpy's or Python's
-random generators, whose streams are not promised to stay the same across versions.
+random generators, whose streams are not promised to stay the same across versions (Corpus.ordered).
 
 Packing: documents in shuffled order, tokenized without special tokens, joined by the EOS token (when the
 tokenizer has one), cut into windows without padding; the tail that does not fill a window is dropped.
@@ -13,7 +13,6 @@ model saw in training (the paper also excludes BOS from detectors, which relies 
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,10 +20,6 @@ import numpy as np
 
 from .corpus import Corpus
 from .errors import UsageError
-
-SHUFFLE_BUFFER_DOCUMENTS = 10_000
-"""Documents held back to shuffle a streamed corpus (hf:), which cannot be read in any order. At a few
-kilobytes per web document this is tens of megabytes."""
 
 
 def tokenizer_adds_bos(tokenizer: Any) -> bool:
@@ -53,7 +48,7 @@ def _pack(corpus: Corpus, tokenizer: Any, text_len: int, bos: int | None, seed: 
     pending = np.empty(0, np.int32)
     n_tokens = 0
     n_sequences = 0
-    for text in _shuffled_documents(corpus, seed):
+    for text in corpus.ordered(seed):
         ids = tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         if not ids:
             continue
@@ -71,32 +66,3 @@ def _pack(corpus: Corpus, tokenizer: Any, text_len: int, bos: int | None, seed: 
         raise UsageError(
             f"corpus {corpus.spec} holds {n_tokens} tokens, fewer than one sequence of {text_len} text tokens"
         )
-
-
-def _shuffled_documents(corpus: Corpus, seed: int) -> Iterator[str]:
-    """The corpus's documents in the order fixed by `seed`.
-
-    A local corpus is fully permuted (document i goes to the place of its rank). A streamed corpus goes
-    through a buffer of SHUFFLE_BUFFER_DOCUMENTS: once full, each arriving document takes the slot its rank
-    picks and pushes out the document there; what remains at the end leaves in rank order.
-    """
-    if corpus.n_documents is not None:
-        for index in sorted(range(corpus.n_documents), key=lambda i: _rank(seed, i)):
-            yield corpus.document(index)
-        return
-    buffer: list[tuple[int, str]] = []
-    for index, text in enumerate(corpus.documents()):
-        if len(buffer) < SHUFFLE_BUFFER_DOCUMENTS:
-            buffer.append((index, text))
-            continue
-        slot = _rank(seed, index) % SHUFFLE_BUFFER_DOCUMENTS
-        yield buffer[slot][1]
-        buffer[slot] = (index, text)
-    for _, text in sorted(buffer, key=lambda entry: _rank(seed, entry[0])):
-        yield text
-
-
-def _rank(seed: int, index: int) -> int:
-    """A pseudo-random 64-bit number for document `index`, fixed by `seed` forever (blake2b)."""
-    digest = hashlib.blake2b(f"{seed}/{index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little")

@@ -37,7 +37,7 @@ class CollectRequest:
     """A collection as asked for: every option as the user gave it (None: the default)."""
 
     model: str = DEFAULT_MODEL
-    corpus: str = "builtin"
+    corpus: str | None = None  # None: `paper` for a hub model with the hub reachable, else `builtin`
     tokens: int | None = None
     seq_len: int | None = None
     batch_size: int | None = None
@@ -74,8 +74,8 @@ class CollectRequest:
                              "drop --shard, --device-map and --layer-by-layer")
         self.settings()  # refuses values that cannot mean anything (--seq-len 0, ...)
 
-    def settings(self) -> Settings:
-        return Settings(corpus=self.corpus, n_tokens=self.tokens, seq_len=self.seq_len, batch_size=self.batch_size,
+    def settings(self, corpus: str = "builtin") -> Settings:
+        return Settings(corpus=self.corpus or corpus, n_tokens=self.tokens, seq_len=self.seq_len, batch_size=self.batch_size,
                         seed=self.seed, threshold=self.threshold, quantile=self.quantile, events_cap=self.events,
                         checkpoint_seconds=self.checkpoint_seconds)
 
@@ -84,13 +84,29 @@ class CollectRequest:
 _RESULT_OPTIONS = ("corpus", "tokens", "seq_len", "seed", "threshold", "quantile", "events", "dtype", "shard")
 
 
+def default_corpus(source: ModelSource) -> tuple[str, str]:
+    """(spec, a one-line notice) of the corpus a request that names none collects: the paper's mix of
+    hub datasets for a model from the hub, when the hub answers and `datasets` is installed; the builtin
+    corpus otherwise (offline, a local model)."""
+    import importlib.util
+
+    from .sources import hub_reachable
+
+    if not source.local and importlib.util.find_spec("datasets") is not None and hub_reachable():
+        return "paper", ("corpus: paper, streamed from the hub (Pile validation/test Wikipedia, DM Mathematics, "
+                         "HackerNews; Reddit; CodeParrot code): --corpus builtin for the offline one")
+    return "builtin", ("corpus: builtin, about 1.1M tokens of the King James Bible and Python's documentation "
+                       "(narrower than the paper's; --corpus paper streams its mix from the hub)")
+
+
 def request_key(request: CollectRequest, source: ModelSource) -> str:
     """The index key of a request: the model's cheap fingerprint, the corpus's, the options that change
     the result, and the device class its defaults depend on."""
+    corpus = request.corpus or default_corpus(source)[0]
     facts = {
         "model": [source.name, source.fingerprint()["digest"]],
-        "corpus": corpus_fingerprint(request.corpus),
-        "options": {name: getattr(request, name) for name in _RESULT_OPTIONS},
+        "corpus": corpus_fingerprint(corpus),
+        "options": {name: getattr(request, name) for name in _RESULT_OPTIONS if name != "corpus"},
         "device": request.device or _device_class(),
         "out": str(Path(request.out).resolve()) if request.out else None,
         "schema_version": schema.SCHEMA_VERSION,
@@ -149,12 +165,15 @@ def _collect(request: CollectRequest, source: ModelSource, rank, say: Callable[[
     device = rank.device if rank else request.device or models.default_device()
     config = models.load_config(source)
     revision = getattr(config, "_commit_hash", None) or ""
-    plan = make_plan(source.name, config, request.settings(), device, out=request.out, cache_dir=request.cache_dir,
+    corpus, notice = (request.corpus, "") if request.corpus else default_corpus(source)
+    plan = make_plan(source.name, config, request.settings(corpus), device, out=request.out, cache_dir=request.cache_dir,
                      shard=request.shard, fingerprint=source.fingerprint(revision),
                      dtype=request.dtype or models.dtype_name(models.default_dtype(device)))
     if plan.path.exists():
         say(f"using the existing summary {plan.path}")
         return plan.path
+    if notice:
+        say(notice)
     # refuse a run that cannot be written before spending minutes loading weights (sizes from the config)
     check_destination(plan.path, summary_bytes(plan, config.num_hidden_layers, models.ffn_width(config)))
     if request.quiet:

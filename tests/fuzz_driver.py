@@ -34,6 +34,8 @@ def run_cli(args: list[str]) -> dict:
 
 async def explore(path: str) -> dict:
     """The explorer on `path`: the overview's rows, layer 0's table, neuron 0's record, or the error."""
+    from textual.worker import WorkerCancelled
+
     from neuron_tui.tui.app import NeuronApp
     from neuron_tui.tui.screens import ErrorScreen
 
@@ -41,9 +43,13 @@ async def explore(path: str) -> dict:
     shown: dict = {}
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
 
-        async def settle():
+        async def settle():  # as tests/test_tui.py's
             for _ in range(100):
-                await app.workers.wait_for_complete()
+                for worker in list(app.workers):
+                    try:
+                        await worker.wait()
+                    except WorkerCancelled:
+                        pass
                 await pilot.pause()
                 if not list(app.workers):
                     break

@@ -16,7 +16,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from neuron_tui.core import packing
+from neuron_tui.core import corpus as corpus_mod
 from neuron_tui.core.builtin_corpus import BUILTIN_SOURCES, builtin_documents
 from neuron_tui.core.corpus import Corpus, load_corpus
 from neuron_tui.core.errors import NeuronTuiError, UsageError
@@ -263,7 +263,7 @@ class StreamedCorpus(Corpus):
 
 
 def test_streamed_corpus_shuffles_within_a_bounded_buffer(monkeypatch):
-    monkeypatch.setattr(packing, "SHUFFLE_BUFFER_DOCUMENTS", 4)
+    monkeypatch.setattr(corpus_mod, "SHUFFLE_BUFFER_DOCUMENTS", 4)
     tok = make_tokenizer(DOCS)
 
     def order(seed):

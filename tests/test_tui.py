@@ -13,6 +13,7 @@ import re
 import h5py
 import numpy as np
 import pytest
+from textual.worker import WorkerCancelled
 
 from neuron_tui.cache import schema
 from neuron_tui.core.tokens import visible
@@ -72,10 +73,15 @@ def fresh(tmp_path, summary, monkeypatch):
 
 
 async def settle(pilot) -> None:
-    """Until every worker has finished and the messages they posted are handled and painted."""
+    """Until every worker has finished (or was cancelled: a screen that went away takes its workers
+    with it) and the messages they posted are handled and painted."""
     app = pilot.app
     for _ in range(100):
-        await app.workers.wait_for_complete()
+        for worker in list(app.workers):
+            try:
+                await worker.wait()
+            except WorkerCancelled:
+                pass
         await pilot.pause()
         if not list(app.workers):
             break

@@ -44,7 +44,10 @@ def _collect_options(p: argparse.ArgumentParser, model_optional: bool) -> None:
     p.add_argument("model", nargs="?" if model_optional else None, default=DEFAULT_MODEL,
                    help=f"opt-125m ... opt-66b, a Hugging Face id, a model folder, a .gguf file, or smollm2 "
                         f"(default {DEFAULT_MODEL}, offline)")
-    p.add_argument("--corpus", default="builtin", help="builtin, FILE.txt|.jsonl, FOLDER, 'GLOB', hf:NAME[:CONFIG][:SPLIT]")
+    p.add_argument("--corpus", action="append",
+                   help="paper (the paper's mix, streamed), builtin (offline), FILE.txt|.jsonl, FOLDER, 'GLOB', "
+                        "hf:NAME[:CONFIG][:SPLIT][?FIELD=VALUE&text=FIELD], mix:A@2|B; repeat it to mix corpora "
+                        "(SPEC@WEIGHT). Default: paper for a hub model when the hub answers, else builtin")
     p.add_argument("--tokens", type=int, help="tokens to collect (default 65,536 on CPU, 20M on GPU)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default 256 on CPU, 2048 on GPU)")
     p.add_argument("--batch-size", type=int, help="sequences per forward pass")
@@ -202,8 +205,8 @@ def _request(args: argparse.Namespace):
 
     names = {f.name for f in fields(CollectRequest)}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
-    values["events"] = args.events
-    values["tokens"] = args.tokens
+    specs = args.corpus or []
+    values["corpus"] = None if not specs else specs[0] if len(specs) == 1 else "mix:" + "|".join(specs)
     return CollectRequest(**values)
 
 
