@@ -54,6 +54,7 @@ ROOT_ATTRS = (
     "shard",  # "K/N" (or "K1,K2/N"): the summary counts only the planned sequences i with i % N in K; "0/1" = all
     "base_key",  # the key of the whole run the shard belongs to (equal to `key` when shard is "0/1")
     "device",  # where it was collected ("cpu", "cuda"): the probe loads the model there by default
+    "dtype",  # the activations' precision (fp32, bf16, fp16): the probe uses it on that device
 )
 # attributes a reader cannot do without (a file missing one is corrupt)
 REQUIRED_ATTRS = ("model", "rule", "n_layers", "n_neurons", "seq_len", "n_seq", "n_tokens")

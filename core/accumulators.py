@@ -37,6 +37,11 @@ from .sampling import MAX_LEVEL, token_levels
 SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire take the pairs path
 
 
+def firing_value(h: torch.Tensor, rule: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """What is compared with tau: h for the ReLU rule, |h| for the abs rule (docs/design.md)."""
+    return torch.abs(h, out=out) if rule == "abs" else h
+
+
 def device_bytes(n_neurons: int, seq_len: int, events_cap: int, top_k: int) -> int:
     """Bytes one `LayerAccumulator` keeps on its device, the room `--device-map auto` must leave per
     layer (OPT-66b, T = 2,048, C = 256: about 360 MB a layer, 23 GB in all). Per neuron: pos_count 4T,
@@ -119,7 +124,7 @@ class LayerAccumulator:
         """Add one batch of activations h [B, T, F] (the input of the FFN output projection)."""
         B, T, F = h.shape
         # in the model's own dtype: a float32 copy of a bf16 batch would be the costliest step on a GPU
-        value = torch.abs(h, out=batch.scratch.like("value", h)) if self.rule == "abs" else h
+        value = firing_value(h, self.rule, out=batch.scratch.like("value", h) if self.rule == "abs" else None)
         fired = torch.gt(value, self.tau, out=batch.scratch.like("fired", h, torch.bool))
         # on the CPU, when few fire, list the firing pairs once (numpy's flatnonzero is fast, and there
         # is no device to wait for) and take counts, sums and events from them; every 16th row tells,

@@ -59,12 +59,18 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
-         max_memory: dict | None = None, offload_folder: str | None = None, on_host: bool = False) -> LoadedModel:
+         max_memory: dict | None = None, offload_folder: str | None = None, on_host: bool = False,
+         revision: str | None = None, quiet: bool = False) -> LoadedModel:
     """Load model and tokenizer; every failure becomes a one-line NeuronTuiError. With `device_map`
     accelerate places the layers (`max_memory`: its per-device budget, `offload_folder`: where the
     weights that fit nowhere go); `on_host` leaves the weights in host memory, in `device`'s dtype
-    (the layer-by-layer schedule moves them)."""
+    (the layer-by-layer schedule moves them); `revision` pins a hub model's commit; `quiet` hides
+    transformers' loading bars (they would draw over the explorer, or into a script's stderr)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    if quiet:
+        hf_logging.disable_progress_bar()
 
     source = resolve(name)
     device = device or default_device()
@@ -72,13 +78,15 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
         raise UsageError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
     torch_dtype = DTYPES[dtype] if dtype else default_dtype(device)
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    if revision:
+        kwargs["revision"] = revision
     placement = {"device_map": device_map} if device_map else {}
     if device_map and max_memory:
         placement["max_memory"] = max_memory
     if device_map and offload_folder:
         placement["offload_folder"] = str(offload_folder)
     try:
-        config = load_config(source)
+        config = load_config(source, revision)
         tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype, **placement, **kwargs)
     except (UsageError, NeuronTuiError):
@@ -95,15 +103,18 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     return LoadedModel(model, tokenizer, source, revision, source.fingerprint(revision))
 
 
-def load_config(source: ModelSource):
+def load_config(source: ModelSource, revision: str | None = None):
     """The model's transformers config (a small file, or the GGUF header), refusing an unsupported
     architecture before any weight is fetched; hub failures are one line (see load_error)."""
     from transformers import AutoConfig
 
     if not source.local:
         use_cache_if_offline()
+    kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
+    if revision:
+        kwargs["revision"] = revision
     try:
-        config = AutoConfig.from_pretrained(source.load_from, **({"gguf_file": source.gguf_file} if source.gguf_file else {}))
+        config = AutoConfig.from_pretrained(source.load_from, **kwargs)
     except (OSError, ValueError) as exc:
         raise load_error(source, exc) from None
     adapter_for(config.model_type)

@@ -176,13 +176,9 @@ def _collect(request: CollectRequest, source: ModelSource, rank, say: Callable[[
         say(notice)
     # refuse a run that cannot be written before spending minutes loading weights (sizes from the config)
     check_destination(plan.path, summary_bytes(plan, config.num_hidden_layers, models.ffn_width(config)))
-    if request.quiet:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
     loaded = models.load(request.model, device=device, dtype=request.dtype, device_map=request.device_map,
                          max_memory=_max_memory(request, plan, config), offload_folder=request.offload_folder,
-                         on_host=request.layer_by_layer)
+                         on_host=request.layer_by_layer, quiet=request.quiet)
     if rank:
         from . import distributed
 

@@ -59,6 +59,7 @@ class RunPlan:
     path: Path
     shard: tuple[tuple[int, ...], int]  # (ks, n): this run covers the planned sequences i with i % n in ks
     base_key: str  # the key of the whole run (all shards); equals `key` when shard is WHOLE
+    dtype: str = "fp32"  # of the activations: fp32, bf16 or fp16
 
     def rows(self) -> np.ndarray:
         """Global sequence index of every row this run plans to collect, ascending."""
@@ -154,7 +155,7 @@ def make_plan(
     whole = summary_path(default_cache_dir(cache_dir), model_name, base_key)
     path = Path(out) if out else whole if parts == WHOLE else shard_path(whole, *parts)
     return RunPlan(model_name, fingerprint, config.model_type, rule, tau_source, threshold, seq_len, n_seq,
-                   batch_size, settings, corpus, run_key(base_key, parts), path, parts, base_key)
+                   batch_size, settings, corpus, run_key(base_key, parts), path, parts, base_key, dtype)
 
 
 def summary_bytes(plan: RunPlan, n_layers: int, n_neurons: int) -> int:

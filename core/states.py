@@ -88,6 +88,7 @@ def summary_attrs(facts: RunFacts, plan: RunPlan, n_done: int, complete: bool, e
         "shard": format_shard(plan.shard),
         "base_key": plan.base_key,
         "device": facts.device,
+        "dtype": plan.dtype,
     }
 
 

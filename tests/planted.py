@@ -1,7 +1,7 @@
 """Planted ground truth for the analysis: synthetic summaries and an engineered tiny OPT.
 
 `write_firing_summary` turns an explicit firing matrix into a summary exactly as collection defines it
-(DESIGN section 4: exact counts, level-sampled events with the accumulators' position hash), so the
+(docs/design.md: exact counts, level-sampled events with the accumulators' position hash), so the
 analysis can be checked against answers known by construction.
 
 `planted_opt` builds a tiny OPT whose chosen FFN neurons are, by construction of the weights, dead,
@@ -313,31 +313,55 @@ def planted_corpus(n_seq=320, T=32, seed=0):
     return tokens
 
 
-def collect_planted(model: OPTForCausalLM, plan: Plan, tokens: np.ndarray, folder: Path, **settings) -> Path:
-    """Run the real collection on `tokens` [S, T] (BOS first): each row becomes one text document
-    of words t<id>, packed back into the same rows by a word-level tokenizer that adds BOS."""
-    import json
-
+def planted_tokenizer(model: OPTForCausalLM, plan: Plan):
+    """The word-level tokenizer of the planted OPT: token i is the word t<i> (two digits, so the special
+    BOS word is not a prefix of another word: "t2" of "t23"); every encoding starts with BOS."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from neuron_tui.core.collect import collect
-    from neuron_tui.core.models import LoadedModel
-    from neuron_tui.core.plan import Settings, make_plan
-    from neuron_tui.core.sources import ModelSource
-
-    # two-digit words: the special BOS word must not be a prefix of another word ("t2" of "t23")
     vocab = {f"t{i:02d}": i for i in range(model.config.vocab_size)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="t00"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     bos = f"t{plan.bos_id:02d}"
     tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, plan.bos_id)])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, unk_token="t00")
-    corpus = folder / "planted.jsonl"
-    with open(corpus, "w") as f:
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, unk_token="t00")
+
+
+def planted_text(ids) -> str:
+    """The words of token ids (BOS excluded: the tokenizer adds it)."""
+    return " ".join(f"t{int(i):02d}" for i in ids)
+
+
+def write_planted_corpus(tokens: np.ndarray, path: Path) -> Path:
+    """Each row of `tokens` [S, T] (BOS first) as one jsonl document of its words; the collection packs
+    them back into the same rows."""
+    import json
+
+    with open(path, "w") as f:
         for row in tokens:
-            f.write(json.dumps({"text": " ".join(f"t{i:02d}" for i in row[1:])}) + "\n")
+            f.write(json.dumps({"text": planted_text(row[1:])}) + "\n")
+    return path
+
+
+def save_planted(folder: Path, **kwargs) -> tuple[Path, Plan]:
+    """The planted OPT and its tokenizer as a model folder the command line loads by path."""
+    model, plan = planted_opt(**kwargs)
+    model.save_pretrained(folder)
+    planted_tokenizer(model, plan).save_pretrained(folder)
+    return folder, plan
+
+
+def collect_planted(model: OPTForCausalLM, plan: Plan, tokens: np.ndarray, folder: Path, **settings) -> Path:
+    """Run the real collection on `tokens` [S, T] (BOS first): each row becomes one text document
+    of words t<id>, packed back into the same rows by the planted tokenizer."""
+    from neuron_tui.core.collect import collect
+    from neuron_tui.core.models import LoadedModel
+    from neuron_tui.core.plan import Settings, make_plan
+    from neuron_tui.core.sources import ModelSource
+
+    corpus = write_planted_corpus(tokens, folder / "planted.jsonl")
     S, T = tokens.shape
     s = Settings(corpus=str(corpus), n_tokens=S * T, seq_len=T, batch_size=16, **settings)
     plan_ = make_plan("planted-opt", model.config, s, "cpu", out=folder / "planted.h5")
-    return collect(LoadedModel(model, tokenizer, ModelSource("planted-opt", "memory"), ""), plan_, quiet=True)
+    return collect(LoadedModel(model, planted_tokenizer(model, plan), ModelSource("planted-opt", "memory"), ""),
+                   plan_, quiet=True)

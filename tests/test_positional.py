@@ -54,7 +54,7 @@ def test_positions_without_tokens_are_ignored():
 
 
 def slow_mi(pos_count, tap):
-    """Plain Python, the DESIGN formula with p(t) weights and 0 log 0 = 0."""
+    """Plain Python, the formula of docs/design.md (positional neurons) with p(t) weights and 0 log 0 = 0."""
     T, F = pos_count.shape
     N = sum(tap)
     out = []

@@ -10,10 +10,12 @@ from __future__ import annotations
 import pytest
 
 from neuron_tui.tui.app import NeuronApp
-from neuron_tui.tui.screens import ErrorScreen, HelpScreen, LayerScreen, NeuronScreen, OverviewScreen
+from neuron_tui.tui.cli import main
+from neuron_tui.tui.screens import ErrorScreen, HelpScreen, LayerScreen, NeuronScreen, OverviewScreen, ProbeScreen
 
+from planted import planted_corpus, save_planted, write_planted_corpus
 from synthetic import tiny_summary
-from test_tui import settle
+from test_tui import settle, type_text
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -23,6 +25,18 @@ def folder(tmp_path_factory):
     path = tmp_path_factory.mktemp("snap")
     tiny_summary(path, "tiny.h5")
     tiny_summary(path, "partial.h5", complete=False, n_seq_planned=512, analysis=False, projection=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def planted_folder(tmp_path_factory):
+    """The planted OPT's folder and its summary planted.h5, collected by the command line (the
+    probe needs the model the summary names)."""
+    path = tmp_path_factory.mktemp("snap-probe")
+    model, _ = save_planted(path / "planted-opt")
+    corpus = write_planted_corpus(planted_corpus(n_seq=64), path / "corpus.jsonl")
+    assert main(["collect", str(model), "--corpus", str(corpus), "--tokens", "2048", "--seq-len", "32",
+                 "--batch-size", "16", "--out", str(path / "planted.h5"), "--quiet"]) == 0
     return path
 
 
@@ -90,3 +104,25 @@ def test_missing_file(snap_compare, in_folder):
         assert isinstance(pilot.app.screen, ErrorScreen)
 
     assert snap_compare(NeuronApp("missing.h5"), terminal_size=(80, 24), run_before=error)
+
+
+async def _to_probe(pilot):
+    """L0 N1 (the planted detector of t05), a text through the probe, the cursor on its first t05, ablated."""
+    await _to_overview(pilot)
+    await pilot.press("g")
+    await type_text(pilot, "L0 N1")
+    for keys in (("enter",), ("i",)):
+        await pilot.press(*keys)
+        await settle(pilot)
+    await type_text(pilot, "t04 t05 t07 t09 t11 t05 t13")
+    for keys in (("enter",), ("right", "right"), ("z",)):
+        await pilot.press(*keys)
+        await settle(pilot)
+    s = pilot.app.screen
+    assert isinstance(s, ProbeScreen) and s.position == 2 and s.result["ablation"]["mode"] == "zero"
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_probe(snap_compare, planted_folder, monkeypatch, size):
+    monkeypatch.chdir(planted_folder)
+    assert snap_compare(NeuronApp("planted.h5"), terminal_size=size, run_before=_to_probe)

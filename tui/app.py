@@ -38,6 +38,7 @@ from .screens import (
     MarkDialog,
     NeuronScreen,
     OverviewScreen,
+    ProbeScreen,
     TooSmallScreen,
     reason,
 )
@@ -46,8 +47,8 @@ from .widgets import NeuronTable
 
 MIN_SIZE = (80, 24)
 KEYMAP_ENV = "NEURON_TUI_KEYMAP"
-SCREENS_WITH_KEYS = (OverviewScreen, LayerScreen, NeuronTable, NeuronScreen, HelpScreen, MarkDialog, ExportDialog,
-                     ErrorScreen, TooSmallScreen)
+SCREENS_WITH_KEYS = (OverviewScreen, LayerScreen, NeuronTable, NeuronScreen, ProbeScreen, HelpScreen, MarkDialog,
+                     ExportDialog, ErrorScreen, TooSmallScreen)
 
 
 class GotoProvider(Provider):
@@ -108,9 +109,11 @@ class NeuronApp(App):
             self.explorer = explorer
 
     def __init__(self, source: SummaryFile | Path | str, keymap: dict[str, str] | None = None,
-                 keymap_warning: str = "", min_size: tuple[int, int] = MIN_SIZE):
+                 keymap_warning: str = "", min_size: tuple[int, int] = MIN_SIZE, device: str | None = None):
         super().__init__()
         self.source = source
+        self.device = device  # where the probe runs the summary's model (None: where the summary was made)
+        self.probe = None  # core.probe.Probe, loaded on the first use of the probe screen
         self.path = source.path if isinstance(source, SummaryFile) else Path(source)
         self.min_size = min_size
         self.error: str | None = None
@@ -160,6 +163,12 @@ class NeuronApp(App):
     def on_unmount(self) -> None:
         if self.explorer is not None:
             self.explorer.close()
+
+    def probe_failed(self, message: str) -> None:
+        """The probe cannot run for this summary: one line, and the probe screen closes."""
+        self.notify(message, severity="error", timeout=10)
+        if isinstance(self.screen, ProbeScreen):
+            self.pop_screen()
 
     # ---- size ----
     def check_size(self) -> None:
@@ -222,6 +231,7 @@ class NeuronApp(App):
             ("Search box", [("type", "filter to neurons whose triggers contain the text"),
                             ("enter", "back to the table, keep the search"), ("esc", "clear the search")]),
             ("Neuron detail", self._keys(NeuronScreen.BINDINGS) + [("↑ ↓ pgup pgdn", "scroll")]),
+            ("Probe", [("type, enter", "run the text through the model")] + self._keys(ProbeScreen.BINDINGS)),
             ("Mark dialog", [("enter", "save the note")] + self._keys(MarkDialog.BINDINGS)),
             ("Export dialog", [("enter", "export to the file named (.csv or .json)")] + self._keys(ExportDialog.BINDINGS)),
             ("What the screens show", LEGEND),
@@ -305,6 +315,10 @@ LEGEND = [
     ("strong, weak", "a strong pattern reaches 0 / 1 exactly (other: a thin, smooth profile); a weak one only "
                      "comes close"),
     ("bars ≤71%", "overview: a bar's full width is the largest share in its column, shown in the header"),
+    ("probe", "tokens shaded by the neuron's activation (green positive, magenta negative), firings underlined; "
+              "· marks a token boundary inside a word; a firing off its recorded triggers is news"),
+    ("ablation", "probe, z: the neuron set to 0 (zero) or to its mean firing value (mean) at every position; "
+                 "rises / falls: the next tokens whose log-probability moves most at the cursor"),
 ]
 
 
@@ -333,7 +347,7 @@ def load_keymap() -> tuple[dict[str, str], str]:
     return keymap, warning
 
 
-def run_explorer(source: SummaryFile | Path | str) -> None:
-    """Open the explorer on a summary (blocks until the user quits)."""
+def run_explorer(source: SummaryFile | Path | str, device: str | None = None) -> None:
+    """Open the explorer on a summary (blocks until the user quits); `device`: where the probe runs."""
     keymap, warning = load_keymap()
-    NeuronApp(source, keymap=keymap, keymap_warning=warning).run()
+    NeuronApp(source, keymap=keymap, keymap_warning=warning, device=device).run()

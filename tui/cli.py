@@ -5,6 +5,7 @@
     neuron-tui report MODEL|FILE... [--json] [--metric NAME]
     neuron-tui neurons FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
     neuron-tui neuron FILE LAYER INDEX [--json]
+    neuron-tui probe FILE "text" [--layer L] [--neuron N] [--ablate [zero|mean]] [--json]
     neuron-tui analyze FILE [--min-fire-rate X ...]
     neuron-tui open FILE
     neuron-tui merge A.h5 B.h5 ... -o C.h5 [--model M]   disjoint shards (collect --shard K/N) into one
@@ -27,7 +28,7 @@ from pathlib import Path
 from neuron_tui.cache import SummaryError, cache_dir, newest_summary
 from neuron_tui.core.errors import NeuronTuiError, UsageError
 
-COMMANDS = ("collect", "report", "neurons", "neuron", "analyze", "open", "merge")
+COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "analyze", "open", "merge")
 DEBUG_ENV = "NEURON_TUI_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
@@ -107,11 +108,24 @@ def build_parser() -> argparse.ArgumentParser:
     neu.add_argument("layer", type=int)
     neu.add_argument("index", type=int)
     neu.add_argument("--json", action="store_true")
+    prb = sub.add_parser("probe", help="run new text through the summary's model: which neurons fire, and what "
+                                       "ablating one changes")
+    prb.add_argument("file", type=Path)
+    prb.add_argument("text", help="the text (the summary's tokenizer splits it)")
+    prb.add_argument("--layer", type=int, default=0)
+    prb.add_argument("--neuron", type=int, help="the neuron whose activation, firing and triggers to show")
+    prb.add_argument("--ablate", nargs="?", const="zero", choices=["zero", "mean"],
+                     help="with --neuron: set it to 0 (or clamp it to its mean firing value) and show how the "
+                          "next-token log-probabilities move")
+    prb.add_argument("--top", type=int, default=5, help="neurons per token, tokens per ablation list")
+    prb.add_argument("--device", help="where to run the model (default: where the summary was made, if here)")
+    prb.add_argument("--json", action="store_true")
     ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
     ana.add_argument("file", type=Path)
     _analysis_options(ana)
     opn = sub.add_parser("open", help="open a summary in the explorer")
     opn.add_argument("file", type=Path)
+    opn.add_argument("--device", help="where the probe (i) runs the model (default: where the summary was made)")
     mrg = sub.add_parser("merge", help="merge summaries of disjoint corpus shards of one run (collect --shard K/N)")
     mrg.add_argument("files", nargs="+", type=Path)
     mrg.add_argument("-o", "--out", type=Path, required=True, help="the merged summary (a new file)")
@@ -192,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "main":
-        return _open(_summary_of(args))
+        return _open(_summary_of(args), args.device)
     if args.command == "collect":
         print(_summary_of(args))
         return 0
-    return {"open": lambda a: _open(a.file), "analyze": run_analyze, "report": run_report, "neurons": run_neurons,
-            "neuron": run_neuron, "merge": run_merge}[args.command](args)
+    return {"open": lambda a: _open(a.file, a.device), "analyze": run_analyze, "report": run_report,
+            "neurons": run_neurons, "neuron": run_neuron, "probe": run_probe, "merge": run_merge}[args.command](args)
 
 
 def _request(args: argparse.Namespace):
@@ -225,9 +239,9 @@ def _open_file(path: Path):
     return SummaryFile.open(path)
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, device: str | None = None) -> int:
     """The explorer on the summary at `path`, opened once here; without a terminal (a pipe, CI) the
-    report instead."""
+    report instead. `device`: where the probe runs the model."""
     summary = _open_file(path)
     if not sys.stdout.isatty():
         try:
@@ -237,7 +251,7 @@ def _open(path: Path) -> int:
         return 0
     from neuron_tui.tui.app import run_explorer
 
-    run_explorer(summary)
+    run_explorer(summary, device)
     return 0
 
 
@@ -351,6 +365,29 @@ def run_neuron(args: argparse.Namespace) -> int:
         from neuron_tui.tui.render import Output, neuron_panel
 
         Output().print(neuron_panel(record))
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    with _open_file(args.file) as s:
+        if not 0 <= args.layer < s.n_layers:
+            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+        if args.neuron is not None and not 0 <= args.neuron < s.n_neurons:
+            raise UsageError(f"no neuron {args.neuron}: layers of {args.file} have {s.n_neurons}")
+        if args.ablate and args.neuron is None:
+            raise UsageError("--ablate needs --neuron: the neuron to ablate")
+        if args.top < 1:
+            raise UsageError(f"--top {args.top} is too small (at least 1)")
+        from neuron_tui.core.probe import Probe, probe_text
+
+        probe = Probe.for_summary(s.summary, args.device)
+        result = probe_text(probe, s, args.text, args.layer, args.neuron, args.ablate, top=args.top)
+    if args.json:
+        _print_json(result)
+    else:
+        from neuron_tui.tui.render import Output, probe_table
+
+        Output().print(probe_table(result))
     return 0
 
 

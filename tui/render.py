@@ -226,3 +226,44 @@ def neuron_panel(record: dict) -> Panel:
             line.append(inline(c["right"][:30]))
             parts.append(line)
     return Panel(Group(*parts), title="neuron", expand=False)
+
+
+def probe_table(result: dict) -> Table:
+    """`neuron-tui probe`: per token its text, the neuron's activation and firing (● fired on a
+    recorded trigger, ! fired on a token that is not one: news, · a trigger that did not fire), the
+    layer's strongest firing neurons, and with --ablate the tokens whose log-probability rises and falls most at that position."""
+    neuron = result["neuron"]
+    heading = f"{result['model']} L{result['layer']}" + (f" N{neuron}" if neuron is not None else "")
+    heading += f" · fired iff {'|h|' if result['rule'] == 'abs' else 'h'} > {result['tau']:.3g}"
+    if "ablation" in result:
+        a = result["ablation"]
+        heading += f" · ablation: N{neuron} = {a['value']:.3g} ({a['mode']})"
+    caption = None
+    if neuron is not None:
+        caption = Text("● fired on a recorded trigger · ! fired on a token that is not one · "
+                       "· a recorded trigger that did not fire" + (" · rises/falls: next-token Δ log p" if "ablation" in result else ""),
+                       style="dim")
+    table = Table(title=Text(heading), title_justify="left", caption=caption, caption_justify="left",
+                  header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1))
+    table.add_column("t", justify="right")
+    table.add_column("token", no_wrap=True)
+    if neuron is not None:
+        table.add_column("h", justify="right")
+        table.add_column("", no_wrap=True)
+    table.add_column("fired in the layer (strongest first)", overflow="fold")
+    if "ablation" in result:
+        table.add_column("rises", overflow="fold")
+        table.add_column("falls", overflow="fold")
+    for k, tok in enumerate(result["tokens"]):
+        cells: list[Any] = [str(k), Text(visible(tok["text"]))]
+        if neuron is not None:
+            mark = ("●" if tok["trigger"] else "!") if tok["fired"] else ("·" if tok["trigger"] else "")
+            cells += [f"{tok['activation']:+.3g}", Text(mark, style="bold" if tok["fired"] else "dim")]
+        cells.append(Text(" ".join(f"N{n['neuron']}" + (f"({','.join(c[0].upper() for c in n['categories'])})"
+                                                         if n["categories"] else "") for n in result["top"][k])))
+        if "ablation" in result:
+            moves = result["ablation"]["positions"][k]
+            for kind in ("rises", "falls"):
+                cells.append(Text(" ".join(f"{visible(m['text'])} {m['delta']:+.2f}" for m in moves[kind][:3]) or "–"))
+        table.add_row(*cells)
+    return table

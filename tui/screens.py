@@ -1,4 +1,4 @@
-"""Screens of the explorer: overview, layer table, neuron detail, help, dialogs, error and too-small.
+"""Screens of the explorer: overview, layer table, neuron detail, probe, help, dialogs, error and too-small.
 
 Every HDF5 read runs in a thread worker of the screen that needs it (`@work(thread=True)`), which
 posts its answer to that screen as a message; screens only format what the view-models return. The
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -248,6 +249,8 @@ class LayerScreen(ExplorerScreen):
         *[Binding(str(i + 1), f"sort('{c.key}')", f"Sort {c.title}", show=False,
                   tooltip=f"sort by {c.title} ({c.help}); again reverses", id=f"layer.sort.{c.key}")
           for i, c in enumerate(COLUMNS)],
+        Binding("i", "probe", "Probe", tooltip="probe: run new text through the model, the neuron under the cursor in "
+                "view", id="layer.probe"),
         Binding("m", "mark", "Mark", tooltip="mark the neuron under the cursor, with a note", id="layer.mark"),
         Binding("u", "unmark", "Unmark", show=False, tooltip="remove the mark of the neuron under the cursor",
                 id="layer.unmark"),
@@ -428,6 +431,9 @@ class LayerScreen(ExplorerScreen):
     def _header_clicked(self, event: NeuronTable.HeaderClicked) -> None:
         self.action_sort(event.column)
 
+    def action_probe(self) -> None:
+        self.app.push_screen(ProbeScreen(self.layer_index, self.table.neuron))
+
     def action_mark(self) -> None:
         neuron = self.table.neuron
         if neuron is not None:
@@ -451,6 +457,8 @@ class NeuronScreen(ExplorerScreen):
                 id="neuron.prev"),
         Binding("full_stop", "step(1)", "Next", key_display=".", tooltip="next neuron of the layer's list",
                 id="neuron.next"),
+        Binding("i", "probe", "Probe", tooltip="probe: run new text through the model, this neuron in view",
+                id="neuron.probe"),
         Binding("m", "mark", "Mark", tooltip="mark this neuron, with a note", id="neuron.mark"),
         Binding("u", "unmark", "Unmark", show=False, tooltip="remove this neuron's mark", id="neuron.unmark"),
         Binding("escape", "back", "Back", tooltip="back to the layer table", id="neuron.back"),
@@ -690,6 +698,9 @@ class NeuronScreen(ExplorerScreen):
         self.record = None
         self.load()
 
+    def action_probe(self) -> None:
+        self.app.push_screen(ProbeScreen(self.layer_index, self.neuron))
+
     def action_mark(self) -> None:
         self.app.mark_neuron(self.layer_index, self.neuron)
 
@@ -698,6 +709,237 @@ class NeuronScreen(ExplorerScreen):
 
     def action_back(self) -> None:
         self.dismiss(self.neuron)
+
+
+# ---- probe ------------------------------------------------------------------------------------------------
+
+ABLATIONS = (None, "zero", "mean")
+
+
+class ProbeScreen(ExplorerScreen):
+    """New text through the summary's model: how the neuron fires on each token (coloured by its
+    activation, firings underlined, checked against its recorded triggers), which neurons of the
+    layer fire on the token under the cursor, and what ablating the neuron does to the next-token
+    prediction there. The model loads once, in a worker, on first use."""
+
+    AUTO_FOCUS = ""  # none: back from a neuron opened here, the arrows still move over the tokens
+
+    BINDINGS = [
+        Binding("left", "token(-1)", "Token", key_display="←", tooltip="previous token", id="probe.left"),
+        Binding("right", "token(1)", "Token", key_display="→", show=False, tooltip="next token", id="probe.right"),
+        Binding("up", "pick(-1)", "Pick", key_display="↑", show=False,
+                tooltip="previous of the neurons firing on the token", id="probe.up"),
+        Binding("down", "pick(1)", "Pick", key_display="↓", show=False,
+                tooltip="next of the neurons firing on the token", id="probe.down"),
+        Binding("enter", "open", "Open", tooltip="open the neuron picked among those firing on the token",
+                id="probe.open"),
+        Binding("z", "ablate", "Ablate", tooltip="ablation of the neuron: off, set to 0, clamped to its mean firing value",
+                id="probe.ablate"),
+        Binding("i", "edit", "Text", tooltip="edit the text (enter runs it)", id="probe.edit"),
+        Binding("escape", "back", "Back", tooltip="back", id="probe.back"),
+    ]
+
+    class ModelReady(Message):
+        def __init__(self, probe) -> None:
+            super().__init__()
+            self.probe = probe
+
+    class Answered(Message):
+        def __init__(self, result: dict) -> None:
+            super().__init__()
+            self.result = result
+
+    def __init__(self, layer: int, neuron: int | None) -> None:
+        super().__init__()
+        self.layer_index, self.neuron = layer, neuron
+        self.result: dict | None = None
+        self.position = 0  # the token under the cursor
+        self.pick = 0  # the neuron picked among those firing on it
+        self.ablate: str | None = None
+        self._text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="title", classes="title")
+        yield Input(placeholder="type or paste text, enter runs it", id="probe-input", select_on_focus=False)
+        yield Static("", id="probe-status")
+        with VerticalScroll(id="probe-body"):
+            yield Static("", id="probe-text")
+            yield Static("", id="probe-token")
+            with Horizontal(classes="pair"):
+                yield Static("", id="probe-neurons", classes="half")
+                yield Static("", id="probe-ablation", classes="half")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        what = f"L{self.layer_index}" + (f" N{self.neuron}" if self.neuron is not None else "")
+        self.query_one("#title", Static).update(_title(self.explorer.info, f"probe · {what}"))
+        self.query_one("#probe-input", Input).focus()
+        if self.app.probe is None:
+            self._status(f"loading {self.explorer.info.model} … (the explorer stays usable meanwhile)")
+            self._load_model()
+        else:
+            self._status("")
+
+    def _status(self, text: str) -> None:
+        self.query_one("#probe-status", Static).update(Text(text, style="dim"))
+
+    @work(thread=True, exclusive=True, group="probe-model")
+    def _load_model(self) -> None:
+        try:
+            from neuron_tui.core.probe import Probe  # torch and transformers load here, in the worker
+
+            probe = Probe.for_summary(self.explorer.file.summary, self.app.device)
+        except Exception as exc:  # noqa: BLE001 - one line on screen, and the probe closes
+            self.app.call_from_thread(self.app.probe_failed, reason(exc) if not isinstance(exc, ImportError)
+                                      else f"the probe needs torch and transformers: {exc}")
+            return
+        self.post_message(self.ModelReady(probe))
+
+    @on(ModelReady)
+    def _model_ready(self, message: ModelReady) -> None:
+        self.app.probe = message.probe
+        device = message.probe.device
+        self._status(f"{self.explorer.info.model} on {device}" + (" · running …" if self._text else ""))
+        if self._text:
+            self._run(self._text, self.ablate)
+
+    @on(Input.Submitted, "#probe-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        self._text = event.value
+        if not self._text.strip():
+            return
+        self.set_focus(None)  # the arrows now move over the tokens
+        if self.app.probe is not None:
+            self._status("running …")
+            self._run(self._text, self.ablate)
+
+    @work(thread=True, exclusive=True, group="probe-run")
+    def _run(self, text: str, ablate: str | None) -> None:
+        from neuron_tui.core.probe import probe_text
+
+        try:
+            result = probe_text(self.app.probe, self.explorer.file, text, self.layer_index, self.neuron, ablate)
+        except Exception as exc:  # noqa: BLE001 - a message, never a traceback
+            self.app.call_from_thread(self._status, f"cannot probe: {reason(exc)}")
+            return
+        self.post_message(self.Answered(result))
+
+    @on(Answered)
+    def _answered(self, message: Answered) -> None:
+        self.result = message.result
+        self.position = min(self.position, len(self.result["tokens"]) - 1)
+        self.pick = 0
+        self._status(f"{self.explorer.info.model} on {self.app.probe.device} · {len(self.result['tokens'])} tokens"
+                     + (f" · ablation {self.ablate}" if self.ablate else ""))
+        self._draw()
+
+    def _draw(self) -> None:
+        r = self.result
+        if r is None:
+            return
+        tokens, k = r["tokens"], self.position
+        peak = max((abs(t["activation"]) for t in tokens if t["activation"] is not None), default=0.0) or 1.0
+        text = Text()
+        for i, tok in enumerate(tokens):
+            piece = inline(tok["text"]) or "∅"
+            if i and not piece[:1].isspace() and not inline(tokens[i - 1]["text"])[-1:].isspace():
+                text.append("·", style="dim")  # a boundary inside a word (or between words without spaces)
+            style = ""
+            if tok["activation"] is not None:
+                level = min(1.0, abs(tok["activation"]) / peak)
+                shade = int(40 + 160 * level)
+                style = f"on rgb({shade // 3},{shade},{shade // 3})" if tok["activation"] >= 0 else \
+                    f"on rgb({shade},{shade // 3},{shade})"
+                if tok["fired"]:
+                    style += " bold underline"
+            if i == k:
+                style += " reverse"
+            text.append(piece, style=style.strip())
+        self.query_one("#probe-text", Static).update(text)
+        tok = tokens[k]
+        line = Text(f"t={k} {visible(tok['text'])}", style="bold")
+        if tok["activation"] is not None:
+            line.append(f" · N{self.neuron} h = {tok['activation']:+.3g}")
+            if tok["fired"]:
+                line.append(" · fired on a recorded trigger" if tok["trigger"] else
+                            " · fired, not on one of its recorded triggers: news", style="bold")
+            elif tok["trigger"]:
+                line.append(" · a recorded trigger, but it did not fire here", style="yellow")
+        if r.get("triggers") is not None:
+            line.append(f"\nN{self.neuron}: {', '.join(r['categories']) or 'no category'} · recorded triggers: ", style="dim")
+            line.append(", ".join(visible(t["text"]) for t in r["triggers"]) or "none", style="dim")
+        self.query_one("#probe-token", Static).update(line)
+        table = Table(title=f"Firing on t={k} (strongest first)", title_justify="left", box=None, padding=(0, 1),
+                      expand=True, title_style="bold")
+        table.add_column("", no_wrap=True)
+        table.add_column("neuron", no_wrap=True)
+        table.add_column("h", justify="right", no_wrap=True)
+        table.add_column("categories", ratio=1, no_wrap=True, overflow="ellipsis")
+        top = r["top"][k]
+        for j, n in enumerate(top):
+            table.add_row("▶" if j == self.pick else "", f"N{n['neuron']}", f"{n['activation']:+.3g}",
+                          ", ".join(n["categories"]) or "–")
+        if not top:
+            table.add_row("", Text("none", style="dim"), "", "")
+        self.query_one("#probe-neurons", Static).update(table)
+        self.query_one("#probe-ablation", Static).update(self._ablation(r, k))
+
+    def _ablation(self, r: dict, k: int):
+        if self.neuron is None:
+            return Text("ablation: open the probe from a neuron", style="dim")
+        if "ablation" not in r:
+            return Text("ablation: z sets the neuron to 0, again clamps it to its mean firing value", style="dim")
+        a = r["ablation"]
+        table = Table(title=f"N{self.neuron} = {a['value']:.3g} ({a['mode']}): next token after t={k}",
+                      title_justify="left", box=None, padding=(0, 1), expand=True, title_style="bold")
+        table.add_column("rises", ratio=1, no_wrap=True, overflow="ellipsis")
+        table.add_column("Δ log p", justify="right", no_wrap=True)
+        table.add_column("falls", ratio=1, no_wrap=True, overflow="ellipsis")
+        table.add_column("Δ log p", justify="right", no_wrap=True)
+        moves = a["positions"][k]
+        for up, down in zip_longest(moves["rises"], moves["falls"]):
+            table.add_row(*(cells for m in (up, down) for cells in
+                            ((Text(visible(m["text"])), f"{m['delta']:+.3f}") if m else ("", ""))))
+        if not moves["rises"] and not moves["falls"]:
+            table.add_row(Text("no change here", style="dim"), "", "", "")
+        return table
+
+    # ---- actions ----
+    def action_token(self, delta: int) -> None:
+        if self.result is not None and 0 <= self.position + delta < len(self.result["tokens"]):
+            self.position += delta
+            self.pick = 0
+            self._draw()
+
+    def action_pick(self, delta: int) -> None:
+        if self.result is not None and 0 <= self.pick + delta < len(self.result["top"][self.position]):
+            self.pick += delta
+            self._draw()
+
+    def action_open(self) -> None:
+        if self.result is None or not self.result["top"][self.position]:
+            return
+        neuron = self.result["top"][self.position][self.pick]["neuron"]
+        self.app.push_screen(NeuronScreen(self.layer_index, neuron))
+
+    def action_ablate(self) -> None:
+        if self.neuron is None:
+            self.notify("open the probe from a neuron to ablate it", severity="warning")
+            return
+        self.ablate = ABLATIONS[(ABLATIONS.index(self.ablate) + 1) % len(ABLATIONS)]
+        if self._text.strip() and self.app.probe is not None:
+            self._status(f"running with ablation {self.ablate} …" if self.ablate else "running …")
+            self._run(self._text, self.ablate)
+
+    def action_edit(self) -> None:
+        self.query_one("#probe-input", Input).focus()
+
+    def action_back(self) -> None:
+        search = self.query_one("#probe-input", Input)
+        if search.has_focus and self.result is not None:
+            self.set_focus(None)
+            return
+        self.app.pop_screen()
 
 
 # ---- help, dialogs, errors ------------------------------------------------------------------------------
