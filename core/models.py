@@ -6,6 +6,8 @@ with the hub; every failure is one line (`load_error`).
 
 from __future__ import annotations
 
+import io
+from contextlib import contextmanager, nullcontext, redirect_stderr
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,12 +68,6 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     weights that fit nowhere go); `on_host` leaves the weights in host memory, in `device`'s dtype
     (the layer-by-layer schedule moves them); `revision` pins a hub model's commit; `quiet` hides
     transformers' loading bars (they would draw over the explorer, or into a script's stderr)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    if quiet:
-        hf_logging.disable_progress_bar()
-
     source = resolve(name)
     device = device or default_device()
     if dtype is not None and dtype not in DTYPES:
@@ -87,8 +83,8 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
         placement["offload_folder"] = str(offload_folder)
     try:
         config = load_config(source, revision)
-        tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype, **placement, **kwargs)
+        with _no_bars() if quiet else nullcontext():
+            tokenizer, model = _from_pretrained(source, torch_dtype, placement, kwargs)
     except (UsageError, NeuronTuiError):
         raise
     except (OSError, ValueError) as exc:
@@ -101,6 +97,29 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
         size = (Path(source.load_from) / source.gguf_file).stat().st_size
         revision = f"{source.gguf_file}:{size}"
     return LoadedModel(model, tokenizer, source, revision, source.fingerprint(revision))
+
+
+def _from_pretrained(source: ModelSource, torch_dtype, placement: dict, kwargs: dict):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
+    return tokenizer, AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype, **placement, **kwargs)
+
+
+@contextmanager
+def _no_bars():
+    """No progress bars while loading: transformers' own switch covers its weight loading, not the
+    GGUF reader's bar, which writes to sys.stderr directly (its text is not needed: failures raise)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
 
 
 def load_config(source: ModelSource, revision: str | None = None):

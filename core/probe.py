@@ -115,38 +115,55 @@ class Probe:
     def token_texts(self, ids: np.ndarray) -> list[str]:
         return self.loaded.tokenizer.batch_decode([[int(i)] for i in ids], clean_up_tokenization_spaces=False)
 
-    @torch.no_grad()
     def firing(self, ids: np.ndarray, layer: int) -> Firing:
         """Every neuron's activation of `layer` on the tokens `ids`, and which fired."""
-        seen: list[torch.Tensor] = []
-        handle = self.modules[layer].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-        try:
-            self._forward(ids, head=False)
-        finally:
-            handle.remove()
-        h = seen[0].reshape(len(ids), -1)
-        fired = firing_value(h, self.rule) > float(self.tau[layer])
-        return Firing(h.float().cpu().numpy(), fired.cpu().numpy())
+        return self.run(ids, layer)[0]
 
-    @torch.no_grad()
     def logits(self, ids: np.ndarray, ablate: tuple[int, int, float] | None = None) -> np.ndarray:
         """[T, V] float32 next-token logits; with `ablate` = (layer, neuron, value) that neuron's h is
         set to `value` at every position (0: ablated; its mean firing value: clamped on)."""
-        with self._set(ablate):
-            return self._forward(ids, head=True).float().cpu().numpy()
+        return self.run(ids, head=True, ablate=ablate)[1].float().cpu().numpy()
 
-    def ablation(self, ids: np.ndarray, layer: int, neuron: int, value: float = 0.0, top: int = ABLATE_TOP) -> list[dict]:
+    @torch.no_grad()
+    def run(self, ids: np.ndarray, layer: int | None = None, head: bool = False,
+            ablate: tuple[int, int, float] | None = None) -> tuple[Firing | None, torch.Tensor | None]:
+        """One forward pass: the firing of `layer` (when given) and the [T, V] logits (with `head`;
+        without it the unembedding, the costliest matmul of a small model, is skipped)."""
+        seen: list[torch.Tensor] = []
+        handle = None if layer is None else self.modules[layer].register_forward_pre_hook(
+            lambda m, args: seen.append(args[0].detach()))
+        try:
+            with self._set(ablate):
+                x = torch.as_tensor(np.asarray(ids, dtype=np.int64)[None]).to(self.device)
+                logits = self.model(input_ids=x, use_cache=False).logits[0] if head else None
+                if not head:
+                    self.model.base_model(input_ids=x, use_cache=False)
+        finally:
+            if handle is not None:
+                handle.remove()
+        if layer is None:
+            return None, logits
+        h = seen[0].reshape(len(ids), -1)
+        fired = firing_value(h, self.rule) > float(self.tau[layer])
+        return Firing(h.float().cpu().numpy(), fired.cpu().numpy()), logits
+
+    def ablation(self, ids: np.ndarray, layer: int, neuron: int, value: float = 0.0, top: int = ABLATE_TOP,
+                 before: torch.Tensor | None = None) -> list[dict]:
         """Per position, the tokens whose next-token log-probability rises and falls most when the
         neuron is set to `value`: [{"rises": [(token, delta)], "falls": [...]}], leaving out moves
-        under MOVE_EPS (no change: a neuron that was already at `value` there)."""
-        before = _log_softmax(self.logits(ids))
-        after = _log_softmax(self.logits(ids, (layer, neuron, value)))
-        delta = after - before
+        under MOVE_EPS (no change: a neuron that was already at `value` there). `before`: the
+        logits of the unablated run when the caller has them."""
+        if before is None:
+            before = self.run(ids, head=True)[1]
+        after = self.run(ids, head=True, ablate=(layer, neuron, value))[1]
+        delta = (torch.log_softmax(after.float(), -1) - torch.log_softmax(before.float(), -1)).cpu()
+        k = min(top, delta.shape[-1])
+        up, down = torch.topk(delta, k, dim=-1), torch.topk(delta, k, dim=-1, largest=False)
         out = []
-        for row in delta:
-            order = np.argsort(row, kind="stable")
-            out.append({"rises": [(int(t), float(row[t])) for t in order[::-1][:top] if row[t] > MOVE_EPS],
-                        "falls": [(int(t), float(row[t])) for t in order[:top] if row[t] < -MOVE_EPS]})
+        for up_v, up_i, down_v, down_i in zip(up.values.tolist(), up.indices.tolist(), down.values.tolist(),
+                                              down.indices.tolist()):
+            out.append({"rises": [(t, d) for t, d in zip(up_i, up_v) if d > MOVE_EPS],
+                        "falls": [(t, d) for t, d in zip(down_i, down_v) if d < -MOVE_EPS]})
         return out
 
     @contextmanager
@@ -167,18 +184,6 @@ class Probe:
         finally:
             handle.remove()
 
-    def _forward(self, ids: np.ndarray, head: bool) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(ids, dtype=np.int64)[None]).to(self.device)
-        if head:
-            return self.model(input_ids=x, use_cache=False).logits[0]
-        self.model.base_model(input_ids=x, use_cache=False)
-        return x
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
 
 def probe_text(probe: Probe, summary, text: str | None, layer: int, neuron: int | None = None,
                ablate: str | None = None, ids: np.ndarray | None = None, top: int = ABLATE_TOP) -> dict:
@@ -193,7 +198,10 @@ def probe_text(probe: Probe, summary, text: str | None, layer: int, neuron: int 
     core.api.SummaryFile of the summary the probe was loaded for."""
     ids = probe.encode(text) if ids is None else np.asarray(ids, dtype=np.int64)
     texts = probe.token_texts(ids)
-    firing = probe.firing(ids, layer)
+    ablating = ablate is not None and neuron is not None
+    if ablate is not None and ablate not in ("zero", "mean"):
+        raise ValueError(f"ablate is zero or mean, not {ablate!r}")
+    firing, before = probe.run(ids, layer, head=ablating)  # with ablation the same pass gives the baseline
     table = summary.table(layer)
     out: dict = {"model": summary.model, "layer": int(layer), "neuron": None if neuron is None else int(neuron),
                  "rule": probe.rule, "tau": float(probe.tau[layer])}
@@ -214,12 +222,10 @@ def probe_text(probe: Probe, summary, text: str | None, layer: int, neuron: int 
         best = on[np.argsort(-value[k, on], kind="stable")][:top]
         out["top"].append([{"neuron": int(n), "activation": float(firing.h[k, n]),
                             "categories": categories(int(table.flags[n]))} for n in best])
-    if ablate is not None and neuron is not None:
-        if ablate not in ("zero", "mean"):
-            raise ValueError(f"ablate is zero or mean, not {ablate!r}")
+    if ablating:
         act = record["activation"]
         set_to = 0.0 if ablate == "zero" else float(act["mean"] or 0.0)
-        moves = probe.ablation(ids, layer, neuron, set_to, top)
+        moves = probe.ablation(ids, layer, neuron, set_to, top, before=before)
         moved = sorted({t for m in moves for kind in m.values() for t, _ in kind})
         text_of = dict(zip(moved, probe.token_texts(np.array(moved, dtype=np.int64))))
         out["ablation"] = {"mode": ablate, "value": set_to, "positions": [

@@ -198,6 +198,7 @@ def test_a_changed_or_missing_model_is_one_line_and_never_loaded(planted, tmp_pa
     with torch.no_grad():
         model.model.decoder.layers[0].fc1.bias += 1.0
     model.save_pretrained(copy_)
+    capsys.readouterr()
     with Summary.open(summary) as s, pytest.raises(ProbeError, match="not the one .* was made from"):
         Probe.for_summary(s)
     assert main(["probe", str(summary), "t05"]) == 1
