@@ -548,10 +548,18 @@ class Summary:
     # ---- groups ----------------------------------------------------------------------------------
     @cached_property
     def analysis(self) -> GroupReader | None:
-        """The analysis group, or None when the summary has not been analysed."""
-        if not self._exists(schema.ANALYSIS_GROUP):
+        """The analysis group, or None when the summary has not been analysed, or was analysed by an
+        older neuron-tui (`analysis_outdated`: its categories and codes mean other things)."""
+        if not self._exists(schema.ANALYSIS_GROUP) or self.analysis_outdated:
             return None
         return GroupReader(self, schema.ANALYSIS_GROUP, schema.ANALYSIS_DATASETS)
+
+    @cached_property
+    def analysis_outdated(self) -> bool:
+        """True when the stored analysis has another analysis_version than this neuron-tui writes."""
+        if not self._exists(schema.ANALYSIS_GROUP):
+            return False
+        return int(self._attrs_of(schema.ANALYSIS_GROUP).get("analysis_version", 0)) != schema.ANALYSIS_VERSION
 
     @cached_property
     def projection(self) -> GroupReader | None:

@@ -75,7 +75,9 @@ def summary_notes(summary: Summary) -> list[str]:
     if not summary.complete:
         notes.append(f"PARTIAL: {summary.n_seq:,} of {int(a.get('n_seq_planned', summary.n_seq)):,} sequences "
                      "collected so far")
-    if summary.analysis is None:
+    if summary.analysis_outdated:
+        notes.append(f"its analysis is from an older neuron-tui: counts only; run `neuron-tui analyze {summary.path}`")
+    elif summary.analysis is None:
         notes.append(f"no analysis yet: counts only; run `neuron-tui analyze {summary.path}`")
     if a.get("corpus_exhausted"):
         notes.append(f"the corpus ran out after {summary.n_tokens:,} tokens "

@@ -155,13 +155,13 @@ path = sys.argv[1]
 s = neuron_tui.open_summary(path)
 assert s.layers() and s.neurons(0, category="token") is not None and s.neuron(1, 3)["layer"] == 1
 for command in (["report", path, "--json"], ["neurons", path, "--layer", "0"], ["neuron", path, "1", "3", "--json"],
-                ["analyze", path], ["open", path]):
+                ["analyze", path], ["open", path], ["figures", path, "-o", sys.argv[2]]):
     assert main(command) == 0, command
 
 async def explore():
     app = NeuronApp(path)
     async with app.run_test(size=(80, 24)) as pilot:
-        for keys in ((), ("enter",), ("enter",)):
+        for keys in ((), ("v",), ("v",), ("enter",), ("enter",)):  # the plot view, then a layer, a neuron
             await pilot.press(*keys)
             for _ in range(50):
                 await app.workers.wait_for_complete()
@@ -178,7 +178,8 @@ print("TORCHLESS OK")
 def test_the_read_side_and_the_explorer_need_no_torch(tmp_path):
     path = tiny_summary(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", TORCHLESS, str(path)], capture_output=True, text=True, env=env,
+    done = subprocess.run([sys.executable, "-c", TORCHLESS, str(path), str(tmp_path / "figs")], capture_output=True,
+                          text=True, env=env,
                           timeout=300)
     assert done.returncode == 0 and "TORCHLESS OK" in done.stdout, done.stderr[-3000:]
 

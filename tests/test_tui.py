@@ -630,3 +630,25 @@ async def test_a_damaged_dataset_is_named_on_screen(tmp_path):
         assert isinstance(app.screen, ErrorScreen)
         assert "analysis/trig_tok" in widget_text(app, "#error-message")
     assert app.return_code in (None, 0)
+
+
+async def test_the_overview_plot_view_draws_the_figures_curves(summary):
+    from neuron_tui.core.figures import depth_figures
+    from neuron_tui.tui.widgets import PositionPlot
+
+    app = NeuronApp(summary)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await settle(pilot)
+        await press(pilot, "v")
+        plots = app.screen.query(PositionPlot)
+        figures = depth_figures([app.explorer.file.summary])
+        curves = [p.series[0].y for f in figures for p in f.panels]
+        assert len(plots) == len(curves) and not app.screen.query_one("#layers").display
+        for plot, curve in zip(plots, curves):  # the same numbers as `neuron-tui figures`
+            np.testing.assert_array_equal(plot.values, [0.0 if v is None else v for v in curve])
+        text = screen_text(app)
+        assert "curves over depth" in text and "Dead neurons" in text and "scale 0 …" in text and "L0" in text
+        await press(pilot, "v")
+        assert app.screen.query_one("#layers").display and not app.screen.query_one("#plots").display
+        await press(pilot, "enter")  # the table is back, with the focus
+        assert isinstance(app.screen, LayerScreen)

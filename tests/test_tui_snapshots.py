@@ -79,6 +79,18 @@ def test_overview(snap_compare, in_folder, size):
     assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_overview)
 
 
+async def _to_plots(pilot):
+    await _to_overview(pilot)
+    await pilot.press("v")
+    await settle(pilot)
+    assert pilot.app.screen.query_one("#plots").display
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_overview_plots(snap_compare, in_folder, size):
+    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_plots)
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_layer(snap_compare, in_folder, size):
     assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_layer)

@@ -6,6 +6,7 @@
     neuron-tui neurons FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
     neuron-tui neuron FILE LAYER INDEX [--json]
     neuron-tui probe FILE "text" [--layer L] [--neuron N] [--ablate [zero|mean]] [--json]
+    neuron-tui figures MODEL|FILE... -o DIR [--format svg|png|pdf]   the paper's figures, lined up by depth
     neuron-tui analyze FILE [--min-fire-rate X ...]
     neuron-tui open FILE
     neuron-tui merge A.h5 B.h5 ... -o C.h5 [--model M]   disjoint shards (collect --shard K/N) into one
@@ -28,7 +29,7 @@ from pathlib import Path
 from neuron_tui.cache import SummaryError, cache_dir, newest_summary
 from neuron_tui.core.errors import NeuronTuiError, UsageError
 
-COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "analyze", "open", "merge")
+COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "figures", "analyze", "open", "merge")
 DEBUG_ENV = "NEURON_TUI_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
@@ -120,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("--top", type=int, default=5, help="neurons per token, tokens per ablation list")
     prb.add_argument("--device", help="where to run the model (default: where the summary was made, if here)")
     prb.add_argument("--json", action="store_true")
+    fig = sub.add_parser("figures", help="the paper's figures (matplotlib) of one or several summaries, lined up "
+                                         "by relative depth, and DIR/figures.json with every plotted number")
+    fig.add_argument("targets", nargs="+", help="summary files or model names (their cached summary)")
+    fig.add_argument("-o", "--out", type=Path, required=True, help="the folder for the figures")
+    fig.add_argument("--format", default="svg", choices=["svg", "png", "pdf"])
+    fig.add_argument("--cache-dir", type=Path)
     ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
     ana.add_argument("file", type=Path)
     _analysis_options(ana)
@@ -211,7 +218,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(_summary_of(args))
         return 0
     return {"open": lambda a: _open(a.file, a.device), "analyze": run_analyze, "report": run_report,
-            "neurons": run_neurons, "neuron": run_neuron, "probe": run_probe, "merge": run_merge}[args.command](args)
+            "neurons": run_neurons, "neuron": run_neuron, "probe": run_probe, "figures": run_figures,
+            "merge": run_merge}[args.command](args)
 
 
 def _request(args: argparse.Namespace):
@@ -388,6 +396,30 @@ def run_probe(args: argparse.Namespace) -> int:
         from neuron_tui.tui.render import Output, probe_table
 
         Output().print(probe_table(result))
+    return 0
+
+
+def run_figures(args: argparse.Namespace) -> int:
+    from contextlib import ExitStack
+
+    from neuron_tui.core.figures import figure_data
+    from neuron_tui.core.queries import model_names
+    from neuron_tui.tui.figures import write_figures
+
+    paths = [find_summary(t, args.cache_dir) for t in args.targets]
+    with ExitStack() as stack:
+        files = [stack.enter_context(_open_file(p)) for p in paths]
+        summaries = [f.summary for f in files]
+        missing = [str(s.path) for s in summaries if s.analysis is None]
+        if missing:
+            raise UsageError(f"no analysis in {', '.join(missing)}: run `neuron-tui analyze` on it first")
+        figures = figure_data(summaries)
+        models = [{"model": name, "file": s.path.name, "n_tokens": s.n_tokens, "n_layers": s.n_layers,
+                   "n_neurons": s.n_neurons} for name, s in zip(model_names(summaries), summaries)]
+        written = write_figures(figures, args.out, args.format, models)
+    for path in written:
+        print(path)
+    print(args.out / "figures.json")
     return 0
 
 

@@ -89,6 +89,8 @@ class OverviewScreen(ExplorerScreen):
         # would show this binding only until the table gets the focus)
         Binding("enter", "open_layer", "Open", id="overview.open", tooltip="open the layer under the cursor",
                 show=False),
+        Binding("v", "plots", "Plots", id="overview.plots",
+                tooltip="curves over depth (the paper's figures for this summary); again: the table"),
     ]
 
     class RowsLoaded(Message):
@@ -106,10 +108,12 @@ class OverviewScreen(ExplorerScreen):
         yield Static("", id="info")
         yield Static("", id="banner", classes="banner")
         yield DataTable(id="layers", cursor_type="row", zebra_stripes=False)
+        yield VerticalScroll(id="plots")
         yield Static("", id="layer-summary")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#plots").display = False
         self.watch(self.app, "explorer", self._explorer_changed)
 
     def _explorer_changed(self, explorer: Explorer | None) -> None:
@@ -219,6 +223,42 @@ class OverviewScreen(ExplorerScreen):
         table = self.query_one("#layers", DataTable)
         if self.rows:
             self.app.open_layer(self.rows[table.cursor_row]["layer"])
+
+    def action_plots(self) -> None:
+        """Toggle between the layer table and the curves over depth (drawn once, from the rows read)."""
+        if self.rows is None:
+            return
+        plots, table = self.query_one("#plots", VerticalScroll), self.query_one("#layers", DataTable)
+        showing = not plots.display
+        if showing and not plots.children:
+            plots.mount_all(self._plot_widgets())
+        plots.display, table.display = showing, not showing
+        self.query_one("#layer-summary").display = not showing
+        info = self.explorer.info
+        what = "curves over depth · v: the table" if showing else "enter opens a layer"
+        self.query_one("#title", Static).update(_title(info, f"{info.model} · overview · {what}"))
+        (plots if showing else table).focus()
+
+    def _plot_widgets(self) -> list:
+        from neuron_tui.core.figures import depth_figures
+
+        widgets = []
+        for figure in depth_figures([self.explorer.file.summary], [self.rows]):
+            for panel in figure.panels:
+                values = panel.series[0].y
+                name = figure.title + (f" · {panel.title}" if panel.title else "")
+                if all(v is None for v in values):
+                    widgets.append(Static(Text.assemble((name, "bold"), ("  – (no analysis)", "dim")), classes="plot-title"))
+                    continue
+                share = figure.share
+                top = max(v for v in values if v is not None)
+                scale = share_text(top) if share else f"{top:,.0f}"
+                widgets.append(Static(Text.assemble((name, "bold"), (f"  {panel.ylabel} · scale 0 … {scale}", "dim")),
+                                      classes="plot-title"))
+                widgets.append(PositionPlot(np.array([0.0 if v is None else v for v in values]), x_label="L{}",
+                                            x_unit="layers", scale_text=share_text if share else (lambda v: f"{v:,.0f}"),
+                                            classes="depth-plot"))
+        return widgets
 
 
 # ---- layer ------------------------------------------------------------------------------------------

@@ -295,7 +295,8 @@ def _fill_strip(segments: list[Segment], width: int, style: Style) -> Strip:
 
 
 class PositionPlot(Widget):
-    """Firing rate per position as a multi-row sparkline with its scale on the left and t below."""
+    """Values over positions (or layers) as a multi-row sparkline, its scale on the left and the first
+    and last x below: the neuron screen's firing rate by position, the overview's curves over depth."""
 
     DEFAULT_CSS = """
     PositionPlot { height: 5; }
@@ -303,9 +304,12 @@ class PositionPlot(Widget):
 
     COMPONENT_CLASSES = {"position-plot--bar", "position-plot--axis"}
 
-    def __init__(self, values: np.ndarray | None = None, **kwargs) -> None:
+    def __init__(self, values: np.ndarray | None = None, x_label: str = "t={}", x_unit: str = "positions",
+                 scale_text=None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.values = np.zeros(0) if values is None else np.asarray(values, dtype=np.float64)
+        self.x_label, self.x_unit = x_label, x_unit  # how an x value reads under the plot ("t={}", "L{}")
+        self.scale_text = scale_text or (lambda v: f"{v:.3g}")  # how the top of the scale reads
 
     def set_values(self, values: np.ndarray) -> None:
         self.values = np.asarray(values, dtype=np.float64)
@@ -345,17 +349,15 @@ class PositionPlot(Widget):
         vmax = float(values.max())
         scaled = data / vmax * rows * 8 if vmax > 0 else np.zeros_like(data)
         for r in range(rows):
-            label = f"{vmax:.3g}" if r == 0 else ("0" if r == rows - 1 else "")
+            label = self.scale_text(vmax) if r == 0 else ("0" if r == rows - 1 else "")
             text.append(label.rjust(label_w - 1) + "┤", style=axis)
             floor = (rows - 1 - r) * 8
             cells = "".join(BLOCKS[int(min(8, max(0, round(v - floor))))] for v in scaled)
             text.append(cells, style=bar)
             text.append("\n")
-        T = len(values)
-        left = "t=0"
-        right = f"t={T - 1}"
+        left, right = self.x_label.format(0), self.x_label.format(len(values) - 1)
         span = len(data)
-        mid = f"{per} positions per column" if per > 1 else ""
+        mid = f"{per} {self.x_unit} per column" if per > 1 else ""
         line = left + mid.center(max(0, span - len(left) - len(right))) + right if span >= len(left) + len(right) else left
         text.append(" " * label_w + line, style=axis)
         return text

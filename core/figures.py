@@ -1,0 +1,180 @@
+"""What the paper's figures plot, for one or several summaries (`neuron-tui figures`, the overview's
+plot view): every number comes from the same queries as `report --json` and `neuron --json`.
+
+A figure is a list of panels; a panel holds one series per model, lined up by relative depth
+layer / (L - 1) (or, for the positional profiles, by position). The per-layer figures follow the
+paper's sections: dead neurons and the firing frequency of the alive ones; token detectors, the
+vocabulary they cover, the new tokens over depth and the cumulative coverage; the share of
+detectors that suppress their own triggers; positional neurons by type, and the firing-rate profiles
+of the strongest positional neurons of the layer that has the most. Drawing is elsewhere
+(tui/figures.py with matplotlib; the explorer's plot view): this module never imports a plotting
+library, so the numbers can be checked and saved without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from neuron_tui.cache import Summary, schema
+
+from .analysis import AnalysisParams
+from .queries import POSITIONAL_TYPES, layer_rows, model_names, neuron_record
+
+PROFILES_PER_TYPE = 3  # positional profiles drawn per type: the strongest by I(fired; position)
+
+
+@dataclass
+class Series:
+    """One model's line: `x` relative depth (or position), `y` the values (None: not known)."""
+
+    model: str
+    label: str  # legend text: the model and its corpus size
+    x: list[float]
+    y: list[float | None]
+    layers: list[int] = field(default_factory=list)  # the layer of each point (depth figures)
+
+
+@dataclass
+class Panel:
+    key: str  # the report --json row key plotted (or a name for derived values)
+    ylabel: str
+    series: list[Series]
+    title: str = ""
+
+
+@dataclass
+class Figure:
+    name: str  # the file name (without extension)
+    title: str
+    xlabel: str
+    caption: str
+    panels: list[Panel]
+    share: bool = False  # y values are shares of 1 (drawn in percent)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def tokens_label(n: int) -> str:
+    """65,536 -> '65.5k', 4,194,304 -> '4.19M' (legend text)."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return str(n)
+
+
+def _depth_panel(key: str, ylabel: str, runs: list[tuple[str, str, list[dict]]], title: str = "",
+                 values=None) -> Panel:
+    series = []
+    for model, label, rows in runs:
+        y = values(rows) if values else [row[key] for row in rows]
+        series.append(Series(model, label, [row["depth"] for row in rows], y, [row["layer"] for row in rows]))
+    return Panel(key, ylabel, series, title)
+
+
+def _cumulative(rows: list[dict]) -> list[float | None]:
+    """Vocabulary items covered by a token detector at or below each layer (a running sum of `new`)."""
+    if any(row["new"] is None for row in rows):
+        return [None] * len(rows)
+    return [float(v) for v in np.cumsum([row["new"] for row in rows])]
+
+
+def overall_suppression(runs: list[tuple[str, str, list[dict]]]) -> str:
+    """The shares over all layers, per model: 'All layers: M 83% negative, 70% top-10, of 120 detectors.'"""
+    parts = []
+    for model, _, rows in runs:
+        known = [(r["detectors_known"], r["neg_share"], r["supp_share"]) for r in rows if r["detectors_known"]]
+        n = sum(k for k, _, _ in known)
+        if n:
+            neg = sum(k * (v or 0.0) for k, v, _ in known) / n
+            supp = sum(k * (v or 0.0) for k, _, v in known) / n
+            parts.append(f"{model} {neg:.0%} negative, {supp:.0%} top-10, of {n:,} detectors")
+    return f"All layers: {'; '.join(parts)}." if parts else ""
+
+
+def depth_figures(summaries: Sequence[Summary], rows: Sequence[list[dict]] | None = None) -> list[Figure]:
+    """The per-layer figures (panels of series over relative depth), from `layer_rows` (`rows`: those
+    already read, one list per summary, as the explorer's overview holds them)."""
+    names = model_names(summaries)
+    rows = rows if rows is not None else [layer_rows(s) for s in summaries]
+    runs = [(name, f"{name} ({tokens_label(s.n_tokens)} tokens)", r) for name, s, r in zip(names, summaries, rows)]
+    depth = "relative depth, layer / (layers - 1)"
+    pos_panels = [_depth_panel("positional", "positional neurons", runs, "all types")]
+    pos_panels += [_depth_panel(f"pos_{t.replace('-', '_')}", "neurons", runs, t.replace("-", " ")) for t in POSITIONAL_TYPES]
+    return [
+        Figure("dead", "Dead neurons", depth,
+               "Share of each layer's neurons that never fired on the whole corpus.",
+               [_depth_panel("dead_frac", "dead neurons (share of the layer)", runs)], share=True),
+        Figure("alive_rate", "Firing frequency of alive neurons", depth,
+               "Mean over a layer's alive neurons of the share of tokens on which each fired.",
+               [_depth_panel("alive_rate", "mean firing frequency", runs)], share=True),
+        Figure("token_detectors", "Token-detecting neurons", depth,
+               "Neurons that fire only on a small set of tokens (the analysis' detector criterion).",
+               [_depth_panel("token", "token detectors", runs)]),
+        Figure("coverage", "Tokens covered by token detectors", depth,
+               "Covered: vocabulary items some detector of the layer covers; new: not covered by any lower "
+               "layer; cumulative: covered at or below the layer.",
+               [_depth_panel("covered", "tokens", runs, "covered by the layer"),
+                _depth_panel("new", "tokens", runs, "new (not covered lower)"),
+                _depth_panel("cumulative", "tokens", runs, "cumulative coverage", values=_cumulative)]),
+        Figure("suppression", "Detectors that suppress their own triggers", depth,
+               "Share of a layer's token detectors whose update lowers the score of all their triggers "
+               "(negative score, the paper's headline) or puts them among its 10 most suppressed tokens. "
+               + overall_suppression(runs),
+               [_depth_panel("neg_share", "share of detectors", runs, "triggers scored negative"),
+                _depth_panel("supp_share", "share of detectors", runs, "triggers in the top-10 suppressed")],
+               share=True),
+        Figure("positional", "Positional neurons", depth,
+               "Neurons whose firing depends on the position (mutual information with the position "
+               "over the threshold), in all and by the paper's types (docs/design.md).", pos_panels),
+    ]
+
+
+def profile_figure(summary: Summary, name: str) -> Figure | None:
+    """Firing rate by position of the strongest positional neurons (by I(fired; position)) of the
+    layer with the most positional neurons, one panel per type; None without positional neurons."""
+    group = summary.analysis
+    if group is None:
+        return None
+    counts = [int(np.count_nonzero(group.read("flags", l) & schema.FLAG_POSITIONAL)) for l in range(summary.n_layers)]
+    if not any(counts):
+        return None
+    layer = int(np.argmax(counts))
+    flags, shape, mi = group.read("flags", layer), group.read("pos_shape", layer), group.read("pos_mi", layer)
+    strong = group.read("pos_strong", layer)
+    params = AnalysisParams.of(summary)
+    panels = []
+    for code, kind in enumerate(schema.POS_SHAPES):
+        if not code:
+            continue
+        chosen = np.flatnonzero(((flags & schema.FLAG_POSITIONAL) > 0) & (shape == code))
+        chosen = chosen[np.argsort(-mi[chosen], kind="stable")][:PROFILES_PER_TYPE]
+        series = []
+        for neuron in chosen:
+            rates = neuron_record(summary, layer, int(neuron), params)["position_rate"]
+            label = f"N{int(neuron)} ({'strong' if strong[neuron] else 'weak'})"
+            series.append(Series(name, label, [float(t) for t in range(len(rates))], rates, [layer] * len(rates)))
+        panels.append(Panel(f"profile_{kind.replace('-', '_')}", "firing rate", series, kind.replace("-", " ")))
+    title = f"Positional neurons of {name} ({tokens_label(summary.n_tokens)} tokens), layer {layer}"
+    return Figure(f"profiles_{_slug(name)}", title, "position in the sequence",
+                  f"Firing rate at each position of the {PROFILES_PER_TYPE} strongest positional neurons of each "
+                  f"type in layer {layer}, the layer with the most positional neurons ({counts[layer]}).",
+                  panels, share=True)
+
+
+def figure_data(summaries: Sequence[Summary]) -> list[Figure]:
+    """Every figure for these summaries: the depth figures, then one profile figure per model that has
+    positional neurons."""
+    figures = depth_figures(summaries)
+    for name, s in zip(model_names(summaries), summaries):
+        profile = profile_figure(s, name)
+        if profile is not None:
+            figures.append(profile)
+    return figures
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name).strip("_") or "model"

@@ -1,0 +1,141 @@
+"""`neuron-tui figures`: the numbers it plots are `report --json`'s and `neuron --json`'s, the files
+are valid SVG / PNG / PDF, and bad requests are one line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from neuron_tui.cache import Summary, schema
+from neuron_tui.core.figures import PROFILES_PER_TYPE, tokens_label
+from neuron_tui.core.queries import ROW_KEYS
+from neuron_tui.tui.cli import main
+
+from synthetic import tiny_summary
+
+MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory):
+    """Two synthetic models of different depth and width (lined up by relative depth)."""
+    folder = tmp_path_factory.mktemp("figures")
+    a = tiny_summary(folder, "a.h5")
+    b = tiny_summary(folder, "b.h5", n_layers=6, n_neurons=64, seed=11, model="synthetic/deeper")
+    return a, b
+
+
+def run_json(capsys, *args):
+    assert main([str(a) for a in args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def drawn(two, tmp_path_factory):
+    out = tmp_path_factory.mktemp("drawn") / "figs"
+    assert main(["figures", str(two[0]), str(two[1]), "-o", str(out)]) == 0
+    return out, json.loads((out / "figures.json").read_text())
+
+
+def test_every_depth_panel_plots_the_reports_numbers(two, drawn, capsys):
+    _, data = drawn
+    reports = {}
+    for path in two:
+        report = run_json(capsys, "report", path, "--json")
+        reports[report["model"]] = report["layers"]
+    assert [m["model"] for m in data["models"]] == list(reports)
+    depth = [f for f in data["figures"] if not f["name"].startswith("profiles_")]
+    assert [f["name"] for f in depth] == ["dead", "alive_rate", "token_detectors", "coverage", "suppression", "positional"]
+    checked = 0
+    for figure in depth:
+        assert figure["xlabel"] and figure["caption"] and figure["title"]
+        for panel in figure["panels"]:
+            assert [s["model"] for s in panel["series"]] == list(reports)
+            for series in panel["series"]:
+                layers = reports[series["model"]]
+                assert series["x"] == [row["depth"] for row in layers] and series["layers"] == [r["layer"] for r in layers]
+                if panel["key"] == "cumulative":
+                    assert series["y"] == np.cumsum([row["new"] for row in layers]).tolist()
+                else:
+                    assert panel["key"] in ROW_KEYS and series["y"] == [row[panel["key"]] for row in layers]
+                n_tokens = next(m["n_tokens"] for m in data["models"] if m["model"] == series["model"])
+                assert series["label"] == f"{series['model']} ({tokens_label(n_tokens)} tokens)"
+                checked += 1
+    assert checked == 2 * (1 + 1 + 1 + 3 + 2 + 5)
+    # the paper's depth trends need something to plot: the synthetic models have every category
+    dead = next(f for f in depth if f["name"] == "dead")["panels"][0]["series"][0]["y"]
+    assert max(dead) > 0
+
+
+def test_the_profiles_are_the_strongest_positional_neurons_of_the_layer_with_most(two, drawn, capsys):
+    _, data = drawn
+    profiles = [f for f in data["figures"] if f["name"].startswith("profiles_")]
+    assert len(profiles) == 2
+    for path, figure in zip(two, profiles):
+        with Summary.open(path) as s:
+            flags = s.analysis.read("flags") & schema.FLAG_POSITIONAL
+            layer = int(np.argmax((flags > 0).sum(1)))
+            shape, mi = s.analysis.read("pos_shape", layer), s.analysis.read("pos_mi", layer)
+        assert f"layer {layer}" in figure["title"]
+        assert [p["title"] for p in figure["panels"]] == [t.replace("-", " ") for t in schema.POS_SHAPES[1:]]
+        drawn_any = 0
+        for code, panel in enumerate(figure["panels"], start=1):
+            of_type = np.flatnonzero((flags[layer] > 0) & (shape == code))
+            expected = of_type[np.argsort(-mi[of_type], kind="stable")][:PROFILES_PER_TYPE]
+            assert [int(s["label"].split()[0][1:]) for s in panel["series"]] == expected.tolist()
+            for series, neuron in zip(panel["series"], expected):
+                record = run_json(capsys, "neuron", path, layer, neuron, "--json")
+                assert series["y"] == record["position_rate"] and series["x"] == list(range(len(record["position_rate"])))
+                assert record["pos_shape"] == schema.POS_SHAPES[code]
+                drawn_any += 1
+        assert drawn_any > 0
+
+
+@pytest.mark.parametrize("fmt", ["svg", "png", "pdf"])
+def test_every_file_is_a_valid_image_of_its_format(two, tmp_path, fmt, capsys):
+    out = tmp_path / fmt
+    assert main(["figures", str(two[0]), "-o", str(out), "--format", fmt]) == 0
+    listed = capsys.readouterr().out.split()
+    data = json.loads((out / "figures.json").read_text())
+    assert data["files"] == [f"{f['name']}.{fmt}" for f in data["figures"]]
+    assert listed == [str(out / name) for name in data["files"]] + [str(out / "figures.json")]
+    for name in data["files"]:
+        blob = (out / name).read_bytes()
+        assert blob.startswith(MAGIC[fmt]) and len(blob) > 2000
+        if fmt == "svg":
+            assert b"<svg" in blob[:2000] and blob.rstrip().endswith(b"</svg>")
+        if fmt == "pdf":
+            assert blob.rstrip().endswith(b"%%EOF")
+        if fmt == "png":
+            assert blob.endswith(b"IEND\xaeB`\x82")
+
+
+def test_the_same_numbers_draw_the_same_file(two, tmp_path):
+    """No dates or random ids in the files: committed figures change only when their numbers do."""
+    for run in ("one", "two"):
+        assert main(["figures", str(two[0]), "-o", str(tmp_path / run)]) == 0
+    assert (tmp_path / "one" / "dead.svg").read_bytes() == (tmp_path / "two" / "dead.svg").read_bytes()
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("neuron-tui: error: ") and "Traceback" not in err
+    return err
+
+
+def test_refusals_are_one_line(two, tmp_path, capsys, monkeypatch):
+    bare = tiny_summary(tmp_path, "bare.h5", analysis=False)
+    assert main(["figures", str(bare), "-o", str(tmp_path / "x")]) == 2
+    assert "no analysis in" in one_line(capsys) and not (tmp_path / "x").exists()
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["figures", str(two[0]), "-o", str(blocker / "sub")]) in (1, 2)
+    assert "cannot create" in one_line(capsys)
+    assert main(["figures", str(two[0]), "-o", str(tmp_path / "y"), "--format", "gif"]) == 2
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
+    assert main(["figures", str(two[0]), "-o", str(tmp_path / "z")]) in (1, 2)
+    assert "figures need matplotlib" in one_line(capsys)
