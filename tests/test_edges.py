@@ -196,7 +196,7 @@ def test_collect_refuses_values_that_cannot_mean_anything(capsys, tmp_path, no_m
 def test_help_lists_the_commands_and_nothing_hidden(capsys):
     code, out, _ = cli(capsys, "--help")
     assert code == 0 and "SUPPRESS" not in out and "main" not in out.split()
-    for command in ("collect", "report", "neurons", "neuron", "analyze", "open", "merge"):
+    for command in ("collect", "report", "neurons", "neuron", "probe", "figures", "analyze", "open", "merge"):
         assert command in out
 
 
@@ -243,3 +243,26 @@ def test_an_unreachable_hub_fails_at_once_with_a_working_hint(capsys, tmp_path, 
     assert code == 1 and "unreachable" in line and "hf download some-org/some-model --local-dir DIR" in line
     assert len(tried) == 1  # asked once
     assert os.environ.get("HF_HUB_OFFLINE") == "1"  # the rest of the run stays off the network
+
+
+def test_an_analysis_from_an_older_neuron_tui_reads_as_absent_until_reanalysed(capsys, tmp_path):
+    """Its category codes mean other things (version 1 named other positional types): counts only,
+    a note that says to re-analyse, and `analyze` makes it current."""
+    from neuron_tui.cache import SummaryWriter, schema
+
+    source = tiny_summary(tmp_path, "current.h5")
+    old = tmp_path / "old.h5"
+    with Summary.open(source) as s, SummaryWriter(old) as w:
+        w.copy_from(s)
+        w.set_attrs({"analysis_version": 1}, group=schema.ANALYSIS_GROUP)
+    with Summary.open(old) as s:
+        assert s.analysis_outdated and s.analysis is None
+    assert main(["report", str(old), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert any("older neuron-tui" in note for note in report["notes"]) and report["layers"][0]["token"] is None
+    assert main(["figures", str(old), "-o", str(tmp_path / "figs")]) == 2
+    assert "no analysis in" in capsys.readouterr().err
+    assert main(["analyze", str(old)]) == 0 and main(["analyze", str(source)]) == 0  # the generator's analysis
+    capsys.readouterr()                                                            # is planted, not computed
+    with Summary.open(old) as s, Summary.open(source) as c:
+        assert not s.analysis_outdated and (s.analysis.read("flags") == c.analysis.read("flags")).all()
