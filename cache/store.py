@@ -4,6 +4,9 @@ Writes are atomic: `SummaryWriter` fills `<name>.tmp` in the same folder and ren
 when the whole file is written, so a crash, a full disk or a read-only folder leaves the previous file
 (or none), never half of one. A dataset is written whole (`put`) or one layer at a time (`create` then
 `write`), so writing a summary needs host memory for one layer of the largest dataset, not the model.
+A layer's chunks (and the whole chunks of a growing event list) are compressed on every core and
+stored as HDF5's filters would store them (`cache.chunks`): gzip is the summary's limit, and HDF5 runs
+its filters on one thread.
 
 Reads verify: `Summary.open` checks the format, the schema version, the attributes every reader needs,
 each dataset's shape against them and, for schema 2, the integrity record (`schema` module docstring);
@@ -26,7 +29,7 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from . import schema
+from . import chunks, schema
 
 COMPRESS_MIN = 4096  # datasets of at least this many elements are gzip-compressed (smaller: not worth it)
 EVENT_CHUNK = 1 << 18  # events per chunk of the (growing) event_pos dataset
@@ -216,20 +219,24 @@ class SummaryWriter:
             target.create_dataset(name, shape=shape, dtype=dtype, fillvalue=fill, **_layout(name, tuple(shape)))
 
     def write(self, name: str, index, value: Any, group: str | None = None) -> None:
-        """dataset[index] = value (one layer, usually)."""
+        """dataset[index] = value (one layer, usually): a whole compressed layer has its chunks
+        encoded on every core (cache.chunks), anything else goes through HDF5's own pipeline."""
         with self._writing():
-            self._group(group)[name][index] = value
+            ds = self._group(group)[name]
+            value = np.asarray(value)
+            if chunks.direct_layout(ds, index, value):
+                chunks.write_layer(ds, index, value)
+            else:
+                ds[index] = value
 
     def append(self, name: str, values: np.ndarray, group: str | None = None) -> None:
-        """Append to a growing 1-D dataset made by `create(name, (0,), dtype)`."""
+        """Append to a growing 1-D dataset made by `create(name, (0,), dtype)` (its whole chunks
+        encoded on every core, cache.chunks)."""
         values = np.asarray(values)
         if values.size == 0:
             return
         with self._writing():
-            ds = self._group(group)[name]
-            start = ds.shape[0]
-            ds.resize((start + values.size,))
-            ds[start:] = values
+            chunks.append(self._group(group)[name], values.ravel())
 
     def copy_from(self, source: "Summary", skip: tuple[str, ...] = ()) -> None:
         """Copy every attribute, dataset and group of `source` except the names in `skip`, as stored

@@ -34,33 +34,19 @@ def run_cli(args: list[str]) -> dict:
 
 async def explore(path: str) -> dict:
     """The explorer on `path`: the overview's rows, layer 0's table, neuron 0's record, or the error."""
-    from textual.worker import WorkerCancelled
-
     from neuron_tui.tui.app import NeuronApp
     from neuron_tui.tui.screens import ErrorScreen
+    from pilot import settle  # tests/ is this script's folder, first on sys.path
 
     app = NeuronApp(path)
     shown: dict = {}
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
-
-        async def settle():  # as tests/test_tui.py's
-            for _ in range(100):
-                for worker in list(app.workers):
-                    try:
-                        await worker.wait()
-                    except WorkerCancelled:
-                        pass
-                await pilot.pause()
-                if not list(app.workers):
-                    break
-            await pilot.pause()
-
-        await settle()
+        await settle(pilot)
         for keys in (("enter",), ("enter",)):
             if isinstance(app.screen, ErrorScreen):
                 break
             await pilot.press(*keys)
-            await settle()
+            await settle(pilot)
         if isinstance(app.screen, ErrorScreen):
             shown["error"] = app.screen.message
         shown["notifications"] = [n.message for n in app._notifications]

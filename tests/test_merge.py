@@ -242,6 +242,7 @@ def test_merge_with_the_model_projects_exactly_like_the_whole_run(gated_runs, ca
 
 def test_merge_refuses_a_model_other_than_the_runs(gated_runs, capsys, tmp_path):
     other = save_tiny(tiny_llama(seed=1), tmp_path / "other-llama")
+    capsys.readouterr()  # transformers' saving bar
     out = tmp_path / "out.h5"
     assert main(["merge", str(gated_runs["s0"]), str(gated_runs["s1"]), "-o", str(out), "--model", str(other)]) == 1
     assert "--model other-llama is not the model of" in one_line_error(capsys) and not out.exists()

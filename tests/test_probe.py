@@ -30,7 +30,8 @@ from neuron_tui.tui.screens import LayerScreen, NeuronScreen, ProbeScreen
 
 from edit import rewritten
 from planted import planted_corpus, planted_text, save_planted, write_planted_corpus
-from test_tui import anyio_backend, press, screen_text, settle, type_text  # noqa: F401 (a fixture)
+from pilot import press, screen_text, settle, type_text
+from test_tui import anyio_backend  # noqa: F401 (a fixture)
 from tiny import save_tiny, tiny_opt
 
 N_SEQ, T = 64, 32

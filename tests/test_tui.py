@@ -13,7 +13,6 @@ import re
 import h5py
 import numpy as np
 import pytest
-from textual.worker import WorkerCancelled
 
 from neuron_tui.cache import schema
 from neuron_tui.core.tokens import visible
@@ -30,6 +29,7 @@ from neuron_tui.tui.screens import (
 )
 
 from edit import raw_vocab
+from pilot import press, screen_text, settle, type_text
 from synthetic import tiny_summary
 
 SIZE = (80, 24)
@@ -70,33 +70,6 @@ def fresh(tmp_path, summary, monkeypatch):
     path.write_bytes(summary.read_bytes())
     monkeypatch.chdir(tmp_path)
     return path
-
-
-async def settle(pilot) -> None:
-    """Until every worker has finished (or was cancelled: a screen that went away takes its workers
-    with it) and the messages they posted are handled and painted."""
-    app = pilot.app
-    for _ in range(100):
-        for worker in list(app.workers):
-            try:
-                await worker.wait()
-            except WorkerCancelled:
-                pass
-        await pilot.pause()
-        if not list(app.workers):
-            break
-    await pilot.pause()
-
-
-async def press(pilot, *keys: str) -> None:
-    await pilot.press(*keys)
-    await settle(pilot)
-
-
-def screen_text(app) -> str:
-    """The characters on the terminal, modal screens over their background included."""
-    update = app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
-    return "\n".join("".join(chop.text for chop in line) for line in update.strips)
 
 
 def flat_text(app) -> str:
@@ -150,12 +123,6 @@ def shown_ids(app) -> list[int]:
         if first.isdigit():
             out.append(int(first))
     return out
-
-
-async def type_text(pilot, text):
-    for ch in text:
-        await pilot.press({" ": "space", "/": "slash"}.get(ch, ch))
-    await settle(pilot)
 
 
 # ---- overview -------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from neuron_tui.tui.screens import LayerScreen, NeuronScreen
 from neuron_tui.core.tokens import visible
 from neuron_tui.tui.viewmodel import Explorer, ViewState
 
-from test_tui import assert_view, flat_text, open_layer, press, screen_text, settle, type_text
+from pilot import press, screen_text, settle, type_text
+from test_tui import assert_view, flat_text, open_layer
 from edit import raw_vocab
 from tiny import make_tokenizer, tiny_opt, write_text_corpus
 

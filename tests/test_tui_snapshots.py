@@ -15,7 +15,7 @@ from neuron_tui.tui.screens import ErrorScreen, HelpScreen, LayerScreen, NeuronS
 
 from planted import planted_corpus, save_planted, write_planted_corpus
 from synthetic import tiny_summary
-from test_tui import settle, type_text
+from pilot import settle, type_text
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -74,11 +74,6 @@ async def _to_help(pilot):
     assert isinstance(pilot.app.screen, HelpScreen)
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_overview(snap_compare, in_folder, size):
-    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_overview)
-
-
 async def _to_plots(pilot):
     await _to_overview(pilot)
     await pilot.press("v")
@@ -86,24 +81,14 @@ async def _to_plots(pilot):
     assert pilot.app.screen.query_one("#plots").display
 
 
-@pytest.mark.parametrize("size", SIZES)
-def test_overview_plots(snap_compare, in_folder, size):
-    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_plots)
+SCREENS = {"overview": _to_overview, "overview_plots": _to_plots, "layer": _to_layer, "neuron": _to_neuron,
+           "help": _to_help}
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_layer(snap_compare, in_folder, size):
-    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_layer)
-
-
-@pytest.mark.parametrize("size", SIZES)
-def test_neuron(snap_compare, in_folder, size):
-    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_neuron)
-
-
-@pytest.mark.parametrize("size", SIZES)
-def test_help(snap_compare, in_folder, size):
-    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=_to_help)
+@pytest.mark.parametrize("screen", list(SCREENS))
+def test_screen(snap_compare, in_folder, screen, size):
+    assert snap_compare(NeuronApp("tiny.h5"), terminal_size=size, run_before=SCREENS[screen])
 
 
 def test_partial_without_analysis(snap_compare, in_folder):

@@ -427,7 +427,7 @@ def run_merge(args: argparse.Namespace) -> int:
     from neuron_tui.core import models
     from neuron_tui.core.merge import merge_summaries
 
-    loaded = models.load(args.model, device=args.device) if args.model else None
+    loaded = models.load(args.model, device=args.device, quiet=True) if args.model else None
     print(merge_summaries(args.files, args.out, loaded))
     if loaded is None:
         print("neuron-tui: merged without --model: candidate triggers were re-ranked among the tokens the "
