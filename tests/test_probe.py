@@ -244,6 +244,16 @@ def test_cli_probe_json_and_ablation(planted, capsys):
     assert "L0 N1" in text and "●" in text and "t05" in text
 
 
+def test_cli_probe_finds_a_models_summary_in_the_cache_by_its_name(planted, tmp_path, capsys):
+    folder, _, _ = planted
+    corpus = write_planted_corpus(planted_corpus(n_seq=N_SEQ, T=T), tmp_path / "corpus.jsonl")
+    assert main(["collect", str(folder), "--corpus", str(corpus), "--tokens", str(N_SEQ * T), "--seq-len", str(T),
+                 "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["probe", str(folder), "t04 t05", "--neuron", "1", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert [t["fired"] for t in json.loads(capsys.readouterr().out)["tokens"]] == [False, False, True]
+
+
 @pytest.mark.parametrize("args, message", [
     (["t05", "--ablate"], "--ablate needs --neuron"),
     (["t05", "--layer", "7"], "no layer 7"),

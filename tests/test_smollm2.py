@@ -65,3 +65,30 @@ def test_real_model_report_json(smol, capsys):
     assert main(["report", str(smol.path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["layers"]
     assert len(rows) == 30 and all(r["neurons"] == 1536 for r in rows)
+
+
+def test_real_positional_neurons_have_the_documented_shapes(smol, capsys):
+    """Every positional neuron of the real summary, its type checked against docs/design.md's table
+    on the record's own position_rate (T = 128: no smoothing), in plain Python."""
+    flags = smol.analysis.read("flags")
+    positional = np.argwhere(flags & 16)
+    assert len(positional) > 0
+    seen = set()
+    for layer, neuron in positional[:: max(1, len(positional) // 40)]:  # up to ~40 of them
+        assert main(["neuron", str(smol.path), str(layer), str(neuron), "--json"]) == 0
+        record = json.loads(capsys.readouterr().out)
+        rates = [r for r in record["position_rate"] if r is not None]
+        low, high = min(rates), max(rates)
+        reach0, reach1 = low <= 0.05, high >= 0.95
+        shape, strong = record["pos_shape"], record["pos_strong"]
+        seen.add(shape)
+        if shape == "one-extreme":
+            assert reach0 != reach1
+            assert strong == ((reach0 and low <= 0.01) or (reach1 and high >= 0.99))
+        elif shape == "both-extremes":
+            assert reach0 and reach1 and strong == (low <= 0.01 and high >= 0.99)
+        elif shape == "oscillatory":  # evenly spaced rises; strong: an indicator of position ranges
+            assert not strong or (low <= 0.01 and high >= 0.99)
+        else:
+            assert shape == "other" and not reach0 and not reach1
+    assert seen  # the sample checked some types

@@ -5,7 +5,7 @@
     neuron-tui report MODEL|FILE... [--json] [--metric NAME]
     neuron-tui neurons FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
     neuron-tui neuron FILE LAYER INDEX [--json]
-    neuron-tui probe FILE "text" [--layer L] [--neuron N] [--ablate [zero|mean]] [--json]
+    neuron-tui probe MODEL|FILE "text" [--layer L] [--neuron N] [--ablate [zero|mean]] [--json]
     neuron-tui figures MODEL|FILE... -o DIR [--format svg|png|pdf]   the paper's figures, lined up by depth
     neuron-tui analyze FILE [--min-fire-rate X ...]
     neuron-tui open FILE
@@ -111,8 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     neu.add_argument("--json", action="store_true")
     prb = sub.add_parser("probe", help="run new text through the summary's model: which neurons fire, and what "
                                        "ablating one changes")
-    prb.add_argument("file", type=Path)
+    prb.add_argument("target", help="a summary file or a model name (its cached summary)")
     prb.add_argument("text", help="the text (the summary's tokenizer splits it)")
+    prb.add_argument("--cache-dir", type=Path)
     prb.add_argument("--layer", type=int, default=0)
     prb.add_argument("--neuron", type=int, help="the neuron whose activation, firing and triggers to show")
     prb.add_argument("--ablate", nargs="?", const="zero", choices=["zero", "mean"],
@@ -377,11 +378,12 @@ def run_neuron(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    with _open_file(args.file) as s:
+    path = find_summary(args.target, args.cache_dir)
+    with _open_file(path) as s:
         if not 0 <= args.layer < s.n_layers:
-            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+            raise UsageError(f"no layer {args.layer}: {path} has layers 0..{s.n_layers - 1}")
         if args.neuron is not None and not 0 <= args.neuron < s.n_neurons:
-            raise UsageError(f"no neuron {args.neuron}: layers of {args.file} have {s.n_neurons}")
+            raise UsageError(f"no neuron {args.neuron}: layers of {path} have {s.n_neurons}")
         if args.ablate and args.neuron is None:
             raise UsageError("--ablate needs --neuron: the neuron to ablate")
         if args.top < 1:
