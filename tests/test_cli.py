@@ -63,6 +63,13 @@ def test_collect_then_report_json(capsys, model_dir, corpus, tmp_path):
     # `report MODEL` finds the cached summary by model name
     code, out3, _ = cli(capsys, "report", model_dir, "--cache-dir", tmp_path / "cache", "--json")
     assert code == 0 and json.loads(out3)["file"] == path
+    # and so does every command that reads one summary: the same answers as from the file
+    for args in (("neuron", "0", "3", "--json"), ("neurons", "--layer", "1", "--json")):
+        by_file = cli(capsys, args[0], path, *args[1:])
+        by_name = cli(capsys, args[0], model_dir, *args[1:], "--cache-dir", tmp_path / "cache")
+        assert by_file[0] == by_name[0] == 0 and by_file[1] == by_name[1] and json.loads(by_name[1])
+    code, out4, _ = cli(capsys, "analyze", model_dir, "--cache-dir", tmp_path / "cache")
+    assert code == 0 and out4.strip() == path
 
 
 def test_a_collection_reports_its_peak_memory(capsys, model_dir, corpus, tmp_path):

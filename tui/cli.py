@@ -3,12 +3,12 @@
     neuron-tui [MODEL] [collect options]   collect if no summary exists yet, then open the explorer
     neuron-tui collect MODEL [...]         headless, resumable collection (e.g. inside tmux)
     neuron-tui report MODEL|FILE... [--json] [--metric NAME]
-    neuron-tui neurons FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
-    neuron-tui neuron FILE LAYER INDEX [--json]
+    neuron-tui neurons MODEL|FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
+    neuron-tui neuron MODEL|FILE LAYER INDEX [--json]
     neuron-tui probe MODEL|FILE "text" [--layer L] [--neuron N] [--ablate [zero|mean]] [--json]
     neuron-tui figures MODEL|FILE... -o DIR [--format svg|png|pdf]   the paper's figures, lined up by depth
-    neuron-tui analyze FILE [--min-fire-rate X ...]
-    neuron-tui open FILE
+    neuron-tui analyze MODEL|FILE [--min-fire-rate X ...]
+    neuron-tui open MODEL|FILE
     neuron-tui merge A.h5 B.h5 ... -o C.h5 [--model M]   disjoint shards (collect --shard K/N) into one
     torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL [...]   data-parallel collection
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "(any key of report --json's rows)")
     rep.add_argument("--cache-dir", type=Path)
     nrs = sub.add_parser("neurons", help="the neuron table of a layer (or all): filter, search, sort")
-    nrs.add_argument("file", type=Path)
+    _summary_argument(nrs)
     nrs.add_argument("--layer", type=int, help="one layer (default: every layer)")
     nrs.add_argument("--category", default="all", help="all, dead, rare, token, ngram or positional")
     nrs.add_argument("--trigger", help="neurons whose triggers contain this text (e.g. ' of')")
@@ -105,15 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
     neu = sub.add_parser("neuron", help="everything about one neuron")
-    neu.add_argument("file", type=Path)
+    _summary_argument(neu)
     neu.add_argument("layer", type=int)
     neu.add_argument("index", type=int)
     neu.add_argument("--json", action="store_true")
     prb = sub.add_parser("probe", help="run new text through the summary's model: which neurons fire, and what "
                                        "ablating one changes")
-    prb.add_argument("target", help="a summary file or a model name (its cached summary)")
+    _summary_argument(prb)
     prb.add_argument("text", help="the text (the summary's tokenizer splits it)")
-    prb.add_argument("--cache-dir", type=Path)
     prb.add_argument("--layer", type=int, default=0)
     prb.add_argument("--neuron", type=int, help="the neuron whose activation, firing and triggers to show")
     prb.add_argument("--ablate", nargs="?", const="zero", choices=["zero", "mean"],
@@ -129,10 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--format", default="svg", choices=["svg", "png", "pdf"])
     fig.add_argument("--cache-dir", type=Path)
     ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
-    ana.add_argument("file", type=Path)
+    _summary_argument(ana)
     _analysis_options(ana)
     opn = sub.add_parser("open", help="open a summary in the explorer")
-    opn.add_argument("file", type=Path)
+    _summary_argument(opn)
     opn.add_argument("--device", help="where the probe (i) runs the model (default: where the summary was made)")
     mrg = sub.add_parser("merge", help="merge summaries of disjoint corpus shards of one run (collect --shard K/N)")
     mrg.add_argument("files", nargs="+", type=Path)
@@ -212,12 +211,21 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def _summary_argument(parser: argparse.ArgumentParser) -> None:
+    """The one summary a command reads: a file, or a model name whose cached summary `find_summary`
+    picks (as `report MODEL` and `neuron-tui MODEL` do)."""
+    parser.add_argument("file", metavar="MODEL|FILE", help="a summary file or a model name (its cached summary)")
+    parser.add_argument("--cache-dir", type=Path, help="where model names' summaries are looked for")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "main":
         return _open(_summary_of(args), args.device)
     if args.command == "collect":
         print(_summary_of(args))
         return 0
+    if hasattr(args, "file"):  # one summary: a file, or a model's cached summary
+        args.file = find_summary(args.file, args.cache_dir)
     return {"open": lambda a: _open(a.file, a.device), "analyze": run_analyze, "report": run_report,
             "neurons": run_neurons, "neuron": run_neuron, "probe": run_probe, "figures": run_figures,
             "merge": run_merge}[args.command](args)
@@ -378,7 +386,7 @@ def run_neuron(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    path = find_summary(args.target, args.cache_dir)
+    path = args.file
     with _open_file(path) as s:
         if not 0 <= args.layer < s.n_layers:
             raise UsageError(f"no layer {args.layer}: {path} has layers 0..{s.n_layers - 1}")
