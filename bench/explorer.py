@@ -28,8 +28,8 @@ through the request index) against `neuron-tui open FILE` on that summary, alter
 
     python bench/explorer.py --screenshots docs/ --summary path/to/real.h5 [--size 100x30]
 
-writes an SVG screenshot of each screen (overview, layer, neuron, help) of that summary instead (for the
-README; Textual's own SVG export).
+writes an SVG screenshot of each screen (overview, its plot view, layer, neuron, help) of that summary
+instead (for the README; Textual's own SVG export).
 """
 
 from __future__ import annotations
@@ -165,6 +165,11 @@ async def main():
         await settle(pilot)
         assert isinstance(app.screen, OverviewScreen)
         app.save_screenshot("overview.svg", str(out))
+        await pilot.press("v")  # the overview's plot view: the paper's curves over depth
+        await settle(pilot)
+        app.save_screenshot("plots.svg", str(out))
+        await pilot.press("v")
+        await settle(pilot)
         for keys in (("enter",), ("3",)):  # a layer, sorted by firing rate
             await pilot.press(*keys)
             await settle(pilot)
@@ -178,7 +183,7 @@ async def main():
         await settle(pilot)
         assert isinstance(app.screen, HelpScreen)
         app.save_screenshot("help.svg", str(out))
-    print("\n".join(str(out / n) for n in ("overview.svg", "layer.svg", "neuron.svg", "help.svg")))
+    print("\n".join(str(out / n) for n in ("overview.svg", "plots.svg", "layer.svg", "neuron.svg", "help.svg")))
 
 asyncio.run(main())
 '''
