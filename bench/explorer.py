@@ -7,8 +7,9 @@ command line.
 
 Summaries come from bench/make_summary.py and are kept in --dir (default: $TMPDIR/neuron-tui-bench), so
 later runs skip the generation. Each figure is measured in a fresh process driving the real app headless
-(`App.run_test`, 80x24), wall clock from the key press until the screen holds the answer (the worker's
-answer has reached its screen and the app has gone idle, i.e. repainted):
+(`App.run_test`, 80x24), wall clock from the key press until the screen has painted the answer (the worker's
+answer has reached its screen, every message queued by then is handled, and the screen's layout and
+repaint are done):
 
 - first screen: from the first import of the app module (Textual included) until the overview shows
   every layer's row; `app only` starts after the imports (what a resident process would see);
@@ -63,13 +64,16 @@ path, repeat = sys.argv[1], int(sys.argv[2])
 from textual import events
 
 async def until(pilot, cond, limit=60.0):
-    """Until cond() holds, then until the app is idle again (it has painted the answer)."""
+    """Until cond() holds, then until that answer is painted: every message queued by then handled and
+    the screen's pending layout and repaint done, what the next refresh tick does (Pilot.pause does the
+    same after sleeping until the process looks idle, which adds 20-60 ms of its own sampling)."""
     start = time.perf_counter()
     while not cond():
         if time.perf_counter() - start > limit:
             raise TimeoutError("the app did not answer")
         await asyncio.sleep(0.0005)
-    await pilot.pause()
+    await pilot._wait_for_screen()
+    pilot.app.screen._on_timer_update()
 
 CHARS = {"right_square_bracket": "]", "space": " ", "enter": "\r", "slash": "/", "backspace": "\x7f"}
 

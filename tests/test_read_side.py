@@ -210,3 +210,26 @@ def test_a_second_run_of_a_model_opens_its_summary_without_torch(tmp_path, capsy
     assert "tiny-opt: 480 tokens" in done.stdout  # the report of that summary
     index = json.loads((tmp_path / "c" / "index.json").read_text())
     assert [entry["file"] for entry in index.values()] == [os.path.basename(path)]
+
+
+def test_datasets_stay_open_so_a_chunk_is_decompressed_once_and_big_chunks_get_room_for_four(tmp_path):
+    """HDF5 caches decompressed chunks per open dataset: a dataset opened afresh for every read
+    decompresses its chunk again for every neuron. The store keeps each open, with room for four
+    chunks where the file's default cache is smaller (and reads the same numbers as h5py)."""
+    import h5py
+
+    path = tiny_summary(tmp_path, seq_len=128, n_seq=1024)
+    with h5py.File(path, "r") as f:
+        chunk_bytes = int(np.prod(f["tokens"].chunks)) * 4
+        tokens = f["tokens"][[3, 700]]
+        default = f.id.get_access_plist().get_cache()[2]
+    with Summary.open(path) as s:
+        positions = np.array([3 * 128 + 5, 700 * 128 + 127])
+        assert s.tokens_at(positions).tolist() == [tokens[0, 5], tokens[1, 127]]
+        kept = s._dataset("tokens")
+        assert s._dataset("tokens") is kept  # opened once
+        assert kept.id.get_access_plist().get_chunk_cache()[1] == max(default, 4 * chunk_bytes)
+        assert s.tokens_at(positions).tolist() == [tokens[0, 5], tokens[1, 127]]
+    with h5py.File(path, "r", rdcc_nbytes=chunk_bytes) as f:  # a default smaller than four chunks
+        with Summary(path, f, owner=False) as s:
+            assert s._dataset("tokens").id.get_access_plist().get_chunk_cache()[1] == 4 * chunk_bytes
