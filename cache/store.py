@@ -692,8 +692,8 @@ class Summary:
         kept = self._kept.get(name)
         if kept is None:
             kept = self._f[name]
-            chunks = kept.chunks
-            nbytes = 0 if chunks is None else CACHED_CHUNKS * int(np.prod(chunks)) * kept.dtype.itemsize
+            chunk = kept.chunks
+            nbytes = 0 if chunk is None else CACHED_CHUNKS * int(np.prod(chunk)) * kept.dtype.itemsize
             if nbytes > self._f.id.get_access_plist().get_cache()[2]:  # more than the file's default
                 # closed first: a dataset opened while another handle to it is open shares that one's cache
                 del kept

@@ -37,9 +37,10 @@ from tiny import save_tiny, tiny_opt
 N_SEQ, T = 64, 32
 
 
-def collect_cli(folder, corpus, out) -> int:
+def collect_cli(folder, corpus, *where) -> int:
+    """The planted collection through the command line; `where`: `--out FILE` or `--cache-dir DIR`."""
     return main(["collect", str(folder), "--corpus", str(corpus), "--tokens", str(N_SEQ * T), "--seq-len", str(T),
-                 "--batch-size", "16", "--out", str(out), "--quiet"])
+                 "--batch-size", "16", *map(str, where), "--quiet"])
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def planted(tmp_path_factory):
     folder, plan = save_planted(root / "planted-opt")
     corpus = write_planted_corpus(planted_corpus(n_seq=N_SEQ, T=T), root / "corpus.jsonl")
     out = root / "planted.h5"
-    assert collect_cli(folder, corpus, out) == 0
+    assert collect_cli(folder, corpus, "--out", out) == 0
     return folder, plan, out
 
 
@@ -192,7 +193,7 @@ def test_a_changed_or_missing_model_is_one_line_and_never_loaded(planted, tmp_pa
     copy_ = shutil.copytree(folder, tmp_path / "planted-opt")
     corpus = write_planted_corpus(planted_corpus(n_seq=N_SEQ, T=T), tmp_path / "corpus.jsonl")
     summary = tmp_path / "copy.h5"
-    assert collect_cli(copy_, corpus, summary) == 0
+    assert collect_cli(copy_, corpus, "--out", summary) == 0
     capsys.readouterr()
     # retrained in place: other weights in the same folder
     model = OPTForCausalLM.from_pretrained(copy_)
@@ -247,8 +248,7 @@ def test_cli_probe_json_and_ablation(planted, capsys):
 def test_cli_probe_finds_a_models_summary_in_the_cache_by_its_name(planted, tmp_path, capsys):
     folder, _, _ = planted
     corpus = write_planted_corpus(planted_corpus(n_seq=N_SEQ, T=T), tmp_path / "corpus.jsonl")
-    assert main(["collect", str(folder), "--corpus", str(corpus), "--tokens", str(N_SEQ * T), "--seq-len", str(T),
-                 "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    assert collect_cli(folder, corpus, "--cache-dir", tmp_path / "cache") == 0
     capsys.readouterr()
     assert main(["probe", str(folder), "t04 t05", "--neuron", "1", "--json", "--cache-dir", str(tmp_path / "cache")]) == 0
     assert [t["fired"] for t in json.loads(capsys.readouterr().out)["tokens"]] == [False, False, True]

@@ -386,12 +386,11 @@ def run_neuron(args: argparse.Namespace) -> int:
 
 
 def run_probe(args: argparse.Namespace) -> int:
-    path = args.file
-    with _open_file(path) as s:
+    with _open_file(args.file) as s:
         if not 0 <= args.layer < s.n_layers:
-            raise UsageError(f"no layer {args.layer}: {path} has layers 0..{s.n_layers - 1}")
+            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
         if args.neuron is not None and not 0 <= args.neuron < s.n_neurons:
-            raise UsageError(f"no neuron {args.neuron}: layers of {path} have {s.n_neurons}")
+            raise UsageError(f"no neuron {args.neuron}: layers of {args.file} have {s.n_neurons}")
         if args.ablate and args.neuron is None:
             raise UsageError("--ablate needs --neuron: the neuron to ablate")
         if args.top < 1:
