@@ -38,7 +38,7 @@ T, K, C = 2048, 8, 256
 
 def synthetic_layer(F: int, n_seq: int, seed: int = 0):
     """One layer's LayerState shaped like a trained ReLU model's (see the module docstring)."""
-    from neuron_tui.core.accumulators import LayerState
+    from neuron_tui.core.model.accumulators import LayerState
 
     rng = np.random.default_rng(seed)
     rate = np.minimum(0.5, np.exp(rng.normal(np.log(0.01), 1.2, F)))
@@ -63,7 +63,7 @@ def synthetic_layer(F: int, n_seq: int, seed: int = 0):
 def one_shape(shape: str, n_tokens: int, folder: Path) -> dict:
     """Write one checkpoint of `shape` (in this process) and measure it."""
     from neuron_tui.cache import SummaryWriter
-    from neuron_tui.core.states import PassResult, write_pass
+    from neuron_tui.core.model.states import PassResult, write_pass
 
     L, F, _ = SHAPES[shape]
     n_seq = max(1, n_tokens // T)
@@ -92,7 +92,10 @@ def one_shape(shape: str, n_tokens: int, folder: Path) -> dict:
 
 def policy(write_s: float, tokens_per_s: float) -> dict:
     """The default checkpoint policy of collect.py at this write time."""
-    from neuron_tui.core.collect import CHECKPOINT_SPACING, DEFAULT_CHECKPOINT_SECONDS
+    from neuron_tui.core.model.collect import (
+        CHECKPOINT_SPACING,
+        DEFAULT_CHECKPOINT_SECONDS,
+    )
 
     interval = max(DEFAULT_CHECKPOINT_SECONDS, CHECKPOINT_SPACING * write_s)
     return {"interval_s": interval, "share": write_s / (interval + write_s),

@@ -21,15 +21,14 @@ from itertools import islice
 import numpy as np
 import torch
 
-from neuron_tui.core.adapters import ffn_out_projections
-from neuron_tui.core.layerwise import LayerByLayer
-from neuron_tui.core.models import LoadedModel, default_dtype, load
-from neuron_tui.core.packing import pack_sequences
-from neuron_tui.core.plan import Settings, make_plan
-from neuron_tui.core.recorder import Recorder
-from neuron_tui.core.schedules import BatchByBatch, calibrate
+from neuron_tui.core.model.adapters import ffn_out_projections
+from neuron_tui.core.model.layerwise import LayerByLayer
+from neuron_tui.core.model.loading import LoadedModel, default_dtype, load
+from neuron_tui.core.model.packing import pack_sequences
+from neuron_tui.core.model.plan import Settings, make_plan
+from neuron_tui.core.model.recorder import Recorder
+from neuron_tui.core.model.schedules import BatchByBatch, calibrate
 from neuron_tui.core.sources import ModelSource
-
 
 # hidden size, layers, FFN width, heads of the OPT models (Zhang et al. 2022, table 1)
 OPT_SHAPES = {"125m": (768, 12, 3072, 12), "1.3b": (2048, 24, 8192, 32), "6.7b": (4096, 32, 16384, 32)}

@@ -45,10 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import make_summary as gen  # noqa: E402
+from neuron_tui.core.read import synthetic as gen
 
 GENERATOR_VERSION = 3  # bump when make_summary's output changes
 

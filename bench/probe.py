@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from neuron_tui.cache import newest_summary
-from neuron_tui.core.api import SummaryFile
-from neuron_tui.core.probe import Probe, probe_text
+from neuron_tui.core.model.probe import Probe, probe_text
+from neuron_tui.core.read.api import SummaryFile
 
 
 def median_time(fn, rounds: int) -> float:
@@ -55,7 +55,7 @@ async def explorer_answer(path: Path, layer: int, neuron: int, text: str, device
                           probe: Probe) -> float:
     """Median seconds from `enter` in the probe's text box to the answer drawn (the model already loaded)."""
     from neuron_tui.tui.app import NeuronApp
-    from neuron_tui.tui.screens import ProbeScreen, NeuronScreen
+    from neuron_tui.tui.screens import NeuronScreen, ProbeScreen
 
     app = NeuronApp(path, device=device)
     app.probe = probe  # loaded above: this measures the answer, not the load

@@ -50,9 +50,9 @@ def one(point: dict, device: str, out: Path) -> dict:
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    from neuron_tui.core.collect import collect
-    from neuron_tui.core.models import LoadedModel
-    from neuron_tui.core.plan import Settings, make_plan
+    from neuron_tui.core.model.collect import collect
+    from neuron_tui.core.model.loading import LoadedModel
+    from neuron_tui.core.model.plan import Settings, make_plan
     from neuron_tui.core.sources import ModelSource
 
     tokenizer = word_tokenizer(8192)

@@ -21,8 +21,9 @@ and each dataset's shape, dtype and (for the unfiltered ones) the SHA-256 of its
 `docs/design.md` says why each choice.
 """
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: before checksums and token_occ (read without verification)
+SCHEMA_VERSION = 3
+# 1: before checksums and token_occ (read without verification); 2: analysis/flags uint8 (5 kinds)
+READABLE_VERSIONS = (1, 2, 3)
 FORMAT = "neuron-tui summary"  # root attribute `format`: tells our files from any other HDF5 file
 INTEGRITY_ATTR = "integrity"  # root attribute: JSON digest record (see the module docstring)
 
@@ -121,13 +122,12 @@ PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out", "orie
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.
 ANALYSIS_VERSION = 2  # 2: the paper's positional types (POS_SHAPES) and their strength
-FLAG_DEAD, FLAG_RARE, FLAG_TOKEN, FLAG_NGRAM, FLAG_POSITIONAL = 1, 2, 4, 8, 16
-FLAG_NAMES = {FLAG_DEAD: "dead", FLAG_RARE: "rare", FLAG_TOKEN: "token", FLAG_NGRAM: "ngram", FLAG_POSITIONAL: "positional"}
 # analysis/pos_shape codes: the paper's section 5 types (docs/design.md defines each)
 POS_SHAPES = ("none", "oscillatory", "both-extremes", "one-extreme", "other")
 POS_SHAPES_V1 = ("none", "range", "periodic", "both-extremes", "other")  # analysis_version 1 codes
 ANALYSIS_DATASETS = {
-    "flags": ("uint8", "L,F"),  # bitwise OR of FLAG_* values
+    # bit k set: the neuron is of the kind whose `bit` is k (core/read/kinds.py; uint8 before schema 3)
+    "flags": ("uint32", "L,F"),
     "pos_mi": ("float32", "L,F"),  # I(fired; position), nats
     "pos_shape": ("uint8", "L,F"),  # index into POS_SHAPES
     "pos_strong": ("uint8", "L,F"),  # 1: a strong positional neuron (the paper's "strong"), 0: weak

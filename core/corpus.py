@@ -5,7 +5,7 @@ machine-specific; docs/design.md), so every corpus has, besides its documents:
 - `identity`: the source kind, a description without absolute paths (file names relative to the folder or
   glob root), the number of documents and a SHA-256 over the documents themselves. The same files in
   another folder or on another machine give the same identity; one changed byte gives another.
-- a fixed document order, so that packing (core.packing) produces the same sequences on every run.
+- a fixed document order, so that packing (core.model.packing) produces the same sequences on every run.
 
 Local corpora are scanned once when loaded (for the hash, and to check that they hold text) and are then
 read again document by document, so a corpus larger than memory works. Hugging Face datasets are streamed

@@ -8,9 +8,9 @@ option as given). Finding its summary takes two steps:
    made of cheap facts (the model's fingerprint, the corpus files' names, sizes and times, the options
    as given), to the file it produced. This needs no model config, no corpus hash and no torch: a
    second `neuron-tui MODEL` opens its explorer about as fast as `neuron-tui open FILE`.
-2. Otherwise the run is planned (core.plan: the model's config, the corpus identity): an existing
-   summary of the planned run is reused, else the model is loaded and the pass runs (core.collect,
-   or core.distributed under torchrun), after `plan.check_destination` has proved that the output can
+2. Otherwise the run is planned (core.model.plan: the model's config, the corpus identity): an existing
+   summary of the planned run is reused, else the model is loaded and the pass runs (core.model.collect,
+   or core.model.distributed under torchrun), after `plan.check_destination` has proved that the output can
    be written. Either way the request is recorded in the index.
 
 The collection's modules (and torch) load only in step 2.
@@ -135,7 +135,7 @@ def ensure_summary(request: CollectRequest, say: Callable[[str], None] = lambda 
     """The summary of `request`: found (index, then plan) or collected; `say` prints notices. Under
     torchrun (`distributed`) every rank plans and collects its shard; rank 0 records the request."""
     if request.distributed:
-        from . import distributed
+        from neuron_tui.core.model import distributed
 
         with distributed.session(request.device) as rank:
             source = resolve(request.model)
@@ -159,8 +159,8 @@ def _record(request: CollectRequest, source: ModelSource, path: Path) -> None:
 
 def _collect(request: CollectRequest, source: ModelSource, rank, say: Callable[[str], None]) -> Path:
     """Plan the run (config only), reuse a summary of it, else check the destination, load, collect."""
-    from . import models
-    from .plan import check_destination, make_plan, summary_bytes
+    from neuron_tui.core.model import loading as models
+    from neuron_tui.core.model.plan import check_destination, make_plan, summary_bytes
 
     device = rank.device if rank else request.device or models.default_device()
     config = models.load_config(source)
@@ -180,10 +180,10 @@ def _collect(request: CollectRequest, source: ModelSource, rank, say: Callable[[
                          max_memory=_max_memory(request, plan, config), offload_folder=request.offload_folder,
                          on_host=request.layer_by_layer, quiet=request.quiet)
     if rank:
-        from . import distributed
+        from neuron_tui.core.model import distributed
 
         return distributed.collect(loaded, plan, rank, quiet=request.quiet)
-    from .collect import collect
+    from neuron_tui.core.model.collect import collect
 
     return collect(loaded, plan, quiet=request.quiet, runner=_schedule(request, loaded, plan, device, say), device=device)
 
@@ -192,7 +192,7 @@ def _schedule(request: CollectRequest, loaded, plan, device: str, say: Callable[
     """The pass's schedule: layer by layer when asked, else None (batch by batch), with a hint when
     accelerate offloaded layers that a GPU would then receive again for every batch."""
     if request.layer_by_layer:
-        from . import layerwise
+        from neuron_tui.core.model import layerwise
 
         chunk = layerwise.chunk_batches(device, plan.batch_size * plan.seq_len, request.chunk_tokens)
         return layerwise.LayerByLayer(loaded.model, device, chunk)
@@ -208,8 +208,8 @@ def _max_memory(request: CollectRequest, plan, config) -> dict | None:
     room its accumulators will take (plan.device_budget); None lets accelerate decide."""
     import torch
 
-    from . import models
-    from .plan import device_budget
+    from neuron_tui.core.model import loading as models
+    from neuron_tui.core.model.plan import device_budget
 
     if request.max_memory:
         return models.parse_max_memory(request.max_memory)

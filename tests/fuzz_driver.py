@@ -17,7 +17,6 @@ import io
 import json
 import sys
 import traceback
-from pathlib import Path
 
 
 def run_cli(args: list[str]) -> dict:
@@ -34,9 +33,10 @@ def run_cli(args: list[str]) -> dict:
 
 async def explore(path: str) -> dict:
     """The explorer on `path`: the overview's rows, layer 0's table, neuron 0's record, or the error."""
+    from pilot import settle  # tests/ is this script's folder, first on sys.path
+
     from neuron_tui.tui.app import NeuronApp
     from neuron_tui.tui.screens import ErrorScreen
-    from pilot import settle  # tests/ is this script's folder, first on sys.path
 
     app = NeuronApp(path)
     shown: dict = {}

@@ -34,7 +34,7 @@ import torch
 from transformers import OPTConfig, OPTForCausalLM
 
 from neuron_tui.cache import write_summary
-from neuron_tui.core.sampling import token_levels
+from neuron_tui.core.read.sampling import token_levels
 
 # ---------------------------------------------------------------------------------------------------
 # synthetic summaries
@@ -354,9 +354,9 @@ def save_planted(folder: Path, **kwargs) -> tuple[Path, Plan]:
 def collect_planted(model: OPTForCausalLM, plan: Plan, tokens: np.ndarray, folder: Path, **settings) -> Path:
     """Run the real collection on `tokens` [S, T] (BOS first): each row becomes one text document
     of words t<id>, packed back into the same rows by the planted tokenizer."""
-    from neuron_tui.core.collect import collect
-    from neuron_tui.core.models import LoadedModel
-    from neuron_tui.core.plan import Settings, make_plan
+    from neuron_tui.core.model.collect import collect
+    from neuron_tui.core.model.loading import LoadedModel
+    from neuron_tui.core.model.plan import Settings, make_plan
     from neuron_tui.core.sources import ModelSource
 
     corpus = write_planted_corpus(tokens, folder / "planted.jsonl")

@@ -1,19 +1,10 @@
-"""Small synthetic summaries for the explorer's tests, made by `bench/make_summary.py` (one generator).
-
-bench/ is not a package, so its folder is put on sys.path once here; tests import `make_summary` and
-`tiny_summary` from this module.
-"""
+"""The standard tiny synthetic summary of the explorer's tests (neuron_tui.core.read.synthetic makes it)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-_BENCH = str(Path(__file__).resolve().parents[1] / "bench")
-if _BENCH not in sys.path:
-    sys.path.insert(0, _BENCH)
-
-from make_summary import make_summary, make_vocab  # noqa: E402
+from neuron_tui.core.read.synthetic import make_summary, make_vocab
 
 __all__ = ["make_summary", "make_vocab", "tiny_summary", "TINY"]
 

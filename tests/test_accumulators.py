@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from neuron_tui.core import accumulators
-from neuron_tui.core.accumulators import BatchIndex, LayerAccumulator
-from neuron_tui.core.sampling import MAX_LEVEL, token_levels
-
+from neuron_tui.core.model import accumulators
+from neuron_tui.core.model.accumulators import BatchIndex, LayerAccumulator
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 
 # device, sync-free, CPU sparse-batch threshold (accumulators.SPARSE_BATCH: 0 = always the pairs path,
 # huge = never)

@@ -10,14 +10,20 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from planted import collect_planted, ffn_activations, planted_corpus, planted_opt, write_firing_summary
+from planted import (
+    collect_planted,
+    ffn_activations,
+    planted_corpus,
+    planted_opt,
+    write_firing_summary,
+)
 
 from neuron_tui.cache import Summary, schema, write_summary
-from neuron_tui.core import analysis
-from neuron_tui.core.sampling import token_levels
-from neuron_tui.core.analysis import AnalysisParams, analyze, count_stderr, run_analysis
-from neuron_tui.core.projections import project_updates
-from neuron_tui.core.triggers import candidate_triggers
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.analysis import analyze, run_analysis
+from neuron_tui.core.read.occurrences import count_stderr
+from neuron_tui.core.read.params import AnalysisParams
+from neuron_tui.core.read.sampling import token_levels
 
 VOCAB = ["<s>", "a", "b", "c", "d", "e", "f", "g"]
 # BOS (0) at position 0; non-BOS occurrences: 1 x3, 2 x1, 3 x7, 4 x3, 5 x2, 6 x4 (20 tokens)
@@ -55,7 +61,7 @@ def hand_fired() -> np.ndarray:
 
 def flags_of(arrays, layer=0):
     f = arrays["flags"][layer]
-    return {name: np.flatnonzero(f & bit).tolist() for bit, name in schema.FLAG_NAMES.items()}
+    return {k.name: np.flatnonzero(kinds.has(f, k.name)).tolist() for k in kinds.KINDS}
 
 
 @pytest.fixture
@@ -121,12 +127,12 @@ def test_hand_summary_thresholds_are_parameters(hand):
 def test_bos_position_and_positional_flag(hand):
     with Summary.open(hand) as s:
         _, a = analyze(s)
-        assert a["pos_mi"][0, 2] == 0.0 and not a["flags"][0, 2] & schema.FLAG_POSITIONAL
+        assert a["pos_mi"][0, 2] == 0.0 and not kinds.has(a["flags"][0, 2], "positional")
         _, b = analyze(s, AnalysisParams(positional_skip_bos=False))
     # fires at position 0 of every sequence and nowhere else: I = H(1/6)
     h = -(1 / 6 * math.log(1 / 6) + 5 / 6 * math.log(5 / 6))
     assert b["pos_mi"][0, 2] == pytest.approx(h, rel=1e-6)
-    assert b["flags"][0, 2] & schema.FLAG_POSITIONAL
+    assert kinds.has(b["flags"][0, 2], "positional")
     # an indicator of position 0: its rate is exactly 1 there and 0 elsewhere, a strong both-extremes
     assert schema.POS_SHAPES[b["pos_shape"][0, 2]] == "both-extremes" and b["pos_strong"][0, 2] == 1
     assert b["pos_range"][0, 2].tolist() == [0, 0]
@@ -242,7 +248,7 @@ def test_counts_at_level_above_zero_use_the_sampled_occurrences(tmp_path):
     assert arrays["event_level"][0, 0] == 2 and arrays["event_offsets"][0, 1] == kept3
     # the perfect detector: exactly occ(3) firings and P = 1 at any level ...
     assert a["trig_count"][0, 0, 0] == occ3 and a["trig_pfire"][0, 0, 0] == 1.0
-    assert a["flags"][0, 0] & schema.FLAG_TOKEN
+    assert kinds.has(a["flags"][0, 0], "token")
     # ... where kept * 2**level is off (the reason for the ratio estimator)
     assert kept3 * 4 != occ3
     # the half-detector: rate on the sampled occurrences (z >= 1) times all occurrences
@@ -251,7 +257,7 @@ def test_counts_at_level_above_zero_use_the_sampled_occurrences(tmp_path):
     assert 0 < kept < sampled < occ4.size
     assert a["trig_count"][0, 1, 0] == pytest.approx(kept / sampled * occ4.size, rel=1e-6)
     assert a["trig_pfire"][0, 1, 0] == pytest.approx(kept / sampled, rel=1e-6)
-    assert not a["flags"][0, 1] & schema.FLAG_TOKEN
+    assert not kinds.has(a["flags"][0, 1], "token")
     se = count_stderr(a["trig_count"][0, 1, 0], occ4.size, sampled)
     assert 0 < se < occ4.size
     assert count_stderr(occ3, occ3, kept3) == 0.0  # a detector's rate 1 has no sampling error
@@ -467,4 +473,4 @@ def test_analysis_of_wide_layers(tmp_path):
         _, a = analyze(s)
     assert a["flags"].shape == (L, F)
     # events at random positions of a Zipf stream: no neuron is a token or n-gram detector
-    assert not (a["flags"] & (schema.FLAG_TOKEN | schema.FLAG_NGRAM)).any()
+    assert not (kinds.has(a["flags"], "token") | kinds.has(a["flags"], "ngram")).any()

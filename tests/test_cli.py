@@ -11,11 +11,10 @@ import time
 import h5py
 import numpy as np
 import pytest
-
-from neuron_tui.cache import Summary, write_summary
-from neuron_tui.cache import schema
-from neuron_tui.tui.cli import main
 from tiny import save_tiny, tiny_opt, write_text_corpus
+
+from neuron_tui.cache import Summary, schema, write_summary
+from neuron_tui.tui.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +137,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_one(capsys, model_dir, cor
     import errno
 
     from neuron_tui.cache import SummaryWriter
-    from neuron_tui.core import collect as collect_mod
+    from neuron_tui.core.model import collect as collect_mod
 
     calls = {"n": 0}
 

@@ -3,16 +3,23 @@
 import numpy as np
 import pytest
 import torch
+from tiny import (
+    interrupt_forward_at,
+    make_tokenizer,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_opt,
+    write_text_corpus,
+)
 
 from neuron_tui.cache import Summary
-from neuron_tui.core import schedules
-from neuron_tui.core.sampling import MAX_LEVEL, token_levels
-from neuron_tui.core.collect import collect
-from neuron_tui.core.plan import Settings, make_plan
 from neuron_tui.core.errors import NeuronTuiError
-from neuron_tui.core.models import LoadedModel
+from neuron_tui.core.model import schedules
+from neuron_tui.core.model.collect import collect
+from neuron_tui.core.model.loading import LoadedModel
+from neuron_tui.core.model.plan import Settings, make_plan
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 from neuron_tui.core.sources import ModelSource
-from tiny import interrupt_forward_at, make_tokenizer, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
 
 
 def ffn_activations_slow(model, tokens: np.ndarray) -> list[np.ndarray]:
@@ -149,7 +156,7 @@ def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, m
     import os
     import signal
 
-    from neuron_tui.core.adapters import ffn_out_projections
+    from neuron_tui.core.model.adapters import ffn_out_projections
 
     model = tiny_llama()
     with run_tiny(model, tmp_path / "a") as s:

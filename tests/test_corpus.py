@@ -20,7 +20,7 @@ from neuron_tui.core import corpus as corpus_mod
 from neuron_tui.core.builtin_corpus import BUILTIN_SOURCES, builtin_documents
 from neuron_tui.core.corpus import Corpus, load_corpus
 from neuron_tui.core.errors import NeuronTuiError, UsageError
-from neuron_tui.core.packing import pack_sequences, tokenizer_adds_bos
+from neuron_tui.core.model.packing import pack_sequences, tokenizer_adds_bos
 
 BOS, EOS = "<s>", "</s>"
 

@@ -10,12 +10,12 @@ import h5py
 import numpy as np
 import pytest
 import torch.multiprocessing as mp
-
-from neuron_tui.core.errors import NeuronTuiError
-from neuron_tui.cache import Summary
-from neuron_tui.tui.cli import main
 from test_merge import assert_same_top
 from tiny import interrupt_forward_at, save_tiny, tiny_llama, write_text_corpus
+
+from neuron_tui.cache import Summary
+from neuron_tui.core.errors import NeuronTuiError
+from neuron_tui.tui.cli import main
 
 
 def free_port() -> int:
@@ -27,7 +27,7 @@ def free_port() -> int:
 def _tau_worker(rank: int, world: int, port: int, out: str) -> None:
     """Rank r calibrates to r*10 + [1, 2], so any tau but rank 0's shows; then rank 1 resumes a
     checkpoint whose tau is not rank 0's."""
-    from neuron_tui.core import distributed
+    from neuron_tui.core.model import distributed
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     with distributed.session("cpu") as me:

@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from synthetic import tiny_summary
+from tiny import save_tiny, tiny_gpt2, write_text_corpus
 
 from neuron_tui.cache import Summary
 from neuron_tui.core import sources
 from neuron_tui.tui.cli import main
-from synthetic import tiny_summary
-from tiny import save_tiny, tiny_gpt2, write_text_corpus
 
 
 def cli(capsys, *args):
@@ -91,7 +91,7 @@ def test_a_gguf_is_known_by_its_header_not_its_place(tmp_path):
 
 @pytest.fixture
 def no_model_load(monkeypatch):
-    from neuron_tui.core import models
+    from neuron_tui.core.model import loading as models
 
     def refuse(*args, **kwargs):
         raise AssertionError("the model was loaded before the destination was checked")
@@ -141,7 +141,7 @@ def test_an_uncreatable_cache_folder_is_one_line(capsys, tmp_path, corpus, no_mo
 
 
 def test_the_writability_probe_leaves_nothing_behind(tmp_path):
-    from neuron_tui.core.plan import check_destination
+    from neuron_tui.core.model.plan import check_destination
 
     check_destination(tmp_path / "out" / "s.h5", needed=1)
     assert list((tmp_path / "out").iterdir()) == []
@@ -181,7 +181,7 @@ def test_analyze_refuses_values_that_cannot_mean_anything(capsys, small, args, w
 def test_every_analysis_parameter_has_a_check():
     from dataclasses import fields
 
-    from neuron_tui.core.analysis import CHECKS, PARAM_TYPES, AnalysisParams
+    from neuron_tui.core.read.params import CHECKS, PARAM_TYPES, AnalysisParams
 
     assert {f.name for f in fields(AnalysisParams)} == set(CHECKS) == set(PARAM_TYPES)
 

@@ -8,13 +8,13 @@ import sys
 
 import numpy as np
 import pytest
+from synthetic import tiny_summary
 
 from neuron_tui.cache import Summary, schema
-from neuron_tui.core.figures import PROFILES_PER_TYPE, tokens_label
-from neuron_tui.core.queries import ROW_KEYS
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.figures import PROFILES_PER_TYPE, tokens_label
+from neuron_tui.core.read.queries import ROW_KEYS
 from neuron_tui.tui.cli import main
-
-from synthetic import tiny_summary
 
 MAGIC = {"svg": b"<?xml", "png": b"\x89PNG\r\n\x1a\n", "pdf": b"%PDF-"}
 
@@ -76,7 +76,7 @@ def test_the_profiles_are_the_strongest_positional_neurons_of_the_layer_with_mos
     assert len(profiles) == 2
     for path, figure in zip(two, profiles):
         with Summary.open(path) as s:
-            flags = s.analysis.read("flags") & schema.FLAG_POSITIONAL
+            flags = kinds.has(s.analysis.read("flags"), "positional")
             layer = int(np.argmax((flags > 0).sum(1)))
             shape, mi = s.analysis.read("pos_shape", layer), s.analysis.read("pos_mi", layer)
         assert f"layer {layer}" in figure["title"]

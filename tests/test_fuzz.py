@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from neuron_tui.core.collect import collect
-from neuron_tui.core.models import LoadedModel
-from neuron_tui.core.plan import Settings, make_plan
-from neuron_tui.core.sources import ModelSource
 from tiny import make_tokenizer, tiny_opt, write_text_corpus
+
+from neuron_tui.core.model.collect import collect
+from neuron_tui.core.model.loading import LoadedModel
+from neuron_tui.core.model.plan import Settings, make_plan
+from neuron_tui.core.sources import ModelSource
 
 DRIVER = Path(__file__).with_name("fuzz_driver.py")
 COPIES = 12  # per kind of damage

@@ -6,18 +6,18 @@ the run key."""
 from __future__ import annotations
 
 import json
-from itertools import islice
 
 import numpy as np
 import pytest
 
 pytest.importorskip("datasets", reason="the hf: corpus path needs the datasets library ([test] installs it)")
 
+from tiny import WORDS, interrupt_forward_at, save_tiny, tiny_opt  # noqa: E402
+
 from neuron_tui.cache import Summary  # noqa: E402
 from neuron_tui.core.corpus import NAMED, PAPER_MIX, load_corpus, parse_mix  # noqa: E402
 from neuron_tui.core.errors import NeuronTuiError, UsageError  # noqa: E402
 from neuron_tui.tui.cli import main  # noqa: E402
-from tiny import WORDS, interrupt_forward_at, save_tiny, tiny_opt  # noqa: E402
 
 SETS = ("Wikipedia (en)", "DM Mathematics", "HackerNews")
 

@@ -6,14 +6,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
-from neuron_tui.cache import Summary
-from neuron_tui.core.accumulators import BatchIndex, LayerAccumulator
-from neuron_tui.core.sampling import MAX_LEVEL, token_levels
-from neuron_tui.core.merge import merge_layer
-from neuron_tui.tui.cli import main
 from edit import rewritten
 from tiny import save_tiny, tiny_llama, tiny_opt, write_text_corpus
+
+from neuron_tui.cache import Summary
+from neuron_tui.core.model.accumulators import BatchIndex, LayerAccumulator
+from neuron_tui.core.model.merge import merge_layer
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
+from neuron_tui.tui.cli import main
 
 S, T, F, CAP, K = 60, 16, 40, 8, 4
 

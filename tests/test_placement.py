@@ -10,13 +10,21 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from tiny import (
+    interrupt_forward_at,
+    save_tiny,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_opt,
+    write_text_corpus,
+)
 
-from neuron_tui.core import layerwise, models
-from neuron_tui.core.accumulators import LayerAccumulator, device_bytes
-from neuron_tui.core.plan import Settings, device_budget, make_plan
 from neuron_tui.core.errors import UsageError
+from neuron_tui.core.model import layerwise
+from neuron_tui.core.model import loading as models
+from neuron_tui.core.model.accumulators import LayerAccumulator, device_bytes
+from neuron_tui.core.model.plan import Settings, device_budget, make_plan
 from neuron_tui.tui.cli import main
-from tiny import interrupt_forward_at, save_tiny, tiny_gpt2, tiny_llama, tiny_opt, write_text_corpus
 
 
 def everything(path) -> dict:
@@ -132,7 +140,7 @@ def test_layer_by_layer_collects_what_batch_by_batch_collects(build, tmp_path):
 
 def test_layer_by_layer_builds_each_batchs_index_once_for_all_layers(tmp_path, monkeypatch):
     """Every layer of a chunk sees every batch; the batch's index tensors are made once, not per layer."""
-    from neuron_tui.core import recorder as recorder_mod
+    from neuron_tui.core.model import recorder as recorder_mod
 
     built = []
     real = recorder_mod.BatchIndex

@@ -9,8 +9,13 @@ import numpy as np
 import pytest
 
 from neuron_tui.cache import schema
-from neuron_tui.core import positional
-from neuron_tui.core.positional import ShapeRule, classify, mi_bias, mutual_information
+from neuron_tui.core.read import positional
+from neuron_tui.core.read.positional import (
+    ShapeRule,
+    classify,
+    mi_bias,
+    mutual_information,
+)
 
 SHAPE = {name: code for code, name in enumerate(schema.POS_SHAPES)}
 

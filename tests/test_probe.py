@@ -1,4 +1,4 @@
-"""The probe (core/probe.py, `neuron-tui probe`, the explorer's `i`) on the planted OPT.
+"""The probe (core/model/probe.py, `neuron-tui probe`, the explorer's `i`) on the planted OPT.
 
 The planted OPT is saved as a model folder and collected through the command line, so its summary
 records a folder fingerprint the probe must find and match. Its planted neurons give answers known
@@ -17,22 +17,21 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from edit import rewritten
+from pilot import press, screen_text, settle, type_text
+from planted import planted_corpus, planted_text, save_planted, write_planted_corpus
+from test_tui import anyio_backend  # noqa: F401 (a fixture)
+from tiny import save_tiny, tiny_opt
 from transformers import OPTForCausalLM
 
 from neuron_tui.cache import Summary
-from neuron_tui.core.api import SummaryFile
-from neuron_tui.core.probe import Probe, ProbeError, probe_text
-from neuron_tui.core.sampling import token_levels
+from neuron_tui.core.model.probe import Probe, ProbeError, probe_text
+from neuron_tui.core.read.api import SummaryFile
+from neuron_tui.core.read.sampling import token_levels
 from neuron_tui.core.sources import resolve
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.cli import main
 from neuron_tui.tui.screens import LayerScreen, NeuronScreen, ProbeScreen
-
-from edit import rewritten
-from planted import planted_corpus, planted_text, save_planted, write_planted_corpus
-from pilot import press, screen_text, settle, type_text
-from test_tui import anyio_backend  # noqa: F401 (a fixture)
-from tiny import save_tiny, tiny_opt
 
 N_SEQ, T = 64, 32
 

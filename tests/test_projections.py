@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tiny
 import torch
 
-import tiny
 from neuron_tui.cache import schema
-from neuron_tui.core import projections
-from neuron_tui.core.adapters import ffn_out_projections
-from neuron_tui.core.projections import project_updates
+from neuron_tui.core.model import projections
+from neuron_tui.core.model.adapters import ffn_out_projections
+from neuron_tui.core.model.projections import project_updates
 
 V = tiny.vocab_size()
 F = 24  # neurons per layer

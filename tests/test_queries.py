@@ -1,4 +1,4 @@
-"""The read side's answers (core.queries): per-layer rows, cross-model comparison, the per-neuron
+"""The read side's answers (core.read.queries): per-layer rows, cross-model comparison, the per-neuron
 record, and their renderings on the command line (tui.render)."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from rich.console import Console
 from test_analysis import TOKENS, VOCAB, fires_on, hand_fired, projection_group
 
 from neuron_tui.cache import Summary
-from neuron_tui.core.analysis import AnalysisParams, run_analysis
-from neuron_tui.core.queries import compare_rows, layer_rows, neuron_record
+from neuron_tui.core.read.analysis import run_analysis
+from neuron_tui.core.read.params import AnalysisParams
+from neuron_tui.core.read.queries import compare_rows, layer_rows, neuron_record
 from neuron_tui.tui.render import compare_table, neuron_panel, report_table, sparkline
 
 S, T = TOKENS.shape

@@ -12,18 +12,19 @@ import sys
 
 import numpy as np
 import pytest
+from synthetic import tiny_summary
+from tiny import make_tokenizer, tiny_opt, write_text_corpus
 
 import neuron_tui
-from neuron_tui.cache import Summary, SummaryError, schema
-from neuron_tui.core.collect import collect
-from neuron_tui.core.models import LoadedModel
-from neuron_tui.core.plan import Settings, make_plan
-from neuron_tui.core.queries import TABLE_KEYS
+from neuron_tui.cache import Summary, SummaryError
+from neuron_tui.core.model.collect import collect
+from neuron_tui.core.model.loading import LoadedModel
+from neuron_tui.core.model.plan import Settings, make_plan
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.queries import TABLE_KEYS
 from neuron_tui.core.sources import ModelSource
 from neuron_tui.tui.cli import main
 from neuron_tui.tui.viewmodel import Explorer
-from synthetic import tiny_summary
-from tiny import make_tokenizer, tiny_opt, write_text_corpus
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +115,7 @@ def test_neurons_command(real, capsys):
         flags = s.analysis.read("flags", 1)
         counts = s.read("act_count", 1)
     rows = cli_json(capsys, "neurons", real, "--layer", 1, "--category", "dead", "--json")
-    assert [r["neuron"] for r in rows] == np.flatnonzero(flags & schema.FLAG_DEAD).tolist()
+    assert [r["neuron"] for r in rows] == np.flatnonzero(kinds.has(flags, "dead")).tolist()
     rows = cli_json(capsys, "neurons", real, "--layer", 1, "--sort", "rate", "--limit", 3, "--json")
     assert [r["firings"] for r in rows] == sorted(counts, reverse=True)[:3]
     rows = cli_json(capsys, "neurons", real, "--layer", 1, "--sort", "rate", "--reverse", "--limit", 3, "--json")

@@ -7,7 +7,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from neuron_tui.core.triggers import candidate_triggers, count_pairs
+from neuron_tui.core.read.triggers import candidate_triggers, count_pairs
 
 
 def slow_top(offsets, tokens, k, drop=lambda e, t: False):

@@ -13,9 +13,12 @@ import re
 import h5py
 import numpy as np
 import pytest
+from edit import raw_vocab
+from pilot import press, screen_text, settle, type_text
+from synthetic import tiny_summary
 
-from neuron_tui.cache import schema
-from neuron_tui.core.tokens import visible
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.tokens import visible
 from neuron_tui.tui.app import LEGEND, NeuronApp, known_binding_ids, load_keymap
 from neuron_tui.tui.screens import (
     ErrorScreen,
@@ -27,10 +30,6 @@ from neuron_tui.tui.screens import (
     OverviewScreen,
     TooSmallScreen,
 )
-
-from edit import raw_vocab
-from pilot import press, screen_text, settle, type_text
-from synthetic import tiny_summary
 
 SIZE = (80, 24)
 pytestmark = pytest.mark.anyio  # async tests run by anyio's pytest plugin, on asyncio
@@ -292,7 +291,7 @@ async def test_table_navigation_and_paging(summary):
 
 
 async def test_neuron_detail_shows_everything(summary, raw):
-    layer = next(l for l in range(4) if (raw["flags"][l] & schema.FLAG_TOKEN).any())
+    layer = next(l for l in range(4) if (kinds.has(raw["flags"][l], "token")).any())
     app = NeuronApp(summary)
     async with app.run_test(size=(160, 48), notifications=True) as pilot:
         await open_layer(pilot, layer)
@@ -600,7 +599,7 @@ async def test_a_damaged_dataset_is_named_on_screen(tmp_path):
 
 
 async def test_the_overview_plot_view_draws_the_figures_curves(summary):
-    from neuron_tui.core.figures import depth_figures
+    from neuron_tui.core.read.figures import depth_figures
     from neuron_tui.tui.widgets import PositionPlot
 
     app = NeuronApp(summary)

@@ -5,20 +5,19 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
+from edit import raw_vocab
+from pilot import press, screen_text, settle, type_text
+from test_tui import assert_view, flat_text, open_layer
+from tiny import make_tokenizer, tiny_opt, write_text_corpus
 
-from neuron_tui.core.collect import collect
-from neuron_tui.core.plan import Settings, make_plan
-from neuron_tui.core.models import LoadedModel
+from neuron_tui.core.model.collect import collect
+from neuron_tui.core.model.loading import LoadedModel
+from neuron_tui.core.model.plan import Settings, make_plan
+from neuron_tui.core.read.tokens import visible
 from neuron_tui.core.sources import ModelSource
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.screens import LayerScreen, NeuronScreen
-from neuron_tui.core.tokens import visible
 from neuron_tui.tui.viewmodel import Explorer, ViewState
-
-from pilot import press, screen_text, settle, type_text
-from test_tui import assert_view, flat_text, open_layer
-from edit import raw_vocab
-from tiny import make_tokenizer, tiny_opt, write_text_corpus
 
 pytestmark = pytest.mark.anyio
 

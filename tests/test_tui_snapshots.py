@@ -8,14 +8,20 @@ Summaries are opened by a relative name from their folder, so no temporary path 
 from __future__ import annotations
 
 import pytest
+from pilot import settle, type_text
+from planted import planted_corpus, save_planted, write_planted_corpus
+from synthetic import tiny_summary
 
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.cli import main
-from neuron_tui.tui.screens import ErrorScreen, HelpScreen, LayerScreen, NeuronScreen, OverviewScreen, ProbeScreen
-
-from planted import planted_corpus, save_planted, write_planted_corpus
-from synthetic import tiny_summary
-from pilot import settle, type_text
+from neuron_tui.tui.screens import (
+    ErrorScreen,
+    HelpScreen,
+    LayerScreen,
+    NeuronScreen,
+    OverviewScreen,
+    ProbeScreen,
+)
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 

@@ -1,4 +1,4 @@
-"""The explorer's view-models and the layer tables they stand on (core.queries), without Textual:
+"""The explorer's view-models and the layer tables they stand on (core.read.queries), without Textual:
 columns, filter, sort, search, paging, records, marks, export."""
 
 from __future__ import annotations
@@ -11,16 +11,21 @@ import sys
 import h5py
 import numpy as np
 import pytest
-
-from neuron_tui.cache import SummaryError, schema
-from neuron_tui.core import queries
-from neuron_tui.core.api import LAYER_TABLES
-from neuron_tui.core.tokens import visible
-from neuron_tui.tui import viewmodel as vm
-from neuron_tui.tui.viewmodel import Explorer, Marks, ReadOnlyError, ViewState, parse_goto
-
 from edit import raw_vocab
 from synthetic import tiny_summary
+
+from neuron_tui.cache import SummaryError
+from neuron_tui.core.read import kinds, queries
+from neuron_tui.core.read.api import LAYER_TABLES
+from neuron_tui.core.read.tokens import visible
+from neuron_tui.tui import viewmodel as vm
+from neuron_tui.tui.viewmodel import (
+    Explorer,
+    Marks,
+    ReadOnlyError,
+    ViewState,
+    parse_goto,
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +77,7 @@ def test_layer_columns_match_the_file(explorer, raw):
 
 @pytest.mark.parametrize("name", ["dead", "rare", "token", "ngram", "positional"])
 def test_filter_is_the_category_mask(explorer, raw, name):
-    bit = queries.FLAG_OF[name]
+    bit = kinds.mask_bit(name)
     seen = 0
     for layer in range(explorer.info.n_layers):
         view = explorer.view(layer, ViewState(filter=name))
@@ -187,18 +192,18 @@ def test_overview_rows_count_each_category(explorer, raw):
     assert [r["layer"] for r in rows] == list(range(4))
     for r in rows:
         flags = raw["flags"][r["layer"]]
-        assert r["dead"] == int((flags & schema.FLAG_DEAD > 0).sum()) == int((raw["act_count"][r["layer"]] == 0).sum())
-        assert r["token"] == int((flags & schema.FLAG_TOKEN > 0).sum())
-        assert r["ngram"] == int((flags & schema.FLAG_NGRAM > 0).sum())
-        assert r["positional"] == int((flags & schema.FLAG_POSITIONAL > 0).sum())
+        assert r["dead"] == int(kinds.has(flags, "dead").sum()) == int((raw["act_count"][r["layer"]] == 0).sum())
+        assert r["token"] == int(kinds.has(flags, "token").sum())
+        assert r["ngram"] == int(kinds.has(flags, "ngram").sum())
+        assert r["positional"] == int(kinds.has(flags, "positional").sum())
         alive = raw["act_count"][r["layer"]] > 0
         assert r["alive_rate"] == pytest.approx((raw["act_count"][r["layer"]][alive] / raw["n_tokens"]).mean())
     assert rows[0]["dead"] > rows[-1]["dead"]  # dead neurons sit in early layers
 
 
 def test_neuron_record_of_a_token_detector(explorer, raw):
-    layer = next(l for l in range(4) if (raw["flags"][l] & schema.FLAG_TOKEN).any())
-    i = int(np.flatnonzero(raw["flags"][layer] & schema.FLAG_TOKEN)[0])
+    layer = next(l for l in range(4) if (kinds.has(raw["flags"][l], "token")).any())
+    i = int(np.flatnonzero(kinds.has(raw["flags"][layer], "token"))[0])
     r = explorer.neuron(layer, i)
     assert "token" in r["categories"] and r["act_count"] == raw["act_count"][layer, i]
     counts = [t["count"] for t in r["triggers"]]

@@ -76,7 +76,7 @@ def save_tiny(model, folder: Path, bos: bool = True) -> Path:
 def interrupt_forward_at(monkeypatch, call: int) -> None:
     """Make the collection's forward pass raise KeyboardInterrupt (Ctrl-C) on its `call`-th call,
     before running: calibration calls count too."""
-    from neuron_tui.core import schedules
+    from neuron_tui.core.model import schedules
 
     real, calls = schedules.forward_fn, {"n": 0}
 

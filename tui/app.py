@@ -1,6 +1,6 @@
 """The neuron-tui explorer: a keyboard-driven Textual app over one HDF5 summary (docs/design.md, "The explorer").
 
-    run_explorer(summary_file)       # a core.api.SummaryFile the command line opened, or a path
+    run_explorer(summary_file)       # a core.read.api.SummaryFile the command line opened, or a path
 
 Screens: overview (all layers) -> layer (neuron table) -> neuron (detail). `?` lists every key; the
 command palette (ctrl+p, or `g`) goes to `L12 N345` / `12/345` / `L12`. Marks (`m`) live in
@@ -28,7 +28,8 @@ from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from neuron_tui.cache import SummaryError
-from neuron_tui.core.api import SummaryFile
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.api import SummaryFile
 
 from .screens import (
     ErrorScreen,
@@ -113,7 +114,7 @@ class NeuronApp(App):
         super().__init__()
         self.source = source
         self.device = device  # where the probe runs the summary's model (None: where the summary was made)
-        self.probe = None  # core.probe.Probe, loaded on the first use of the probe screen
+        self.probe = None  # core.model.probe.Probe, loaded on the first use of the probe screen
         self.path = source.path if isinstance(source, SummaryFile) else Path(source)
         self.min_size = min_size
         self.error: str | None = None
@@ -301,7 +302,7 @@ class NeuronApp(App):
 
 
 LEGEND = [
-    ("D R T N P", "categories: dead, rare, token detector, n-gram detector, positional"),
+    (" ".join(k.letter for k in kinds.KINDS), "categories: " + ", ".join(k.noun for k in kinds.KINDS)),
     ("#1 #2 …", "rank among the neuron's suppressed tokens, 1-based: #1 is the most suppressed; supp = its "
                 "triggers' best rank"),
     ("● ○", "● a trigger counted in the token-detector criterion; ○ a covered token (fires on >= 95% of its "

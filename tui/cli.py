@@ -28,6 +28,8 @@ from pathlib import Path
 
 from neuron_tui.cache import SummaryError, cache_dir, newest_summary
 from neuron_tui.core.errors import NeuronTuiError, UsageError
+from neuron_tui.core.read.kinds import KINDS
+from neuron_tui.core.read.kinds import NAMES as KIND_NAMES
 
 COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "figures", "analyze", "open", "merge")
 DEBUG_ENV = "NEURON_TUI_DEBUG"  # set to 1 to see the traceback of an unexpected error
@@ -96,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     nrs = sub.add_parser("neurons", help="the neuron table of a layer (or all): filter, search, sort")
     _summary_argument(nrs)
     nrs.add_argument("--layer", type=int, help="one layer (default: every layer)")
-    nrs.add_argument("--category", default="all", help="all, dead, rare, token, ngram or positional")
+    nrs.add_argument("--category", default="all", help="all, " + ", ".join(KIND_NAMES[:-1]) + f" or {KIND_NAMES[-1]}: "
+                     + "; ".join(f"{k.name}: {k.definition}" for k in KINDS))
     nrs.add_argument("--trigger", help="neurons whose triggers contain this text (e.g. ' of')")
     nrs.add_argument("--sort", default="id", help="id, cat, rate, distinct, top, pos or supp")
     nrs.add_argument("--reverse", action="store_true", help="the other direction of the sort")
@@ -173,7 +176,7 @@ def _parser_of(kind):
 
 
 def _analysis_options(p: argparse.ArgumentParser) -> None:
-    from neuron_tui.core.analysis import PARAM_TYPES, AnalysisParams
+    from neuron_tui.core.read.params import PARAM_TYPES, AnalysisParams
 
     for f in fields(AnalysisParams):
         p.add_argument("--" + f.name.replace("_", "-"), type=_parser_of(PARAM_TYPES[f.name]), default=argparse.SUPPRESS,
@@ -251,7 +254,7 @@ def _summary_of(args: argparse.Namespace) -> Path:
 
 
 def _open_file(path: Path):
-    from neuron_tui.core.api import SummaryFile
+    from neuron_tui.core.read.api import SummaryFile
 
     return SummaryFile.open(path)
 
@@ -273,7 +276,8 @@ def _open(path: Path, device: str | None = None) -> int:
 
 
 def run_analyze(args: argparse.Namespace) -> int:
-    from neuron_tui.core.analysis import AnalysisParams, run_analysis
+    from neuron_tui.core.read.analysis import run_analysis
+    from neuron_tui.core.read.params import AnalysisParams
 
     overrides = {f.name: getattr(args, f.name) for f in fields(AnalysisParams) if hasattr(args, f.name)}
     try:
@@ -310,7 +314,7 @@ def find_summary(target: str, folder: Path | None = None) -> Path:
 def run_report(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from neuron_tui.core import queries
+    from neuron_tui.core.read import queries
 
     if len(args.targets) > 1 and args.metric not in queries.METRICS:
         raise UsageError(f"unknown metric {args.metric!r}; one of {', '.join(queries.METRICS)}")
@@ -336,14 +340,19 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def _print_report(s) -> None:
-    from neuron_tui.core.queries import summary_notes
+    from neuron_tui.core.read.queries import summary_notes
     from neuron_tui.tui.render import Output, report_table, title
 
     Output().print(report_table(s.layers(), title(s.summary.attrs, summary_notes(s.summary))))
 
 
 def run_neurons(args: argparse.Namespace) -> int:
-    from neuron_tui.core.queries import DEFAULT_DESCENDING, FILTERS, SORT_KEYS, TABLE_KEYS
+    from neuron_tui.core.read.queries import (
+        DEFAULT_DESCENDING,
+        FILTERS,
+        SORT_KEYS,
+        TABLE_KEYS,
+    )
 
     if args.category not in FILTERS[:-1]:
         raise UsageError(f"unknown category {args.category!r}; one of {', '.join(FILTERS[:-1])}")
@@ -395,7 +404,7 @@ def run_probe(args: argparse.Namespace) -> int:
             raise UsageError("--ablate needs --neuron: the neuron to ablate")
         if args.top < 1:
             raise UsageError(f"--top {args.top} is too small (at least 1)")
-        from neuron_tui.core.probe import Probe, probe_text
+        from neuron_tui.core.model.probe import Probe, probe_text
 
         probe = Probe.for_summary(s.summary, args.device)
         result = probe_text(probe, s, args.text, args.layer, args.neuron, args.ablate, top=args.top)
@@ -411,8 +420,8 @@ def run_probe(args: argparse.Namespace) -> int:
 def run_figures(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
-    from neuron_tui.core.figures import figure_data
-    from neuron_tui.core.queries import model_names
+    from neuron_tui.core.read.figures import figure_data
+    from neuron_tui.core.read.queries import model_names
     from neuron_tui.tui.figures import write_figures
 
     paths = [find_summary(t, args.cache_dir) for t in args.targets]
@@ -433,8 +442,8 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from neuron_tui.core import models
-    from neuron_tui.core.merge import merge_summaries
+    from neuron_tui.core.model import loading as models
+    from neuron_tui.core.model.merge import merge_summaries
 
     loaded = models.load(args.model, device=args.device, quiet=True) if args.model else None
     print(merge_summaries(args.files, args.out, loaded))

@@ -1,5 +1,5 @@
 """The paper's figures as files (`neuron-tui figures A.h5 [B.h5 ...] -o DIR [--format svg|png|pdf]`):
-matplotlib on its headless Agg backend draws what core.figures computes, and DIR/figures.json keeps
+matplotlib on its headless Agg backend draws what core.read.figures computes, and DIR/figures.json keeps
 every plotted number.
 
 One file per figure, its panels side by side (three to a row), one line per model with the model's
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from neuron_tui.core.errors import UsageError
-from neuron_tui.core.figures import Figure
+from neuron_tui.core.read.figures import Figure
 
 FORMATS = ("svg", "png", "pdf")
 PANEL_SIZE = (4.2, 3.0)  # inches per panel

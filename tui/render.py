@@ -1,4 +1,4 @@
-"""How the command line shows the read side's answers: rich tables and panels of `core.queries` output.
+"""How the command line shows the read side's answers: rich tables and panels of `core.read.queries` output.
 
 Every title and cell is a `rich.text.Text`, never markup, so a bracket in a model name or a note
 ("[partial]") prints as itself. Tables fit 80 columns.
@@ -18,7 +18,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from neuron_tui.core.tokens import inline, visible
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.tokens import inline, visible
+
 
 class Output(Console):
     """The command line's console: a closed pipe (`| head`) is left to the command line's one handler
@@ -33,11 +35,7 @@ class Output(Console):
 # are in --json), firing rates the median and 99th percentile over the layer's neurons
 REPORT_COLUMNS = (
     ("layer", "L", "int"),
-    ("dead", "dead", "count"),
-    ("rare", "rare", "count"),
-    ("token", "token", "count"),
-    ("ngram", "ngram", "count"),
-    ("positional", "posit", "count"),
+    *((k.name, k.report_column, "count") for k in kinds.KINDS),
     ("fire_p50", "rate50", "rate"),
     ("fire_p99", "rate99", "rate"),
     ("covered", "cover", "int"),
@@ -48,7 +46,7 @@ REPORT_COLUMNS = (
 
 
 def title(attrs: dict, notes: Sequence[str]) -> Text:
-    """`model: N tokens, rule ...` and the summary's notes (core.queries.summary_notes), as plain text."""
+    """`model: N tokens, rule ...` and the summary's notes (core.read.queries.summary_notes), as plain text."""
     text = Text(f"{attrs.get('model')}: {int(attrs.get('n_tokens', 0)):,} tokens, rule {attrs.get('rule')} "
                 f"({attrs.get('tau_source')} {attrs.get('threshold')})")
     for note in notes:
@@ -71,7 +69,7 @@ def _cell(row: dict, key: str, kind: str) -> str:
 
 
 def report_table(rows: Sequence[dict], heading: Text | str = "") -> Table:
-    """The per-layer rows (core.queries.layer_rows) as a table; columns None in every row are left out."""
+    """The per-layer rows (core.read.queries.layer_rows) as a table; columns None in every row are left out."""
     table = Table(title=Text(str(heading)) if isinstance(heading, str) else heading, header_style="bold",
                   box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
     cols = [(k, h, kind) for k, h, kind in REPORT_COLUMNS if any(r.get(k) is not None for r in rows)]
@@ -91,7 +89,7 @@ def metric_text(metric: str, value: Any) -> str:
 
 
 def compare_table(rows: Sequence[dict], metric: str) -> Table:
-    """One metric of core.queries.compare_rows: a column per model, a row per relative depth."""
+    """One metric of core.read.queries.compare_rows: a column per model, a row per relative depth."""
     models = list(rows[0]["models"]) if rows else []
     table = Table(title=Text(f"{metric} by relative depth"), header_style="bold")
     table.add_column("depth", justify="right")
@@ -103,7 +101,7 @@ def compare_table(rows: Sequence[dict], metric: str) -> Table:
 
 
 def neurons_table(rows: Sequence[dict]) -> Table:
-    """`neuron-tui neurons` rows (core.queries.LayerTable.row) as a table."""
+    """`neuron-tui neurons` rows (core.read.queries.LayerTable.row) as a table."""
     table = Table(header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
     for header, justify in (("L", "right"), ("N", "right"), ("cat", "left"), ("rate", "right"), ("dist", "right"),
                             ("triggers", "left"), ("pos MI", "right"), ("supp", "right")):

@@ -8,7 +8,6 @@ screens watch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from itertools import zip_longest
 from pathlib import Path
@@ -26,18 +25,33 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
 from neuron_tui.cache import SummaryError
-from neuron_tui.core.queries import DEFAULT_DESCENDING
-from neuron_tui.core.tokens import inline, token_text, visible
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.queries import DEFAULT_DESCENDING
+from neuron_tui.core.read.tokens import inline, token_text, visible
 
 from .render import activation_text
-from .viewmodel import ANALYSIS_FILTERS, COLUMNS, Explorer, LayerView, SummaryInfo, ViewState, rank_text
-from .widgets import NeuronTable, PositionPlot, depth_bar_cell, fmt_count, fmt_rate, share_text
+from .viewmodel import (
+    ANALYSIS_FILTERS,
+    COLUMNS,
+    Explorer,
+    LayerView,
+    SummaryInfo,
+    ViewState,
+    rank_text,
+)
+from .widgets import (
+    NeuronTable,
+    PositionPlot,
+    depth_bar_cell,
+    fmt_count,
+    fmt_rate,
+    share_text,
+)
 
 if TYPE_CHECKING:
     from .app import NeuronApp
 
-FILTER_LABELS = (("all", "all", "a"), ("dead", "dead", "d"), ("rare", "rare", "r"), ("token", "token", "t"),
-                 ("ngram", "ngram", "n"), ("positional", "pos", "p"), ("marked", "Marked", "M"))
+FILTER_LABELS = (("all", "all", "a"), *((k.name, k.filter_label, k.key) for k in kinds.KINDS), ("marked", "Marked", "M"))
 TRIGGER_STYLE = "bold black on yellow"
 FIRING_STYLE = "bold reverse"
 ALT_STYLE = "grey62"  # every other context token, so token boundaries show
@@ -78,7 +92,7 @@ def _title(info: SummaryInfo | None, text: str) -> Text:
 
 # ---- overview -------------------------------------------------------------------------------------
 
-OVERVIEW_BARS = (("dead", "dead"), ("rare", "rare"), ("token", "token"), ("ngram", "n-gram"), ("positional", "posit."))
+OVERVIEW_BARS = tuple((k.name, k.column) for k in kinds.KINDS)
 
 
 class OverviewScreen(ExplorerScreen):
@@ -204,8 +218,7 @@ class OverviewScreen(ExplorerScreen):
             value = r[key]
             return f"{name} {value:,} ({100 * value / r['neurons']:.1f}%)" if value is not None else f"{name} –"
 
-        bits = [f"L{r['layer']}: {r['neurons']:,} neurons", part("dead", "dead"), part("rare", "rare"),
-                part("token", "token"), part("n-gram", "ngram"), part("positional", "positional"),
+        bits = [f"L{r['layer']}: {r['neurons']:,} neurons", *(part(k.label, k.name) for k in kinds.KINDS),
                 f"alive fire at {fmt_rate(r['alive_rate'])}"]
         if r["covered"] is not None:
             bits.append(f"covers {r['covered']:,} tokens ({r['new']:,} new)")
@@ -240,7 +253,7 @@ class OverviewScreen(ExplorerScreen):
         (plots if showing else table).focus()
 
     def _plot_widgets(self) -> list:
-        from neuron_tui.core.figures import depth_figures
+        from neuron_tui.core.read.figures import depth_figures
 
         widgets = []
         for figure in depth_figures([self.explorer.file.summary], [self.rows]):
@@ -277,14 +290,8 @@ class LayerScreen(ExplorerScreen):
         Binding("right_square_bracket", "layer(1)", "Next layer", key_display="]", group=LAYER_GROUP,
                 tooltip="next layer (same filter, sort, search)", id="layer.next"),
         Binding("a", "filter('all')", "All", show=False, tooltip="show all neurons", id="layer.filter.all"),
-        Binding("d", "filter('dead')", "Dead", show=False, tooltip="only dead neurons (never fired)",
-                id="layer.filter.dead"),
-        Binding("r", "filter('rare')", "Rare", show=False, tooltip="only rare neurons (alive, rate < 1e-4)",
-                id="layer.filter.rare"),
-        Binding("t", "filter('token')", "Token", show=False, tooltip="only token detectors", id="layer.filter.token"),
-        Binding("n", "filter('ngram')", "N-gram", show=False, tooltip="only n-gram detectors", id="layer.filter.ngram"),
-        Binding("p", "filter('positional')", "Positional", show=False, tooltip="only positional neurons",
-                id="layer.filter.positional"),
+        *[Binding(k.key, f"filter('{k.name}')", k.label.capitalize(), show=False, tooltip=k.tooltip,
+                  id=f"layer.filter.{k.name}") for k in kinds.KINDS],
         Binding("M", "filter('marked')", "Marked", show=False, tooltip="only marked neurons", id="layer.filter.marked"),
         *[Binding(str(i + 1), f"sort('{c.key}')", f"Sort {c.title}", show=False,
                   tooltip=f"sort by {c.title} ({c.help}); again reverses", id=f"layer.sort.{c.key}")
@@ -567,9 +574,8 @@ class NeuronScreen(ExplorerScreen):
         r = self.record
         info = self.explorer.info
         note = self.explorer.marks.note(r["layer"], r["index"])
-        names = {"token": "token detector", "ngram": "n-gram detector"}
         shape = f" ({'strong' if r['pos_strong'] else 'weak'} {r['pos_shape']})" if r["pos_shape"] else ""
-        cats = ", ".join(names.get(c, c) + (shape if c == "positional" else "") for c in r["categories"])
+        cats = ", ".join(kinds.BY_NAME[c].noun + (shape if c == "positional" else "") for c in r["categories"])
         self.query_one("#title", Static).update(_title(info, f"L{r['layer']} N{r['index']} · {cats or 'no category'}"))
         head = Text()
         head.append(f"fires on {100 * r['fire_rate']:.3g}% of tokens ({r['act_count']:,} firings)", style="bold")
@@ -826,7 +832,9 @@ class ProbeScreen(ExplorerScreen):
     @work(thread=True, exclusive=True, group="probe-model")
     def _load_model(self) -> None:
         try:
-            from neuron_tui.core.probe import Probe  # torch and transformers load here, in the worker
+            from neuron_tui.core.model.probe import (
+                Probe,  # torch and transformers load here, in the worker
+            )
 
             probe = Probe.for_summary(self.explorer.file.summary, self.app.device)
         except Exception as exc:  # noqa: BLE001 - one line on screen, and the probe closes
@@ -855,7 +863,7 @@ class ProbeScreen(ExplorerScreen):
 
     @work(thread=True, exclusive=True, group="probe-run")
     def _run(self, text: str, ablate: str | None) -> None:
-        from neuron_tui.core.probe import probe_text
+        from neuron_tui.core.model.probe import probe_text
 
         try:
             result = probe_text(self.app.probe, self.explorer.file, text, self.layer_index, self.neuron, ablate)

@@ -1,7 +1,7 @@
 """View-models of the explorer: what each screen shows, from the read side's answers. No Textual here.
 
-The screens only format what these objects return. Every number comes from `core.api.SummaryFile`,
-i.e. from `core.queries` (the layer rows of the overview, each layer's table, a neuron's record), so
+The screens only format what these objects return. Every number comes from `core.read.api.SummaryFile`,
+i.e. from `core.read.queries` (the layer rows of the overview, each layer's table, a neuron's record), so
 the explorer shows what `report`, `neurons` and `neuron --json` print. Here live what only the explorer
 needs: the paged, ordered view of a layer's table (`LayerView`), the summary's one-line facts
 (`SummaryInfo`), go-to parsing, and marks with their export. Methods that read the file may run in a
@@ -22,14 +22,19 @@ from typing import Iterator
 
 import numpy as np
 
-from neuron_tui.cache import schema
-from neuron_tui.core.api import SummaryFile
-from neuron_tui.core.queries import (CATEGORIES, FILTERS, LayerTable, categories, layer_rows, rank_1based,
-                                     summary_notes)
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.api import SummaryFile
+from neuron_tui.core.read.queries import (
+    CATEGORIES,
+    FILTERS,
+    LayerTable,
+    categories,
+    layer_rows,
+    rank_1based,
+    summary_notes,
+)
 
-ANALYSIS_FILTERS = ("token", "ngram", "positional")  # need the analysis group
-CATEGORY_LETTERS = ((schema.FLAG_DEAD, "D"), (schema.FLAG_RARE, "R"), (schema.FLAG_TOKEN, "T"),
-                    (schema.FLAG_NGRAM, "N"), (schema.FLAG_POSITIONAL, "P"))
+ANALYSIS_FILTERS = kinds.NEED_ANALYSIS  # need the analysis group
 EXPORT_TRIGGERS = 5  # triggers (and promoted / suppressed tokens) per marked neuron in an export
 
 
@@ -44,7 +49,8 @@ class Column:
 
 COLUMNS = (
     Column("id", "neuron", 6, help="neuron index in its layer (* = marked)"),
-    Column("cat", "cat", 5, "left", "categories: D dead, R rare, T token, N n-gram, P positional"),
+    Column("cat", "cat", len(kinds.KINDS), "left",
+           "categories: " + ", ".join(f"{k.letter} {k.label}" for k in kinds.KINDS)),
     Column("rate", "rate", 8, help="firing rate: firings / tokens"),
     Column("distinct", "dist", 5, help="distinct tokens among the neuron's sampled firings"),
     Column("top", "top triggers", 14, "left", "tokens it fires on most (BOS excluded), ␣ = space"),
@@ -55,7 +61,7 @@ COLUMN_KEYS = tuple(c.key for c in COLUMNS)
 
 
 def category_letters(flags: int) -> str:
-    return "".join(letter if flags & bit else "·" for bit, letter in CATEGORY_LETTERS)
+    return "".join(k.letter if flags & (1 << k.bit) else "·" for k in kinds.KINDS)
 
 
 def rank_text(rank: int | None) -> str:
@@ -299,7 +305,7 @@ class Marks:
 
 
 class Explorer:
-    """The root view-model: one open summary (a core.api.SummaryFile), its marks, and the answers the
+    """The root view-model: one open summary (a core.read.api.SummaryFile), its marks, and the answers the
     screens ask for."""
 
     def __init__(self, summary: SummaryFile):
@@ -317,7 +323,7 @@ class Explorer:
         self.file.close()
 
     def overview(self) -> list[dict]:
-        """The per-layer rows (core.queries.layer_rows), read once."""
+        """The per-layer rows (core.read.queries.layer_rows), read once."""
         if self._overview is None:
             self._overview = layer_rows(self.file.summary)
         return self._overview
@@ -335,7 +341,7 @@ class Explorer:
         return LayerView(table, state, order, marked, counts)
 
     def neuron(self, layer: int, neuron: int) -> dict:
-        """The neuron's record (core.queries.neuron_record), the one `neuron --json` prints."""
+        """The neuron's record (core.read.queries.neuron_record), the one `neuron --json` prints."""
         return self.file.neuron(layer, neuron)
 
     # ---- marks export ----

@@ -22,19 +22,14 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
+from neuron_tui.core.read import kinds
+
 from .viewmodel import COLUMNS, LayerView, Row, rank_text
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 HBLOCKS = " ▏▎▍▌▋▊▉█"
 
-CATEGORY_STYLES = {
-    "D": Style(color="red", bold=True),
-    "R": Style(color="yellow"),
-    "T": Style(color="green", bold=True),
-    "N": Style(color="cyan", bold=True),
-    "P": Style(color="magenta", bold=True),
-    "·": Style(dim=True),
-}
+CATEGORY_STYLES = {**{k.letter: Style.parse(k.style) for k in kinds.KINDS}, "·": Style(dim=True)}
 
 
 def hbar(fraction: float, width: int) -> str:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .sampling import MAX_LEVEL, token_levels
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 
 SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire take the pairs path
 

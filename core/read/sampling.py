@@ -2,7 +2,7 @@
 
 Every global position g = seq * T + t has a level z(g), the trailing zeros of a 64-bit hash of g, so
 P(z >= L) = 2**-L. Neuron i keeps the firing positions with z(g) >= level_i, level_i the smallest L whose
-kept events fit the cap (`core.accumulators` does this on the device during the pass); since z depends
+kept events fit the cap (`core.model.accumulators` does this on the device during the pass); since z depends
 on the position alone, the kept events are a uniform sample of the neuron's firings *and* the positions
 with z >= L are a uniform sample of the corpus, which the analysis enumerates (docs/design.md,
 "Level sampling"). This module is numpy only: the read side uses it without torch.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .models import execution_device
+from .loading import execution_device
 
 
 def forward_fn(model: torch.nn.Module):

@@ -20,7 +20,8 @@ import numpy as np
 
 from neuron_tui.cache import Summary, schema
 
-from .analysis import AnalysisParams
+from . import kinds
+from .params import AnalysisParams
 from .queries import POSITIONAL_TYPES, layer_rows, model_names, neuron_record
 
 PROFILES_PER_TYPE = 3  # positional profiles drawn per type: the strongest by I(fired; position)
@@ -139,7 +140,7 @@ def profile_figure(summary: Summary, name: str) -> Figure | None:
     group = summary.analysis
     if group is None:
         return None
-    counts = [int(np.count_nonzero(group.read("flags", l) & schema.FLAG_POSITIONAL)) for l in range(summary.n_layers)]
+    counts = [int(np.count_nonzero(kinds.has(group.read("flags", l), "positional"))) for l in range(summary.n_layers)]
     if not any(counts):
         return None
     layer = int(np.argmax(counts))
@@ -150,7 +151,7 @@ def profile_figure(summary: Summary, name: str) -> Figure | None:
     for code, kind in enumerate(schema.POS_SHAPES):
         if not code:
             continue
-        chosen = np.flatnonzero(((flags & schema.FLAG_POSITIONAL) > 0) & (shape == code))
+        chosen = np.flatnonzero(kinds.has(flags, "positional") & (shape == code))
         chosen = chosen[np.argsort(-mi[chosen], kind="stable")][:PROFILES_PER_TYPE]
         series = []
         for neuron in chosen:

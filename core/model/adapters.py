@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import UsageError
+from neuron_tui.core.errors import UsageError
 
 
 @dataclass(frozen=True)

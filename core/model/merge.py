@@ -1,7 +1,7 @@
 """Merging the summaries of disjoint corpus shards of one run into the summary of their union, exactly.
 
 A shard K/N of a run counts the planned sequences i with i % N == K at their *global* token positions
-g = i * T + t (core.collect), so every shard lives in the same position space and the statistics of
+g = i * T + t (core.model.collect), so every shard lives in the same position space and the statistics of
 the union follow from the shards' alone:
 
 - act_count, pos_count, act_sum: sums; act_max: the maximum; tokens_at_pos: the sum.
@@ -40,18 +40,18 @@ from pathlib import Path
 import numpy as np
 
 from neuron_tui.cache import Summary, SummaryWriter, TokenRows, schema
+from neuron_tui.core.errors import NeuronTuiError, UsageError
+from neuron_tui.core.read.analysis import write_analysis
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
+from neuron_tui.core.read.triggers import candidate_tokens
 
 from .accumulators import LayerState
 from .adapters import ffn_out_projections, n_neurons
-from .analysis import write_analysis
 from .collect import N_CANDIDATES, candidates_and_signs
-from .errors import NeuronTuiError, UsageError
-from .models import LoadedModel
+from .loading import LoadedModel
 from .plan import WHOLE, format_shard, parse_shard, run_key
 from .projections import UpdateProjector, write_projection
-from .sampling import MAX_LEVEL, token_levels
 from .states import PassResult, layer_state, write_pass
-from .triggers import candidate_tokens
 
 # root attributes that must be equal for summaries to be shards of one run
 SAME_RUN = ("model", "model_revision", "architecture", "rule", "tau_source", "threshold", "seq_len", "n_layers",

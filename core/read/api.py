@@ -7,7 +7,7 @@
     s.neuron(0, 767)                             # one neuron's record (`neuron --json`)
     s.array("act_count", 0), s.tokens, s.vocab   # the raw datasets
 
-Every method is built on `core.queries`; nothing here imports torch.
+Every method is built on `core.read.queries`; nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ import numpy as np
 
 from neuron_tui.cache import Summary, SummaryError, schema
 
-from .analysis import AnalysisParams
-from .queries import (DEFAULT_DESCENDING, SORT_KEYS, LayerTable, TokenMatcher, layer_rows, layer_table,
-                      neuron_record)
+from .params import AnalysisParams
+from .queries import (
+    DEFAULT_DESCENDING,
+    SORT_KEYS,
+    LayerTable,
+    TokenMatcher,
+    layer_rows,
+    layer_table,
+    neuron_record,
+)
 from .tokens import visible_vocab
 
 LAYER_TABLES = 8  # layer tables kept in memory (the explorer goes back and forth between a few layers)
@@ -152,7 +159,7 @@ class SummaryFile:
 
     @cached_property
     def shown_vocab(self) -> np.ndarray:
-        """The vocabulary in its visible form (core.tokens.visible), with "" for id -1."""
+        """The vocabulary in its visible form (core.read.tokens.visible), with "" for id -1."""
         return visible_vocab(self.summary.vocab)
 
     @cached_property

@@ -1,7 +1,7 @@
 """neuron-tui: explore the FFN neurons of language models (dead, n-gram, positional).
 
 This file is the `neuron_tui` package itself (pyproject.toml maps it here, so that the repository keeps
-the user's top-level layout). Its public names are the Python API of `neuron_tui.core.api`:
+the user's top-level layout). Its public names are the Python API of `neuron_tui.core.read.api`:
 
     import neuron_tui
     s = neuron_tui.open_summary("summary.h5")
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from neuron_tui.cache import SummaryError
-    from neuron_tui.core.api import Rows, SummaryFile, open_summary
+    from neuron_tui.core.read.api import Rows, SummaryFile, open_summary
 
 __all__ = ["Rows", "SummaryError", "SummaryFile", "open_summary"]
-_HOME = {"Rows": "neuron_tui.core.api", "SummaryFile": "neuron_tui.core.api", "open_summary": "neuron_tui.core.api",
+_HOME = {"Rows": "neuron_tui.core.read.api", "SummaryFile": "neuron_tui.core.read.api", "open_summary": "neuron_tui.core.read.api",
          "SummaryError": "neuron_tui.cache"}
 
 

@@ -27,13 +27,15 @@ from typing import Any
 import numpy as np
 
 from neuron_tui.cache import Summary, schema
+from neuron_tui.core import fingerprint
 
-from . import fingerprint
-from .analysis import AnalysisParams, count_stderr, neuron_analysis
+from . import kinds
+from .analysis import neuron_analysis
+from .occurrences import count_stderr
+from .params import AnalysisParams
 from .tokens import token_text, visible_vocab
 
-CATEGORIES = ("dead", "rare", "token", "ngram", "positional")
-FLAG_OF = {name: bit for bit, name in schema.FLAG_NAMES.items()}
+CATEGORIES = kinds.NAMES
 POSITIONAL_TYPES = schema.POS_SHAPES[1:]  # oscillatory, both-extremes, one-extreme, other
 
 SEARCH_MIN_LIFT = 4.0
@@ -49,7 +51,7 @@ TOP_SHOWN = 3  # trigger texts in a layer table row
 
 def categories(flags: int) -> list[str]:
     """The category names of a neuron's flag bits, in CATEGORIES order."""
-    return [name for name in CATEGORIES if int(flags) & FLAG_OF[name]]
+    return kinds.names_of(flags)
 
 
 def _float(x: Any) -> float | None:
@@ -123,13 +125,9 @@ def layer_rows(summary: Summary) -> list[dict]:
         rate = act / N
         alive = act > 0
         row: dict[str, Any] = {"layer": layer, "depth": layer / (L - 1) if L > 1 else 0.0, "neurons": F}
-        if group is not None:
-            flags = group.read("flags", layer)
-            counts = {name: int(np.count_nonzero(flags & FLAG_OF[name])) for name in CATEGORIES}
-        else:
-            counts = {"dead": int(np.count_nonzero(~alive)),
-                      "rare": int(np.count_nonzero(alive & (act < params.rare_rate * N)))}
-            counts.update({name: None for name in ("token", "ngram", "positional")})
+        flags = group.read("flags", layer) if group is not None else kinds.count_flags(act, N, params)
+        counts = {k.name: None if k.needs_analysis and group is None else int(np.count_nonzero(kinds.has(flags, k.name)))
+                  for k in kinds.KINDS}
         for name in CATEGORIES:
             row[name] = counts[name]
             row[f"{name}_frac"] = None if counts[name] is None else counts[name] / F
@@ -145,7 +143,7 @@ def layer_rows(summary: Summary) -> list[dict]:
                 neg_share=_float(per_layer["layer_neg_share"][layer]),
                 detectors_known=int(per_layer["layer_detectors_known"][layer]),
             )
-            shapes = group.read("pos_shape", layer)[(flags & schema.FLAG_POSITIONAL) > 0]
+            shapes = group.read("pos_shape", layer)[kinds.has(flags, "positional")]
             for code, name in enumerate(schema.POS_SHAPES):
                 if code:
                     row[f"pos_{name.replace('-', '_')}"] = int(np.count_nonzero(shapes == code))
@@ -193,7 +191,7 @@ class LayerTable:
     """One layer's neurons as numpy columns (index = neuron id)."""
 
     layer: int
-    flags: np.ndarray  # uint8
+    flags: np.ndarray  # kinds.FLAG_DTYPE
     count: np.ndarray  # int64 firings
     rate: np.ndarray  # float64
     distinct: np.ndarray  # int32, -1 unknown (no analysis)
@@ -244,9 +242,9 @@ class LayerTable:
             out = np.zeros(self.n, dtype=bool)
             out[sorted(marked or ())] = True
             return out
-        if category not in FLAG_OF:
+        if category not in kinds.BY_NAME:
             raise KeyError(f"unknown category {category!r}; one of {', '.join(FILTERS)}")
-        return (self.flags & FLAG_OF[category]) > 0
+        return kinds.has(self.flags, category)
 
     def triggered_by(self, matching: np.ndarray) -> np.ndarray:
         """Neurons with a trigger among the tokens `matching` [V + 1] marks, at a lift of at least
@@ -294,9 +292,7 @@ def layer_table(summary: Summary, layer: int, shown: np.ndarray | None = None) -
     rate = count / max(1, summary.n_tokens)
     group = summary.analysis
     if group is None:
-        params = AnalysisParams.of(summary)
-        flags = np.where(count == 0, schema.FLAG_DEAD, 0).astype(np.uint8)
-        flags[(count > 0) & (rate < params.rare_rate)] |= schema.FLAG_RARE
+        flags = kinds.count_flags(count, max(1, summary.n_tokens), AnalysisParams.of(summary))
         return LayerTable(layer, flags, count, rate, np.full(F, -1, np.int32), np.full(F, "", dtype=object),
                           np.full(F, np.nan, np.float32), np.zeros(F, np.uint8), np.full(F, -1, np.int32), None, None)
     shown = visible_vocab(summary.vocab) if shown is None else shown
@@ -308,7 +304,7 @@ def layer_table(summary: Summary, layer: int, shown: np.ndarray | None = None) -
     for j in range(1, min(TOP_SHOWN, trig_tok.shape[1])):
         col = shown[trig_tok[:, j]]
         top = np.where(col != "", top + " " + col, top)
-    return LayerTable(layer, group.read("flags", layer).astype(np.uint8), count, rate,
+    return LayerTable(layer, group.read("flags", layer).astype(kinds.FLAG_DTYPE), count, rate,
                       group.read("n_distinct", layer).astype(np.int32), top,
                       group.read("pos_mi", layer).astype(np.float32), group.read("pos_shape", layer).astype(np.uint8),
                       supp, trig_tok, group.read("trig_pfire", layer).astype(np.float32))
@@ -335,7 +331,7 @@ class TokenMatcher:
 
 RECORD_KEYS = {
     "layer": "layer index", "index": "neuron index in the layer",
-    "categories": "list drawn from dead, rare, token, ngram, positional",
+    "categories": f"list drawn from {', '.join(CATEGORIES)}",
     "act_count": "firings on the whole corpus (exact)", "fire_rate": "act_count / tokens",
     "rule": "relu (fired iff h > tau) or abs (fired iff |h| > tau)", "tau": "this layer's threshold",
     "activation": "{max, mean, positive: {count, mean}, negative: {count, mean}} of the firing values",
@@ -414,7 +410,7 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
     pos_count = summary.read_neuron("pos_count", layer, index).astype(np.float64)
     tap = summary.tokens_at_pos.astype(np.float64)
     code = int(res["pos_shape"])
-    positional = bool(flags & schema.FLAG_POSITIONAL)
+    positional = bool(kinds.has(flags, "positional"))
     tau = float(summary.tau[layer])
     return {
         "layer": int(layer),

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from .corpus import Corpus
-from .errors import UsageError
+from neuron_tui.core.corpus import Corpus
+from neuron_tui.core.errors import UsageError
 
 
 def tokenizer_adds_bos(tokenizer: Any) -> bool:

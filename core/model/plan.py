@@ -22,13 +22,13 @@ import numpy as np
 
 from neuron_tui.cache import schema, shard_path, summary_path
 from neuron_tui.cache.paths import cache_dir as default_cache_dir
+from neuron_tui.core.corpus import Corpus, load_corpus
+from neuron_tui.core.errors import NeuronTuiError, UsageError
+from neuron_tui.core.read.sampling import MAX_TOKENS
+from neuron_tui.core.settings import Settings
 
 from .accumulators import device_bytes
 from .adapters import adapter_for
-from .corpus import Corpus, load_corpus
-from .errors import NeuronTuiError, UsageError
-from .sampling import MAX_TOKENS
-from .settings import Settings
 
 CPU_TOKENS = 65_536  # ~2 minutes of SmolLM2 on 2 CPU cores: with loading and projections, README's
 # first command stays under 5 minutes

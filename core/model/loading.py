@@ -13,10 +13,16 @@ from pathlib import Path
 
 import torch
 
-from .adapters import adapter_for
-from .errors import NeuronTuiError, UsageError
-from .sources import ModelSource, download_hint, hub_reachable, resolve, use_cache_if_offline
+from neuron_tui.core.errors import NeuronTuiError, UsageError
+from neuron_tui.core.sources import (
+    ModelSource,
+    download_hint,
+    hub_reachable,
+    resolve,
+    use_cache_if_offline,
+)
 
+from .adapters import adapter_for
 
 
 @dataclass

@@ -4,7 +4,7 @@
     torchrun --nproc-per-node N --no-python neuron-tui collect --distributed MODEL [...]
 
 Rank r of W collects shard r/W of the run (the planned sequences i % W == r, at their global positions,
-core.collect) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
+core.model.collect) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
 partial file (`<summary>.shard<r>of<W>.partial.h5`), from which the same command resumes. All ranks
 count with rank 0's tau (its checkpoint's, or calibrated once on the first sequences of the corpus and
 broadcast), since a rank calibrating on its own could pick a different tau on different hardware. At
@@ -28,11 +28,11 @@ import torch
 import torch.distributed as dist
 
 from neuron_tui.cache.paths import partial_path
+from neuron_tui.core.errors import NeuronTuiError, UsageError
 
 from .collect import PassOutcome, finish, run_pass
-from .errors import NeuronTuiError, UsageError
+from .loading import LoadedModel
 from .merge import merge_layer, merge_rows
-from .models import LoadedModel
 from .plan import RunPlan, shard_plan
 from .states import PassResult
 

@@ -1,7 +1,7 @@
 """One pass of a corpus through a model: the pass loop, its checkpoints and signals, and the final write.
 
 `run_pass` streams the plan's packed sequences through the model with one forward pre-hook per FFN
-output projection (core.recorder). Every `--checkpoint-seconds` (when given), else every
+output projection (core.model.recorder). Every `--checkpoint-seconds` (when given), else every
 DEFAULT_CHECKPOINT_SECONDS or longer when a checkpoint takes long (each then waits at least
 CHECKPOINT_SPACING times the last one's write time, so checkpoints stay a tenth of the run at most), and
 on Ctrl-C / SIGTERM, the accumulators are copied to the host one layer at a time and written, atomically, as a *partial summary* next to the final file; running the same command
@@ -23,20 +23,33 @@ from typing import Iterator
 
 import numpy as np
 
-from neuron_tui.cache import Summary, SummaryError, SummaryWriter, TokenRows, partial_path
+from neuron_tui.cache import (
+    Summary,
+    SummaryError,
+    SummaryWriter,
+    TokenRows,
+    partial_path,
+)
+from neuron_tui.core.errors import NeuronTuiError
+from neuron_tui.core.read.analysis import write_analysis
+from neuron_tui.core.read.triggers import candidate_tokens
 
 from .adapters import ffn_out_projections, n_neurons
-from .analysis import write_analysis
-from .errors import NeuronTuiError
-from .models import LoadedModel
+from .loading import LoadedModel
 from .packing import pack_sequences, tokenizer_adds_bos
 from .plan import WHOLE, RunPlan
 from .progress import CollectProgress, peak_memory
 from .projections import UpdateProjector, write_projection
 from .recorder import Recorder
 from .schedules import BatchByBatch, calibrate
-from .states import PassResult, RunFacts, layer_state, summary_attrs, vocab_strings, write_pass
-from .triggers import candidate_tokens
+from .states import (
+    PassResult,
+    RunFacts,
+    layer_state,
+    summary_attrs,
+    vocab_strings,
+    write_pass,
+)
 
 N_CANDIDATES = 10  # candidate trigger tokens per neuron whose update scores are stored
 DEFAULT_CHECKPOINT_SECONDS = 60.0
@@ -225,7 +238,7 @@ def _kept_after_failure(outcome: PassOutcome, plan: RunPlan) -> str:
 
 def candidates_and_signs(writer: SummaryWriter, result: PassResult, vocab: list[str], bos: bool,
                          n_neurons: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Write the root datasets of `result` (core.states.write_pass) and return, per layer, what its
+    """Write the root datasets of `result` (core.model.states.write_pass) and return, per layer, what its
     projection needs: each neuron's candidate triggers (its most frequent kept-event tokens) and the
     sign of its summed activation when it fires (a gated neuron firing negative pushes -w, so
     "suppressed" means what its firing actually does to the logits)."""

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 from neuron_tui.cache import Summary
+from neuron_tui.core.errors import NeuronTuiError
+from neuron_tui.core.read.queries import categories
+from neuron_tui.core.sources import ModelSource, resolve
 
 from .accumulators import firing_value
 from .adapters import ffn_out_projections, n_neurons
-from .errors import NeuronTuiError
-from .models import LoadedModel, default_device, load
-from .queries import categories
-from .sources import ModelSource, resolve
+from .loading import LoadedModel, default_device, load
 
 ABLATE_TOP = 5  # tokens that rise and fall most, per position
 TRIGGERS_SHOWN = 8  # of the neuron's recorded triggers, beside the probe's answer
@@ -195,7 +195,7 @@ def probe_text(probe: Probe, summary, text: str | None, layer: int, neuron: int 
     layer's neurons that fired on it, strongest first, with their categories from the summary;
     ablation (with `ablate` "zero" or "mean": the neuron set to 0, or clamped to its mean firing value):
     per position the tokens whose next-token log-probability rises and falls most. `summary` is the
-    core.api.SummaryFile of the summary the probe was loaded for."""
+    core.read.api.SummaryFile of the summary the probe was loaded for."""
     ids = probe.encode(text) if ids is None else np.asarray(ids, dtype=np.int64)
     texts = probe.token_texts(ids)
     ablating = ablate is not None and neuron is not None

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import decoder_layers
 from . import schedules
+from .adapters import decoder_layers
 
 # tokens per chunk: hidden states of 1M tokens of OPT-66b (d = 9,216, bf16) take 19 GB of the device
 GPU_CHUNK_TOKENS = 1 << 20

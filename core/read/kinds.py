@@ -1,0 +1,146 @@
+"""The kinds of neuron neuron-tui finds: one record and one criterion per kind, and nothing else anywhere.
+
+Every list of kinds the tool shows derives from `KINDS`: the flag bit stored in `analysis/flags`, the
+names of `--category` and of the JSON rows and records, the table's category letters and their colours,
+the layer screen's filter keys and labels, the overview's columns, the report's columns, the legend of
+`?` and the help of `--category`. Adding a kind is one `Kind` here, one criterion function (below, or
+beside the statistic it reads) and its tests; docs/design.md says what each criterion means and where
+it comes from.
+
+A criterion decides from the `Evidence` of one layer: per-neuron statistics the analysis computed
+(core.read.analysis), or only the firing counts when a summary has no analysis yet (a checkpoint):
+kinds with `needs_analysis=False` are decided from the counts alone, so a checkpoint shows them too.
+Criteria run in the order of `KINDS`, and one may read the masks of the kinds before it
+(`evidence.kinds`): an n-gram detector is, by definition, not a token detector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # only for annotations: params imports nothing of ours that imports this module
+    from .params import AnalysisParams
+
+FLAG_DTYPE = np.uint32  # analysis/flags: bit `Kind.bit` set when the neuron is of that kind (room for 32)
+
+
+@dataclass
+class Evidence:
+    """What the criteria of one layer decide from: per-neuron arrays [F] (None: not computed, e.g. a
+    summary without an analysis) and the masks decided so far, by kind name."""
+
+    act_count: np.ndarray  # firings on the whole corpus (exact)
+    n_tokens: int
+    total: np.ndarray | None = None  # firings outside the BOS position (the detectors' denominator)
+    coverage: np.ndarray | None = None  # share of those explained by at most max_tokens covered tokens
+    ngram_share: np.ndarray | None = None  # ... by at most max_ngrams covered n-gram contexts
+    pos_mi: np.ndarray | None = None  # I(fired; position), nats
+    kinds: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def alive(self) -> np.ndarray:
+        return self.act_count > 0
+
+
+Criterion = Callable[[Evidence, "AnalysisParams"], np.ndarray]
+
+
+def _dead(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Never fired on the corpus (paper section 3)."""
+    return ev.act_count == 0
+
+
+def _rare(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Alive, but fired on fewer than `rare_rate` of the tokens (ours)."""
+    return ev.alive & (ev.act_count < p.rare_rate * ev.n_tokens)
+
+
+def _token(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """At most `max_tokens` covered tokens explain at least `min_coverage` of its firings (section 4)."""
+    return ev.alive & (ev.total > 0) & (ev.coverage >= p.min_coverage - 1e-9)
+
+
+def _ngram(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Not a token detector, and at most `max_ngrams` covered contexts explain its firings (section 4)."""
+    return ev.alive & ~ev.kinds["token"] & (ev.total > 0) & (ev.ngram_share >= p.min_coverage - 1e-9)
+
+
+def _positional(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """I(fired; position) above `mi_threshold` nats (section 5)."""
+    return ev.pos_mi > p.mi_threshold
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of neuron: how it is stored, named, shown and decided."""
+
+    name: str  # in JSON, `--category`, filter names, binding ids (layer.filter.NAME)
+    bit: int  # its bit in analysis/flags; never reused, so a stored file keeps its meaning
+    letter: str  # the neuron table's category column
+    key: str  # the layer screen's filter key
+    style: str  # rich style of the letter
+    label: str  # the short word in lists ("n-gram")
+    noun: str  # what such a neuron is called ("n-gram detector")
+    filter_label: str  # the layer screen's filter bar
+    column: str  # the overview's column header
+    report_column: str  # `report`'s column header
+    tooltip: str  # the filter binding, in `?`
+    definition: str  # one line for `?` and `--help`
+    needs_analysis: bool  # False: decided from the firing counts alone
+    criterion: Criterion
+
+
+KINDS: tuple[Kind, ...] = (
+    Kind("dead", 0, "D", "d", "bold red", "dead", "dead", "dead", "dead", "dead",
+         "only dead neurons (never fired)", "never fired on the corpus", False, _dead),
+    Kind("rare", 1, "R", "r", "yellow", "rare", "rare", "rare", "rare", "rare",
+         "only rare neurons (alive, rate < 1e-4)", "alive, but fired on fewer than rare_rate of the tokens",
+         False, _rare),
+    Kind("token", 2, "T", "t", "bold green", "token", "token detector", "token", "token", "token",
+         "only token detectors", "at most 5 tokens it fires on >= 95% of the time explain >= 95% of its firings",
+         True, _token),
+    Kind("ngram", 3, "N", "n", "bold cyan", "n-gram", "n-gram detector", "ngram", "n-gram", "ngram",
+         "only n-gram detectors", "not a token detector; at most 50 (previous tokens, token) contexts explain "
+         "its firings", True, _ngram),
+    Kind("positional", 4, "P", "p", "bold magenta", "positional", "positional", "pos", "posit.", "posit",
+         "only positional neurons", "I(fired; position) above 0.05 nats", True, _positional),
+)
+BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+FROM_COUNTS: tuple[Kind, ...] = tuple(k for k in KINDS if not k.needs_analysis)
+NEED_ANALYSIS: tuple[str, ...] = tuple(k.name for k in KINDS if k.needs_analysis)
+
+
+def mask_bit(name: str) -> int:
+    """The flag value of kind `name` (1 << its bit)."""
+    return 1 << BY_NAME[name].bit
+
+
+def has(flags: np.ndarray | int, name: str) -> np.ndarray | bool:
+    """Whether each flag value holds kind `name`."""
+    return (np.asarray(flags).astype(np.int64) & mask_bit(name)) > 0
+
+
+def names_of(flags: int) -> list[str]:
+    """The kind names of one neuron's flags, in registry order."""
+    return [k.name for k in KINDS if int(flags) & (1 << k.bit)]
+
+
+def decide(evidence: Evidence, params: AnalysisParams, kinds: tuple[Kind, ...] = KINDS) -> np.ndarray:
+    """[F] flags: each kind's criterion in registry order (each may read the masks before it, which
+    are left in `evidence.kinds`)."""
+    flags = np.zeros(evidence.act_count.shape, dtype=FLAG_DTYPE)
+    for kind in kinds:
+        mask = np.asarray(kind.criterion(evidence, params), dtype=bool)
+        evidence.kinds[kind.name] = mask
+        flags[mask] |= FLAG_DTYPE(1 << kind.bit)
+    return flags
+
+
+def count_flags(act_count: np.ndarray, n_tokens: int, params: AnalysisParams) -> np.ndarray:
+    """[F] flags of the kinds decided from the firing counts alone (a summary without an analysis)."""
+    return decide(Evidence(np.asarray(act_count, dtype=np.int64), n_tokens), params, FROM_COUNTS)

@@ -1,0 +1,184 @@
+"""The thresholds of the analysis (`AnalysisParams`): their defaults, sources and accepted values.
+
+Each field is a parameter of `neuron-tui analyze --NAME`, stored as JSON in the analysis group's
+attribute `params`, so a summary says how it was analysed. Defaults are the paper's where it gives
+one (E. Voita, J. Ferrando, C. Nalmpantis, "Neurons in Large Language Models: Dead, N-gram,
+Positional", arXiv 2309.04827, ACL Findings 2024; sections 3 = dead, 4 = token and n-gram detectors,
+5 = positional), ours otherwise (docs/design.md says why each).
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+
+from neuron_tui.cache import Summary, SummaryError
+
+from . import positional
+
+
+def _share(value) -> bool:
+    return 0.0 < value <= 1.0
+
+
+def _positive(value) -> bool:
+    return value >= 1
+
+
+@dataclass(frozen=True)
+class AnalysisParams:
+    """Thresholds of the analysis; stored as JSON in the analysis group's attribute `params`.
+
+    Every field's type is what `neuron-tui analyze --NAME` parses, and `CHECKS` (below) what it
+    accepts: a new parameter needs an entry there, or creating the class fails.
+    """
+
+    min_fire_rate: float = 0.95
+    """A token is *covered* by a neuron when the neuron fires on at least this share of the token's
+    occurrences. Paper section 4 ("at least 95% of the token's occurrences")."""
+
+    min_coverage: float = 0.95
+    """A token detector's covered tokens must account for at least this share of its (non-BOS)
+    firings. Paper section 4 (95% of the neuron's activations)."""
+
+    max_tokens: int = 5
+    """At most this many covered tokens may be needed to reach `min_coverage`. Paper section 4 (its
+    detectors are triggered by 1 to 5 tokens)."""
+
+    min_token_count: int = 5
+    """A covered token (or n-gram context) must occur at least this often in the corpus, so that one
+    lucky hit on a token seen once cannot make a detector. Ours: the paper uses more than 5M tokens
+    where the question does not arise; 5 occurrences at a 95% firing rate are unlikely by chance for a
+    neuron that fires on a fraction f of tokens (f**5, e.g. 3e-5 at f = 0.125)."""
+
+    rare_rate: float = 1e-4
+    """Alive neurons firing on fewer than this share of all tokens are *rare*. Ours (the paper has no
+    such category, section 3 only notes that alive neurons of early layers fire with mean frequency
+    about 0.02 or less): 1e-4 is two orders of magnitude below that mean, i.e. fewer than one firing
+    per 10,000 tokens (about once in five sequences of 2048): such a neuron barely changes the
+    residual stream of typical text, yet over the paper's 5M tokens it still has hundreds of firings,
+    so its triggers are measured exactly (its event sample is complete) rather than guessed."""
+
+    mi_threshold: float = 0.05
+    """A neuron is positional when I(fired; position) exceeds this many nats. Paper section 5."""
+
+    max_ngrams: int = 50
+    """An n-gram detector's firings are explained by at most this many covered n-gram contexts.
+    Paper section 4 (at most 50 trigrams)."""
+
+    ngram_order: int = 3
+    """Contexts of the n-gram criterion: 3 = (two previous tokens, token), the paper's trigrams
+    (section 4); 2 = (previous token, token)."""
+
+    n_triggers: int = 10
+    """Kt: trigger tokens stored per neuron (at least `max_tokens`). Ours (display)."""
+
+    n_ngrams: int = 10
+    """Kn: bigram contexts stored per neuron. Ours (display; the paper reports bigram contexts too)."""
+
+    supp_top: int = 10
+    """A detector *suppresses its triggers* when every trigger ranks among its this-many most
+    suppressed tokens: our stricter metric next to the paper's section 4 "negative score" share."""
+
+    positional_skip_bos: bool = True
+    """Leave position 0 out of the positional statistics when it always holds BOS: a neuron firing
+    there reacts to the BOS token, which position alone cannot tell apart. Ours."""
+
+    shape_extreme_tol: float = 0.05
+    """A positional profile *reaches* 0 (or 1) where its firing rate is at most this (at least 1 minus
+    this): the paper's "activation extremes" (section 5). Ours: the paper names the types by eye;
+    docs/design.md, "Positional types", says how each is read."""
+
+    shape_strong_tol: float = 0.01
+    """... and *equals* 0 (or 1), the paper's "strong" pattern, within this; between the two
+    tolerances the pattern is "weak" (close to, but not at, the extreme). Ours."""
+
+    shape_min_periods: int = 3
+    """An *oscillatory* profile rises above its midpoint at least this many times. Ours."""
+
+    shape_max_gap_cv: float = 0.25
+    """... at evenly spaced positions: coefficient of variation of the spacing at most this. Ours."""
+
+    shape_thin_roughness: float = 0.1
+    """An "other" profile is strong (the paper's "thin" graph) when the rate at each position differs
+    from the mean of its two neighbours by at most this share of the profile's range, on average."""
+
+    shape_smooth: int | None = None
+    """Smoothing window of the position profile before the type is read (None: T // 128). Ours."""
+
+    def shape_rule(self) -> positional.ShapeRule:
+        return positional.ShapeRule(self.shape_smooth, self.shape_extreme_tol, self.shape_strong_tol,
+                                    self.shape_min_periods, self.shape_max_gap_cv, self.shape_thin_roughness)
+
+    def __post_init__(self) -> None:
+        unchecked = [f.name for f in fields(self) if f.name not in CHECKS]
+        if unchecked:
+            raise TypeError(f"AnalysisParams.{unchecked[0]} has no entry in CHECKS")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            check, words = CHECKS[f.name]
+            if not _typed(value, PARAM_TYPES[f.name]) or (value is not None and not check(value)):
+                raise ValueError(f"{f.name} must be {words}, not {value!r}")
+        if self.n_triggers < self.max_tokens:
+            raise ValueError(f"n_triggers ({self.n_triggers}) must be at least max_tokens ({self.max_tokens})")
+        if self.shape_strong_tol > self.shape_extreme_tol:
+            raise ValueError(f"shape_strong_tol ({self.shape_strong_tol}) must be at most shape_extreme_tol "
+                             f"({self.shape_extreme_tol})")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "AnalysisParams":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(text).items() if k in known})
+
+    @classmethod
+    def of(cls, summary: Summary) -> "AnalysisParams":
+        """The parameters a summary was analysed with (the defaults when it has no analysis, or an
+        analysis of an older version whose parameters no longer apply)."""
+        group = summary.analysis
+        if group is not None and "params" in group.attrs:
+            try:
+                return cls.from_json(group.attrs["params"])
+            except (TypeError, ValueError):
+                raise SummaryError(f"{summary.path} is damaged: its analysis parameters are unreadable") from None
+        return cls()
+
+
+# name -> (accepts the value, how the error message says what is accepted)
+CHECKS: dict[str, tuple[Callable, str]] = {
+    "min_fire_rate": (_share, "a share in (0, 1]"),
+    "min_coverage": (_share, "a share in (0, 1]"),
+    "max_tokens": (_positive, "at least 1"),
+    "min_token_count": (_positive, "at least 1"),
+    "rare_rate": (lambda v: 0.0 <= v <= 1.0, "a rate in [0, 1]"),
+    "mi_threshold": (lambda v: v >= 0, "at least 0"),
+    "max_ngrams": (_positive, "at least 1"),
+    "ngram_order": (lambda v: v in (2, 3), "2 or 3"),
+    "n_triggers": (_positive, "at least 1"),
+    "n_ngrams": (_positive, "at least 1"),
+    "supp_top": (_positive, "at least 1"),
+    "positional_skip_bos": (lambda v: True, "true or false"),
+    "shape_extreme_tol": (lambda v: 0.0 <= v < 0.5, "a rate in [0, 0.5)"),
+    "shape_strong_tol": (lambda v: 0.0 <= v < 0.5, "a rate in [0, 0.5)"),
+    "shape_min_periods": (lambda v: v >= 2, "at least 2"),
+    "shape_max_gap_cv": (lambda v: v >= 0, "at least 0"),
+    "shape_thin_roughness": (lambda v: v >= 0, "at least 0"),
+    "shape_smooth": (_positive, "at least 1, or none"),
+}
+PARAM_TYPES = typing.get_type_hints(AnalysisParams)  # name -> float, int, bool or int | None
+
+
+def _typed(value, kind) -> bool:
+    """`value` is of the annotated `kind` (an int counts as a float; a bool as nothing but a bool)."""
+    allowed = typing.get_args(kind) or (kind,)
+    if value is None:
+        return type(None) in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed or float in allowed
+    return isinstance(value, float) and float in allowed

@@ -1,0 +1,75 @@
+"""The registry of kinds (core/read/kinds.py): stored bits that keep their meaning, and every list of
+kinds the tool shows derived from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neuron_tui.core.read import kinds
+from neuron_tui.core.read.params import AnalysisParams
+from neuron_tui.core.read.queries import CATEGORIES, FILTERS, ROW_KEYS, categories
+
+
+def test_the_bits_of_stored_files_keep_their_meaning():
+    """Summaries written since schema 1 store these bits: a new kind takes a new bit, never one of these."""
+    assert {k.name: k.bit for k in kinds.KINDS if k.bit < 5} == {
+        "dead": 0, "rare": 1, "token": 2, "ngram": 3, "positional": 4}
+    assert [kinds.mask_bit(n) for n in ("dead", "rare", "token", "ngram", "positional")] == [1, 2, 4, 8, 16]
+
+
+@pytest.mark.parametrize("field", ["name", "bit", "letter", "key"])
+def test_kinds_are_told_apart(field):
+    values = [getattr(k, field) for k in kinds.KINDS]
+    assert len(set(values)) == len(values)
+
+
+def test_flags_have_room_for_32_kinds_and_every_bit_fits():
+    assert np.iinfo(kinds.FLAG_DTYPE).bits >= 32
+    assert all(0 <= k.bit < np.iinfo(kinds.FLAG_DTYPE).bits for k in kinds.KINDS)
+
+
+def test_the_filter_keys_clash_with_no_other_key_of_the_layer_screen():
+    from neuron_tui.tui.screens import LayerScreen
+
+    keys = [key.strip() for b in LayerScreen.BINDINGS for key in b.key.split(",")]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    assert {k.key for k in kinds.KINDS} <= set(keys)
+
+
+def test_lists_of_kinds_derive_from_the_registry():
+    from neuron_tui.tui.app import LEGEND
+    from neuron_tui.tui.cli import build_parser
+    from neuron_tui.tui.render import REPORT_COLUMNS
+    from neuron_tui.tui.widgets import CATEGORY_STYLES
+
+    names = [k.name for k in kinds.KINDS]
+    assert list(CATEGORIES) == names and list(FILTERS) == ["all", *names, "marked"]
+    assert all(n in ROW_KEYS and f"{n}_frac" in ROW_KEYS for n in names)
+    assert [c[0] for c in REPORT_COLUMNS[1 : 1 + len(names)]] == names
+    assert set(CATEGORY_STYLES) == {k.letter for k in kinds.KINDS} | {"·"}
+    assert LEGEND[0][0].split() == [k.letter for k in kinds.KINDS]
+    help_text = build_parser()._subparsers._group_actions[0].choices["neurons"].format_help()
+    assert all(n in help_text for n in names)
+
+
+def test_every_kind_is_decided_by_its_criterion_in_registry_order():
+    """Evidence with one neuron per kind: dead, rare, a token detector, an n-gram detector (not a
+    token detector), a positional neuron; an n-gram criterion reads the token mask decided before it."""
+    p = AnalysisParams()
+    ev = kinds.Evidence(
+        act_count=np.array([0, 1, 500, 500, 500, 500]), n_tokens=100_000,
+        total=np.array([0, 1, 500, 500, 500, 500]),
+        coverage=np.array([0.0, 0.0, 1.0, 0.2, 0.2, 1.0]),
+        ngram_share=np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
+        pos_mi=np.array([0.0, 0.0, 0.0, 0.0, 0.2, 0.0]),
+    )
+    flags = kinds.decide(ev, p)
+    assert [categories(f) for f in flags] == [["dead"], ["rare"], ["token"], ["ngram"], ["positional"], ["token"]]
+    assert flags.dtype == kinds.FLAG_DTYPE
+
+
+def test_a_summary_without_analysis_decides_the_kinds_that_need_only_counts():
+    flags = kinds.count_flags(np.array([0, 3, 50_000]), 100_000, AnalysisParams())
+    assert [categories(f) for f in flags] == [["dead"], ["rare"], []]
+    assert {k.name for k in kinds.FROM_COUNTS} == {"dead", "rare"}
