@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _summary_argument(nrs)
     nrs.add_argument("--layer", type=int, help="one layer (default: every layer)")
     nrs.add_argument("--category", default="all", help="all, " + ", ".join(KIND_NAMES[:-1]) + f" or {KIND_NAMES[-1]}: "
-                     + "; ".join(f"{k.name}: {k.definition}" for k in KINDS))
+                     + "; ".join(f"{k.name}: {k.definition}" for k in KINDS).replace("%", "%%"))
     nrs.add_argument("--trigger", help="neurons whose triggers contain this text (e.g. ' of')")
     nrs.add_argument("--sort", default="id", help="id, cat, rate, distinct, top, pos or supp")
     nrs.add_argument("--reverse", action="store_true", help="the other direction of the sort")
