@@ -11,9 +11,10 @@ shaped like a trained ReLU model's: firing rates log-normal around 1% (5% of neu
 counts Binomial(sequences, rate) per position, a full event sample of 256 per alive neuron, top-8
 activations. One layer's state is drawn once and handed out for every layer (the writer compresses
 each layer anew, so the time is that of distinct data). The share of the run uses the collection's
-default policy (collect.py: every 60 s, or 9 times the last write time when longer) at a pass speed of
-`--tokens-per-second` (default: the OPT-1.3b shape's 112k tokens/s measured on an H100 in bench/
-collect.py, scaled by parameter count for 13b and 66b); the tokens at risk are those a crash loses.
+default policy (core/model/checkpoints.py: every 60 s, or 9 times the last write time when longer) at
+a pass speed of `--tokens-per-second` (default: the OPT-1.3b shape's 112k tokens/s measured on an H100
+in bench/collect.py, scaled by parameter count for 13b and 66b); the tokens at risk are those a crash
+loses.
 """
 
 from __future__ import annotations
@@ -91,15 +92,12 @@ def one_shape(shape: str, n_tokens: int, folder: Path) -> dict:
 
 
 def policy(write_s: float, tokens_per_s: float) -> dict:
-    """The default checkpoint policy of collect.py at this write time."""
-    from neuron_tui.core.model.collect import (
-        CHECKPOINT_SPACING,
-        DEFAULT_CHECKPOINT_SECONDS,
-    )
+    """The collection's default checkpoint policy at this write time."""
+    from neuron_tui.core.model.checkpoints import CheckpointPolicy
 
-    interval = max(DEFAULT_CHECKPOINT_SECONDS, CHECKPOINT_SPACING * write_s)
+    interval = CheckpointPolicy.interval_after(write_s)
     return {"interval_s": interval, "share": write_s / (interval + write_s),
-            "fixed_60s_share": write_s / (DEFAULT_CHECKPOINT_SECONDS + write_s),
+            "fixed_60s_share": write_s / (CheckpointPolicy.DEFAULT_SECONDS + write_s),
             "tokens_at_risk": (interval + write_s) * tokens_per_s}
 
 

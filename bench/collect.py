@@ -28,7 +28,7 @@ from neuron_tui.core.model.packing import pack_sequences
 from neuron_tui.core.model.plan import Settings, make_plan
 from neuron_tui.core.model.recorder import Recorder
 from neuron_tui.core.model.schedules import BatchByBatch, calibrate
-from neuron_tui.core.sources import ModelSource
+from neuron_tui.core.sources import ModelSource, resolve
 
 # hidden size, layers, FFN width, heads of the OPT models (Zhang et al. 2022, table 1)
 OPT_SHAPES = {"125m": (768, 12, 3072, 12), "1.3b": (2048, 24, 8192, 32), "6.7b": (4096, 32, 16384, 32)}
@@ -80,7 +80,7 @@ def main() -> None:
     if random_model:
         loaded = random_opt(args.model.removeprefix("opt-").removesuffix("-random"), args.device, dtype)
     else:
-        loaded = load(args.model, device=args.device)
+        loaded = load(resolve(args.model), device=args.device)
     model = loaded.model
     settings = Settings(n_tokens=args.seq_len * args.batch_size * args.batches, seq_len=args.seq_len,
                           batch_size=args.batch_size)

@@ -54,7 +54,9 @@ import time
 t0 = time.perf_counter()
 import asyncio, json, statistics, sys
 from neuron_tui.tui.app import NeuronApp
-from neuron_tui.tui.screens import LayerScreen, NeuronScreen, OverviewScreen
+from neuron_tui.tui.screens.layer import LayerScreen
+from neuron_tui.tui.screens.neuron import NeuronScreen
+from neuron_tui.tui.screens.overview import OverviewScreen
 t_import = time.perf_counter() - t0
 path, repeat = sys.argv[1], int(sys.argv[2])
 

@@ -55,13 +55,16 @@ async def explorer_answer(path: Path, layer: int, neuron: int, text: str, device
                           probe: Probe) -> float:
     """Median seconds from `enter` in the probe's text box to the answer drawn (the model already loaded)."""
     from neuron_tui.tui.app import NeuronApp
-    from neuron_tui.tui.screens import NeuronScreen, ProbeScreen
+    from neuron_tui.tui.screens.neuron import NeuronScreen
+    from neuron_tui.tui.screens.probe import ProbeScreen
 
     app = NeuronApp(path, device=device)
-    app.probe = probe  # loaded above: this measures the answer, not the load
     times = []
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
+        await app.workers.wait_for_complete()
+        await pilot.pause()  # the summary is open
+        app.explorer.probe.model = probe  # loaded above: this measures the answer, not the load
         app.push_screen(NeuronScreen(layer, neuron))
         await pilot.pause()
         screen = ProbeScreen(layer, neuron)

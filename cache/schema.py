@@ -4,11 +4,12 @@ A summary is one HDF5 file. Everything is layer-major (axis 0 is the layer) and 
 layer, or one neuron of one layer, is read without touching the rest: the explorer opens a summary of
 OPT-66b (64 layers x 36,864 neurons) on a laptop by reading one layer at a time.
 
-Root attributes: `ROOT_ATTRS`. Datasets: `DATASETS`; shapes use L layers, F neurons per layer, T =
-seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events.
+Root attributes: listed below with their meaning. Datasets: `DATASETS`; shapes use L layers, F neurons
+per layer, T = seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events.
 
-The names in `STABLE_NAMES` are read by other tools and never change meaning; anything else may grow
-in a later schema version, which bumps `SCHEMA_VERSION` (readers refuse versions newer than theirs).
+These names are read by other tools and never change meaning: schema_version, model, n_tokens, rule,
+threshold, tokens, act_count, pos_count. Anything else may grow in a later schema version, which bumps
+`SCHEMA_VERSION` (readers refuse versions newer than theirs).
 
 Integrity (schema 2). Files are written with HDF5's latest format, whose metadata (superblock, object
 headers, chunk indexes) carries checksums, and every non-empty numeric dataset is chunked with the
@@ -27,36 +28,35 @@ READABLE_VERSIONS = (1, 2, 3)
 FORMAT = "neuron-tui summary"  # root attribute `format`: tells our files from any other HDF5 file
 INTEGRITY_ATTR = "integrity"  # root attribute: JSON digest record (see the module docstring)
 
-# Root attributes written by collection. `corpus`, `settings` and `model_fingerprint` are JSON strings.
-ROOT_ATTRS = (
-    "format",  # FORMAT
-    "schema_version",  # SCHEMA_VERSION at write time
-    "tool_version",  # neuron-tui version that wrote the file
-    "model",  # model id as resolved (e.g. facebook/opt-1.3b, smollm2)
-    "model_revision",  # hub commit or GGUF file name + size; "" when unknown
-    "model_fingerprint",  # JSON: what identifies the weights (core.fingerprint), checked by open / probe
-    "architecture",  # config.model_type (opt, gpt2, llama, ...)
-    "rule",  # "relu" (fired iff h > tau) or "abs" (fired iff |h| > tau)
-    "threshold",  # relu: the fixed tau; abs: the calibration quantile, or the fixed tau (see tau_source)
-    "tau_source",  # "fixed" or "quantile"
-    "n_layers",
-    "n_neurons",  # F, neurons per layer
-    "seq_len",  # T
-    "n_seq",  # sequences collected so far (all of them when complete)
-    "n_seq_planned",  # sequences the run was asked for
-    "n_tokens",  # n_seq * seq_len
-    "bos",  # 1 when each sequence starts with the model's BOS token (excluded from detectors)
-    "events_cap",  # C, the bound of each neuron's uniform event sample
-    "top_k",  # K, top activating contexts per neuron
-    "corpus",  # JSON: corpus identity (source, content hash, seed)
-    "corpus_exhausted",  # True when the corpus ran out before n_seq_planned sequences
-    "key",  # hex digest of everything that identifies the run (the cache file is named by it)
-    "complete",  # False while collection is still checkpointing into this file
-    "shard",  # "K/N" (or "K1,K2/N"): the summary counts only the planned sequences i with i % N in K; "0/1" = all
-    "base_key",  # the key of the whole run the shard belongs to (equal to `key` when shard is "0/1")
-    "device",  # where it was collected ("cpu", "cuda"): the probe loads the model there by default
-    "dtype",  # the activations' precision (fp32, bf16, fp16): the probe uses it on that device
-)
+# Root attributes written by collection (`corpus`, `settings` and `model_fingerprint` are JSON strings):
+#   format: FORMAT
+#   schema_version: SCHEMA_VERSION at write time
+#   tool_version: neuron-tui version that wrote the file
+#   model: model id as resolved (e.g. facebook/opt-1.3b, smollm2)
+#   model_revision: hub commit or GGUF file name + size; "" when unknown
+#   model_fingerprint: JSON: what identifies the weights (core.fingerprint), checked by open / probe
+#   architecture: config.model_type (opt, gpt2, llama, ...)
+#   rule: "relu" (fired iff h > tau) or "abs" (fired iff |h| > tau)
+#   threshold: relu: the fixed tau; abs: the calibration quantile, or the fixed tau (see tau_source)
+#   tau_source: "fixed" or "quantile"
+#   n_layers
+#   n_neurons: F, neurons per layer
+#   seq_len: T
+#   n_seq: sequences collected so far (all of them when complete)
+#   n_seq_planned: sequences the run was asked for
+#   n_tokens: n_seq * seq_len
+#   bos: 1 when each sequence starts with the model's BOS token (excluded from detectors)
+#   events_cap: C, the bound of each neuron's uniform event sample
+#   top_k: K, top activating contexts per neuron
+#   corpus: JSON: corpus identity (source, content hash, seed)
+#   corpus_exhausted: True when the corpus ran out before n_seq_planned sequences
+#   key: hex digest of everything that identifies the run (the cache file is named by it)
+#   complete: False while collection is still checkpointing into this file
+#   shard: "K/N" (or "K1,K2/N"): the summary counts only the planned sequences i with i % N in K; "0/1" = all
+#   base_key: the key of the whole run the shard belongs to (equal to `key` when shard is "0/1")
+#   device: where it was collected ("cpu", "cuda"): the probe loads the model there by default
+#   dtype: the activations' precision (fp32, bf16, fp16): the probe uses it on that device
+
 # attributes a reader cannot do without (a file missing one is corrupt)
 REQUIRED_ATTRS = ("model", "rule", "n_layers", "n_neurons", "seq_len", "n_seq", "n_tokens")
 
@@ -97,8 +97,6 @@ OPTIONAL_DATASETS = {
 PROJECTION_GROUP = "projection"
 ANALYSIS_GROUP = "analysis"
 
-STABLE_NAMES = ("schema_version", "model", "n_tokens", "rule", "threshold", "tokens", "act_count", "pos_count")
-
 # Datasets read per neuron as well as per layer get chunks that cut the neuron axis, so one neuron's
 # column of a huge layer costs one chunk, not the layer.
 NEURON_CHUNK = 1024
@@ -116,15 +114,16 @@ PROJECTION_DATASETS = {
     "cand_supp_rank": ("int32", "L,F,Kc"),  # 0-based rank in the neuron's suppressed order (0 = most)
     "cand_cos_in": ("float32", "L,F,Kc"),  # cosine of the output vector with the input embedding (NaN if tied)
 }
-# candidates_complete: candidate triggers chosen among all event tokens (False: a merge without the model)
-PROJECTION_ATTRS = ("k", "n_candidates", "tied_embeddings", "project_out", "oriented", "candidates_complete")
+# Its attributes: k, n_candidates, tied_embeddings, project_out, oriented (vectors multiplied by the sign of
+# the firing activation) and candidates_complete (candidate triggers chosen among all event tokens; False:
+# a merge without the model).
 
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.
 ANALYSIS_VERSION = 2  # 2: the paper's positional types (POS_SHAPES) and their strength
 # analysis/pos_shape codes: the paper's section 5 types (docs/design.md defines each)
 POS_SHAPES = ("none", "oscillatory", "both-extremes", "one-extreme", "other")
-POS_SHAPES_V1 = ("none", "range", "periodic", "both-extremes", "other")  # analysis_version 1 codes
+# (analysis_version 1 coded: none, range, periodic, both-extremes, other; such an analysis reads as outdated)
 ANALYSIS_DATASETS = {
     # bit k set: the neuron is of the kind whose `bit` is k (core/read/kinds.py; uint8 before schema 3)
     "flags": ("uint32", "L,F"),
@@ -151,5 +150,5 @@ ANALYSIS_DATASETS = {
     "layer_neg_share": ("float32", "L"),  # detectors whose triggers all have negative update scores
     "layer_detectors_known": ("int64", "L"),  # token detectors whose triggers all have a projection rank
 }
-ANALYSIS_ATTRS = ("analysis_version", "params", "n_triggers", "n_ngrams", "bos_excluded", "has_projection",
-                  "pos_mi_bias")
+# Its attributes: analysis_version, params (JSON), n_triggers, n_ngrams, bos_excluded, has_projection,
+# pos_mi_bias.

@@ -36,7 +36,7 @@ async def explore(path: str) -> dict:
     from pilot import settle  # tests/ is this script's folder, first on sys.path
 
     from neuron_tui.tui.app import NeuronApp
-    from neuron_tui.tui.screens import ErrorScreen
+    from neuron_tui.tui.screens.errors import ErrorScreen
 
     app = NeuronApp(path)
     shown: dict = {}

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from neuron_tui.cache import chunks, store
+from neuron_tui.cache import chunks, writer
 
 
 def reference_fletcher32(data: bytes) -> int:
@@ -40,7 +40,7 @@ def test_fletcher32_equals_the_c_algorithm(kind):
 
 
 def dataset(f, name, shape, dtype):
-    return f.create_dataset(name, shape=shape, dtype=dtype, **store._layout(name, shape))
+    return f.create_dataset(name, shape=shape, dtype=dtype, **writer.dataset_layout(name, shape))
 
 
 @pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.int64, np.float32, np.int8])

@@ -1,11 +1,15 @@
 """Collection end to end on tiny real-architecture models, checked against an independent slow path."""
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
 from tiny import (
     interrupt_forward_at,
     make_tokenizer,
+    on_forward_call,
     tiny_gpt2,
     tiny_llama,
     tiny_opt,
@@ -14,7 +18,8 @@ from tiny import (
 
 from neuron_tui.cache import Summary
 from neuron_tui.core.errors import NeuronTuiError
-from neuron_tui.core.model import schedules
+from neuron_tui.core.model.adapters import ffn_out_projections
+from neuron_tui.core.model.checkpoints import CheckpointPolicy
 from neuron_tui.core.model.collect import collect
 from neuron_tui.core.model.loading import LoadedModel
 from neuron_tui.core.model.plan import Settings, make_plan
@@ -119,6 +124,20 @@ def _arrays(summary: Summary) -> dict:
     return {n: summary.read(n) for n in names}
 
 
+def assert_a_prefix_of_whole_batches(partial, model, expected: dict, batch_size: int = 3) -> None:
+    """The checkpoint of an interrupted run: its first sequences, a whole number of batches, each layer
+    holding exactly their counts (recounted by the slow path) and nothing of the batch cut short."""
+    with Summary.open(partial) as p:
+        assert not p.complete
+        n_seq = p.attrs["n_seq"]
+        tokens = p.read("tokens")[:n_seq]
+        counted = [p.read("act_count", layer) for layer in range(p.n_layers)]
+    assert 0 < n_seq < len(expected["tokens"]) and n_seq % batch_size == 0
+    np.testing.assert_array_equal(tokens, expected["tokens"][:n_seq])
+    for layer, h in enumerate(ffn_activations_slow(model, tokens)):
+        np.testing.assert_array_equal(counted[layer], (np.abs(h) > expected["tau"][layer]).sum((0, 1)))
+
+
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
     model = tiny_llama()
     with run_tiny(model, tmp_path / "a") as s:
@@ -127,15 +146,12 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
     interrupt_forward_at(monkeypatch, 6)
     with pytest.raises(NeuronTuiError, match="checkpoint kept.*resume"):
         run_tiny(model, tmp_path / "b", checkpoint_seconds=1e9)
-    partials = list((tmp_path / "b" / "cache").glob("*.partial.h5"))
-    assert len(partials) == 1
-    with Summary.open(partials[0]) as p:
-        # calls 1-3 calibrate (8 sequences in batches of 3), 4-5 count 2 batches, the 6th is interrupted
-        assert not p.complete and p.attrs["n_seq"] == 6
+    (partial,) = (tmp_path / "b" / "cache").glob("*.partial.h5")
+    assert_a_prefix_of_whole_batches(partial, model, expected)
     monkeypatch.undo()
     with run_tiny(model, tmp_path / "b") as s:
         got = _arrays(s)
-    assert not partials[0].exists()
+    assert not partial.exists()
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
@@ -153,46 +169,52 @@ def test_cuda_collection_equals_cpu(tmp_path):
 def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, monkeypatch):
     """SIGTERM arriving while layer 1 runs (layer 0 has already counted the batch): the batch
     finishes, the checkpoint holds whole batches only, and the resumed run equals an uninterrupted one."""
-    import os
-    import signal
-
-    from neuron_tui.core.model.adapters import ffn_out_projections
-
     model = tiny_llama()
     with run_tiny(model, tmp_path / "a") as s:
         expected = _arrays(s)
-    real, calls = schedules.forward_fn, {"n": 0}
 
-    def signalling(m):
-        run = real(m)
+    def sigterm_in_layer_1():
+        def send(module, args):
+            handle.remove()
+            os.kill(os.getpid(), signal.SIGTERM)
 
-        def wrapped(ids):
-            calls["n"] += 1
-            if calls["n"] != 6:
-                return run(ids)
-            layer1 = ffn_out_projections(m)[1]
-            handle = layer1.register_forward_pre_hook(lambda mod, args: os.kill(os.getpid(), signal.SIGTERM))
-            try:
-                run(ids)
-            finally:
-                handle.remove()
+        handle = ffn_out_projections(model)[1].register_forward_pre_hook(send)
 
-        return wrapped
-
-    monkeypatch.setattr(schedules, "forward_fn", signalling)
+    on_forward_call(monkeypatch.setattr, 6, sigterm_in_layer_1)
     with pytest.raises(NeuronTuiError, match="checkpoint kept"):
         run_tiny(model, tmp_path / "b", checkpoint_seconds=1e9)
     (partial,) = (tmp_path / "b" / "cache").glob("*.partial.h5")
-    with Summary.open(partial) as p:
-        assert p.attrs["n_seq"] == 9  # 3 calibration calls, then batches 4, 5 and the signalled 6th
-        counted = sum(int(p.read("act_count", layer).sum()) for layer in range(3))
-        tokens = p.read("tokens")
-    monkeypatch.setattr(schedules, "forward_fn", real)
-    # every layer counted the same 9 sequences: recount them with the slow path
-    acts = ffn_activations_slow(model, tokens)
-    tau = expected["tau"]
-    assert counted == sum(int((np.abs(h) > tau[i]).sum()) for i, h in enumerate(acts))
+    assert_a_prefix_of_whole_batches(partial, model, expected)
+    monkeypatch.undo()
     with run_tiny(model, tmp_path / "b") as s:
         got = _arrays(s)
     for name in expected:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def test_checkpoints_are_spaced_out_to_stay_under_a_tenth_of_the_run():
+    """Every 60 s by default, or 9 times the last write time when that is longer (write W, then at
+    least 9 W of pass: W / 10 W of the run); --checkpoint-seconds fixes the interval."""
+    now = [0.0]
+
+    def writing(seconds: float):
+        def checkpoint():
+            now[0] += seconds
+
+        return checkpoint
+
+    policy = CheckpointPolicy(None, clock=lambda: now[0])
+    now[0] = 59.9
+    assert not policy.due()
+    now[0] = 60.0
+    assert policy.due()
+    policy.write(writing(20.0))  # a slow write: the next one 180 s after it ends
+    now[0] += 179.9
+    assert not policy.due()
+    now[0] += 0.1
+    assert policy.due()
+    policy.write(writing(1.0))  # fast again: back to every 60 s
+    assert policy.interval == 60.0
+    fixed = CheckpointPolicy(5.0, clock=lambda: now[0])
+    fixed.write(writing(100.0))
+    assert fixed.interval == 5.0

@@ -30,7 +30,7 @@ def test_flags_have_room_for_32_kinds_and_every_bit_fits():
 
 
 def test_the_filter_keys_clash_with_no_other_key_of_the_layer_screen():
-    from neuron_tui.tui.screens import LayerScreen
+    from neuron_tui.tui.screens.layer import LayerScreen
 
     keys = [key.strip() for b in LayerScreen.BINDINGS for key in b.key.split(",")]
     assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
@@ -38,10 +38,9 @@ def test_the_filter_keys_clash_with_no_other_key_of_the_layer_screen():
 
 
 def test_lists_of_kinds_derive_from_the_registry():
-    from neuron_tui.tui.app import LEGEND
     from neuron_tui.tui.cli import build_parser
-    from neuron_tui.tui.render import REPORT_COLUMNS
-    from neuron_tui.tui.widgets import CATEGORY_STYLES
+    from neuron_tui.tui.present.help import LEGEND
+    from neuron_tui.tui.present.layers import CATEGORY_STYLES, REPORT_COLUMNS
 
     names = [k.name for k in kinds.KINDS]
     assert list(CATEGORIES) == names and list(FILTERS) == ["all", *names, "marked"]

@@ -24,6 +24,7 @@ from neuron_tui.core.model import layerwise
 from neuron_tui.core.model import loading as models
 from neuron_tui.core.model.accumulators import LayerAccumulator, device_bytes
 from neuron_tui.core.model.plan import Settings, device_budget, make_plan
+from neuron_tui.core.sources import resolve
 from neuron_tui.tui.cli import main
 
 
@@ -49,8 +50,8 @@ def test_layers_offloaded_to_disk_collect_what_resident_layers_collect(tmp_path,
     model_dir = save_tiny(tiny_llama(), tmp_path / "model")
     corpus = write_text_corpus(tmp_path / "corpus.jsonl")
     placement = ["--device-map", "auto", "--max-memory", budget, "--offload-folder", str(tmp_path / "off")]
-    loaded = models.load(str(model_dir), device="cpu", device_map="auto", max_memory=models.parse_max_memory(budget),
-                         offload_folder=str(tmp_path / "off0"))
+    loaded = models.load(resolve(str(model_dir)), device="cpu", device_map="auto",
+                         max_memory=models.parse_max_memory(budget), offload_folder=str(tmp_path / "off0"))
     where = loaded.model.hf_device_map
     assert [where[m] for m in in_memory] == ["cpu"] * len(in_memory)
     assert [where[m] for m in on_disk] == ["disk"] * len(on_disk)
@@ -112,7 +113,8 @@ def test_layers_spread_over_two_gpus_collect_what_one_gpu_collects(tmp_path):
     one = collect_args(model_dir, corpus, tmp_path / "one.h5", *fixed, device="cuda:0")
     two = collect_args(model_dir, corpus, tmp_path / "two.h5", *fixed, "--device-map", "auto",
                        "--max-memory", "0=40KB,1=1GiB", device="cuda:0")
-    loaded = models.load(str(model_dir), dtype="fp32", device_map="auto", max_memory=models.parse_max_memory("0=40KB,1=1GiB"))
+    loaded = models.load(resolve(str(model_dir)), dtype="fp32", device_map="auto",
+                         max_memory=models.parse_max_memory("0=40KB,1=1GiB"))
     assert {str(d) for d in loaded.model.hf_device_map.values()} == {"0", "1"}
     assert main(one) == 0 and main(two) == 0
     a, b = everything(tmp_path / "one.h5"), everything(tmp_path / "two.h5")

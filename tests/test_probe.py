@@ -294,7 +294,7 @@ async def test_the_probe_screen_from_a_neuron_runs_text_moves_ablates_and_opens(
         assert isinstance(probe, ProbeScreen) and (probe.layer_index, probe.neuron) == (0, 1)
         await type_text(pilot, "t04 t05 t07")
         await press(pilot, "enter")
-        assert app.probe is not None and probe.result is not None
+        assert app.explorer.probe.model is not None and probe.result is not None
         assert [t["fired"] for t in probe.result["tokens"]] == [False, False, True, False]
         await press(pilot, "right", "right")
         assert probe.position == 2
@@ -346,4 +346,4 @@ async def test_the_probe_from_the_layer_table_and_a_model_that_is_not_here(plant
         await settle(pilot)
         assert isinstance(app.screen, LayerScreen)  # the probe closed
         text = screen_text(app)
-        assert "is not here" in text and app.probe is None
+        assert "is not here" in text and app.explorer.probe.model is None

@@ -1,16 +1,17 @@
-"""FFN-update projections on tiny OPT and GPT-2 models, against an independent float64 computation."""
+"""FFN-update projections on tiny OPT and GPT-2 models, against an independent float64 computation, as
+collection writes them: `UpdateProjector` layer by layer through `write_projection` into a summary file."""
 
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import tiny
 import torch
 
-from neuron_tui.cache import schema
+from neuron_tui.cache import SummaryWriter, schema
 from neuron_tui.core.model import projections
 from neuron_tui.core.model.adapters import ffn_out_projections
-from neuron_tui.core.model.projections import project_updates
 
 V = tiny.vocab_size()
 F = 24  # neurons per layer
@@ -30,6 +31,20 @@ def tiny_opt(seed: int = 0, proj_dim: int | None = None, tie: bool = True):
 
 def tiny_gpt2(seed: int = 0):
     return spread(tiny.tiny_gpt2(seed, n_inner=F))
+
+
+def project_updates(folder, model, top_k=10, n_candidates=10, candidates=None, signs=None, batch_size=None):
+    """(attrs, arrays) of the `projection` group that `write_projection` writes into a summary file for
+    these candidates and signs (one per layer, or None), read back from the file."""
+    projector = projections.UpdateProjector(model, top_k, n_candidates, batch_size, oriented=signs is not None)
+    layers = [(None if candidates is None else candidates[layer], None if signs is None else signs[layer])
+              for layer in range(projector.n_layers)]
+    path = folder / "projection.h5"
+    with SummaryWriter(path) as writer:
+        projections.write_projection(writer, projector, layers)
+    with h5py.File(path, "r") as f:
+        group = f[schema.PROJECTION_GROUP]
+        return {k: v.item() for k, v in group.attrs.items()}, {name: group[name][()] for name in group}
 
 
 def reference(model, out_vectors: list[np.ndarray]) -> list[np.ndarray]:
@@ -63,7 +78,7 @@ def random_candidates(n_neurons: int, n_layers: int, Kc: int, seed: int = 0) -> 
     return cands
 
 
-def test_opt_scores_ranks_and_a_planted_suppressor():
+def test_opt_scores_ranks_and_a_planted_suppressor(tmp_path):
     model = tiny_opt()
     fc2 = ffn_out_projections(model)[1]
     E = model.get_input_embeddings().weight
@@ -71,8 +86,9 @@ def test_opt_scores_ranks_and_a_planted_suppressor():
         fc2.weight[:, 5] = -E[7]  # neuron 5 of layer 1 writes minus token 7's embedding
     cands = random_candidates(F, 2, 6)
     cands[1][5, :3] = [3, 7, 11]
-    attrs, arrays = project_updates(model, top_k=5, n_candidates=6, candidates=cands, batch_size=7)
-    assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False, "oriented": False}
+    attrs, arrays = project_updates(tmp_path, model, top_k=5, n_candidates=6, candidates=cands, batch_size=7)
+    assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False, "oriented": False,
+                     "candidates_complete": True}
     vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
     check_against(reference(model, vectors), arrays, cands, 5)
     assert arrays["suppressed_tok"][1, 5, 0] == 7
@@ -84,12 +100,12 @@ def test_opt_scores_ranks_and_a_planted_suppressor():
         assert arrays[name].shape == (2, F, 5 if axes.endswith(",k") else 6)
 
 
-def test_batching_does_not_change_anything(monkeypatch):
+def test_batching_does_not_change_anything(tmp_path, monkeypatch):
     model = tiny_opt(seed=1)
     cands = random_candidates(F, 2, 4, seed=1)
-    _, one = project_updates(model, 3, 4, cands, batch_size=1)
+    _, one = project_updates(tmp_path, model, 3, 4, cands, batch_size=1)
     monkeypatch.setattr(projections, "BLOCK_BYTES", 10**9)
-    _, whole = project_updates(model, 3, 4, cands)
+    _, whole = project_updates(tmp_path, model, 3, 4, cands)
     for name in one:  # scores may differ in the last float32 bit (BLAS kernels vary with the shape)
         if one[name].dtype == np.float32:
             np.testing.assert_allclose(one[name], whole[name], rtol=1e-5, atol=1e-5)
@@ -97,21 +113,21 @@ def test_batching_does_not_change_anything(monkeypatch):
             np.testing.assert_array_equal(one[name], whole[name])
 
 
-def test_gpt2_conv1d_rows_are_output_vectors():
+def test_gpt2_conv1d_rows_are_output_vectors(tmp_path):
     model = tiny_gpt2()
     c_proj = ffn_out_projections(model)[0]
     wte = model.get_input_embeddings().weight
     with torch.no_grad():
         c_proj.weight[9] = -wte[21]  # Conv1D weight is [in, out]: row 9 is neuron 9's output vector
     cands = random_candidates(F, 2, 3, seed=2)
-    attrs, arrays = project_updates(model, 4, 3, cands)
+    attrs, arrays = project_updates(tmp_path, model, 4, 3, cands)
     vectors = [p.weight.detach().double().numpy() for p in ffn_out_projections(model)]
     check_against(reference(model, vectors), arrays, cands, 4)
     assert arrays["suppressed_tok"][0, 9, 0] == 21
     assert attrs["tied_embeddings"] and not attrs["project_out"]
 
 
-def test_opt_project_out_maps_updates_into_the_embedding_space():
+def test_opt_project_out_maps_updates_into_the_embedding_space(tmp_path):
     model = tiny_opt(seed=2, proj_dim=8)
     P = model.model.decoder.project_out.weight.detach()  # [8, 16]
     E = model.get_input_embeddings().weight.detach()  # [V, 8]
@@ -121,7 +137,7 @@ def test_opt_project_out_maps_updates_into_the_embedding_space():
     with torch.no_grad():
         fc2.weight[:, 2] = w
     cands = random_candidates(F, 2, 3, seed=3)
-    attrs, arrays = project_updates(model, 4, 3, cands)
+    attrs, arrays = project_updates(tmp_path, model, 4, 3, cands)
     assert attrs["project_out"]
     Pn = P.double().numpy()
     vectors = [(Pn @ p.weight.detach().double().numpy()).T for p in ffn_out_projections(model)]
@@ -131,13 +147,13 @@ def test_opt_project_out_maps_updates_into_the_embedding_space():
     assert ffn_out_projections(model)[0].weight.shape[0] != E.shape[1]
 
 
-def test_untied_embeddings_give_input_cosines():
+def test_untied_embeddings_give_input_cosines(tmp_path):
     model = tiny_opt(seed=4, tie=False)
     with torch.no_grad():
         model.lm_head.weight.normal_(0.0, 1.0)
     assert model.lm_head.weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
     cands = random_candidates(F, 2, 3, seed=4)
-    attrs, arrays = project_updates(model, 4, 3, cands)
+    attrs, arrays = project_updates(tmp_path, model, 4, 3, cands)
     assert attrs["tied_embeddings"] is False
     E_in = model.get_input_embeddings().weight.detach().double().numpy()
     vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
@@ -153,20 +169,20 @@ def test_untied_embeddings_give_input_cosines():
                 assert got == pytest.approx(want, abs=1e-5)
 
 
-def test_without_candidates():
-    attrs, arrays = project_updates(tiny_opt(), 2, 3, None)
+def test_without_candidates(tmp_path):
+    attrs, arrays = project_updates(tmp_path, tiny_opt(), 2, 3, None)
     assert (arrays["cand_tok"] == -1).all() and (arrays["cand_supp_rank"] == -1).all()
     assert np.isnan(arrays["cand_score"]).all()
     assert arrays["promoted_tok"].shape == (2, F, 2)
 
 
-def test_signs_orient_the_update_of_neurons_that_fire_negative():
+def test_signs_orient_the_update_of_neurons_that_fire_negative(tmp_path):
     """A gated neuron firing with h < 0 adds -w: its suppressed list is w's promoted list."""
     model = tiny_opt(seed=3)
     signs = [np.ones(F) for _ in model.model.decoder.layers]
     signs[0][4] = -1.0
-    _, plain = project_updates(model, top_k=5, n_candidates=0)
-    _, oriented = project_updates(model, top_k=5, n_candidates=0, signs=signs)
+    _, plain = project_updates(tmp_path, model, top_k=5, n_candidates=0)
+    _, oriented = project_updates(tmp_path, model, top_k=5, n_candidates=0, signs=signs)
     np.testing.assert_array_equal(oriented["suppressed_tok"][0, 4], plain["promoted_tok"][0, 4])
     np.testing.assert_allclose(oriented["suppressed_score"][0, 4], -plain["promoted_score"][0, 4], rtol=1e-6)
     np.testing.assert_array_equal(oriented["promoted_tok"][0, 3], plain["promoted_tok"][0, 3])  # +1: unchanged

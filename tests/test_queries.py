@@ -1,5 +1,5 @@
 """The read side's answers (core.read.queries): per-layer rows, cross-model comparison, the per-neuron
-record, and their renderings on the command line (tui.render)."""
+record, and their renderings on the command line (tui.present)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from neuron_tui.cache import Summary
 from neuron_tui.core.read.analysis import run_analysis
 from neuron_tui.core.read.params import AnalysisParams
 from neuron_tui.core.read.queries import compare_rows, layer_rows, neuron_record
-from neuron_tui.tui.render import compare_table, neuron_panel, report_table, sparkline
+from neuron_tui.tui.present.layers import compare_table, report_table
+from neuron_tui.tui.present.neuron import neuron_panel
 
 S, T = TOKENS.shape
 
@@ -171,13 +172,9 @@ def test_is_trigger_marks_triggers_in_the_update_lists(tmp_path):
 def test_neuron_panel_renders_the_record(two_layers):
     run_analysis(two_layers, AnalysisParams(min_token_count=3))
     with Summary.open(two_layers) as s:
-        text = render(neuron_panel(neuron_record(s, 0, 1)))
+        record = neuron_record(s, 0, 1)
+        text = render(neuron_panel(record, s.vocab))
     assert "L0 N1" in text and "token" in text and "● c" in text
-    assert "P(fire|token)" in text and "1.00" in text
-    assert sparkline([0.0, 0.5, 0.25, 0.25, 0.5, 0.25]) in text
-
-
-def test_sparkline():
-    assert sparkline([0.0, 0.5, 1.0, None]) == "▁▅█ "
-    assert sparkline([0.0] * 4) == "▁▁▁▁"
-    assert len(sparkline(list(np.linspace(0, 1, 2048)), width=64)) == 64
+    assert "P(fire|tok)" in text and "1.00" in text
+    peak = int(np.argmax([v or 0.0 for v in record["position_rate"]]))
+    assert f"(peak at t={peak})" in text and f"t={T - 1}" in text  # the plot of its firing rate by position

@@ -7,8 +7,11 @@ repainted), never with polling against a clock.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -18,18 +21,18 @@ from pilot import press, screen_text, settle, type_text
 from synthetic import tiny_summary
 
 from neuron_tui.core.read import kinds
+from neuron_tui.core.read.api import SummaryFile
 from neuron_tui.core.read.tokens import visible
-from neuron_tui.tui.app import LEGEND, NeuronApp, known_binding_ids, load_keymap
-from neuron_tui.tui.screens import (
-    ErrorScreen,
-    ExportDialog,
-    HelpScreen,
-    LayerScreen,
-    MarkDialog,
-    NeuronScreen,
-    OverviewScreen,
-    TooSmallScreen,
-)
+from neuron_tui.tui import screens, widgets
+from neuron_tui.tui.app import NeuronApp
+from neuron_tui.tui.keys import KEYED, known_binding_ids, load_keymap
+from neuron_tui.tui.present.help import LEGEND
+from neuron_tui.tui.screens.dialogs import ExportDialog, MarkDialog
+from neuron_tui.tui.screens.errors import ErrorScreen, TooSmallScreen
+from neuron_tui.tui.screens.help import HelpScreen
+from neuron_tui.tui.screens.layer import LayerScreen
+from neuron_tui.tui.screens.neuron import NeuronScreen
+from neuron_tui.tui.screens.overview import OverviewScreen
 
 SIZE = (80, 24)
 pytestmark = pytest.mark.anyio  # async tests run by anyio's pytest plugin, on asyncio
@@ -306,14 +309,14 @@ async def test_neuron_detail_shows_everything(summary, raw):
                         "Firing rate by position", "scale 0 …", "Contexts", "largest h", "mean h"):
             assert section in text
         first = r["triggers"][0]
-        assert visible(first["text"]) in text and f"{first['p_fire']:.2f}" in text
-        assert ("●" if first["explains"] else "○" if first["covered"] else "") in text
+        assert f"{first['p_fire']:.2f}" in text
+        # the first token detector of the layer: its first trigger is counted in the criterion, marked ● before it
+        assert first["explains"] and f"● {visible(first['text'])}" in text
         assert "● criterion ○ covered" in text  # the legend of the marks
         assert "t=0" in text and "t=15" in text
-        if any(s["is_trigger"] for s in r["suppressed"]):
-            assert "◆ trigger" in text
-        c = r["contexts"][0]
-        assert r["contexts"] and c["token"].strip() in text
+        # and one of its suppressed tokens is one of its triggers
+        assert any(s["is_trigger"] for s in r["suppressed"]) and "◆ trigger" in text
+        assert r["contexts"] and r["contexts"][0]["token"].strip() in text
 
 
 async def test_detail_steps_and_the_table_follows(summary, raw):
@@ -398,9 +401,10 @@ async def test_help_lists_every_key_and_the_legend(summary):
         await press(pilot, "question_mark")
         assert isinstance(app.screen, HelpScreen)
         help_text = "\n".join(f"{k} {d}" for _, keys in app.key_sections() for k, d in keys)
-        for cls in (LayerScreen, NeuronScreen, NeuronApp):
-            for b in cls.BINDINGS:
+        for keyed in KEYED:  # every binding the help lists, the app's own included
+            for b in keyed.bindings if keyed.section else ():
                 assert (b.tooltip or b.description) in help_text, b.id
+        assert all(b in KEYED[0].bindings for b in NeuronApp.BINDINGS)
         for key, meaning in LEGEND:
             assert meaning in help_text
         shown = screen_text(app)
@@ -437,6 +441,20 @@ def test_keymap_file_warnings(tmp_path, monkeypatch):
     keymap.write_text(json.dumps(["x"]))
     assert load_keymap()[1].endswith("default keys")
     assert {"layer.filter.dead", "app.help", "neuron.next", "table.open"} <= known_binding_ids()
+
+
+def test_every_binding_of_every_screen_and_widget_is_registered_once():
+    """Help and keymap derive from keys.KEYED: a screen or widget with bindings that is missing there
+    (or listed twice) would show no help and refuse its ids in a keymap."""
+    owners = [getattr(module, name) for module in (screens, widgets) for name in dir(module)]
+    bound = [cls for cls in owners if isinstance(cls, type) and cls.__module__.startswith("neuron_tui.tui")
+             and cls.__dict__.get("BINDINGS")]
+    assert {"LayerScreen", "NeuronTable", "ProbeScreen", "TooSmallScreen"} <= {cls.__name__ for cls in bound}
+    registered = [b for keyed in KEYED for b in keyed.bindings]
+    for cls in bound:
+        assert all(registered.count(b) == 1 for b in cls.BINDINGS), cls.__name__
+    ids = [b.id for b in registered if getattr(b, "id", None)]
+    assert len(ids) == len(set(ids)) and set(ids) == known_binding_ids()
 
 
 async def test_a_keymap_warning_is_shown(summary):
@@ -595,7 +613,9 @@ async def test_a_damaged_dataset_is_named_on_screen(tmp_path):
         await settle(pilot)
         assert isinstance(app.screen, ErrorScreen)
         assert "analysis/trig_tok" in widget_text(app, "#error-message")
-    assert app.return_code in (None, 0)
+        assert app.return_code is None  # still running, showing the error
+        await press(pilot, "q")
+    assert app.return_code == 0
 
 
 async def test_the_overview_plot_view_draws_the_figures_curves(summary):
@@ -618,3 +638,50 @@ async def test_the_overview_plot_view_draws_the_figures_curves(summary):
         assert app.screen.query_one("#layers").display and not app.screen.query_one("#plots").display
         await press(pilot, "enter")  # the table is back, with the focus
         assert isinstance(app.screen, LayerScreen)
+
+
+# ---- the presentation: one for the command line and the explorer --------------------------------------------------
+
+
+def test_the_presentation_imports_no_textual():
+    code = ("import sys, neuron_tui.tui.present.layers, neuron_tui.tui.present.neuron, neuron_tui.tui.present.probe, "
+            "neuron_tui.tui.present.help; print(any(m.split('.')[0] == 'textual' for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_the_neuron_command_prints_the_neuron_screens_sections(summary, capsys):
+    """`neuron-tui neuron` stacks the sections the neuron screen places: each one, drawn at the panel's
+    inner width, stands line for line in the command's output."""
+    from rich.console import Console
+
+    from neuron_tui.tui.cli import main
+    from neuron_tui.tui.present import neuron as sections
+
+    with SummaryFile.open(summary) as s:
+        record = s.neuron(0, 13)
+    assert main(["neuron", str(summary), "0", "13"]) == 0
+    printed = [line[2:-2].rstrip() for line in capsys.readouterr().out.splitlines()[1:-1]]  # inside the border
+    assert printed[0] == sections.heading(record)
+
+    def drawn(renderable) -> list[str]:
+        console = Console(width=76, record=True, file=io.StringIO())
+        console.print(renderable)
+        return [line.rstrip() for line in console.export_text().splitlines()]
+
+    for section in (sections.triggers_table(record), sections.ngrams_table(record), sections.position_title(record)):
+        lines = drawn(section)
+        start = printed.index(lines[0])
+        assert printed[start : start + len(lines)] == lines
+
+
+def test_one_plot_draws_positions_and_depth():
+    """The plot of the neuron screen, the overview's curves and the neuron command: rows of eighth
+    blocks scaled to the largest value, the scale on the left, the first and last x below."""
+    from neuron_tui.tui.present.plot import plot
+
+    assert plot(np.array([0.0, 0.5, 1.0]), width=8 + 6, height=3).plain.splitlines() == [
+        "      1┤    ██", "      0┤  ████", "        t=0t=2"]
+    lines = plot(np.eye(1, 2048, 1000)[0], width=8 + 64, height=2, x_label="L{}", x_unit="layers").plain.splitlines()
+    assert lines[0].count("█") == 1 and len(lines[0]) == 8 + 64  # a one-position peak survives 32 per column
+    assert lines[1].split() == ["L0", "32", "layers", "per", "column", "L2047"]

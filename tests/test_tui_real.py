@@ -16,7 +16,8 @@ from neuron_tui.core.model.plan import Settings, make_plan
 from neuron_tui.core.read.tokens import visible
 from neuron_tui.core.sources import ModelSource
 from neuron_tui.tui.app import NeuronApp
-from neuron_tui.tui.screens import LayerScreen, NeuronScreen
+from neuron_tui.tui.screens.layer import LayerScreen
+from neuron_tui.tui.screens.neuron import NeuronScreen
 from neuron_tui.tui.viewmodel import Explorer, ViewState
 
 pytestmark = pytest.mark.anyio

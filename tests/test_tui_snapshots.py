@@ -14,14 +14,12 @@ from synthetic import tiny_summary
 
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.cli import main
-from neuron_tui.tui.screens import (
-    ErrorScreen,
-    HelpScreen,
-    LayerScreen,
-    NeuronScreen,
-    OverviewScreen,
-    ProbeScreen,
-)
+from neuron_tui.tui.screens.errors import ErrorScreen
+from neuron_tui.tui.screens.help import HelpScreen
+from neuron_tui.tui.screens.layer import LayerScreen
+from neuron_tui.tui.screens.neuron import NeuronScreen
+from neuron_tui.tui.screens.overview import OverviewScreen
+from neuron_tui.tui.screens.probe import ProbeScreen
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 

@@ -6,6 +6,7 @@ models come from configs. `save_tiny` writes one to a folder so the command line
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -73,25 +74,34 @@ def save_tiny(model, folder: Path, bos: bool = True) -> Path:
     return folder
 
 
-def interrupt_forward_at(monkeypatch, call: int) -> None:
-    """Make the collection's forward pass raise KeyboardInterrupt (Ctrl-C) on its `call`-th call,
-    before running: calibration calls count too."""
+def on_forward_call(setattr_, call: int, action) -> None:
+    """Call `action()` as the collection's `call`-th forward call starts (calibration calls count too);
+    the call then runs, unless `action` raises. `setattr_` patches the module: pytest's
+    monkeypatch.setattr, or the builtin setattr in a process of its own."""
     from neuron_tui.core.model import schedules
 
-    real, calls = schedules.forward_fn, {"n": 0}
+    real, calls = schedules.forward_fn, itertools.count(1)
 
-    def interrupted(m):
-        run = real(m)
+    def patched(model):
+        run = real(model)
 
-        def wrapped(ids):
-            calls["n"] += 1
-            if calls["n"] == call:
-                raise KeyboardInterrupt
+        def forward(ids):
+            if next(calls) == call:
+                action()
             run(ids)
 
-        return wrapped
+        return forward
 
-    monkeypatch.setattr(schedules, "forward_fn", interrupted)
+    setattr_(schedules, "forward_fn", patched)
+
+
+def interrupt_forward_at(monkeypatch, call: int) -> None:
+    """Ctrl-C (KeyboardInterrupt) at the collection's `call`-th forward call, before it runs."""
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    on_forward_call(monkeypatch.setattr, call, ctrl_c)
 
 
 def write_text_corpus(path: Path, n_docs: int = 40, words_per_doc: int = 60, seed: int = 0) -> Path:

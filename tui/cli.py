@@ -142,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--model", help="the run's model (name, folder or .gguf), to recompute the FFN-update "
                                      "projections of the merged candidate triggers exactly")
     mrg.add_argument("--device", help="where to project with --model (default cuda when present)")
+    mrg.add_argument("--force", action="store_true", help="replace the output file when it exists")
     return parser
 
 
@@ -333,7 +334,8 @@ def run_report(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
         else:
-            from neuron_tui.tui.render import Output, compare_table
+            from neuron_tui.tui.present import Output
+            from neuron_tui.tui.present.layers import compare_table
 
             Output().print(compare_table(rows, args.metric))
     return 0
@@ -341,9 +343,10 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _print_report(s) -> None:
     from neuron_tui.core.read.queries import summary_notes
-    from neuron_tui.tui.render import Output, report_table, title
+    from neuron_tui.tui.present import Output
+    from neuron_tui.tui.present.layers import report_table, report_title
 
-    Output().print(report_table(s.layers(), title(s.summary.attrs, summary_notes(s.summary))))
+    Output().print(report_table(s.layers(), report_title(s.summary.attrs, summary_notes(s.summary))))
 
 
 def run_neurons(args: argparse.Namespace) -> int:
@@ -369,11 +372,12 @@ def run_neurons(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(rows)
     elif args.csv:
-        from neuron_tui.tui.render import neurons_csv
+        from neuron_tui.tui.present.layers import neurons_csv
 
         sys.stdout.write(neurons_csv(rows, TABLE_KEYS))
     else:
-        from neuron_tui.tui.render import Output, neurons_table
+        from neuron_tui.tui.present import Output
+        from neuron_tui.tui.present.layers import neurons_table
 
         Output().print(neurons_table(rows))
     return 0
@@ -385,16 +389,19 @@ def run_neuron(args: argparse.Namespace) -> int:
             raise UsageError(f"no neuron L{args.layer} N{args.index}: the summary has {s.n_layers} layers "
                              f"of {s.n_neurons} neurons")
         record = s.neuron(args.layer, args.index)
-    if args.json:
-        _print_json(record)
-    else:
-        from neuron_tui.tui.render import Output, neuron_panel
+        if args.json:
+            _print_json(record)
+            return 0
+        from neuron_tui.tui.present import Output
+        from neuron_tui.tui.present.neuron import neuron_panel
 
-        Output().print(neuron_panel(record))
+        Output().print(neuron_panel(record, s.vocab, s.summary.projection is not None))
     return 0
 
 
 def run_probe(args: argparse.Namespace) -> int:
+    if not args.text:
+        raise UsageError("the text to probe is empty: pass some text")
     with _open_file(args.file) as s:
         if not 0 <= args.layer < s.n_layers:
             raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
@@ -411,7 +418,8 @@ def run_probe(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
     else:
-        from neuron_tui.tui.render import Output, probe_table
+        from neuron_tui.tui.present import Output
+        from neuron_tui.tui.present.probe import probe_table
 
         Output().print(probe_table(result))
     return 0
@@ -442,12 +450,10 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from neuron_tui.core.model import loading as models
     from neuron_tui.core.model.merge import merge_summaries
 
-    loaded = models.load(args.model, device=args.device, quiet=True) if args.model else None
-    print(merge_summaries(args.files, args.out, loaded))
-    if loaded is None:
+    print(merge_summaries(args.files, args.out, args.model, args.device, force=args.force))
+    if args.model is None:
         print("neuron-tui: merged without --model: candidate triggers were re-ranked among the tokens the "
               "shards scored (pass the run's model to project them exactly)", file=sys.stderr)
     return 0

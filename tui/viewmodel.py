@@ -1,10 +1,11 @@
 """View-models of the explorer: what each screen shows, from the read side's answers. No Textual here.
 
-The screens only format what these objects return. Every number comes from `core.read.api.SummaryFile`,
-i.e. from `core.read.queries` (the layer rows of the overview, each layer's table, a neuron's record), so
-the explorer shows what `report`, `neurons` and `neuron --json` print. Here live what only the explorer
-needs: the paged, ordered view of a layer's table (`LayerView`), the summary's one-line facts
-(`SummaryInfo`), go-to parsing, and marks with their export. Methods that read the file may run in a
+The screens place what `tui.present` makes of these objects. Every number comes from
+`core.read.api.SummaryFile`, i.e. from `core.read.queries` (the layer rows of the overview, each layer's
+table, a neuron's record), so the explorer shows what `report`, `neurons` and `neuron --json` print.
+Here live what only the explorer needs: the paged, ordered view of a layer's table (`LayerView`), the
+summary's one-line facts (`SummaryInfo`), go-to parsing, marks with their export, and the probe's
+state (`ProbeState`: the summary's model, loaded on first use). Methods that read the file may run in a
 worker thread (h5py serialises its own calls).
 """
 
@@ -18,12 +19,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from neuron_tui.cache import SummaryError
 from neuron_tui.core.read import kinds
 from neuron_tui.core.read.api import SummaryFile
+from neuron_tui.core.read.figures import Figure, depth_figures
 from neuron_tui.core.read.queries import (
     CATEGORIES,
     FILTERS,
@@ -33,6 +36,10 @@ from neuron_tui.core.read.queries import (
     rank_1based,
     summary_notes,
 )
+from neuron_tui.core.read.records import LayerRow, NeuronRecord, ProbeResult
+
+if TYPE_CHECKING:
+    from neuron_tui.core.model.probe import Probe
 
 ANALYSIS_FILTERS = kinds.NEED_ANALYSIS  # need the analysis group
 EXPORT_TRIGGERS = 5  # triggers (and promoted / suppressed tokens) per marked neuron in an export
@@ -64,9 +71,14 @@ def category_letters(flags: int) -> str:
     return "".join(k.letter if flags & (1 << k.bit) else "·" for k in kinds.KINDS)
 
 
-def rank_text(rank: int | None) -> str:
-    """A 1-based suppression rank as every screen shows it: #1 is the most suppressed token."""
-    return "–" if rank is None else f"#{rank}"
+class ProbeUnavailable(Exception):
+    """The probe cannot run in this environment (no torch); the message is one line."""
+
+
+def reason(exc: Exception) -> str:
+    """A failure in one line: the message of the errors whose message is a sentence for the user
+    (SummaryError, ProbeUnavailable), else the exception's class and message."""
+    return str(exc) if isinstance(exc, (SummaryError, ProbeUnavailable)) else f"{exc.__class__.__name__}: {exc}"
 
 
 def parse_goto(text: str) -> tuple[int, int | None] | None:
@@ -301,32 +313,56 @@ class Marks:
             raise ReadOnlyError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
 
+# ---- the probe --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeState:
+    """The probe of the open summary: the device it runs the summary's model on (None: where the
+    summary was made, when that device is here) and the model once loaded (`model`, kept for every
+    probe screen after the first)."""
+
+    device: str | None = None
+    model: Probe | None = None
+
+
 # ---- the explorer -----------------------------------------------------------------------------------------
 
 
 class Explorer:
-    """The root view-model: one open summary (a core.read.api.SummaryFile), its marks, and the answers the
-    screens ask for."""
+    """The root view-model: one open summary (a core.read.api.SummaryFile), its marks, the probe's state,
+    and the answers the screens ask for."""
 
-    def __init__(self, summary: SummaryFile):
+    def __init__(self, summary: SummaryFile, device: str | None = None):
         self.file = summary
         self.info = SummaryInfo.of(summary)
         self.marks = Marks(summary.path, str(summary.summary.attrs.get("key", "")), read_only=not self.info.complete)
-        self._overview: list[dict] | None = None
+        self.probe = ProbeState(device)
+        self._overview: list[LayerRow] | None = None
 
     @classmethod
-    def open(cls, path: Path | str) -> "Explorer":
-        """Open a summary (raises cache.SummaryError with a one-line message when it cannot)."""
-        return cls(SummaryFile.open(path))
+    def open(cls, path: Path | str, device: str | None = None) -> "Explorer":
+        """Open a summary; one that cannot be opened raises cache.SummaryError with a one-line message
+        (naming the file)."""
+        try:
+            return cls(SummaryFile.open(path), device)
+        except SummaryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever went wrong, one line that names the file
+            raise SummaryError(f"{path}: {reason(exc)}") from exc
 
     def close(self) -> None:
         self.file.close()
 
-    def overview(self) -> list[dict]:
+    def overview(self) -> list[LayerRow]:
         """The per-layer rows (core.read.queries.layer_rows), read once."""
         if self._overview is None:
             self._overview = layer_rows(self.file.summary)
         return self._overview
+
+    def depth_figures(self, rows: list[LayerRow]) -> list[Figure]:
+        """What the paper's per-layer figures plot for this summary (core.read.figures), from its `rows`."""
+        return depth_figures([self.file.summary], [rows])
 
     def table(self, layer: int) -> LayerTable:
         return self.file.table(layer)
@@ -340,9 +376,27 @@ class Explorer:
         counts = {name: int(table.mask(name, marked).sum()) for name in FILTERS}
         return LayerView(table, state, order, marked, counts)
 
-    def neuron(self, layer: int, neuron: int) -> dict:
+    def neuron(self, layer: int, neuron: int) -> NeuronRecord:
         """The neuron's record (core.read.queries.neuron_record), the one `neuron --json` prints."""
         return self.file.neuron(layer, neuron)
+
+    # ---- the probe (torch loads here, in a worker, on first use) ----
+    def load_probe(self) -> Probe:
+        """The summary's own model, ready to probe (core.model.probe.Probe.for_summary); store it in
+        `probe.model` to keep it."""
+        try:
+            from neuron_tui.core.model.probe import Probe
+        except ImportError as exc:
+            raise ProbeUnavailable(f"the probe needs torch and transformers: {exc}") from None
+        return Probe.for_summary(self.file.summary, self.probe.device)
+
+    def run_probe(self, text: str, layer: int, neuron: int | None, ablate: str | None) -> ProbeResult:
+        """The probe's answer for `text` (`probe.model` loaded), as `neuron-tui probe --json` prints it."""
+        from neuron_tui.core.model.probe import probe_text
+
+        if self.probe.model is None:
+            raise ProbeUnavailable("the probe's model is not loaded yet")
+        return probe_text(self.probe.model, self.file, text, layer, neuron, ablate)
 
     # ---- marks export ----
     def default_export(self, fmt: str) -> Path:
@@ -402,5 +456,6 @@ def export_row(record: dict) -> dict:
 
 __all__ = [
     "ANALYSIS_FILTERS", "CATEGORIES", "COLUMNS", "COLUMN_KEYS", "Column", "Explorer", "FILTERS", "LayerView", "Marks",
-    "ReadOnlyError", "Row", "SummaryInfo", "ViewState", "categories", "category_letters", "parse_goto", "rank_text",
+    "ProbeState", "ProbeUnavailable", "ReadOnlyError", "Row", "SummaryInfo", "ViewState", "categories",
+    "category_letters", "parse_goto", "reason",
 ]

@@ -1,11 +1,12 @@
-"""Widgets of the explorer: the virtual neuron table, the position plot, depth bars.
+"""Widgets of the explorer: the virtual neuron table and the plot of values by position (or layer).
 
-Widgets only format what the view-models (`viewmodel.py`) computed; no summary logic lives here.
+Widgets place what `tui.present` makes of the view-models (`viewmodel.py`); no summary logic and no
+number format lives here.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 
 import numpy as np
 from rich.cells import cell_len, set_cell_size
@@ -22,41 +23,9 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from neuron_tui.core.read import kinds
-
-from .viewmodel import COLUMNS, LayerView, Row, rank_text
-
-BLOCKS = " ▁▂▃▄▅▆▇█"
-HBLOCKS = " ▏▎▍▌▋▊▉█"
-
-CATEGORY_STYLES = {**{k.letter: Style.parse(k.style) for k in kinds.KINDS}, "·": Style(dim=True)}
-
-
-def hbar(fraction: float, width: int) -> str:
-    """A horizontal bar of `width` cells filled to `fraction` (0..1) with eighth-block precision."""
-    if width <= 0:
-        return ""
-    fraction = 0.0 if not math.isfinite(fraction) else min(1.0, max(0.0, fraction))
-    eighths = round(fraction * width * 8)
-    if fraction > 0 and eighths == 0:
-        eighths = 1  # a non-zero value is never drawn as nothing
-    full, part = divmod(eighths, 8)
-    return ("█" * full + (HBLOCKS[part] if part else "")).ljust(width)
-
-
-def fmt_rate(rate: float) -> str:
-    if rate == 0:
-        return "0"
-    return f"{rate:.3g}"
-
-
-def fmt_count(value: float) -> str:
-    """Counts: exact integers as such, estimates (from sampled events) with a ~."""
-    if value >= 1e6:
-        return f"{value / 1e6:.3g}M"
-    if value >= 1e4:
-        return f"{value / 1e3:.3g}k"
-    return f"{value:,.0f}"
+from .present.layers import CATEGORY_STYLES, table_cell
+from .present.plot import plot
+from .viewmodel import COLUMNS, LayerView, Row
 
 
 def layout_columns(width: int) -> list[tuple[str, str, int, str]]:
@@ -262,18 +231,7 @@ class NeuronTable(ScrollView, can_focus=True):
                 segments.append(Segment(" " * pad + ("*" if row.marked else " "), mark_style))
                 segments.append(Segment(text[: w - 1], style))
             else:
-                if key == "rate":
-                    text = fmt_rate(row.rate)
-                elif key == "distinct":
-                    text = "–" if row.distinct < 0 else str(row.distinct)
-                elif key == "top":
-                    text = row.top or ("–" if row.distinct < 0 else "")
-                elif key == "pos":
-                    text = "–" if math.isnan(row.pos_mi) else f"{row.pos_mi:.3f}"
-                elif key == "supp":
-                    text = rank_text(row.supp)
-                else:
-                    text = ""
+                text = table_cell(row, key)
                 text = text.rjust(w) if align == "right" else text.ljust(w)
                 segments.append(Segment(set_cell_size(text, w), style))
             if i < len(columns) - 1:
@@ -300,78 +258,17 @@ class PositionPlot(Widget):
     COMPONENT_CLASSES = {"position-plot--bar", "position-plot--axis"}
 
     def __init__(self, values: np.ndarray | None = None, x_label: str = "t={}", x_unit: str = "positions",
-                 scale_text=None, **kwargs) -> None:
+                 scale_text: Callable[[float], str] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.values = np.zeros(0) if values is None else np.asarray(values, dtype=np.float64)
         self.x_label, self.x_unit = x_label, x_unit  # how an x value reads under the plot ("t={}", "L{}")
-        self.scale_text = scale_text or (lambda v: f"{v:.3g}")  # how the top of the scale reads
+        self.scale_text = scale_text  # how the top of the scale reads (None: 3 significant digits)
 
     def set_values(self, values: np.ndarray) -> None:
         self.values = np.asarray(values, dtype=np.float64)
         self.refresh()
 
-    @staticmethod
-    def buckets(values: np.ndarray, width: int) -> tuple[np.ndarray, int, int]:
-        """Columns to draw for `width` cells: (column heights, positions per column, columns per position).
-
-        More positions than cells: each column is the maximum of a run of positions (peaks survive);
-        fewer: each position is drawn `width // n` columns wide, so the plot fills the width.
-        """
-        n = len(values)
-        if n == 0 or width <= 0:
-            return np.zeros(0), 1, 1
-        if n <= width:
-            repeat = max(1, width // n)
-            return np.repeat(values, repeat), 1, repeat
-        per = math.ceil(n / width)
-        padded = np.full(math.ceil(n / per) * per, -np.inf)
-        padded[:n] = values
-        return padded.reshape(-1, per).max(1), per, 1
-
     def render(self) -> Text:
-        height = max(2, self.size.height)
-        rows = height - 1
-        label_w = 8
-        width = max(1, self.size.width - label_w)
-        bar = self.get_component_rich_style("position-plot--bar")
-        axis = self.get_component_rich_style("position-plot--axis")
-        values = self.values
-        text = Text(no_wrap=True, overflow="crop")
-        if len(values) == 0:
-            text.append("no positions", style=axis)
-            return text
-        data, per, repeat = self.buckets(values, width)
-        vmax = float(values.max())
-        scaled = data / vmax * rows * 8 if vmax > 0 else np.zeros_like(data)
-        for r in range(rows):
-            label = self.scale_text(vmax) if r == 0 else ("0" if r == rows - 1 else "")
-            text.append(label.rjust(label_w - 1) + "┤", style=axis)
-            floor = (rows - 1 - r) * 8
-            cells = "".join(BLOCKS[int(min(8, max(0, round(v - floor))))] for v in scaled)
-            text.append(cells, style=bar)
-            text.append("\n")
-        left, right = self.x_label.format(0), self.x_label.format(len(values) - 1)
-        span = len(data)
-        mid = f"{per} {self.x_unit} per column" if per > 1 else ""
-        line = left + mid.center(max(0, span - len(left) - len(right))) + right if span >= len(left) + len(right) else left
-        text.append(" " * label_w + line, style=axis)
-        return text
-
-
-def share_text(frac: float) -> str:
-    """A share of a layer as the overview prints it: whole percents from 10%, one decimal below."""
-    return f"{100 * frac:.0f}%" if frac >= 0.095 or frac == 0 else f"{100 * frac:.1f}%"
-
-
-def depth_bar_cell(count: int | None, total: int, scale: float, width: int, show_count: bool) -> Text:
-    """One overview cell: percentage (and count) of the layer, plus a bar whose full width is `scale`
-    (the column's largest share, which its header shows)."""
-    if count is None:
-        return Text("–".center(width), style="dim")
-    frac = count / total if total else 0.0
-    pct = share_text(frac)
-    label = f"{count:>6,} {pct:>5}" if show_count else f"{pct:>5}"
-    bar_w = max(1, width - len(label) - 1)
-    text = Text(label + " ")
-    text.append(hbar(frac / scale if scale > 0 else 0.0, bar_w), style="bold")
-    return text
+        return plot(self.values, self.size.width, self.size.height, self.x_label, self.x_unit, self.scale_text,
+                    bar=self.get_component_rich_style("position-plot--bar"),
+                    axis=self.get_component_rich_style("position-plot--axis"))

@@ -4,7 +4,7 @@
     torchrun --nproc-per-node N --no-python neuron-tui collect --distributed MODEL [...]
 
 Rank r of W collects shard r/W of the run (the planned sequences i % W == r, at their global positions,
-core.model.collect) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
+core.model.passes) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
 partial file (`<summary>.shard<r>of<W>.partial.h5`), from which the same command resumes. All ranks
 count with rank 0's tau (its checkpoint's, or calibrated once on the first sequences of the corpus and
 broadcast), since a rank calibrating on its own could pick a different tau on different hardware. At
@@ -28,15 +28,14 @@ import torch
 import torch.distributed as dist
 
 from neuron_tui.cache.paths import partial_path
-from neuron_tui.core.errors import NeuronTuiError, UsageError
+from neuron_tui.core.errors import NeuronTuiError
 
-from .collect import PassOutcome, finish, run_pass
+from .collect import finish
 from .loading import LoadedModel
 from .merge import merge_layer, merge_rows
+from .passes import PassOutcome, run_pass
 from .plan import RunPlan, shard_plan
 from .states import PassResult
-
-TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @dataclass(frozen=True)
@@ -53,11 +52,8 @@ def session(device: str | None) -> Iterator[Rank]:
     """Join the process group torchrun set up (its environment variables), and leave it at the end.
 
     NCCL on cuda:LOCAL_RANK when CUDA is present and `device` does not ask for something else; gloo
-    (on `device`, default the CPU) otherwise."""
-    missing = [name for name in TORCHRUN_ENV if name not in os.environ]
-    if missing:
-        raise UsageError(f"--distributed runs under torchrun (no {missing[0]} in the environment): "
-                         "torchrun --nproc-per-node N -m neuron_tui.tui.cli collect --distributed MODEL ...")
+    (on `device`, default the CPU) otherwise. A request for --distributed has checked that torchrun's
+    variables are there (settings.CollectRequest)."""
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     if torch.cuda.is_available() and (device is None or device.startswith("cuda")):
         local = int(os.environ.get("LOCAL_RANK", rank))

@@ -18,7 +18,6 @@ from neuron_tui.core.sources import (
     ModelSource,
     download_hint,
     hub_reachable,
-    resolve,
     use_cache_if_offline,
 )
 
@@ -66,15 +65,15 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
-def load(name: str, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
+def load(source: ModelSource, device: str | None = None, dtype: str | None = None, device_map: str | None = None,
          max_memory: dict | None = None, offload_folder: str | None = None, on_host: bool = False,
-         revision: str | None = None, quiet: bool = False) -> LoadedModel:
+         revision: str | None = None, quiet: bool = False, config=None, fingerprint: dict | None = None) -> LoadedModel:
     """Load model and tokenizer; every failure becomes a one-line NeuronTuiError. With `device_map`
     accelerate places the layers (`max_memory`: its per-device budget, `offload_folder`: where the
     weights that fit nowhere go); `on_host` leaves the weights in host memory, in `device`'s dtype
     (the layer-by-layer schedule moves them); `revision` pins a hub model's commit; `quiet` hides
-    transformers' loading bars (they would draw over the explorer, or into a script's stderr)."""
-    source = resolve(name)
+    transformers' loading bars (they would draw over the explorer, or into a script's stderr).
+    `config` and `fingerprint`: what a planned run already read of this source, not read again."""
     device = device or default_device()
     if dtype is not None and dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}; use one of fp32, bf16, fp16")
@@ -88,7 +87,7 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     if device_map and offload_folder:
         placement["offload_folder"] = str(offload_folder)
     try:
-        config = load_config(source, revision)
+        config = config or load_config(source, revision)
         with _no_bars() if quiet else nullcontext():
             tokenizer, model = _from_pretrained(source, torch_dtype, placement, kwargs)
     except (UsageError, NeuronTuiError):
@@ -102,14 +101,39 @@ def load(name: str, device: str | None = None, dtype: str | None = None, device_
     if source.gguf_file:
         size = (Path(source.load_from) / source.gguf_file).stat().st_size
         revision = f"{source.gguf_file}:{size}"
-    return LoadedModel(model, tokenizer, source, revision, source.fingerprint(revision))
+    return LoadedModel(model, tokenizer, source, revision, fingerprint or source.fingerprint(revision))
 
 
 def _from_pretrained(source: ModelSource, torch_dtype, placement: dict, kwargs: dict):
+    """(tokenizer, model) of `source`, whose weights must fill exactly the model its config describes:
+    transformers initialises a weight the files lack at random, and ignores one they have in excess, so
+    a config.json of 3 layers over the weights of 2 would collect a random third layer as if it were
+    real. Its own report of such weights is replaced by one line (its log is quiet while loading)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     tokenizer = AutoTokenizer.from_pretrained(source.load_from, **kwargs)
-    return tokenizer, AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype, **placement, **kwargs)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(source.load_from, dtype=torch_dtype,
+                                                           output_loading_info=True, **placement, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    wrong = {what: sorted(str(key[0] if isinstance(key, tuple) else key) for key in info.get(name) or ())
+             for what, name in (("missing", "missing_keys"), ("unexpected", "unexpected_keys"),
+                                ("of another shape", "mismatched_keys"))}
+    if any(wrong.values()):
+        where = Path(source.load_from) / (source.gguf_file or "") if source.local else source.name
+        listed = "; ".join(f"{len(keys)} {what} ({_some(keys)})" for what, keys in wrong.items() if keys)
+        raise NeuronTuiError(f"cannot load {where}: its weights do not match its config: {listed}")
+    return tokenizer, model
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """The first few of a list of names, and how many more."""
+    more = f", ... {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 @contextmanager

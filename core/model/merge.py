@@ -1,7 +1,7 @@
 """Merging the summaries of disjoint corpus shards of one run into the summary of their union, exactly.
 
 A shard K/N of a run counts the planned sequences i with i % N == K at their *global* token positions
-g = i * T + t (core.model.collect), so every shard lives in the same position space and the statistics of
+g = i * T + t (core.model.passes), so every shard lives in the same position space and the statistics of
 the union follow from the shards' alone:
 
 - act_count, pos_count, act_sum: sums; act_max: the maximum; tokens_at_pos: the sum.
@@ -44,19 +44,20 @@ from neuron_tui.core.errors import NeuronTuiError, UsageError
 from neuron_tui.core.read.analysis import write_analysis
 from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 from neuron_tui.core.read.triggers import candidate_tokens
+from neuron_tui.core.sources import resolve
 
 from .accumulators import LayerState
 from .adapters import ffn_out_projections, n_neurons
 from .collect import N_CANDIDATES, candidates_and_signs
-from .loading import LoadedModel
+from .loading import LoadedModel, load
 from .plan import WHOLE, format_shard, parse_shard, run_key
 from .projections import UpdateProjector, write_projection
 from .states import PassResult, layer_state, write_pass
 
 # root attributes that must be equal for summaries to be shards of one run
-SAME_RUN = ("model", "model_revision", "architecture", "rule", "tau_source", "threshold", "seq_len", "n_layers",
-            "n_neurons", "bos", "events_cap", "top_k", "n_seq_planned", "corpus", "settings", "schema_version",
-            "base_key")
+SAME_RUN = ("model", "model_revision", "model_fingerprint", "dtype", "architecture", "rule", "tau_source", "threshold",
+            "seq_len", "n_layers", "n_neurons", "bos", "events_cap", "top_k", "n_seq_planned", "corpus", "settings",
+            "schema_version", "base_key")
 FREE_SETTINGS = ("batch_size",)  # may differ between shards: no count depends on it
 
 
@@ -106,18 +107,24 @@ def merge_rows(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, 
     return np.concatenate([tokens for _, tokens in parts])[order], seq_index[order]
 
 
-def merge_summaries(paths: list[Path | str], out: Path | str, loaded: LoadedModel | None = None) -> Path:
+def merge_summaries(paths: list[Path | str], out: Path | str, model: str | None = None,
+                    device: str | None = None, force: bool = False) -> Path:
     """Merge the summaries of disjoint shards of one run into `out` (see the module docstring), one
-    layer at a time; `loaded`: the run's model, to recompute the projection group exactly."""
+    layer at a time; `model`: the run's model (a name, folder or .gguf file), loaded on `device` once
+    the inputs are known to merge, to recompute the projection group exactly. An existing `out` is
+    replaced only with `force`."""
     paths, out = [Path(p) for p in paths], Path(out)
     if len(paths) < 2:
         raise UsageError("merge needs at least two summaries")
     if out.resolve() in {p.resolve() for p in paths}:
         raise UsageError(f"the output {out} is one of the inputs; write the merge to a new file")
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists; pass --force to replace it, or -o a new file")
     with ExitStack() as opened:
         summaries = [opened.enter_context(Summary.open(path)) for path in paths]
         shard = _check_mergeable(summaries)
         first = summaries[0]
+        loaded = None if model is None else load(resolve(model), device=device, quiet=True)
         if loaded is not None:
             _check_model(first, loaded)
         tokens, seq_index = merge_rows([(s.rows.sequences(), s.read("tokens")[: s.n_seq]) for s in summaries])
@@ -152,7 +159,7 @@ def _check_mergeable(summaries: list[Summary]) -> tuple[tuple[int, ...], int]:
                                  "collect that shard again to merge it")
     for s in summaries[1:]:
         for name in SAME_RUN:
-            what = _difference(name, first.attrs.get(name), s.attrs.get(name))
+            what = _difference(name, first, s)
             if what:
                 raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: {what}")
         if not np.array_equal(first.tau, s.tau):
@@ -172,13 +179,30 @@ def _check_mergeable(summaries: list[Summary]) -> tuple[tuple[int, ...], int]:
     return WHOLE if len(union) == m else (union, m)
 
 
-def _difference(name: str, a, b) -> str:
-    """'' when equal, else "NAME differs (A vs B)", naming the key inside JSON attributes."""
-    if name in ("corpus", "settings") and isinstance(a, str) and isinstance(b, str):
-        da, db = json.loads(a), json.loads(b)
+def _difference(name: str, a: Summary, b: Summary) -> str:
+    """'' when `a` and `b` agree on the root attribute `name`, else what differs: "NAME differs (A vs B)",
+    naming the key inside JSON attributes, and the models themselves where their weights differ."""
+    va, vb = a.attrs.get(name), b.attrs.get(name)
+    if name in ("corpus", "settings") and isinstance(va, str) and isinstance(vb, str):
+        da, db = json.loads(va), json.loads(vb)
         keys = [k for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k) and k not in FREE_SETTINGS]
         return f"{name}.{keys[0]} differs ({da.get(keys[0])!r} vs {db.get(keys[0])!r})" if keys else ""
-    return "" if a == b else f"{name} differs ({a!r} vs {b!r})"
+    if name == "model_fingerprint":
+        same = a.json_attr(name).get("digest") == b.json_attr(name).get("digest")
+        return "" if same else f"they were made from different weights: {_model_of(a)} vs {_model_of(b)}"
+    if va == vb:
+        return ""
+    if name == "base_key":
+        return f"they are shards of different runs: {_model_of(a)} vs {_model_of(b)}"
+    return f"{name} differs ({va!r} vs {vb!r})"
+
+
+def _model_of(summary: Summary) -> str:
+    """The model a summary was made from, as told apart from another of the same name: where its
+    weights were, and their fingerprint."""
+    fp = summary.json_attr("model_fingerprint")
+    digest = str(fp.get("digest") or "unknown")[:8]
+    return f"{summary.attrs.get('model')} ({fp.get('path', 'unknown place')}, weights {digest})"
 
 
 def _check_model(first: Summary, loaded: LoadedModel) -> None:
@@ -233,9 +257,7 @@ def _write_assembled(writer: SummaryWriter, summaries: list[Summary], result: Pa
             arrays[name] = np.full(chosen.shape, fill, dtype=read[name].dtype)
             arrays[name][ok] = read[name][valid][where][at]
         for name, value in arrays.items():
-            if layer == 0:
-                writer.create(name, (L,) + value.shape, value.dtype, group=group)
-            writer.write(name, layer, value, group=group)
+            writer.write_layer(name, layer, value, L, group=group)
 
     write_pass(writer, result, first.vocab, first.bos, first.n_neurons, on_layer=layer)
     writer.set_attrs({**first.projection.attrs, "candidates_complete": False}, group=group)

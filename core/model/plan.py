@@ -61,6 +61,12 @@ class RunPlan:
     base_key: str  # the key of the whole run (all shards); equals `key` when shard is WHOLE
     dtype: str = "fp32"  # of the activations: fp32, bf16 or fp16
 
+    @property
+    def event_slots(self) -> int:
+        """Firing events a neuron can keep: --events, at most the run's tokens (a neuron fires at most
+        once a token), so a cap beyond the run's size costs no memory and no room on disk."""
+        return min(self.settings.events_cap, self.n_seq * self.seq_len)
+
     def rows(self) -> np.ndarray:
         """Global sequence index of every row this run plans to collect, ascending."""
         ks, n = self.shard
@@ -163,7 +169,7 @@ def summary_bytes(plan: RunPlan, n_layers: int, n_neurons: int) -> int:
     quarter of their raw size once compressed: most are small), half-full event samples, top-K
     contexts and per-neuron counters."""
     T, s = plan.seq_len, plan.settings
-    return plan.n_seq * T * 4 + n_layers * n_neurons * (T + (s.events_cap // 2) * 8 + s.top_k * 12 + 48)
+    return plan.n_seq * T * 4 + n_layers * n_neurons * (T + (plan.event_slots // 2) * 8 + s.top_k * 12 + 48)
 
 
 def check_destination(path: Path, needed: int) -> None:
@@ -195,8 +201,7 @@ def device_budget(plan: RunPlan, n_layers: int, n_neurons_: int, gpu_bytes: list
     of the layers that run there (accelerate alone would fill the GPUs with weights): GPU 0 also runs
     every layer offloaded to CPU or disk, so it keeps room for all of them, GPU i > 0 for its even share
     of the layers; and every GPU for one batch's temporaries (a few bytes per activation)."""
-    s = plan.settings
-    per_layer = device_bytes(n_neurons_, plan.seq_len, s.events_cap, s.top_k)
+    per_layer = device_bytes(n_neurons_, plan.seq_len, plan.event_slots, plan.settings.top_k)
     workspace = 8 * plan.batch_size * plan.seq_len * n_neurons_ + 2**30
     share = -(-n_layers // max(1, len(gpu_bytes)))
     return {gpu: max(0, total - per_layer * (n_layers if gpu == 0 else share) - workspace)

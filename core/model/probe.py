@@ -24,6 +24,7 @@ import torch
 from neuron_tui.cache import Summary
 from neuron_tui.core.errors import NeuronTuiError
 from neuron_tui.core.read.queries import categories
+from neuron_tui.core.read.records import ProbeResult
 from neuron_tui.core.sources import ModelSource, resolve
 
 from .accumulators import firing_value
@@ -90,12 +91,12 @@ class Probe:
         if device is None:
             device = made_on if made_on == "cpu" or default_device().startswith(made_on) else "cpu"
         dtype = summary.attrs.get("dtype") if str(device).split(":")[0] == made_on else None  # same precision there
-        spec = source.name if not source.local else str(Path(source.load_from) / (source.gguf_file or ""))
-        loaded = load(spec, device=device, dtype=dtype, revision=revision, quiet=True)
+        loaded = load(source, device=device, dtype=dtype, revision=revision, quiet=True)
         probe = cls(loaded, str(summary.attrs["rule"]), summary.tau, summary.bos)
         F = n_neurons(probe.modules[0])
         if (len(probe.modules), F) != (summary.n_layers, summary.n_neurons):
-            raise ProbeError(f"{spec} has {len(probe.modules)} layers x {F} neurons, {summary.path} "
+            where = source.name if not source.local else str(Path(source.load_from) / (source.gguf_file or ""))
+            raise ProbeError(f"{where} has {len(probe.modules)} layers x {F} neurons, {summary.path} "
                              f"{summary.n_layers} x {summary.n_neurons}")
         return probe
 
@@ -186,7 +187,7 @@ class Probe:
 
 
 def probe_text(probe: Probe, summary, text: str | None, layer: int, neuron: int | None = None,
-               ablate: str | None = None, ids: np.ndarray | None = None, top: int = ABLATE_TOP) -> dict:
+               ablate: str | None = None, ids: np.ndarray | None = None, top: int = ABLATE_TOP) -> ProbeResult:
     """The probe's answer for a text (or token `ids`), JSON-ready (`neuron-tui probe --json`):
 
     categories, triggers (with `neuron`): its categories and first recorded triggers from the summary;

@@ -15,7 +15,7 @@ a lower score). Only a [batch, V] block of scores exists at a time; nothing of s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import ExitStack
 
 import numpy as np
@@ -177,36 +177,13 @@ class UpdateProjector:
         return out
 
 
-def project_updates(
-    model: nn.Module,
-    top_k: int = 10,
-    n_candidates: int = 10,
-    candidates: Sequence[np.ndarray] | None = None,
-    signs: Sequence[np.ndarray] | None = None,
-    *,
-    batch_size: int | None = None,
-) -> tuple[dict, dict]:
-    """(attrs, arrays) of the whole `projection` group in memory: `UpdateProjector.layer` of every
-    layer, stacked (candidates and signs: one per layer, or None)."""
-    projector = UpdateProjector(model, top_k, n_candidates, batch_size, oriented=signs is not None)
-    L = projector.n_layers
-    if candidates is not None and len(candidates) != L:
-        raise ValueError(f"candidates for {len(candidates)} layers, the model has {L}")
-    layers = [projector.layer(l, None if candidates is None else candidates[l], None if signs is None else signs[l])
-              for l in range(L)]
-    return projector.attrs, {name: np.stack([x[name] for x in layers]) for name in schema.PROJECTION_DATASETS}
-
-
 def write_projection(writer, projector: UpdateProjector, layers, progress=None) -> None:
     """The `projection` group into a summary being written, one layer at a time: `layers` yields
     (candidates [F, Kc], sign [F]) per layer, in order. progress(layer, n_layers) after each."""
     group, L = schema.PROJECTION_GROUP, projector.n_layers
     for layer, (candidates, sign) in enumerate(layers):
-        arrays = projector.layer(layer, candidates, sign)
-        for name, value in arrays.items():
-            if layer == 0:
-                writer.create(name, (L,) + value.shape, value.dtype, group=group)
-            writer.write(name, layer, value, group=group)
+        for name, value in projector.layer(layer, candidates, sign).items():
+            writer.write_layer(name, layer, value, L, group=group)
         if progress is not None:
             progress(layer + 1, L)
     writer.set_attrs({**projector.attrs, "candidates_complete": True}, group=group)

@@ -19,6 +19,9 @@ import numpy as np
 from neuron_tui.cache import Summary, SummaryWriter
 
 from .accumulators import LayerState
+from .adapters import ffn_out_projections, n_neurons
+from .loading import LoadedModel
+from .packing import tokenizer_adds_bos
 from .plan import RunPlan, format_shard
 
 
@@ -45,6 +48,21 @@ class RunFacts:
     revision: str
     fingerprint: dict
     device: str
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, device: str) -> "RunFacts":
+        """The facts of a loaded model and its tokenizer, collected on `device`."""
+        model, tokenizer = loaded.model, loaded.tokenizer
+        modules = ffn_out_projections(model)
+        return cls(
+            vocab=vocab_strings(tokenizer, model.get_input_embeddings().num_embeddings),
+            bos=tokenizer_adds_bos(tokenizer),
+            n_layers=len(modules),
+            n_neurons=n_neurons(modules[0]),
+            revision=loaded.revision,
+            fingerprint=loaded.fingerprint,
+            device=str(device).split(":")[0],
+        )
 
 
 _CONTROL = {c: f"\\x{c:02x}" for c in range(32) if chr(c) not in "\t\n\r"}

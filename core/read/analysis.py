@@ -308,13 +308,9 @@ def write_analysis(writer: SummaryWriter, summary: Summary, params: AnalysisPara
     """The analysis group of `summary`, written one layer at a time into `writer`'s file (the new
     summary itself, before it is renamed into place, or the copy `run_analysis` makes)."""
     group, L = schema.ANALYSIS_GROUP, summary.n_layers
-    made: set[str] = set()
 
     def put_layer(name: str, layer: int, value: np.ndarray) -> None:
-        if name not in made:
-            writer.create(name, (L,) + value.shape, value.dtype, group=group)
-            made.add(name)
-        writer.write(name, layer, value, group=group)
+        writer.write_layer(name, layer, value, L, group=group)
 
     attrs = _run(summary, params or AnalysisParams(), put_layer,
                  lambda name, value: writer.put(name, value, group=group), progress)

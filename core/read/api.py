@@ -30,6 +30,7 @@ from .queries import (
     layer_table,
     neuron_record,
 )
+from .records import NeuronRecord
 from .tokens import visible_vocab
 
 LAYER_TABLES = 8  # layer tables kept in memory (the explorer goes back and forth between a few layers)
@@ -149,7 +150,7 @@ class SummaryFile:
                     return rows
         return rows
 
-    def neuron(self, layer: int, index: int) -> dict:
+    def neuron(self, layer: int, index: int) -> NeuronRecord:
         """Everything about one neuron (`neuron-tui neuron --json`); keys in queries.RECORD_KEYS."""
         return neuron_record(self.summary, self._layer(layer), index, self.params)
 

@@ -33,6 +33,7 @@ from . import kinds
 from .analysis import neuron_analysis
 from .occurrences import count_stderr
 from .params import AnalysisParams
+from .records import Activation, CompareRow, Context, LayerRow, NeuronRecord, TableRow
 from .tokens import token_text, visible_vocab
 
 CATEGORIES = kinds.NAMES
@@ -111,7 +112,7 @@ ROW_KEYS = {
 METRICS = tuple(k for k in ROW_KEYS if k not in ("layer", "depth"))
 
 
-def layer_rows(summary: Summary) -> list[dict]:
+def layer_rows(summary: Summary) -> list[LayerRow]:
     """One dict per layer with the keys of ROW_KEYS. Fractions are of the layer's neurons."""
     L, F, N = summary.n_layers, summary.n_neurons, max(summary.n_tokens, 1)
     params = AnalysisParams.of(summary)
@@ -159,7 +160,7 @@ def model_names(summaries: Sequence[Summary]) -> list[str]:
     return [f"{n} ({Path(s.path).stem})" if names.count(n) > 1 else n for n, s in zip(names, summaries)]
 
 
-def compare_rows(summaries: Sequence[Summary], n_points: int | None = None) -> list[dict]:
+def compare_rows(summaries: Sequence[Summary], n_points: int | None = None) -> list[CompareRow]:
     """Several models lined up on relative depth (layer / (L - 1)).
 
     The grid has `n_points` depths from 0 to 1 (default: the largest layer count among the models);
@@ -264,7 +265,7 @@ class LayerTable:
         idx = np.flatnonzero(mask)
         return idx[np.argsort(self.sort_key(sort, descending)[idx], kind="stable")]
 
-    def row(self, i: int) -> dict:
+    def row(self, i: int) -> TableRow:
         """Neuron i's row of the table, JSON-ready (`neurons --json`; keys in TABLE_KEYS)."""
         code = int(self.pos_shape[i])
         return {
@@ -352,7 +353,7 @@ RECORD_KEYS = {
 }
 
 
-def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisParams | None = None) -> dict:
+def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisParams | None = None) -> NeuronRecord:
     """Everything about one neuron, JSON-ready; keys and meanings in RECORD_KEYS (README lists them).
 
     Trigger counts are estimates when the neuron's events were sampled (event_level > 0), with their
@@ -440,7 +441,7 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
     }
 
 
-def _activation(summary: Summary, layer: int, index: int, act: int) -> dict:
+def _activation(summary: Summary, layer: int, index: int, act: int) -> Activation:
     """The firing values: largest |h| (h for ReLU), signed mean, and the split by sign (schema 2)."""
     total = float(summary.read_neuron("act_sum", layer, index))
     out: dict[str, Any] = {"max": _float(summary.read_neuron("act_max", layer, index)) if act else None,
@@ -454,7 +455,7 @@ def _activation(summary: Summary, layer: int, index: int, act: int) -> dict:
     return out
 
 
-def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau: float) -> list[dict]:
+def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau: float) -> list[Context]:
     """The neuron's top activations (one per sequence), topped up with evenly spread kept events."""
     T, vocab = summary.seq_len, summary.vocab
     chosen: list[tuple[int, float | None, str]] = []

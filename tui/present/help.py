@@ -1,0 +1,46 @@
+"""The `?` screen: every key with what it does (the rows come from the bindings, tui/keys.py), and what
+the marks, ranks and shades on the screens mean."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from neuron_tui.core.read import kinds
+
+Rows = Sequence[tuple[str, str]]
+
+LEGEND = [
+    (" ".join(k.letter for k in kinds.KINDS), "categories: " + ", ".join(k.noun for k in kinds.KINDS)),
+    ("#1 #2 …", "rank among the neuron's suppressed tokens, 1-based: #1 is the most suppressed; supp = its "
+                "triggers' best rank"),
+    ("● ○", "● a trigger counted in the token-detector criterion; ○ a covered token (fires on >= 95% of its "
+            "occurrences) beyond those"),
+    ("~12", "an estimated count: the neuron's firing events were sampled (each kept one stands for 2^level)"),
+    ("◆ trigger", "a promoted / suppressed token that is also one of the neuron's triggers"),
+    ("oscillatory", "positional type: fires on evenly spaced position ranges (OPT-125m layer 2)"),
+    ("both-extremes", "positional type: its rate reaches both 0 and 1 (fires before, or after, a position)"),
+    ("one-extreme", "positional type: its rate reaches one of 0 and 1 over some positions"),
+    ("other", "positional type: depends on position but reaches neither 0 nor 1"),
+    ("strong, weak", "a strong pattern reaches 0 / 1 exactly (other: a thin, smooth profile); a weak one only "
+                     "comes close"),
+    ("bars ≤71%", "overview: a bar's full width is the largest share in its column, shown in the header"),
+    ("probe", "tokens shaded by the neuron's activation (green positive, magenta negative), firings underlined; "
+              "· marks a token boundary inside a word; a firing off its recorded triggers is news"),
+    ("ablation", "probe, z: the neuron set to 0 (zero) or to its mean firing value (mean) at every position; "
+                 "rises / falls: the next tokens whose log-probability moves most at the cursor"),
+]
+
+
+def keys_table(sections: Sequence[tuple[str, Rows]]) -> Table:
+    """(section, [(keys, what they do)]) as one table: a section's title, then its rows."""
+    t = Table(box=None, padding=(0, 1), expand=True, show_header=False)
+    t.add_column(style="bold cyan", no_wrap=True, min_width=12)
+    t.add_column(ratio=1)
+    for title, keys in sections:
+        t.add_row(Text(title, style="bold underline"), "")
+        for key, desc in keys:
+            t.add_row(Text(key), Text(desc))
+    return t
