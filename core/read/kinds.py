@@ -34,7 +34,9 @@ class Evidence:
     summary without an analysis) and the masks decided so far, by kind name."""
 
     act_count: np.ndarray  # firings on the whole corpus (exact)
+    act_max: np.ndarray  # largest |h| (h for ReLU) over every token of the corpus, fired or not
     n_tokens: int
+    typical_max: float  # the layer's typical largest |h| (`typical_max`), for the faint kind
     total: np.ndarray | None = None  # firings outside the BOS position (the detectors' denominator)
     coverage: np.ndarray | None = None  # share of those explained by at most max_tokens covered tokens
     ngram_share: np.ndarray | None = None  # ... by at most max_ngrams covered n-gram contexts
@@ -43,19 +45,41 @@ class Evidence:
 
     @property
     def alive(self) -> np.ndarray:
+        """Fired at least once (above tau)."""
         return self.act_count > 0
+
 
 
 Criterion = Callable[[Evidence, "AnalysisParams"], np.ndarray]
 
 
+def typical_max(act_max: np.ndarray) -> float:
+    """A layer's typical largest |h|: the median over its neurons that are not dead (NaN: none is)."""
+    moving = np.asarray(act_max, dtype=np.float64)
+    moving = moving[moving > 0]
+    return float(np.median(moving)) if moving.size else float("nan")
+
+
 def _dead(ev: Evidence, p: AnalysisParams) -> np.ndarray:
-    """Never fired on the corpus (paper section 3)."""
-    return ev.act_count == 0
+    """Its activation is exactly 0 on every token of the corpus (paper section 3: a ReLU neuron that
+    never activates; a gated neuron whose h never leaves 0)."""
+    return ~(ev.act_max > 0)
+
+
+def _silent(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Not dead, but never above the layer's firing threshold tau (only where tau > 0: the threshold
+    rule of gated neurons, or --threshold; ours)."""
+    return (ev.act_max > 0) & (ev.act_count == 0)
+
+
+def _faint(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Not dead, but its largest |h| stays under `faint_frac` of the layer's typical largest |h| (ours)."""
+    with np.errstate(invalid="ignore"):
+        return (ev.act_max > 0) & (ev.act_max < p.faint_frac * ev.typical_max)
 
 
 def _rare(ev: Evidence, p: AnalysisParams) -> np.ndarray:
-    """Alive, but fired on fewer than `rare_rate` of the tokens (ours)."""
+    """Fired, but on fewer than `rare_rate` of the tokens (ours)."""
     return ev.alive & (ev.act_count < p.rare_rate * ev.n_tokens)
 
 
@@ -96,7 +120,13 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind("dead", 0, "D", "d", "bold red", "dead", "dead", "dead", "dead", "dead",
-         "only dead neurons (never fired)", "never fired on the corpus", False, _dead),
+         "only dead neurons (never fired)", "its activation is exactly 0 on every token of the corpus", False, _dead),
+    Kind("silent", 5, "S", "D", "red", "silent", "silent", "silent", "silent", "silent",
+         "only silent neurons (never above tau)", "not dead, but never above the layer's firing threshold tau",
+         False, _silent),
+    Kind("faint", 6, "F", "F", "dim red", "faint", "faint", "faint", "faint", "faint",
+         "only faint neurons (largest |h| < 0.1 x the layer's typical)",
+         "not dead, but its largest |h| stays under faint_frac of the layer's typical largest |h|", False, _faint),
     Kind("rare", 1, "R", "r", "yellow", "rare", "rare", "rare", "rare", "rare",
          "only rare neurons (alive, rate < 1e-4)", "alive, but fired on fewer than rare_rate of the tokens",
          False, _rare),
@@ -141,6 +171,8 @@ def decide(evidence: Evidence, params: AnalysisParams, kinds: tuple[Kind, ...] =
     return flags
 
 
-def count_flags(act_count: np.ndarray, n_tokens: int, params: AnalysisParams) -> np.ndarray:
+def count_flags(act_count: np.ndarray, act_max: np.ndarray, n_tokens: int, params: AnalysisParams) -> np.ndarray:
     """[F] flags of the kinds decided from the firing counts alone (a summary without an analysis)."""
-    return decide(Evidence(np.asarray(act_count, dtype=np.int64), n_tokens), params, FROM_COUNTS)
+    act_max = np.asarray(act_max, dtype=np.float64)
+    evidence = Evidence(np.asarray(act_count, dtype=np.int64), act_max, n_tokens, typical_max(act_max))
+    return decide(evidence, params, FROM_COUNTS)
