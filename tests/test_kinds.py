@@ -60,7 +60,7 @@ def test_every_kind_is_decided_by_its_criterion_in_registry_order():
     p = AnalysisParams()
     ev = kinds.Evidence(
         act_count=np.array([0, 0, 7, 1, 500, 500, 500, 500]),
-        act_max=np.array([0.0, 2.0, 0.1, 2.0, 2.0, 2.0, 2.0, 2.0]), n_tokens=100_000, typical_max=2.0,
+        act_max=np.array([0.0, 2.0, 0.1, 2.0, 2.0, 2.0, 2.0, 2.0]), n_tokens=100_000, typical={"act_max": 2.0},
         total=np.array([0, 0, 7, 1, 500, 500, 500, 500]),
         coverage=np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.2, 0.2, 1.0]),
         ngram_share=np.array([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
@@ -79,4 +79,4 @@ def test_a_summary_without_analysis_decides_the_kinds_that_need_only_counts():
                               100_000, AnalysisParams())
     assert [categories(f) for f in flags] == [["dead"], ["silent"], ["faint", "rare"], [], ["dead"], ["rare"]]
     assert {k.name for k in kinds.FROM_COUNTS} == {"dead", "silent", "faint", "rare"}
-    assert kinds.typical_max(np.array([0.0, 1.0, 0.05, 3.0, -np.inf, 4.0])) == 2.0
+    assert kinds.layer_typicals(np.array([0.0, 1.0, 0.05, 3.0, -np.inf, 4.0]))["act_max"] == 2.0

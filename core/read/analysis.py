@@ -69,14 +69,14 @@ def layer_analysis(
     events: np.ndarray,
     n_tokens: int,
     projection: dict[str, np.ndarray] | None = None,
-    typical_max: float | None = None,
+    typical: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every per-neuron analysis array of one layer (or of any subset of its neurons).
 
     act_count [F], act_max [F], pos_count [T, F], level [F], offsets [F+1] relative to `events`
     (global token positions, ascending per neuron); projection: this layer's cand_tok /
-    cand_supp_rank / cand_score [F, Kc] or None; typical_max: the whole layer's (kinds.typical_max;
-    None: from these neurons). Also returns `covered_tokens` (ids covered by a token detector of the
+    cand_supp_rank / cand_score [F, Kc] or None; typical: the whole layer's typical values
+    (kinds.layer_typicals; None: from these neurons). Also returns `covered_tokens` (ids covered by a token detector of the
     layer) and the per-layer suppression counts.
     """
     act_count = np.asarray(act_count, dtype=np.int64)
@@ -85,7 +85,7 @@ def layer_analysis(
     total = act_count - (pos_count[0].astype(np.int64) if stream.bos else 0)  # non-BOS firings (exact)
     out: dict[str, np.ndarray] = {}
     act_max = np.asarray(act_max, dtype=np.float64)
-    typical = kinds.typical_max(act_max) if typical_max is None else typical_max
+    typical = kinds.layer_typicals(act_max) if typical is None else typical
     evidence = kinds.Evidence(act_count, act_max, n_tokens, typical, total=total)
     triggers = _triggers(events, params, total, out)
     evidence.coverage = triggers.coverage
@@ -354,6 +354,6 @@ def neuron_analysis(summary: Summary, layer: int, index: int, params: AnalysisPa
         summary.neuron_events(layer, index),
         summary.n_tokens,
         _projection_layer(summary, layer, index),
-        kinds.typical_max(summary.read("act_max", layer)),
+        kinds.layer_typicals(summary.read("act_max", layer)),
     )
     return {name: res[name][0] for name in PER_NEURON}

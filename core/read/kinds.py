@@ -36,11 +36,17 @@ class Evidence:
     act_count: np.ndarray  # firings on the whole corpus (exact)
     act_max: np.ndarray  # largest |h| (h for ReLU) over every token of the corpus, fired or not
     n_tokens: int
-    typical_max: float  # the layer's typical largest |h| (`typical_max`), for the faint kind
+    typical: dict[str, float]  # the whole layer's typical values (`layer_typicals`)
     total: np.ndarray | None = None  # firings outside the BOS position (the detectors' denominator)
     coverage: np.ndarray | None = None  # share of those explained by at most max_tokens covered tokens
     ngram_share: np.ndarray | None = None  # ... by at most max_ngrams covered n-gram contexts
     pos_mi: np.ndarray | None = None  # I(fired; position), nats
+    vocab_skew: np.ndarray | None = None  # skewness over the vocabulary of cos(w_out, U_t) (projection group)
+    vocab_kurt: np.ndarray | None = None  # ... its kurtosis (Pearson's: 3 for a Gaussian)
+    null_share: np.ndarray | None = None  # share of ||w_out||^2 in the unembedding's effective null space
+    w_out_norm: np.ndarray | None = None  # ||w_out||
+    freq_corr: np.ndarray | None = None  # correlation of U w_out with the corpus' log unigram frequency
+    sign_count: np.ndarray | None = None  # [4, F] firings by sign case of (act(gate), up), gated FFNs
     kinds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -53,11 +59,23 @@ class Evidence:
 Criterion = Callable[[Evidence, "AnalysisParams"], np.ndarray]
 
 
-def typical_max(act_max: np.ndarray) -> float:
-    """A layer's typical largest |h|: the median over its neurons that are not dead (NaN: none is)."""
-    moving = np.asarray(act_max, dtype=np.float64)
-    moving = moving[moving > 0]
-    return float(np.median(moving)) if moving.size else float("nan")
+def _median(values: np.ndarray | None, keep=None) -> float:
+    """The median of the finite `values` (where `keep`), NaN when there are none."""
+    if values is None:
+        return float("nan")
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values) & (True if keep is None else keep)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def layer_typicals(act_max: np.ndarray, null_share: np.ndarray | None = None,
+                   w_out_norm: np.ndarray | None = None) -> dict[str, float]:
+    """A layer's typical values, the scale some criteria compare a neuron with (whole-layer arrays [F]):
+    the median largest |h| of its neurons that are not dead, the median null-space share and output
+    norm of its neurons (NaN where unknown)."""
+    act_max = np.asarray(act_max, dtype=np.float64)
+    return {"act_max": _median(act_max, act_max > 0), "null_share": _median(null_share),
+            "w_out_norm": _median(w_out_norm)}
 
 
 def _dead(ev: Evidence, p: AnalysisParams) -> np.ndarray:
@@ -75,7 +93,7 @@ def _silent(ev: Evidence, p: AnalysisParams) -> np.ndarray:
 def _faint(ev: Evidence, p: AnalysisParams) -> np.ndarray:
     """Not dead, but its largest |h| stays under `faint_frac` of the layer's typical largest |h| (ours)."""
     with np.errstate(invalid="ignore"):
-        return (ev.act_max > 0) & (ev.act_max < p.faint_frac * ev.typical_max)
+        return (ev.act_max > 0) & (ev.act_max < p.faint_frac * ev.typical["act_max"])
 
 
 def _rare(ev: Evidence, p: AnalysisParams) -> np.ndarray:
@@ -174,5 +192,5 @@ def decide(evidence: Evidence, params: AnalysisParams, kinds: tuple[Kind, ...] =
 def count_flags(act_count: np.ndarray, act_max: np.ndarray, n_tokens: int, params: AnalysisParams) -> np.ndarray:
     """[F] flags of the kinds decided from the firing counts alone (a summary without an analysis)."""
     act_max = np.asarray(act_max, dtype=np.float64)
-    evidence = Evidence(np.asarray(act_count, dtype=np.int64), act_max, n_tokens, typical_max(act_max))
+    evidence = Evidence(np.asarray(act_count, dtype=np.int64), act_max, n_tokens, layer_typicals(act_max))
     return decide(evidence, params, FROM_COUNTS)
