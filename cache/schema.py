@@ -120,7 +120,9 @@ PROJECTION_DATASETS = {
 
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.
-ANALYSIS_VERSION = 2  # 2: the paper's positional types (POS_SHAPES) and their strength
+# 2: the paper's positional types (POS_SHAPES) and their strength; 3: the types read along the position
+# axis with a noise band (core/read/positional.py)
+ANALYSIS_VERSION = 3
 # analysis/pos_shape codes: the paper's section 5 types (docs/design.md defines each)
 POS_SHAPES = ("none", "oscillatory", "both-extremes", "one-extreme", "other")
 # (analysis_version 1 coded: none, range, periodic, both-extremes, other; such an analysis reads as outdated)

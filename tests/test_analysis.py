@@ -75,7 +75,8 @@ def test_hand_summary_default_params(hand):
     with Summary.open(hand) as s:
         attrs, a = analyze(s)
     # with 4 sequences per position, MI is large for sparse neurons (the paper needs many sequences)
-    assert flags_of(a) == {"dead": [0], "rare": [], "token": [1], "ngram": [], "positional": [4, 5, 7]}
+    assert flags_of(a) == {"dead": [0], "silent": [], "faint": [], "rare": [], "token": [1], "ngram": [],
+                           "positional": [4, 5, 7]}
     # n7 fires once, at position 5 (BOS position left out): I = H(1/20) - 1/5 H(1/4)
     H = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
     assert a["pos_mi"][0, 7] == pytest.approx(H(1 / 20) - H(1 / 4) / 5, rel=1e-6)
@@ -133,12 +134,12 @@ def test_bos_position_and_positional_flag(hand):
     h = -(1 / 6 * math.log(1 / 6) + 5 / 6 * math.log(5 / 6))
     assert b["pos_mi"][0, 2] == pytest.approx(h, rel=1e-6)
     assert kinds.has(b["flags"][0, 2], "positional")
-    # an indicator of position 0: its rate is exactly 1 there and 0 elsewhere, a strong both-extremes
-    assert schema.POS_SHAPES[b["pos_shape"][0, 2]] == "both-extremes" and b["pos_strong"][0, 2] == 1
+    # an indicator of position 0: its rate is exactly 1 there and 0 elsewhere: fires at the start only
+    assert schema.POS_SHAPES[b["pos_shape"][0, 2]] == "one-extreme" and b["pos_strong"][0, 2] == 1
     assert b["pos_range"][0, 2].tolist() == [0, 0]
     assert schema.POS_SHAPES[b["pos_shape"][0, 0]] == "none" and b["pos_range"][0, 0].tolist() == [-1, -1]  # dead
     # n6 fires on every token but BOS: with position 0 counted it is a perfect indicator of t >= 1
-    assert schema.POS_SHAPES[b["pos_shape"][0, 6]] == "both-extremes" and a["pos_mi"][0, 6] == 0.0
+    assert schema.POS_SHAPES[b["pos_shape"][0, 6]] == "one-extreme" and a["pos_mi"][0, 6] == 0.0
     assert b["pos_range"][0, 6].tolist() == [1, T - 1]
 
 
@@ -392,7 +393,8 @@ def test_planted_neurons_are_labelled_exactly(planted):
     for (layer, i), (p, t) in plan.bigram.items():
         assert (a["ngram_prev"][layer, i, 0], a["ngram_tok"][layer, i, 0]) == (p, t)
     for (layer, i), (lo, hi) in plan.range.items():  # fires iff lo <= t <= hi: rates exactly 0 and 1
-        assert schema.POS_SHAPES[a["pos_shape"][layer, i]] == "both-extremes" and a["pos_strong"][layer, i] == 1
+        # one range inside the sequence, touching neither end: the type "other", strong, with its range
+        assert schema.POS_SHAPES[a["pos_shape"][layer, i]] == "other" and a["pos_strong"][layer, i] == 1
         assert a["pos_range"][layer, i].tolist() == [lo, hi]
 
 

@@ -53,22 +53,29 @@ def test_lists_of_kinds_derive_from_the_registry():
 
 
 def test_every_kind_is_decided_by_its_criterion_in_registry_order():
-    """Evidence with one neuron per kind: dead, rare, a token detector, an n-gram detector (not a
-    token detector), a positional neuron; an n-gram criterion reads the token mask decided before it."""
+    """Evidence with one neuron per kind: dead (h exactly 0), silent (moves, never above tau), faint
+    (largest |h| a twentieth of the layer's typical), rare, a token detector, an n-gram detector (not a
+    token detector), a positional neuron; the n-gram criterion reads the token mask decided before it."""
     p = AnalysisParams()
     ev = kinds.Evidence(
-        act_count=np.array([0, 1, 500, 500, 500, 500]), n_tokens=100_000,
-        total=np.array([0, 1, 500, 500, 500, 500]),
-        coverage=np.array([0.0, 0.0, 1.0, 0.2, 0.2, 1.0]),
-        ngram_share=np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
-        pos_mi=np.array([0.0, 0.0, 0.0, 0.0, 0.2, 0.0]),
+        act_count=np.array([0, 0, 7, 1, 500, 500, 500, 500]),
+        act_max=np.array([0.0, 2.0, 0.1, 2.0, 2.0, 2.0, 2.0, 2.0]), n_tokens=100_000, typical={"act_max": 2.0},
+        total=np.array([0, 0, 7, 1, 500, 500, 500, 500]),
+        coverage=np.array([0.0, 0.0, 0.0, 0.0, 1.0, 0.2, 0.2, 1.0]),
+        ngram_share=np.array([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 1.0]),
+        pos_mi=np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.2, 0.0]),
     )
     flags = kinds.decide(ev, p)
-    assert [categories(f) for f in flags] == [["dead"], ["rare"], ["token"], ["ngram"], ["positional"], ["token"]]
+    assert [categories(f) for f in flags] == [["dead"], ["silent"], ["faint", "rare"], ["rare"], ["token"],
+                                              ["ngram"], ["positional"], ["token"]]
     assert flags.dtype == kinds.FLAG_DTYPE
 
 
 def test_a_summary_without_analysis_decides_the_kinds_that_need_only_counts():
-    flags = kinds.count_flags(np.array([0, 3, 50_000]), 100_000, AnalysisParams())
-    assert [categories(f) for f in flags] == [["dead"], ["rare"], []]
-    assert {k.name for k in kinds.FROM_COUNTS} == {"dead", "rare"}
+    """Counts alone: dead (never moves), silent (moves under tau), faint (under a tenth of the median
+    largest |h| of the neurons that move: median of 0.05, 1, 3, 4 is 2), rare, and nothing else."""
+    flags = kinds.count_flags(np.array([0, 0, 3, 50_000, 0, 9]), np.array([0.0, 1.0, 0.05, 3.0, -np.inf, 4.0]),
+                              100_000, AnalysisParams())
+    assert [categories(f) for f in flags] == [["dead"], ["silent"], ["faint", "rare"], [], ["dead"], ["rare"]]
+    assert {k.name for k in kinds.FROM_COUNTS} == {"dead", "silent", "faint", "rare"}
+    assert kinds.layer_typicals(np.array([0.0, 1.0, 0.05, 3.0, -np.inf, 4.0]))["act_max"] == 2.0

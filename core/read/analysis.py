@@ -61,6 +61,7 @@ def layer_analysis(
     stream: TokenStream,
     params: AnalysisParams,
     act_count: np.ndarray,
+    act_max: np.ndarray,
     pos_count: np.ndarray,
     tokens_at_pos: np.ndarray,
     level: np.ndarray,
@@ -68,20 +69,24 @@ def layer_analysis(
     events: np.ndarray,
     n_tokens: int,
     projection: dict[str, np.ndarray] | None = None,
+    typical: dict[str, float] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every per-neuron analysis array of one layer (or of any subset of its neurons).
 
-    act_count [F], pos_count [T, F], level [F], offsets [F+1] relative to `events` (global token
-    positions, ascending per neuron); projection: this layer's cand_tok / cand_supp_rank / cand_score
-    [F, Kc] or None. Also returns `covered_tokens` (ids covered by a token detector of the layer) and
-    the per-layer suppression counts.
+    act_count [F], act_max [F], pos_count [T, F], level [F], offsets [F+1] relative to `events`
+    (global token positions, ascending per neuron); projection: this layer's cand_tok /
+    cand_supp_rank / cand_score [F, Kc] or None; typical: the whole layer's typical values
+    (kinds.layer_typicals; None: from these neurons). Also returns `covered_tokens` (ids covered by a token detector of the
+    layer) and the per-layer suppression counts.
     """
     act_count = np.asarray(act_count, dtype=np.int64)
     pos_count = np.asarray(pos_count)
     events = _Events(stream, level, offsets, events)
     total = act_count - (pos_count[0].astype(np.int64) if stream.bos else 0)  # non-BOS firings (exact)
     out: dict[str, np.ndarray] = {}
-    evidence = kinds.Evidence(act_count, n_tokens, total=total)
+    act_max = np.asarray(act_max, dtype=np.float64)
+    typical = kinds.layer_typicals(act_max) if typical is None else typical
+    evidence = kinds.Evidence(act_count, act_max, n_tokens, typical, total=total)
     triggers = _triggers(events, params, total, out)
     evidence.coverage = triggers.coverage
     _bigrams(events, params, out)
@@ -237,7 +242,8 @@ def _projection_layer(summary: Summary, layer: int, index: int | None = None) ->
 
 def _layer_inputs(summary: Summary, layer: int) -> tuple:
     offsets, events = summary.layer_events(layer)
-    return (summary.read("act_count", layer), summary.read("pos_count", layer), summary.tokens_at_pos,
+    return (summary.read("act_count", layer), summary.read("act_max", layer), summary.read("pos_count", layer),
+            summary.tokens_at_pos,
             summary.read("event_level", layer), offsets, events)
 
 
@@ -336,6 +342,7 @@ def neuron_analysis(summary: Summary, layer: int, index: int, params: AnalysisPa
     res = layer_analysis(
         stream, params or AnalysisParams(),
         summary.read_neuron("act_count", layer, index)[None],
+        summary.read_neuron("act_max", layer, index)[None],
         summary.read_neuron("pos_count", layer, index)[:, None],
         summary.tokens_at_pos,
         summary.read_neuron("event_level", layer, index)[None],
@@ -343,5 +350,6 @@ def neuron_analysis(summary: Summary, layer: int, index: int, params: AnalysisPa
         summary.neuron_events(layer, index),
         summary.n_tokens,
         _projection_layer(summary, layer, index),
+        kinds.layer_typicals(summary.read("act_max", layer)),
     )
     return {name: res[name][0] for name in PER_NEURON}

@@ -106,9 +106,14 @@ def depth_figures(summaries: Sequence[Summary], rows: Sequence[list[dict]] | Non
     pos_panels = [_depth_panel("positional", "positional neurons", runs, "all types")]
     pos_panels += [_depth_panel(f"pos_{t.replace('-', '_')}", "neurons", runs, t.replace("-", " ")) for t in POSITIONAL_TYPES]
     return [
-        Figure("dead", "Dead neurons", depth,
-               "Share of each layer's neurons that never fired on the whole corpus.",
-               [_depth_panel("dead_frac", "dead neurons (share of the layer)", runs)], share=True),
+        Figure("dead", "Dead, silent and faint neurons", depth,
+               "Share of each layer's neurons. Dead: the activation is exactly 0 on every token of the corpus "
+               "(the paper's dead neurons: a ReLU neuron that never fired). Silent: not dead, but never above "
+               "the layer's firing threshold tau (gated models' threshold rule). Faint: not dead, but its largest "
+               "|h| stays under a tenth of the layer's typical largest |h| (docs/design.md).",
+               [_depth_panel("dead_frac", "share of the layer", runs, "dead"),
+                _depth_panel("silent_frac", "share of the layer", runs, "silent (never above tau)"),
+                _depth_panel("faint_frac", "share of the layer", runs, "faint")], share=True),
         Figure("alive_rate", "Firing frequency of alive neurons", depth,
                "Mean over a layer's alive neurons of the share of tokens on which each fired.",
                [_depth_panel("alive_rate", "mean firing frequency", runs)], share=True),

@@ -34,28 +34,70 @@ class Evidence:
     summary without an analysis) and the masks decided so far, by kind name."""
 
     act_count: np.ndarray  # firings on the whole corpus (exact)
+    act_max: np.ndarray  # largest |h| (h for ReLU) over every token of the corpus, fired or not
     n_tokens: int
+    typical: dict[str, float]  # the whole layer's typical values (`layer_typicals`)
     total: np.ndarray | None = None  # firings outside the BOS position (the detectors' denominator)
     coverage: np.ndarray | None = None  # share of those explained by at most max_tokens covered tokens
     ngram_share: np.ndarray | None = None  # ... by at most max_ngrams covered n-gram contexts
     pos_mi: np.ndarray | None = None  # I(fired; position), nats
+    vocab_skew: np.ndarray | None = None  # skewness over the vocabulary of cos(w_out, U_t) (projection group)
+    vocab_kurt: np.ndarray | None = None  # ... its kurtosis (Pearson's: 3 for a Gaussian)
+    null_share: np.ndarray | None = None  # share of ||w_out||^2 in the unembedding's effective null space
+    w_out_norm: np.ndarray | None = None  # ||w_out||
+    freq_corr: np.ndarray | None = None  # correlation of U w_out with the corpus' log unigram frequency
+    sign_count: np.ndarray | None = None  # [4, F] firings by sign case of (act(gate), up), gated FFNs
     kinds: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def alive(self) -> np.ndarray:
+        """Fired at least once (above tau)."""
         return self.act_count > 0
+
 
 
 Criterion = Callable[[Evidence, "AnalysisParams"], np.ndarray]
 
 
+def _median(values: np.ndarray | None, keep=None) -> float:
+    """The median of the finite `values` (where `keep`), NaN when there are none."""
+    if values is None:
+        return float("nan")
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values) & (True if keep is None else keep)]
+    return float(np.median(values)) if values.size else float("nan")
+
+
+def layer_typicals(act_max: np.ndarray, null_share: np.ndarray | None = None,
+                   w_out_norm: np.ndarray | None = None) -> dict[str, float]:
+    """A layer's typical values, the scale some criteria compare a neuron with (whole-layer arrays [F]):
+    the median largest |h| of its neurons that are not dead, the median null-space share and output
+    norm of its neurons (NaN where unknown)."""
+    act_max = np.asarray(act_max, dtype=np.float64)
+    return {"act_max": _median(act_max, act_max > 0), "null_share": _median(null_share),
+            "w_out_norm": _median(w_out_norm)}
+
+
 def _dead(ev: Evidence, p: AnalysisParams) -> np.ndarray:
-    """Never fired on the corpus (paper section 3)."""
-    return ev.act_count == 0
+    """Its activation is exactly 0 on every token of the corpus (paper section 3: a ReLU neuron that
+    never activates; a gated neuron whose h never leaves 0)."""
+    return ~(ev.act_max > 0)
+
+
+def _silent(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Not dead, but never above the layer's firing threshold tau (only where tau > 0: the threshold
+    rule of gated neurons, or --threshold; ours)."""
+    return (ev.act_max > 0) & (ev.act_count == 0)
+
+
+def _faint(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Not dead, but its largest |h| stays under `faint_frac` of the layer's typical largest |h| (ours)."""
+    with np.errstate(invalid="ignore"):
+        return (ev.act_max > 0) & (ev.act_max < p.faint_frac * ev.typical["act_max"])
 
 
 def _rare(ev: Evidence, p: AnalysisParams) -> np.ndarray:
-    """Alive, but fired on fewer than `rare_rate` of the tokens (ours)."""
+    """Fired, but on fewer than `rare_rate` of the tokens (ours)."""
     return ev.alive & (ev.act_count < p.rare_rate * ev.n_tokens)
 
 
@@ -96,7 +138,13 @@ class Kind:
 
 KINDS: tuple[Kind, ...] = (
     Kind("dead", 0, "D", "d", "bold red", "dead", "dead", "dead", "dead", "dead",
-         "only dead neurons (never fired)", "never fired on the corpus", False, _dead),
+         "only dead neurons (never fired)", "its activation is exactly 0 on every token of the corpus", False, _dead),
+    Kind("silent", 5, "S", "D", "red", "silent", "silent", "silent", "silent", "silent",
+         "only silent neurons (never above tau)", "not dead, but never above the layer's firing threshold tau",
+         False, _silent),
+    Kind("faint", 6, "F", "F", "dim red", "faint", "faint", "faint", "faint", "faint",
+         "only faint neurons (largest |h| < 0.1 x the layer's typical)",
+         "not dead, but its largest |h| stays under faint_frac of the layer's typical largest |h|", False, _faint),
     Kind("rare", 1, "R", "r", "yellow", "rare", "rare", "rare", "rare", "rare",
          "only rare neurons (alive, rate < 1e-4)", "alive, but fired on fewer than rare_rate of the tokens",
          False, _rare),
@@ -141,6 +189,8 @@ def decide(evidence: Evidence, params: AnalysisParams, kinds: tuple[Kind, ...] =
     return flags
 
 
-def count_flags(act_count: np.ndarray, n_tokens: int, params: AnalysisParams) -> np.ndarray:
+def count_flags(act_count: np.ndarray, act_max: np.ndarray, n_tokens: int, params: AnalysisParams) -> np.ndarray:
     """[F] flags of the kinds decided from the firing counts alone (a summary without an analysis)."""
-    return decide(Evidence(np.asarray(act_count, dtype=np.int64), n_tokens), params, FROM_COUNTS)
+    act_max = np.asarray(act_max, dtype=np.float64)
+    evidence = Evidence(np.asarray(act_count, dtype=np.int64), act_max, n_tokens, layer_typicals(act_max))
+    return decide(evidence, params, FROM_COUNTS)

@@ -61,6 +61,15 @@ class AnalysisParams:
     residual stream of typical text, yet over the paper's 5M tokens it still has hundreds of firings,
     so its triggers are measured exactly (its event sample is complete) rather than guessed."""
 
+    faint_frac: float = 0.1
+    """A neuron is *faint* when its largest |h| over the whole corpus stays under this share of the
+    layer's typical largest |h| (the median over the layer's neurons that are not dead): a scale-free
+    "does (almost) nothing" that, unlike "silent", does not depend on where the layer's tau falls.
+    Ours: a tenth keeps its update below a tenth of a typical neuron's at the typical neuron's
+    strongest moments, unless its output vector is ten times longer; on SmolLM2 (65k tokens) no
+    neuron is that faint, while its last layer has 71% silent neurons under a tau set by a few loud
+    ones (docs/design.md, "Dead, silent, faint")."""
+
     mi_threshold: float = 0.05
     """A neuron is positional when I(fired; position) exceeds this many nats. Paper section 5."""
 
@@ -86,31 +95,28 @@ class AnalysisParams:
     """Leave position 0 out of the positional statistics when it always holds BOS: a neuron firing
     there reacts to the BOS token, which position alone cannot tell apart. Ours."""
 
-    shape_extreme_tol: float = 0.05
-    """A positional profile *reaches* 0 (or 1) where its firing rate is at most this (at least 1 minus
-    this): the paper's "activation extremes" (section 5). Ours: the paper names the types by eye;
-    docs/design.md, "Positional types", says how each is read."""
+    shape_band: float = 0.25
+    """A positional profile *rises* when it goes from below the middle of its range less this share of
+    the range to above the middle plus this share, and *falls* the other way round (hysteresis: a
+    ramp crossing its middle once reads as one rise, however noisy). Ours: the 25% / 75% levels of the
+    range, docs/design.md "Positional types"."""
+
+    shape_noise_alpha: float = 0.01
+    """... and each of those levels is so many binomial standard errors of the rate (from the tokens seen
+    at that position) away from the middle that sampling noise alone crosses it anywhere along the
+    profile with at most this chance (a normal quantile with a Bonferroni correction over the
+    positions: 4.1 standard errors at T = 256, 4.6 at T = 2048), so a ramp or a step, however noisy,
+    reads as one rise or one fall, never as an oscillation. Ours."""
 
     shape_strong_tol: float = 0.01
-    """... and *equals* 0 (or 1), the paper's "strong" pattern, within this; between the two
-    tolerances the pattern is "weak" (close to, but not at, the extreme). Ours."""
-
-    shape_min_periods: int = 3
-    """An *oscillatory* profile rises above its midpoint at least this many times. Ours."""
-
-    shape_max_gap_cv: float = 0.25
-    """... at evenly spaced positions: coefficient of variation of the spacing at most this. Ours."""
-
-    shape_thin_roughness: float = 0.1
-    """An "other" profile is strong (the paper's "thin" graph) when the rate at each position differs
-    from the mean of its two neighbours by at most this share of the profile's range, on average."""
+    """A positional pattern is *strong* (the paper's word) when its rate reaches 0 or 1 within this,
+    weak otherwise. Ours: the paper names strength by eye (section 5)."""
 
     shape_smooth: int | None = None
-    """Smoothing window of the position profile before the type is read (None: T // 128). Ours."""
+    """The rate by position is read over windows of this many positions (None: T // 128). Ours."""
 
     def shape_rule(self) -> positional.ShapeRule:
-        return positional.ShapeRule(self.shape_smooth, self.shape_extreme_tol, self.shape_strong_tol,
-                                    self.shape_min_periods, self.shape_max_gap_cv, self.shape_thin_roughness)
+        return positional.ShapeRule(self.shape_smooth, self.shape_band, self.shape_noise_alpha, self.shape_strong_tol)
 
     def __post_init__(self) -> None:
         unchecked = [f.name for f in fields(self) if f.name not in CHECKS]
@@ -123,9 +129,6 @@ class AnalysisParams:
                 raise ValueError(f"{f.name} must be {words}, not {value!r}")
         if self.n_triggers < self.max_tokens:
             raise ValueError(f"n_triggers ({self.n_triggers}) must be at least max_tokens ({self.max_tokens})")
-        if self.shape_strong_tol > self.shape_extreme_tol:
-            raise ValueError(f"shape_strong_tol ({self.shape_strong_tol}) must be at most shape_extreme_tol "
-                             f"({self.shape_extreme_tol})")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -155,6 +158,7 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "max_tokens": (_positive, "at least 1"),
     "min_token_count": (_positive, "at least 1"),
     "rare_rate": (lambda v: 0.0 <= v <= 1.0, "a rate in [0, 1]"),
+    "faint_frac": (lambda v: 0.0 <= v <= 1.0, "a share in [0, 1]"),
     "mi_threshold": (lambda v: v >= 0, "at least 0"),
     "max_ngrams": (_positive, "at least 1"),
     "ngram_order": (lambda v: v in (2, 3), "2 or 3"),
@@ -162,11 +166,9 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "n_ngrams": (_positive, "at least 1"),
     "supp_top": (_positive, "at least 1"),
     "positional_skip_bos": (lambda v: True, "true or false"),
-    "shape_extreme_tol": (lambda v: 0.0 <= v < 0.5, "a rate in [0, 0.5)"),
+    "shape_band": (lambda v: 0.0 <= v < 0.5, "a share in [0, 0.5)"),
+    "shape_noise_alpha": (lambda v: 0.0 < v < 1.0, "a chance in (0, 1)"),
     "shape_strong_tol": (lambda v: 0.0 <= v < 0.5, "a rate in [0, 0.5)"),
-    "shape_min_periods": (lambda v: v >= 2, "at least 2"),
-    "shape_max_gap_cv": (lambda v: v >= 0, "at least 0"),
-    "shape_thin_roughness": (lambda v: v >= 0, "at least 0"),
     "shape_smooth": (_positive, "at least 1, or none"),
 }
 PARAM_TYPES = typing.get_type_hints(AnalysisParams)  # name -> float, int, bool or int | None

@@ -18,6 +18,7 @@ does) underestimates exactly the range-indicator neurons the paper is about.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -33,13 +34,6 @@ def _xlogx_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         out = p * np.log(p / q)
     return np.where(p > 0, out, 0.0)
-
-
-def firing_rates(pos_count: np.ndarray, tokens_at_pos: np.ndarray) -> np.ndarray:
-    """[T, F] float64 fr(t) = pos_count / tokens_at_pos; NaN at positions without tokens."""
-    n = np.asarray(tokens_at_pos, dtype=np.float64)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(n > 0, np.asarray(pos_count, dtype=np.float64) / n, np.nan)
 
 
 def mutual_information(pos_count: np.ndarray, tokens_at_pos: np.ndarray) -> np.ndarray:
@@ -78,49 +72,51 @@ def mi_bias(n_positions: int, n_tokens: int) -> float:
     return (max(n_positions, 1) - 1) / (2.0 * max(n_tokens, 1))
 
 
-def _smooth(rate: np.ndarray, window: int) -> np.ndarray:
-    """Centered moving average along positions (axis 0), shrinking at the edges; window 1 = none."""
+def _moving_sum(x: np.ndarray, window: int) -> np.ndarray:
+    """Centered moving sum along positions (axis 0), over fewer positions at the edges; window 1 = x."""
     if window <= 1:
-        return rate
-    T = rate.shape[0]
+        return np.asarray(x, dtype=np.float64)
+    T = x.shape[0]
     half = window // 2
-    cs = np.concatenate([np.zeros((1,) + rate.shape[1:]), np.cumsum(rate, axis=0)])
+    cs = np.concatenate([np.zeros((1,) + x.shape[1:]), np.cumsum(x, axis=0, dtype=np.float64)])
     lo = np.clip(np.arange(T) - half, 0, T)
     hi = np.clip(np.arange(T) + half + 1, 0, T)
-    return (cs[hi] - cs[lo]) / (hi - lo)[:, None]
+    return cs[hi] - cs[lo]
 
 
 @dataclass(frozen=True)
 class ShapeRule:
     """How a positional neuron's firing-rate profile is typed (the `shape_*` analysis parameters)."""
 
-    smooth: int | None = None  # moving-average window over positions (None: T // 128, at least 1)
-    extreme_tol: float = 0.05  # the rate *reaches* 0 (1) where it is at most tol (at least 1 - tol)
-    strong_tol: float = 0.01  # ... and *equals* it, for a strong pattern, within this
-    min_periods: int = 3  # oscillatory: at least this many evenly spaced rises
-    max_gap_cv: float = 0.25  # ... whose spacing varies by at most this coefficient of variation
-    thin_roughness: float = 0.1  # "other" is strong (a thin graph) when neighbours predict it this well
+    smooth: int | None = None  # window of the moving sums over positions (None: T // 128, at least 1)
+    band: float = 0.25  # a rise ends above mid + band x range, a fall below mid - band x range ...
+    noise_alpha: float = 0.01  # ... and so far from mid that noise alone crosses one with at most this chance
+    strong_tol: float = 0.01  # strong: the rate reaches 0 (or 1) within this
 
 
 def classify(pos_count: np.ndarray, tokens_at_pos: np.ndarray, positional: np.ndarray,
              rule: ShapeRule = ShapeRule()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The paper's positional types (section 5) of the neurons marked `positional`:
-    (codes [F] uint8 into schema.POS_SHAPES, strong [F] uint8, range [F, 2] int32).
+    """The paper's positional types (section 5) of the neurons marked `positional`, read along the
+    position axis: (codes [F] uint8 into schema.POS_SHAPES, strong [F] uint8, range [F, 2] int32).
 
-    The profile fr(t) (positions with tokens only, smoothed over `rule.smooth` positions) is read as
-    the paper describes its four types (docs/design.md, "Positional types"):
-    - oscillatory: fr rises above the midpoint of its range at least `min_periods` times, at evenly
-      spaced positions (coefficient of variation of the spacing at most `max_gap_cv`); strong when
-      it also reaches both 0 and 1 exactly, i.e. it is an indicator function of position ranges (the
-      ten neurons of OPT-125m's second layer);
-    - both-extremes: not oscillatory; fr reaches both 0 and 1 (within `extreme_tol`) somewhere,
-      mostly "fires before (or after) position p"; strong when both are reached within `strong_tol`;
-    - one-extreme: fr reaches only one of 0 and 1 (e.g. fires at rate 0.8 on the first five
-      positions and never after); strong when that extreme is reached within `strong_tol`;
-    - other: depends on position but reaches neither; strong when the graph is "thin": the rate at
-      a position is predicted by its neighbours to within `thin_roughness` of the profile's range.
-    `range` is the longest run of positions where fr is above its midpoint (indices into the positions
-    given), the finer "fires on t = a..b" label; -1 where not positional.
+    The profile is the firing rate by position r(t) = (firings / tokens) summed over a window of
+    `rule.smooth` positions (positions with tokens only). It is *on* from where it rises above
+    mid + d(t) until it falls below mid - d(t), and *off* from there until the next rise, where mid is
+    the middle of the profile's range and d(t) = max(band x range, z x SE(t)), SE(t) the binomial
+    standard error of the rate at t from the tokens seen there and z the normal quantile that noise
+    exceeds at one of the profile's positions with chance at most `noise_alpha` (`noise_z`). So a
+    monotone profile, however noisy, reads as one rise or one fall; the state before the first
+    crossing is the one that crossing leaves. Along the position axis (docs/design.md,
+    "Positional types"):
+    - oscillatory: at least two ranges on and two off, repeatedly on and off (two rises and two falls,
+      a range at either end of the profile rising or falling there);
+    - both-extremes: on at the start and at the end, off in between;
+    - one-extreme: on at the start only, or at the end only (a ramp or a step);
+    - other: depends on position otherwise (one range in the middle, or no rise or fall beyond the
+      noise band).
+    A pattern is strong when its rate reaches 0 or 1 (within `strong_tol`), weak otherwise. `range` is
+    the longest run of positions on (indices into the positions given), the finer "fires most on
+    t = a..b" label; -1 where not positional or never on.
     """
     pos_count = np.asarray(pos_count)
     n_t = np.asarray(tokens_at_pos, dtype=np.float64)
@@ -135,62 +131,73 @@ def classify(pos_count: np.ndarray, tokens_at_pos: np.ndarray, positional: np.nd
         return codes, strong, ranges
     window = max(1, T // 128) if rule.smooth is None else max(1, int(rule.smooth))
     where = np.flatnonzero(used)
+    n_sum = _moving_sum(n_t[used][:, None], window)  # [T, 1] tokens behind each smoothed rate
     cols = np.flatnonzero(positional)
     for lo in range(0, cols.size, CHUNK):
         idx = cols[lo : lo + CHUNK]
-        raw = np.asarray(pos_count[used][:, idx], dtype=np.float64) / n_t[used][:, None]
-        rate = _smooth(raw, window)
+        c_sum = _moving_sum(np.asarray(pos_count[used][:, idx], dtype=np.float64), window)
+        rate = c_sum / n_sum
+        p = (c_sum + 0.5) / (n_sum + 1.0)  # never 0 or 1: a rate seen as 0 still has a standard error
+        se = np.sqrt(p * (1.0 - p) / n_sum)
         low, high = rate.min(0), rate.max(0)
-        reach0, reach1 = low <= rule.extreme_tol, high >= 1.0 - rule.extreme_tol
-        exact0, exact1 = low <= rule.strong_tol, high >= 1.0 - rule.strong_tol
-        on = rate > ((low + high) / 2.0)[None, :]
-        oscillatory = _evenly_spaced_rises(on, rule.min_periods, rule.max_gap_cv)
+        mid = (low + high) / 2.0
+        half = np.maximum(rule.band * (high - low), noise_z(T, rule.noise_alpha) * se)
+        runs = _runs(rate > mid + half, rate < mid - half, rate > mid)
         code = np.full(idx.size, SHAPE_CODE["other"], dtype=np.uint8)
-        code[reach0 ^ reach1] = SHAPE_CODE["one-extreme"]
-        code[reach0 & reach1] = SHAPE_CODE["both-extremes"]
-        code[oscillatory] = SHAPE_CODE["oscillatory"]
-        span = np.maximum(high - low, 1e-12)
-        rough = np.abs(raw[1:-1] - (raw[:-2] + raw[2:]) / 2).mean(0) / span if T >= 3 else np.zeros(idx.size)
-        is_strong = np.where(reach0 & reach1, exact0 & exact1, (reach0 & exact0) | (reach1 & exact1))
-        is_strong = np.where(oscillatory, exact0 & exact1, is_strong)
-        is_strong = np.where(code == SHAPE_CODE["other"], rough <= rule.thin_roughness, is_strong)
-        codes[idx], strong[idx] = code, is_strong.astype(np.uint8)
-        first, last = _longest_run(on)
-        ranges[idx, 0], ranges[idx, 1] = where[first], where[last]
+        code[(runs.n_on == 1) & (runs.n_off == 1)] = SHAPE_CODE["one-extreme"]
+        code[(runs.n_on == 2) & (runs.n_off == 1)] = SHAPE_CODE["both-extremes"]
+        code[(runs.n_on >= 2) & (runs.n_off >= 2)] = SHAPE_CODE["oscillatory"]
+        codes[idx] = code
+        strong[idx] = ((low <= rule.strong_tol) | (high >= 1.0 - rule.strong_tol)).astype(np.uint8)
+        on = runs.best_first >= 0
+        ranges[idx[on], 0], ranges[idx[on], 1] = where[runs.best_first[on]], where[runs.best_last[on]]
     return codes, strong, ranges
 
 
-def _evenly_spaced_rises(on: np.ndarray, min_periods: int, max_gap_cv: float) -> np.ndarray:
-    """[f] bool: the "on" mask [T, f] switches on at least `min_periods` times (a run at t = 0 counts)
-    and the rises inside the profile are evenly spaced (at least two gaps, their CV <= max_gap_cv)."""
-    rising = on[1:] & ~on[:-1]  # run starts inside the profile, at t >= 1
-    n_runs = on[0].astype(np.int64) + rising.sum(0)
-    f_of, t_of = np.nonzero(rising.T)  # ordered by neuron, then position
-    same = f_of[1:] == f_of[:-1]
-    gap_f, gap = f_of[1:][same], np.diff(t_of)[same].astype(np.float64)
-    f = on.shape[1]
-    n_gaps = np.bincount(gap_f, minlength=f)
-    s1 = np.bincount(gap_f, weights=gap, minlength=f)
-    s2 = np.bincount(gap_f, weights=gap * gap, minlength=f)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean = s1 / n_gaps
-        cv = np.sqrt(np.maximum(s2 / n_gaps - mean * mean, 0.0)) / mean
-    return (n_runs >= min_periods) & (n_gaps >= 2) & (cv <= max_gap_cv)
+def noise_z(n_positions: int, alpha: float) -> float:
+    """The z with P(|N(0, 1)| > z) <= alpha / n_positions: a level z standard errors from a profile's
+    middle is crossed by sampling noise alone, at any of its positions, with chance at most alpha."""
+    return NormalDist().inv_cdf(1.0 - alpha / (2.0 * max(n_positions, 1)))
 
 
-def _longest_run(on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """([f] first, [f] last) index of the longest run of True in each column of `on` [T, f] (the
-    earliest of equally long ones; 0, 0 for a column with none)."""
-    T, f = on.shape
-    padded = np.zeros((T + 2, f), dtype=np.int8)
-    padded[1:-1] = on
-    edges = np.diff(padded, axis=0)  # +1 where a run starts, -1 one past where it ends
-    sf, st = np.nonzero(edges.T == 1)
-    ef, et = np.nonzero(edges.T == -1)
-    first, last = np.zeros(f, dtype=np.int64), np.zeros(f, dtype=np.int64)
-    if sf.size:
-        length = et - st
-        order = np.lexsort((st, -length, sf))  # per neuron: longest first, then earliest
-        pick = order[np.concatenate([[True], sf[order][1:] != sf[order][:-1]])]
-        first[sf[pick]], last[sf[pick]] = st[pick], et[pick] - 1
-    return first, last
+@dataclass
+class Runs:
+    """The on and off runs of profiles read with hysteresis: per neuron, how many of each, and the
+    first and last position of the longest on run (-1: never on)."""
+
+    n_on: np.ndarray
+    n_off: np.ndarray
+    best_first: np.ndarray
+    best_last: np.ndarray
+
+
+def _runs(above: np.ndarray, below: np.ndarray, over_mid: np.ndarray) -> Runs:
+    """Runs of each column of [T, f] profiles: a column switches on where `above`, off where `below`,
+    and keeps its state in between; before its first switch it is in the state that switch leaves.
+    An on run's extent is where the profile is over its middle (`over_mid`) around it: from just after
+    it was last at or under the middle before rising, to where it was last over it before falling."""
+    T, f = above.shape
+    state = np.full(f, -1, dtype=np.int8)  # -1 undecided, 0 off, 1 on
+    start = np.zeros(f, dtype=np.int64)  # where the current on run began
+    last_under, last_over = np.full(f, -1, np.int64), np.full(f, -1, np.int64)
+    n_on, n_off = np.zeros(f, np.int64), np.zeros(f, np.int64)
+    best_first, best_last = np.full(f, -1, np.int64), np.full(f, -1, np.int64)
+
+    def close(ending: np.ndarray, last: np.ndarray) -> None:  # on runs ending at `last`: keep the longest
+        longer = ending & (state == 1) & (last - start + 1 > np.where(best_first >= 0, best_last - best_first + 1, 0))
+        best_first[longer], best_last[longer] = start[longer], last[longer]
+
+    for t in range(T):
+        new = np.where(above[t], 1, np.where(below[t], 0, state)).astype(np.int8)
+        first = (state < 0) & (new >= 0)  # decided now: the run began at the profile's start
+        switch = (state >= 0) & (new != state)
+        close(switch, last_over)
+        rise = switch & (new == 1)
+        start[rise] = last_under[rise] + 1
+        n_on += (first | switch) & (new == 1)
+        n_off += (first | switch) & (new == 0)
+        state = new
+        last_over[over_mid[t]] = t
+        last_under[~over_mid[t]] = t
+    close(state >= 0, np.full(f, T - 1, np.int64))
+    return Runs(n_on, n_off, best_first, best_last)

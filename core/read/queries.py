@@ -97,6 +97,7 @@ def summary_notes(summary: Summary) -> list[str]:
 
 ROW_KEYS = {
     "layer": "layer index", "depth": "relative depth layer / (layers - 1)", "neurons": "neurons in the layer",
+    "tau": "the layer's firing threshold (fired iff h > tau, or |h| > tau for the abs rule)",
     **{name: f"{name} neurons (null without an analysis)" for name in CATEGORIES},
     **{f"{name}_frac": f"share of the layer's neurons that are {name}" for name in CATEGORIES},
     "alive_rate": "mean firing rate of the layer's alive neurons (the paper's Figure 1b)",
@@ -125,8 +126,10 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
         act = summary.read("act_count", layer)
         rate = act / N
         alive = act > 0
-        row: dict[str, Any] = {"layer": layer, "depth": layer / (L - 1) if L > 1 else 0.0, "neurons": F}
-        flags = group.read("flags", layer) if group is not None else kinds.count_flags(act, N, params)
+        row: dict[str, Any] = {"layer": layer, "depth": layer / (L - 1) if L > 1 else 0.0, "neurons": F,
+                               "tau": _float(summary.tau[layer])}
+        flags = (group.read("flags", layer) if group is not None
+                 else kinds.count_flags(act, summary.read("act_max", layer), N, params))
         counts = {k.name: None if k.needs_analysis and group is None else int(np.count_nonzero(kinds.has(flags, k.name)))
                   for k in kinds.KINDS}
         for name in CATEGORIES:
@@ -293,7 +296,8 @@ def layer_table(summary: Summary, layer: int, shown: np.ndarray | None = None) -
     rate = count / max(1, summary.n_tokens)
     group = summary.analysis
     if group is None:
-        flags = kinds.count_flags(count, max(1, summary.n_tokens), AnalysisParams.of(summary))
+        flags = kinds.count_flags(count, summary.read("act_max", layer), max(1, summary.n_tokens),
+                                  AnalysisParams.of(summary))
         return LayerTable(layer, flags, count, rate, np.full(F, -1, np.int32), np.full(F, "", dtype=object),
                           np.full(F, np.nan, np.float32), np.zeros(F, np.uint8), np.full(F, -1, np.int32), None, None)
     shown = visible_vocab(summary.vocab) if shown is None else shown
