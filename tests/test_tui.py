@@ -633,7 +633,8 @@ async def test_the_overview_plot_view_draws_the_figures_curves(summary):
         for plot, curve in zip(plots, curves):  # the same numbers as `neuron-tui figures`
             np.testing.assert_array_equal(plot.values, [0.0 if v is None else v for v in curve])
         text = screen_text(app)
-        assert "curves over depth" in text and "Dead neurons" in text and "scale 0 …" in text and "L0" in text
+        assert "curves over depth" in text and "Dead, silent and faint neurons · dead" in text and "scale 0 …" in text
+        assert "L0" in text
         await press(pilot, "v")
         assert app.screen.query_one("#layers").display and not app.screen.query_one("#plots").display
         await press(pilot, "enter")  # the table is back, with the focus

@@ -27,6 +27,13 @@ from neuron_tui.cache import schema
 CHUNK = 4096  # neurons per vectorised block: T x CHUNK float64 is 64 MB at T = 2048
 
 SHAPE_CODE = {name: code for code, name in enumerate(schema.POS_SHAPES)}
+# what each type means along the position axis (docs/design.md, "Positional types"): `?`, README
+TYPE_MEANINGS = {
+    "oscillatory": "fires in several separate ranges of positions, repeatedly on and off (OPT-125m layer 2)",
+    "both-extremes": "fires at the start and at the end of the sequence, not in between",
+    "one-extreme": "fires at the start only, or at the end only (a ramp or a step)",
+    "other": "depends on position otherwise: one range in the middle, or no rise or fall beyond the noise",
+}
 
 
 def _xlogx_ratio(p: np.ndarray, q: np.ndarray) -> np.ndarray:

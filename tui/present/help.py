@@ -9,23 +9,21 @@ from rich.table import Table
 from rich.text import Text
 
 from neuron_tui.core.read import kinds
+from neuron_tui.core.read.positional import TYPE_MEANINGS
 
 Rows = Sequence[tuple[str, str]]
 
 LEGEND = [
-    (" ".join(k.letter for k in kinds.KINDS), "categories: " + ", ".join(k.noun for k in kinds.KINDS)),
+    *((f"{k.letter} {k.name}", k.definition) for k in kinds.KINDS),
     ("#1 #2 …", "rank among the neuron's suppressed tokens, 1-based: #1 is the most suppressed; supp = its "
                 "triggers' best rank"),
     ("● ○", "● a trigger counted in the token-detector criterion; ○ a covered token (fires on >= 95% of its "
             "occurrences) beyond those"),
     ("~12", "an estimated count: the neuron's firing events were sampled (each kept one stands for 2^level)"),
     ("◆ trigger", "a promoted / suppressed token that is also one of the neuron's triggers"),
-    ("oscillatory", "positional type: fires on evenly spaced position ranges (OPT-125m layer 2)"),
-    ("both-extremes", "positional type: its rate reaches both 0 and 1 (fires before, or after, a position)"),
-    ("one-extreme", "positional type: its rate reaches one of 0 and 1 over some positions"),
-    ("other", "positional type: depends on position but reaches neither 0 nor 1"),
-    ("strong, weak", "a strong pattern reaches 0 / 1 exactly (other: a thin, smooth profile); a weak one only "
-                     "comes close"),
+    *((name, f"positional type: {meaning}") for name, meaning in TYPE_MEANINGS.items()),
+    ("strong, weak", "a positional pattern is strong when its firing rate reaches 0 or 1 somewhere, weak when it "
+                     "only comes close"),
     ("bars ≤71%", "overview: a bar's full width is the largest share in its column, shown in the header"),
     ("probe", "tokens shaded by the neuron's activation (green positive, magenta negative), firings underlined; "
               "· marks a token boundary inside a word; a firing off its recorded triggers is news"),

@@ -44,6 +44,12 @@ REPORT_COLUMNS = (
 )
 
 
+def shown_kinds(rows: Sequence[LayerRow]) -> list[kinds.Kind]:
+    """The kinds a per-layer table shows: those some layer has, or that are unknown without an
+    analysis (a kind no layer of the summary has, e.g. silent under the ReLU rule, takes no room)."""
+    return [k for k in kinds.KINDS if any(r.get(k.name) is None or r.get(k.name) for r in rows)]
+
+
 def report_title(attrs: dict, notes: Sequence[str]) -> Text:
     """`model: N tokens, rule ...` and the summary's notes (core.read.queries.summary_notes), as plain text."""
     text = Text(f"{attrs.get('model')}: {int(attrs.get('n_tokens', 0)):,} tokens, rule {attrs.get('rule')} "
@@ -68,10 +74,13 @@ def report_cell(row: LayerRow, key: str, kind: str) -> str:
 
 
 def report_table(rows: Sequence[LayerRow], heading: Text | str = "") -> Table:
-    """The per-layer rows (core.read.queries.layer_rows) as a table; columns None in every row are left out."""
+    """The per-layer rows (core.read.queries.layer_rows) as a table; columns None in every row, and kinds
+    no layer has, are left out."""
     table = Table(title=Text(str(heading)) if isinstance(heading, str) else heading, header_style="bold",
                   box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
-    cols = [(k, h, kind) for k, h, kind in REPORT_COLUMNS if any(r.get(k) is not None for r in rows)]
+    hidden = {k.name for k in kinds.KINDS} - {k.name for k in shown_kinds(rows)}
+    cols = [(k, h, kind) for k, h, kind in REPORT_COLUMNS
+            if k not in hidden and any(r.get(k) is not None for r in rows)]
     for key, header, _ in cols:
         table.add_column(header, justify="right" if key != "layer" else "left", no_wrap=True)
     for row in rows:
@@ -175,9 +184,6 @@ def filter_bar(info: SummaryInfo, state: ViewState, counts: dict[str, int]) -> T
 
 # ---- the overview -------------------------------------------------------------------------------------------
 
-OVERVIEW_BARS = tuple((k.name, k.column) for k in kinds.KINDS)
-
-
 def info_grid(info: SummaryInfo) -> Table:
     """Model, corpus, tokens, rule, layers, file: the overview's first lines."""
     grid = Table.grid(padding=(0, 1), expand=True)
@@ -208,15 +214,16 @@ def depth_bar_cell(count: int | None, total: int, scale: float, width: int, show
 def overview_table(rows: Sequence[LayerRow], width: int) -> tuple[list[tuple[str, str, int | None]], list[list[Text]]]:
     """The overview's columns (label, key, width or None) and cells for a screen `width` cells wide: a
     bar per kind of neuron whose header gives the share its full bar stands for; from 120 cells also
-    the layer's size, alive rate and token coverage."""
+    the layer's size, alive rate and token coverage. Kinds no layer has take no column (`shown_kinds`)."""
     width = max(40, width - 2)
     wide = width >= 120
-    bar_w = max(6, (width - 5 - (36 if wide else 0)) // len(OVERVIEW_BARS) - 2)
+    bars = [(k.name, k.column) for k in shown_kinds(rows)]
+    bar_w = max(6, (width - 5 - (36 if wide else 0)) // max(1, len(bars)) - 2)
     columns: list[tuple[str, str, int | None]] = [("L", "layer", None)]
     if wide:
         columns.append(("neurons", "neurons", None))
     scale = {}
-    for key, label in OVERVIEW_BARS:
+    for key, label in bars:
         fracs = [r[f"{key}_frac"] for r in rows if r[f"{key}_frac"] is not None]
         scale[key] = max(fracs) if fracs else 0.0
         head = f"{label} ≤{share_text(scale[key])}" if scale[key] > 0 else label
@@ -228,7 +235,7 @@ def overview_table(rows: Sequence[LayerRow], width: int) -> tuple[list[tuple[str
         line = [Text(str(r["layer"]), justify="right")]
         if wide:
             line.append(Text(f"{r['neurons']:,}", justify="right"))
-        line += [depth_bar_cell(r[key], r["neurons"], scale[key], bar_w, bar_w >= 20) for key, _ in OVERVIEW_BARS]
+        line += [depth_bar_cell(r[key], r["neurons"], scale[key], bar_w, bar_w >= 20) for key, _ in bars]
         if wide:
             line += [Text(fmt_rate(r["alive_rate"]), justify="right"),
                      *(Text(MISSING if r[k] is None else f"{r[k]:,}", justify="right") for k in ("covered", "new"))]
@@ -236,12 +243,13 @@ def overview_table(rows: Sequence[LayerRow], width: int) -> tuple[list[tuple[str
     return columns, cells
 
 
-def layer_summary(row: LayerRow) -> str:
-    """One line about a layer: its size, every kind's count and share, the alive rate, the coverage."""
+def layer_summary(row: LayerRow, shown: Sequence[kinds.Kind] = kinds.KINDS) -> str:
+    """One line about a layer: its size, the count and share of each kind `shown`, the alive rate, the
+    coverage."""
     def part(name: str, value: int | None) -> str:
         return f"{name} {value:,} ({100 * value / row['neurons']:.1f}%)" if value is not None else f"{name} {MISSING}"
 
-    bits = [f"L{row['layer']}: {row['neurons']:,} neurons", *(part(k.label, row[k.name]) for k in kinds.KINDS),
+    bits = [f"L{row['layer']}: {row['neurons']:,} neurons", *(part(k.label, row[k.name]) for k in shown),
             f"alive fire at {fmt_rate(row['alive_rate'])}"]
     if row["covered"] is not None:
         bits.append(f"covers {row['covered']:,} tokens ({row['new']:,} new)")

@@ -14,7 +14,7 @@ from neuron_tui.core.read.records import LayerRow
 
 from ..messages import OpenLayer, ReadFailed
 from ..present.formats import title_bar
-from ..present.layers import depth_curves, info_grid, layer_summary, overview_table
+from ..present.layers import depth_curves, info_grid, layer_summary, overview_table, shown_kinds
 from ..viewmodel import Explorer
 from ..widgets import PositionPlot
 from ..workers import read_in_thread
@@ -100,7 +100,7 @@ class OverviewScreen(ExplorerScreen):
 
     def _summarise(self, index: int) -> None:
         if self.rows and 0 <= index < len(self.rows):
-            self.query_one("#layer-summary", Static).update(layer_summary(self.rows[index]))
+            self.query_one("#layer-summary", Static).update(layer_summary(self.rows[index], shown_kinds(self.rows)))
 
     @on(DataTable.RowHighlighted, "#layers")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
