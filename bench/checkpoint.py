@@ -9,7 +9,7 @@ checkpoint policy, and the peak host memory, for OPT-1.3b, 13b and 66b shapes at
 Each shape runs in its own process (so its peak RSS is its own). The layer states are synthetic but
 shaped like a trained ReLU model's: firing rates log-normal around 1% (5% of neurons dead), position
 counts Binomial(sequences, rate) per position, a full event sample of 256 per alive neuron, top-8
-activations. One layer's state is drawn once and handed out for every layer (the writer compresses
+activations with their windows of h, firing histograms. One layer's state is drawn once and handed out for every layer (the writer compresses
 each layer anew, so the time is that of distinct data). The share of the run uses the collection's
 default policy (core/model/checkpoints.py: every 60 s, or 9 times the last write time when longer) at
 a pass speed of `--tokens-per-second` (default: the OPT-1.3b shape's 112k tokens/s measured on an H100
@@ -39,7 +39,9 @@ T, K, C = 2048, 8, 256
 
 def synthetic_layer(F: int, n_seq: int, seed: int = 0):
     """One layer's LayerState shaped like a trained ReLU model's (see the module docstring)."""
+    from neuron_tui.cache.schema import HIST_BINS
     from neuron_tui.core.model.accumulators import LayerState
+    from neuron_tui.core.model.contexts import CONTEXT_WIDTH
 
     rng = np.random.default_rng(seed)
     rate = np.minimum(0.5, np.exp(rng.normal(np.log(0.01), 1.2, F)))
@@ -57,13 +59,21 @@ def synthetic_layer(F: int, n_seq: int, seed: int = 0):
     top_pos = rng.integers(0, n_tokens, (K, F))
     top_pos[:, act_count == 0] = -1
     act_sum = act_count * 1.5
-    return LayerState(act_count, pos_count, act_sum, act_count, act_sum, top_val[0].copy(), top_val, top_pos, level,
-                      events)
+    shape = (K, CONTEXT_WIDTH, F)  # windows of h around the top contexts: 0 where a ReLU neuron is off
+    ctx_val = (rng.exponential(1.0, shape) * (rng.random(shape) < 0.3)).astype(np.float16)
+    hist_count = rng.multinomial(act_count, np.full(HIST_BINS, 1 / HIST_BINS)).T.astype(np.int32)
+    return LayerState(act_count=act_count, pos_count=pos_count, act_sum=act_sum, act_count_pos=act_count,
+                      act_sum_pos=act_sum, act_max=top_val[0].copy(), h_sum=act_sum, top_val=top_val, top_pos=top_pos,
+                      ctx_val=ctx_val, level=level, events=events, hist_count=hist_count)
 
 
 def one_shape(shape: str, n_tokens: int, folder: Path) -> dict:
     """Write one checkpoint of `shape` (in this process) and measure it."""
     from neuron_tui.cache import SummaryWriter
+    from neuron_tui.cache.schema import HIST_BINS
+    from neuron_tui.core.model.calibration import Calibration
+    from neuron_tui.core.model.contexts import CONTEXT_WIDTH
+    from neuron_tui.core.model.histograms import histogram_edges
     from neuron_tui.core.model.states import PassResult, write_pass
 
     L, F, _ = SHAPES[shape]
@@ -74,7 +84,8 @@ def one_shape(shape: str, n_tokens: int, folder: Path) -> dict:
     rss_state = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tokens = np.random.default_rng(1).integers(0, 50272, (n_seq, T), dtype=np.int32)
     vocab = [f"t{i}" for i in range(50272)]
-    result = PassResult(tokens, np.arange(n_seq), np.zeros(L, np.float32), lambda layer: state, L)
+    calibration = Calibration(np.zeros(L, np.float32), np.stack([histogram_edges(0.0, 10.0, "relu")] * L))
+    result = PassResult(tokens, np.arange(n_seq), calibration, lambda layer: state, L)
     path = folder / f"checkpoint-{shape}.h5"
     start = time.perf_counter()
     with SummaryWriter(path) as writer:
@@ -84,7 +95,8 @@ def one_shape(shape: str, n_tokens: int, folder: Path) -> dict:
     write_s = time.perf_counter() - start
     size = path.stat().st_size
     path.unlink()
-    raw = L * (T * F * (2 if n_seq < 2**16 else 4) + F * (8 * 2 + 4 * 3 + 1 + K * 12) + C * F * 4)
+    raw = L * (T * F * (2 if n_seq < 2**16 else 4) + F * (8 * 3 + 4 * 3 + 1 + K * (12 + 2 * CONTEXT_WIDTH))
+               + F * 4 * HIST_BINS + C * F * 4)
     return {"shape": shape, "layers": L, "neurons": F, "tokens": n_seq * T, "write_s": write_s,
             "raw_mib": raw / 2**20, "file_mib": size / 2**20, "mib_per_s": raw / 2**20 / write_s,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

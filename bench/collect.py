@@ -21,13 +21,14 @@ from itertools import islice
 import numpy as np
 import torch
 
-from neuron_tui.core.model.adapters import ffn_out_projections
+from neuron_tui.core.model.adapters import ffn_out_projections, ffn_up_projections
+from neuron_tui.core.model.calibration import calibrate
 from neuron_tui.core.model.layerwise import LayerByLayer
 from neuron_tui.core.model.loading import LoadedModel, default_dtype, load
 from neuron_tui.core.model.packing import pack_sequences
 from neuron_tui.core.model.plan import Settings, make_plan
 from neuron_tui.core.model.recorder import Recorder
-from neuron_tui.core.model.schedules import BatchByBatch, calibrate
+from neuron_tui.core.model.schedules import BatchByBatch
 from neuron_tui.core.sources import ModelSource, resolve
 
 # hidden size, layers, FFN width, heads of the OPT models (Zhang et al. 2022, table 1)
@@ -92,11 +93,11 @@ def main() -> None:
     else:
         seqs = list(islice(pack_sequences(plan.corpus, loaded.tokenizer, args.seq_len, 0), n_seqs))
     batches = [np.stack(seqs[i : i + args.batch_size]) for i in range(0, len(seqs), args.batch_size)]
-    # the thresholds a real run would use: calibrated |h| quantile (non-ReLU) or 0 (ReLU)
-    tau = (calibrate(modules, seqs[: settings.calib_seqs], plan.threshold, args.batch_size, BatchByBatch(model))
-           if plan.tau_source == "quantile" else np.full(len(modules), plan.threshold, dtype=np.float32))
+    # the thresholds and histogram bins a real run would use: calibrated |h| quantile (non-ReLU) or 0 (ReLU)
+    calibration = calibrate(modules, seqs[: settings.calib_seqs], args.batch_size, BatchByBatch(model), plan.rule,
+                            plan.tau_source, plan.threshold)
     s = plan.settings
-    recorder = Recorder(modules, plan.seq_len, s.events_cap, s.top_k, plan.rule, tau)
+    recorder = Recorder(modules, plan.seq_len, s.events_cap, s.top_k, plan.rule, calibration, ffn_up_projections(model))
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
     seen = {"tokens": 0}  # global positions keep growing across rounds, as in one long run, so the
@@ -107,7 +108,7 @@ def main() -> None:
                "layers": LayerByLayer(model, args.device, len(batches))}
 
     def timed(mode: str) -> float:
-        handles = plain_numpy_hooks(modules, batches[0].shape, tau, plan.rule) if mode == "plain" else []
+        handles = plain_numpy_hooks(modules, batches[0].shape, calibration.tau, plan.rule) if mode == "plain" else []
         counted = mode in ("hooks", "layers")
         if counted:
             starts = seen["tokens"] + np.cumsum([0] + [b.size for b in batches])

@@ -7,8 +7,8 @@
 Prints (a) the time to load the model for the summary (`Probe.for_summary`: the fingerprint check,
 transformers' loading; the OS file cache as the run finds it), (b) one bare forward pass of the
 tokens, (c) the probe's answer without ablation (`probe_text`: tokenize, the hooked forward, the
-layer's firing neurons and their categories), (d) with ablation (two forwards with the head), the
-ratios c/b and d/b, and (e) in the explorer (Textual's headless pilot, 120x40): from `enter` in the
+layer's firing neurons and their categories), (d) with ablation (two forwards with the head, then per
+position the KL divergence, loss change, most probable tokens and moves, in float64), the ratios c/b and d/b, and (e) in the explorer (Textual's headless pilot, 120x40): from `enter` in the
 probe's text box to the answer on screen, once the model is loaded. Medians over --rounds.
 """
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,15 @@ CHUNK_SLOTS = 10007  # hash slots of a chunk cache (a prime, per HDF5's advice)
 
 
 COUNTS = ("n_layers", "n_neurons", "seq_len", "n_seq", "n_tokens")  # root attributes that are counts
+
+
+@dataclass(frozen=True)
+class NeuronSignCases:
+    """One gated neuron's firings by sign case of (act(gate), up), in the order of schema.SIGN_CASES."""
+
+    count: np.ndarray  # [4] int64: firings of each case (they sum to act_count)
+    top_val: np.ndarray  # [4] float32: the strongest |h| of each case (-inf: none)
+    top_pos: np.ndarray  # [4] int64: its global position g = seq * T + t (-1: none)
 
 
 def _count(name: str) -> property:
@@ -128,7 +138,8 @@ class Summary:
                 raise SummaryError(f"{self.path} is damaged: attribute {key} is {a[key]!r}")
         if self.n_layers < 1 or self.n_neurons < 1 or self.seq_len < 1:
             raise SummaryError(f"{self.path} holds no neurons ({self.n_layers} layers x {self.n_neurons})")
-        needed = [n for n in schema.DATASETS if n not in schema.ADDED_IN_2 or version >= 2]
+        added_later = schema.ADDED_IN_3 + (schema.ADDED_IN_2 if version < 2 else ())
+        needed = [name for name in schema.DATASETS if name not in added_later]
         absent = [name for name in needed if name not in self._f]
         if absent:
             raise SummaryError(f"{self.path} is incomplete or damaged: missing {', '.join(absent)}")
@@ -139,7 +150,13 @@ class Summary:
         L, F, T = self.n_layers, self.n_neurons, self.seq_len
         expected = {"act_count": (L, F), "pos_count": (L, T, F), "act_sum": (L, F), "act_max": (L, F),
                     "event_level": (L, F), "event_offsets": (L, F + 1), "tau": (L,), "tokens_at_pos": (T,),
-                    "act_count_pos": (L, F), "act_sum_pos": (L, F)}
+                    "act_count_pos": (L, F), "act_sum_pos": (L, F), "h_sum": (L, F),
+                    **{name: (L, len(schema.SIGN_CASES), F) for name in schema.SIGN_DATASETS}}
+        if "hist_edges" in self._f:
+            n_edges = self._f["hist_edges"].shape[-1]
+            expected.update(hist_edges=(L, n_edges), hist_count=(L, n_edges - 1, F))
+        if self.context_window is not None and "top_val" in self._f:
+            expected["ctx_val"] = (L, self._f["top_val"].shape[1], sum(self.context_window) + 1, F)
         for name, shape in expected.items():
             if name in self._f and self._f[name].shape != shape:
                 raise SummaryError(f"{self.path} is damaged: {name} has shape {self._f[name].shape}, "
@@ -204,8 +221,43 @@ class Summary:
         return self.json_attr("corpus")
 
     def has(self, name: str) -> bool:
-        """Whether the root dataset `name` is stored (schema 1 files lack schema.ADDED_IN_2)."""
+        """Whether the root dataset `name` is stored (schema 1 files lack schema.ADDED_IN_2, summaries
+        made before them schema.ADDED_IN_3, ungated models' the sign cases')."""
         return self._exists(name)
+
+    # ---- what one pass collects beyond counts (schema.ADDED_IN_3; None where a summary lacks it) -------
+    @property
+    def context_window(self) -> tuple[int, int] | None:
+        """(positions before, positions after) each top context that `ctx_val` holds."""
+        if "ctx_left" not in self.attrs or "ctx_right" not in self.attrs:
+            return None
+        return int(self.attrs["ctx_left"]), int(self.attrs["ctx_right"])
+
+    def h_mean(self, layer: int) -> np.ndarray | None:
+        """[F] the mean of h over every token of the corpus (fired or not): what mean ablation sets."""
+        if not self._exists("h_sum"):
+            return None
+        return self._get("h_sum", (layer,)) / max(1, self.n_tokens)
+
+    def context_values(self, layer: int, index: int) -> np.ndarray | None:
+        """[K, W] float32: the neuron's signed h at the positions around each of its top contexts (row k
+        around top_pos[k]; NaN outside the sequence or for an empty slot)."""
+        if not self._exists("ctx_val"):
+            return None
+        return self.read_neuron("ctx_val", layer, index).astype(np.float32)
+
+    def activation_histogram(self, layer: int, index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(edges [B + 1], counts [B]) of the neuron's firing values: its layer's bins and its counts,
+        which sum to its act_count."""
+        if not self._exists("hist_count"):
+            return None
+        return self._get("hist_edges", (layer,)), self.read_neuron("hist_count", layer, index).astype(np.int64)
+
+    def sign_cases(self, layer: int, index: int) -> NeuronSignCases | None:
+        """The neuron's firings by sign case of (act(gate), up); None unless a gated FFN's summary."""
+        if not self._exists("sign_count"):
+            return None
+        return NeuronSignCases(*(self.read_neuron(name, layer, index) for name in schema.SIGN_DATASETS))
 
     # ---- groups ----------------------------------------------------------------------------------
     @cached_property

@@ -5,7 +5,8 @@ layer, or one neuron of one layer, is read without touching the rest: the explor
 OPT-66b (64 layers x 36,864 neurons) on a laptop by reading one layer at a time.
 
 Root attributes: listed below with their meaning. Datasets: `DATASETS`; shapes use L layers, F neurons
-per layer, T = seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events.
+per layer, T = seq_len, S = n_seq sequences, K = top-k contexts, V = vocabulary size, E = kept events,
+W = ctx_left + 1 + ctx_right context positions, B = HIST_BINS histogram bins.
 
 These names are read by other tools and never change meaning: schema_version, model, n_tokens, rule,
 threshold, tokens, act_count, pos_count. Anything else may grow in a later schema version, which bumps
@@ -48,6 +49,7 @@ INTEGRITY_ATTR = "integrity"  # root attribute: JSON digest record (see the modu
 #   bos: 1 when each sequence starts with the model's BOS token (excluded from detectors)
 #   events_cap: C, the bound of each neuron's uniform event sample
 #   top_k: K, top activating contexts per neuron
+#   ctx_left, ctx_right: positions before and after each top context kept in ctx_val (W = ctx_left + 1 + ctx_right)
 #   corpus: JSON: corpus identity (source, content hash, seed)
 #   corpus_exhausted: True when the corpus ran out before n_seq_planned sequences
 #   key: hex digest of everything that identifies the run (the cache file is named by it)
@@ -80,17 +82,34 @@ DATASETS = {
     "event_offsets": ("int64", "L,F+1"),  # neuron (l, i) events are event_pos[off[l,i]:off[l,i+1]]
     "event_pos": ("int32", "E"),  # global token positions of kept firing events, ascending per neuron
     # (int32 on disk since a run indexes < 2**31 tokens; the reader returns int64)
+    "h_sum": ("float64", "L,F"),  # sum of h over every token, fired or not: the corpus mean is h_sum / n_tokens
+    "ctx_val": ("float16", "L,K,W,F"),  # signed h at the W positions around each top_pos (NaN: outside the sequence)
+    "hist_edges": ("float32", "L,B+1"),  # each layer's histogram bins, fixed from the calibration slice
+    "hist_count": ("int32", "L,B,F"),  # firings with hist_edges[b] <= h < hist_edges[b+1] (outer bins: beyond
+    # the outer edges too), so each neuron's counts sum to its act_count
 }
 # the datasets schema 1 files lack (readers derive what they need, or say it is unknown); schema 1 held
 # the vocabulary as one dataset `vocab` of variable-length strings
 ADDED_IN_2 = ("token_occ", "act_count_pos", "act_sum_pos", "vocab_utf8", "vocab_offsets")
+# the datasets schema 3 added: the schema 3 files written before them lack them, so readers of any
+# version report them (and the sign datasets) as absent when they are not there
+ADDED_IN_3 = ("h_sum", "ctx_val", "hist_edges", "hist_count")
+HIST_BINS = 49  # B: bins of the activation histogram, log-spaced in |h| (core/model/histograms.py says why)
 
 # Datasets that may be absent. A shard summary stores only its own token rows: `tokens` row r holds
 # global sequence seq_index[r] (positions g = seq_index[r] * T + t keep one position space for all
 # shards, so they merge exactly); without `seq_index` row r is sequence r.
 OPTIONAL_DATASETS = {
     "seq_index": ("int64", "S"),  # global sequence index of each row of `tokens`, ascending
+    # gated FFNs (h = act(gate) * up; GATED_ARCHITECTURES) only: a firing's case is the signs of
+    # (act(gate), up), in the order of SIGN_CASES (schema 3)
+    "sign_count": ("int64", "L,4,F"),  # firings of each case (the four sum to act_count)
+    "sign_top_val": ("float32", "L,4,F"),  # the strongest |h| of each case (-inf: none)
+    "sign_top_pos": ("int64", "L,4,F"),  # its global token position (-1: none)
 }
+SIGN_DATASETS = ("sign_count", "sign_top_val", "sign_top_pos")
+SIGN_CASES = ("++", "+-", "-+", "--")  # (act(gate), up)
+GATED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text")
 
 # Groups written after the pass. `projection` needs the model's weights (made during collection);
 # `analysis` is computed from the summary alone and rewritten by `neuron-tui analyze`.
@@ -113,10 +132,23 @@ PROJECTION_DATASETS = {
     "cand_score": ("float32", "L,F,Kc"),  # their update scores
     "cand_supp_rank": ("int32", "L,F,Kc"),  # 0-based rank in the neuron's suppressed order (0 = most)
     "cand_cos_in": ("float32", "L,F,Kc"),  # cosine of the output vector with the input embedding (NaN if tied)
+    # Per-neuron statistics against U_eff, the unembedding as the model applies it (the final norm's gain
+    # folded in, centred over the vocabulary; LayerNorm: w_out and U_eff also centred over d), of w_out as
+    # stored (not oriented); core/model/projections.py defines each. Older summaries lack them.
+    "vocab_mean": ("float32", "L,F"),  # moments over the vocabulary of cos(w_out, U_eff[t])
+    "vocab_var": ("float32", "L,F"),
+    "vocab_skew": ("float32", "L,F"),
+    "vocab_kurt": ("float32", "L,F"),  # Pearson's (a Gaussian has 3)
+    "w_out_norm": ("float32", "L,F"),  # ||w_out|| (LayerNorm: of its centred part)
+    "w_in_norm": ("float32", "L,F"),  # the input weights' norm (gated: sqrt(||w_gate||^2 + ||w_up||^2))
+    "null_share": ("float32", "L,F"),  # ||V_k^T w_out||^2 / ||w_out||^2, V_k: U_eff's null_k smallest directions
+    "freq_corr": ("float32", "L,F"),  # correlation of U_eff w_out with log(token_occ + 1) (NaN: unknown)
 }
 # Its attributes: k, n_candidates, tied_embeddings, project_out, oriented (vectors multiplied by the sign of
-# the firing activation) and candidates_complete (candidate triggers chosen among all event tokens; False:
-# a merge without the model).
+# the firing activation), candidates_complete (candidate triggers chosen among all event tokens; False:
+# a merge without the model), final_norm (folded into U_eff: layernorm, rmsnorm or none), null_k and
+# freq_corr_complete (False: freq_corr is NaN, e.g. a merge without the model, which cannot recompute it
+# for the union's token counts).
 
 # Group `analysis` (from the summary alone; `neuron-tui analyze` rewrites it). Kt = triggers kept per
 # neuron, Kn = n-gram contexts kept per neuron.

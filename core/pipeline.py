@@ -22,10 +22,12 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from neuron_tui.cache import RequestIndex, cache_dir, schema
+from neuron_tui.cache import RequestIndex, cache_dir, newest_summary, schema
 
 from .corpus import corpus_fingerprint
+from .errors import NeuronTuiError
 from .settings import CollectRequest, ResolvedRequest
+from .sources import resolve
 
 # options besides the corpus that change what a summary holds (the others only change how it is computed or
 # where it goes)
@@ -57,6 +59,23 @@ def find_existing(request: CollectRequest) -> Path | None:
     """The summary the same request made before, from the request index; None when there is none or
     its file is gone (a changed model or corpus file changes the key itself)."""
     return _indexed(ResolvedRequest.of(request))
+
+
+def find_summary(target: str | Path, folder: Path | None = None) -> Path:
+    """The summary a command or `neuron_tui.open_summary` reads: a file given directly, or a model
+    name's summary in the cache folder `folder` (None: the default): the one its default request made
+    (the request index, as `neuron-tui MODEL` finds it), else the newest one of that model. No model
+    is loaded and no corpus read; a model without a summary is a NeuronTuiError naming the command
+    that collects one."""
+    path = Path(target).expanduser()
+    if path.suffix == ".h5" or path.is_file() or path.is_dir() and not (path / "config.json").is_file():
+        return path
+    found = find_existing(CollectRequest(model=str(target), cache_dir=folder))
+    name = resolve(str(target)).name
+    found = found or newest_summary(cache_dir(folder), name)
+    if found is None:
+        raise NeuronTuiError(f"no summary of {name} in {cache_dir(folder)}; run: neuron-tui collect {target}")
+    return found
 
 
 def _indexed(resolved: ResolvedRequest) -> Path | None:

@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from transformers import OPTConfig, OPTForCausalLM
 
-from neuron_tui.cache import write_summary
+from neuron_tui.cache import schema, write_summary
+from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
 from neuron_tui.core.read.sampling import token_levels
 
 # ---------------------------------------------------------------------------------------------------
@@ -65,10 +66,12 @@ def write_firing_summary(
 ) -> dict:
     """Write a complete summary of firing matrix `fired` [L, S, T, F] (bool) over `tokens` [S, T].
 
-    Events are the level-sampled firing positions (cap `cap`); `levels` [L, F] and `events` (per layer
-    a list of F arrays of global positions) override them for hand-made samples. `seq_index`: the
-    global sequence of each row (a shard of a larger corpus): positions are then seq * T + t.
-    Returns the arrays.
+    The activation is h = 1 where a neuron fires and 0 elsewhere (a ReLU model, tau = 0): h_sum is the
+    firing count, each top context's window holds the 0/1 values around it, and every firing lands in
+    the histogram bin of 1. Events are the level-sampled firing positions (cap `cap`); `levels` [L, F]
+    and `events` (per layer a list of F arrays of global positions) override them for hand-made samples.
+    `seq_index`: the global sequence of each row (a shard of a larger corpus): positions are then
+    seq * T + t. Returns the arrays.
     """
     tokens = np.asarray(tokens, dtype=np.int32)
     fired = np.asarray(fired, dtype=bool)
@@ -107,6 +110,15 @@ def write_firing_summary(
         if layer + 1 < L:  # offsets are global: layer l + 1 starts where layer l ended
             offsets[layer + 1, 0] = offsets[layer, F]
     event_pos = np.concatenate(all_events) if all_events else np.zeros(0, np.int64)
+    # the window of h = fired around each top context (NaN off the sequence and in empty slots)
+    t = (top_pos % T)[:, :, None, :] + np.arange(-CONTEXT_LEFT, CONTEXT_RIGHT + 1)[None, None, :, None]
+    inside = (t >= 0) & (t < T) & (top_pos >= 0)[:, :, None, :]
+    seq = np.searchsorted(np.arange(S) if seq_index is None else np.asarray(seq_index), top_pos // T)
+    window = fired[np.arange(L)[:, None, None, None], np.clip(seq, 0, S - 1)[:, :, None, :], np.clip(t, 0, T - 1),
+                   np.arange(F)]
+    hist_edges = np.tile(np.concatenate([[0.0], np.geomspace(2.0**-13, 2.0, schema.HIST_BINS)]), (L, 1))
+    hist_count = np.zeros((L, schema.HIST_BINS, F), np.int32)
+    hist_count[:, np.searchsorted(hist_edges[0, 1:-1], 1.0, side="right")] = act_count
     arrays = {
         "tokens": tokens,
         "vocab": list(vocab),
@@ -124,6 +136,10 @@ def write_firing_summary(
         "event_level": ev_level,
         "event_offsets": offsets,
         "event_pos": event_pos.astype(np.int64),
+        "h_sum": act_count.astype(np.float64),
+        "ctx_val": np.where(inside, window, np.nan).astype(np.float16),
+        "hist_edges": hist_edges.astype(np.float32),
+        "hist_count": hist_count,
     }
     if seq_index is not None:
         arrays["seq_index"] = np.asarray(seq_index, dtype=np.int64)
@@ -139,6 +155,8 @@ def write_firing_summary(
         "bos": int(bos),
         "events_cap": cap,
         "top_k": top_k,
+        "ctx_left": CONTEXT_LEFT,
+        "ctx_right": CONTEXT_RIGHT,
         "rule": "relu",
         "threshold": 0.0,
         "tau_source": "fixed",

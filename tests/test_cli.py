@@ -66,6 +66,11 @@ def test_collect_then_report_json(capsys, model_dir, corpus, tmp_path):
         by_file = cli(capsys, args[0], path, *args[1:])
         by_name = cli(capsys, args[0], model_dir, *args[1:], "--cache-dir", tmp_path / "cache")
         assert by_file[0] == by_name[0] == 0 and by_file[1] == by_name[1] and json.loads(by_name[1])
+    # the Python API finds it by the same name
+    import neuron_tui
+
+    with neuron_tui.open_summary(model_dir, cache_dir=tmp_path / "cache") as s:
+        assert str(s.path) == path
     code, out4, _ = cli(capsys, "analyze", model_dir, "--cache-dir", tmp_path / "cache")
     assert code == 0 and out4.strip() == path
 

@@ -6,6 +6,7 @@ import signal
 import numpy as np
 import pytest
 import torch
+from test_accumulators import reference_contexts, reference_histogram, reference_sign_cases
 from tiny import (
     interrupt_forward_at,
     make_tokenizer,
@@ -21,21 +22,27 @@ from neuron_tui.core.errors import NeuronTuiError
 from neuron_tui.core.model.adapters import ffn_out_projections
 from neuron_tui.core.model.checkpoints import CheckpointPolicy
 from neuron_tui.core.model.collect import collect
+from neuron_tui.core.model.histograms import histogram_edges
 from neuron_tui.core.model.loading import LoadedModel
 from neuron_tui.core.model.plan import Settings, make_plan
+from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
 from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 from neuron_tui.core.sources import ModelSource
 
 
-def ffn_activations_slow(model, tokens: np.ndarray) -> list[np.ndarray]:
-    """h of every layer recomputed from the FFN's *input* side (fc1 / c_fc / gate & up projections),
-    in one batch, without the pre-hook mechanism under test: [S, T, F] per layer."""
+def ffn_slow(model, tokens: np.ndarray, layers_wanted=None) -> list[dict[str, np.ndarray]]:
+    """The FFN of every layer (or of `layers_wanted`) recomputed from its *input* side (fc1 / c_fc /
+    gate & up projections), in one batch, without the hooks under test: per layer {"h": [S, T, F]} and,
+    for a gated FFN, "act_gate" and "up" (h = act_gate * up)."""
     kind = model.config.model_type
     outs: dict[tuple[int, str], torch.Tensor] = {}
     handles = []
     layers = {"opt": lambda: model.model.decoder.layers, "gpt2": lambda: model.transformer.h,
               "llama": lambda: model.model.layers}[kind]()
+    wanted = range(len(layers)) if layers_wanted is None else layers_wanted
     for i, layer in enumerate(layers):
+        if i not in wanted:
+            continue
         if kind == "opt":
             mods = {"in": layer.fc1}
         elif kind == "gpt2":
@@ -49,16 +56,54 @@ def ffn_activations_slow(model, tokens: np.ndarray) -> list[np.ndarray]:
     for h in handles:
         h.remove()
     S, T = tokens.shape
+
+    def as_array(x: torch.Tensor) -> np.ndarray:
+        return x.reshape(S, T, -1).float().numpy()
+
     result = []
-    for i, layer in enumerate(layers):
+    for i in wanted:
+        layer = layers[i]
         if kind == "opt":
-            h = torch.relu(outs[(i, "in")])
+            result.append({"h": as_array(torch.relu(outs[(i, "in")]))})
         elif kind == "gpt2":
-            h = layer.mlp.act(outs[(i, "in")])
+            result.append({"h": as_array(layer.mlp.act(outs[(i, "in")]))})
         else:
-            h = layer.mlp.act_fn(outs[(i, "gate")]) * outs[(i, "up")]
-        result.append(h.reshape(S, T, -1).float().numpy())
+            act_gate, up = layer.mlp.act_fn(outs[(i, "gate")]), outs[(i, "up")]
+            result.append({"h": as_array(act_gate * up), "act_gate": as_array(act_gate), "up": as_array(up)})
     return result
+
+
+def ffn_activations_slow(model, tokens: np.ndarray) -> list[np.ndarray]:
+    """h of every layer, recomputed by `ffn_slow`: [S, T, F] per layer."""
+    return [layer["h"] for layer in ffn_slow(model, tokens)]
+
+
+def assert_collected_as_the_slow_path(s: Summary, layer: int, slow: dict[str, np.ndarray]) -> None:
+    """The statistics of one layer beyond the counts against its FFN recomputed over the summary's
+    corpus (`slow`, from ffn_slow): h summed over every token; the histogram in the stored bins, which
+    sum to act_count and are those of tau and the largest |h| of the calibration slice (the first 8
+    sequences); each top context's window of signed h; for a gated FFN the sign cases."""
+    h, rule, tau = slow["h"], s.attrs["rule"], s.tau[layer]
+    fired = (np.abs(h) if rule == "abs" else h) > tau
+    np.testing.assert_allclose(s.read("h_sum", layer), h.sum((0, 1)), rtol=1e-4, atol=1e-4)
+    edges = s.read("hist_edges", layer)
+    np.testing.assert_array_equal(edges, histogram_edges(tau, np.abs(h[:8]).max(), rule))
+    np.testing.assert_array_equal(s.read("hist_count", layer), reference_histogram(h, fired, edges))
+    np.testing.assert_array_equal(s.read("hist_count", layer).sum(0), s.read("act_count", layer))
+    top_val, top_pos, ctx = s.read("top_val", layer), s.read("top_pos", layer), s.read("ctx_val", layer)
+    assert s.context_window == (CONTEXT_LEFT, CONTEXT_RIGHT) and (top_pos >= 0).all()
+    np.testing.assert_allclose(ctx, reference_contexts(h, top_pos), rtol=2e-3, atol=1e-6)
+    centre = ctx[:, CONTEXT_LEFT].astype(np.float32)
+    np.testing.assert_array_equal(np.abs(centre) if rule == "abs" else centre, top_val.astype(np.float16))
+    np.testing.assert_allclose(centre, h.reshape(-1, h.shape[-1])[top_pos, np.arange(h.shape[-1])], rtol=2e-3)
+    if "up" not in slow:
+        assert not s.has("sign_count") and s.sign_cases(layer, 0) is None
+        return
+    count, val, pos = reference_sign_cases(h, slow["act_gate"], slow["up"], fired)
+    np.testing.assert_array_equal(s.read("sign_count", layer), count)
+    np.testing.assert_array_equal(count.sum(0), s.read("act_count", layer))
+    np.testing.assert_allclose(s.read("sign_top_val", layer), val, rtol=1e-5)
+    np.testing.assert_array_equal(s.read("sign_top_pos", layer), pos)
 
 
 def run_tiny(model, tmp_path, name="tiny", **settings) -> Summary:
@@ -77,7 +122,8 @@ def test_hooks_match_an_independent_slow_path(build, tmp_path):
     with run_tiny(model, tmp_path) as s:
         tokens = s.read("tokens")
         assert tokens.shape == (40, 24) and (tokens[:, 0] == 1).all()  # BOS first, as the tokenizer adds it
-        acts = ffn_activations_slow(model, tokens)
+        slow = ffn_slow(model, tokens)
+        acts = [layer["h"] for layer in slow]
         tau = s.read("tau")
         expected_rule = "relu" if model.config.model_type == "opt" else "abs"
         assert s.attrs["rule"] == expected_rule
@@ -102,6 +148,8 @@ def test_hooks_match_an_independent_slow_path(build, tmp_path):
                 level = next(L for L in range(MAX_LEVEL) if (z[fg] >= L).sum() <= 12)
                 assert levels[i] == level
                 np.testing.assert_array_equal(s.neuron_events(layer, i), fg[z[fg] >= level])
+            assert_collected_as_the_slow_path(s, layer, slow[layer])
+        assert s.has("sign_count") == (model.config.model_type == "llama")
         if expected_rule == "abs":  # tau is the 0.99 quantile of |h| on the calibration slice
             calib = np.abs(acts[0][:8]).ravel()
             assert np.mean(calib > tau[0]) == pytest.approx(0.01, abs=0.004)
@@ -119,8 +167,10 @@ def test_summary_records_what_reproduces_it(tmp_path):
 
 
 def _arrays(summary: Summary) -> dict:
+    """The datasets a resumed run must reproduce exactly (h_sum too: a checkpoint keeps it in float64)."""
     names = ["tokens", "tau", "act_count", "pos_count", "act_max", "top_val", "top_pos", "event_level",
-             "event_offsets", "event_pos"]
+             "event_offsets", "event_pos", "h_sum", "ctx_val", "hist_edges", "hist_count", "sign_count",
+             "sign_top_val", "sign_top_pos"]
     return {n: summary.read(n) for n in names}
 
 

@@ -139,3 +139,50 @@ def test_refusals_are_one_line(two, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # not installed
     assert main(["figures", str(two[0]), "-o", str(tmp_path / "z")]) in (1, 2)
     assert "figures need matplotlib" in one_line(capsys)
+
+
+@pytest.fixture(scope="module")
+def three(two, tmp_path_factory):
+    """A third model: three legends' entries, and depths that line up with neither of the others."""
+    return (*two, tiny_summary(tmp_path_factory.mktemp("third"), "c.h5", n_layers=3, n_neurons=48, seed=5,
+                               model="synthetic/shallow"))
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_nothing_covers_the_title_and_counts_are_whole_numbers(two, three, count):
+    """With one model and with three: the legend is below the title and above every panel, the title
+    and the caption clear the panels; a panel of counts (an empty one included: no positional type of
+    a summary may have any) has whole-number ticks only, never 0.000, 0.006, ..."""
+    from neuron_tui.core.read.figures import figure_data
+    from neuron_tui.tui.figures import _pyplot, layout
+
+    plt = _pyplot()
+    summaries = [Summary.open(p) for p in three[:count]]
+    try:
+        figures = figure_data(summaries)
+    finally:
+        for s in summaries:
+            s.close()
+    empty_counts = 0
+    for figure in figures:
+        fig = layout(figure)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        title = fig._suptitle.get_window_extent(renderer)
+        boxes = [ax.get_tightbbox(renderer) for ax in fig.axes if ax.get_visible()]
+        for box in boxes:
+            assert not box.overlaps(title), (figure.name, "title")
+        if fig.legends:
+            legend = fig.legends[0].get_window_extent(renderer)
+            assert not legend.overlaps(title) and legend.y1 <= title.y0 + 1, figure.name
+            for box in boxes:
+                assert not legend.overlaps(box), (figure.name, "legend")
+        if not figure.share and not figure.xlabel.startswith("position"):
+            for ax, panel in zip(fig.axes, figure.panels):
+                ticks = [t for t in ax.get_yticks() if ax.get_ylim()[0] <= t <= ax.get_ylim()[1]]
+                assert ticks and all(float(t).is_integer() for t in ticks), (figure.name, panel.title, ticks)
+                if all(not v for s in panel.series for v in s.y):
+                    empty_counts += 1
+                    assert ax.get_ylim()[1] >= 1
+        plt.close(fig)
+    assert empty_counts  # some count panel was all zeros, and drew 0 and 1

@@ -124,7 +124,7 @@ def test_collecting_a_mix_is_deterministic_resumable_and_keyed(pile, model_dir, 
     with Summary.open(other) as d:
         assert d.attrs["key"] != key and d.corpus["description"]["filters"] == {"pile_set_name": "DM Mathematics"}
 
-    interrupt_forward_at(monkeypatch, 4)  # after calibration and one batch
+    interrupt_forward_at(monkeypatch, 6)  # calls 1-4 calibrate (8 sequences, batches of 2), 5 counts, 6 stops
     resumed = tmp_path / "r.h5"
     assert collect(pile, model_dir, resumed, "--checkpoint-seconds", "0") == 1
     assert "resume" in capsys.readouterr().err

@@ -46,7 +46,7 @@ def test_lists_of_kinds_derive_from_the_registry():
     assert list(CATEGORIES) == names and list(FILTERS) == ["all", *names, "marked"]
     assert all(n in ROW_KEYS and f"{n}_frac" in ROW_KEYS for n in names)
     assert [c[0] for c in REPORT_COLUMNS[1 : 1 + len(names)]] == names
-    assert set(CATEGORY_STYLES) == {k.letter for k in kinds.KINDS} | {"·"}
+    assert set(CATEGORY_STYLES) == {k.letter for k in kinds.KINDS}
     assert [key for key, _ in LEGEND[: len(names)]] == [f"{k.letter} {k.name}" for k in kinds.KINDS]
     help_text = build_parser()._subparsers._group_actions[0].choices["neurons"].format_help()
     assert all(n in help_text for n in names)

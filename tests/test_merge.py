@@ -7,10 +7,13 @@ import numpy as np
 import pytest
 import torch
 from edit import rewritten
+from test_pass_statistics import without_schema_3_statistics
 from tiny import save_tiny, tiny_llama, tiny_opt, write_text_corpus
 
-from neuron_tui.cache import Summary
-from neuron_tui.core.model.accumulators import BatchIndex, LayerAccumulator
+from neuron_tui.cache import Summary, SummaryWriter
+from neuron_tui.core.model.accumulators import LayerAccumulator
+from neuron_tui.core.model.batches import BatchIndex
+from neuron_tui.core.model.histograms import histogram_edges
 from neuron_tui.core.model.merge import merge_layer
 from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 from neuron_tui.tui.cli import main
@@ -18,12 +21,15 @@ from neuron_tui.tui.cli import main
 S, T, F, CAP, K = 60, 16, 40, 8, 4
 
 
-def accumulate(h: np.ndarray, seqs: np.ndarray, tau: float):
-    """LayerState of the sequences `seqs` of h [S, T, F], fed 5 at a time at their global positions."""
-    acc = LayerAccumulator(F, T, CAP, K, torch.device("cpu"), "abs", tau)
+def accumulate(h: np.ndarray, up: np.ndarray, seqs: np.ndarray, tau: float):
+    """LayerState of the sequences `seqs` of a gated h [S, T, F] (and its up), fed 5 at a time at their
+    global positions, counted into the histogram bins of tau and h's largest value."""
+    edges = histogram_edges(tau, float(np.abs(h).max()), "abs")
+    acc = LayerAccumulator(F, T, CAP, K, torch.device("cpu"), "abs", tau, edges, gated=True)
     for lo in range(0, len(seqs), 5):
         batch = seqs[lo : lo + 5]
-        acc.update(torch.as_tensor(h[batch]), BatchIndex(batch[:, None] * T + np.arange(T), torch.device("cpu")))
+        acc.update(torch.as_tensor(h[batch]), BatchIndex(batch[:, None] * T + np.arange(T), torch.device("cpu")),
+                   torch.as_tensor(up[batch]))
     return acc.state()
 
 
@@ -34,9 +40,10 @@ def test_merge_layer_equals_one_run_and_the_level_rule():
     rng = np.random.default_rng(0)
     scale = np.geomspace(0.3, 3.0, F).astype(np.float32)
     h = (rng.standard_normal((S, T, F)).astype(np.float32) * scale)
+    up = rng.standard_normal((S, T, F)).astype(np.float32)  # the sign cases follow the signs of h and up
     tau = 1.5
-    whole = accumulate(h, np.arange(S), tau)
-    shards = [accumulate(h, np.arange(k, S, 3), tau) for k in range(3)]
+    whole = accumulate(h, up, np.arange(S), tau)
+    shards = [accumulate(h, up, np.arange(k, S, 3), tau) for k in range(3)]
     merged = merge_layer(shards, CAP)
 
     fired = (np.abs(h) > tau).reshape(S * T, F)
@@ -49,6 +56,15 @@ def test_merge_layer_equals_one_run_and_the_level_rule():
     np.testing.assert_array_equal(merged.act_max, whole.act_max)
     np.testing.assert_array_equal(merged.top_val, whole.top_val)  # continuous values: no ties
     np.testing.assert_array_equal(merged.top_pos, whole.top_pos)
+    np.testing.assert_array_equal(merged.ctx_val, whole.ctx_val)  # each window moved with its context
+    np.testing.assert_allclose(merged.h_sum, h.sum((0, 1), dtype=np.float64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(merged.hist_count, whole.hist_count)
+    np.testing.assert_array_equal(merged.hist_count.sum(0), merged.act_count)
+    for name in ("sign_count", "sign_top_val", "sign_top_pos"):
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+    busy = merged.act_count > 100
+    assert busy.sum() > 10 and (merged.sign_count[:, busy] > 0).all()  # every case among the busy neurons
+    np.testing.assert_array_equal(merged.sign_top_pos >= 0, merged.sign_count > 0)
     np.testing.assert_array_equal(merged.level, whole.level)
     g, z = np.arange(S * T), token_levels(np.arange(S * T))
     for i in range(F):
@@ -81,14 +97,33 @@ def root_datasets(path) -> dict:
         return {name: f[name][()] for name in f if isinstance(f[name], h5py.Dataset)}
 
 
-def assert_same_top(top_val, top_pos_a, top_pos_b):
+def assert_same_top(top_val, top_pos_a, top_pos_b, ctx_a, ctx_b):
     """top_pos equal up to the order of equal values, and the choice among values tied with the K-th
-    (the accumulator's topk breaks ties arbitrarily; equal values come from identical contexts, e.g.
-    the same token right after BOS in two sequences)."""
-    kth = top_val[:, -1:, :]
-    above = top_val > kth
-    key = lambda pos: np.sort(np.where(above, pos, -2), axis=1)  # noqa: E731
-    np.testing.assert_array_equal(key(top_pos_a), key(top_pos_b))
+    (equal values come from identical contexts, e.g. the same token right after BOS in two sequences),
+    and each of those contexts with the same window of h (ctx_val)."""
+    above = top_val > top_val[:, -1:, :]
+
+    def by_position(pos, ctx):
+        order = np.argsort(np.where(above, pos, -2), axis=1, kind="stable")
+        kept = np.take_along_axis(above, order, axis=1)
+        windows = np.take_along_axis(ctx, order[:, :, None, :], axis=1)
+        return np.where(kept, np.take_along_axis(pos, order, axis=1), -2), np.where(kept[:, :, None, :], windows, 0)
+
+    for got, want in zip(by_position(top_pos_a, ctx_a), by_position(top_pos_b, ctx_b)):
+        np.testing.assert_array_equal(got, want)
+
+
+def assert_same_root_datasets(got: dict, want: dict) -> None:
+    """The root datasets of a merged (or distributed) run against one process's: the same datasets,
+    equal, but for float sums (of float32-rounded shard sums, cancelling signs) and contexts tied with
+    the K-th (see assert_same_top)."""
+    assert sorted(got) == sorted(want)
+    for name, value in want.items():
+        if name in ("act_sum", "act_sum_pos", "h_sum"):
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        elif name not in ("top_pos", "ctx_val"):
+            np.testing.assert_array_equal(got[name], value, err_msg=name)
+    assert_same_top(want["top_val"], got["top_pos"], want["top_pos"], got["ctx_val"], want["ctx_val"])
 
 
 def test_merged_shards_equal_the_whole_run(runs, capsys):
@@ -108,14 +143,9 @@ def test_merged_shards_equal_the_whole_run(runs, capsys):
     assert main(["merge", str(runs["s0"]), str(runs["s1"]), "-o", str(out)]) == 0
     assert capsys.readouterr().out.strip().endswith("merged.h5")
     got, want = root_datasets(out), root_datasets(runs["whole"])
-    assert sorted(got) == sorted(want) and "seq_index" not in got
-    for name in want:
-        if name in ("act_sum", "act_sum_pos"):  # sums of float32-rounded shard sums
-            np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6, err_msg=name)
-        elif name == "top_pos":
-            assert_same_top(want["top_val"], got[name], want[name])
-        else:
-            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_same_root_datasets(got, want)
+    assert "seq_index" not in got and "h_sum" in got and "sign_count" not in got  # OPT's FFN is not gated
+    np.testing.assert_array_equal(root_datasets(runs["s1"])["hist_edges"], want["hist_edges"])  # the same bins
     shard_levels = np.maximum(root_datasets(runs["s0"])["event_level"], root_datasets(runs["s1"])["event_level"])
     assert (got["event_level"] > shard_levels).any()  # the union's sample is sparser than either shard's
     with (Summary.open(out) as m, Summary.open(runs["whole"]) as whole, Summary.open(runs["s0"]) as s0,
@@ -151,6 +181,14 @@ def one_line_error(capsys) -> str:
     return lines[0]
 
 
+def with_other_bins(source, path):
+    """A copy of summary `source` whose histogram bins are twice as wide apart as its run's."""
+    with Summary.open(source) as s, SummaryWriter(path) as w:
+        w.copy_from(s, skip=("hist_edges",))
+        w.put("hist_edges", s.read("hist_edges") * 2)
+    return path
+
+
 def test_incompatible_summaries_are_refused(runs, capsys, tmp_path):
     """Different model, rule, seq_len, the same sequences twice, or a checkpoint: one line naming
     what keeps them apart, and no output file."""
@@ -166,7 +204,9 @@ def test_incompatible_summaries_are_refused(runs, capsys, tmp_path):
              (short, "seq_len differs (24 vs 16)"),
              (runs["s0"], "shards 0/2 and 0/2 overlap"),
              (runs["whole"], "shards 0/2 and 0/1 overlap"),
-             (rewritten(runs["s1"], tmp_path / "ckpt.h5", complete=False), "checkpoint of a collection still under way")]
+             (rewritten(runs["s1"], tmp_path / "ckpt.h5", complete=False), "checkpoint of a collection still under way"),
+             (without_schema_3_statistics(runs["s1"], tmp_path / "old.h5"), "made by an older neuron-tui"),
+             (with_other_bins(runs["s1"], tmp_path / "bins.h5"), "activation histograms have other bins")]
     for second, message in cases:
         assert main(["merge", str(runs["s0"]), str(second), "-o", str(out)]) == 1
         assert message in one_line_error(capsys)
@@ -234,6 +274,7 @@ def test_merge_with_the_model_projects_exactly_like_the_whole_run(gated_runs, ca
     assert sorted(got) == sorted(want)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert_same_root_datasets(root_datasets(out), root_datasets(gated_runs["whole"]))  # the sign cases too
     with h5py.File(out, "r") as m, h5py.File(gated_runs["whole"], "r") as whole:
         assert sorted(m["analysis"]) == sorted(whole["analysis"])  # trig_supp_rank, layer_neg_share, ...
         for name in whole["analysis"]:

@@ -23,6 +23,7 @@ from neuron_tui.core.errors import UsageError
 from neuron_tui.core.model import layerwise
 from neuron_tui.core.model import loading as models
 from neuron_tui.core.model.accumulators import LayerAccumulator, device_bytes
+from neuron_tui.core.model.histograms import histogram_edges
 from neuron_tui.core.model.plan import Settings, device_budget, make_plan
 from neuron_tui.core.sources import resolve
 from neuron_tui.tui.cli import main
@@ -82,12 +83,17 @@ def test_max_memory_is_parsed_into_bytes_per_device():
             models.parse_max_memory(bad)
 
 
-def test_accumulator_footprint_is_what_the_accumulators_allocate():
-    acc = LayerAccumulator(100, 16, 8, 4, "cpu", "relu", 0.0)
-    held = sum(t.nbytes for t in vars(acc).values() if isinstance(t, torch.Tensor))
-    assert device_bytes(100, 16, 8, 4) == held
-    # OPT-66b at the paper's settings: about 364 MB a layer, 23 GB for 64 layers
-    assert device_bytes(36864, 2048, 256, 8) * 64 / 1e9 == pytest.approx(23.3, abs=0.1)
+@pytest.mark.parametrize("gated", [False, True])
+def test_accumulator_footprint_is_what_the_accumulators_allocate(gated):
+    acc = LayerAccumulator(100, 16, 8, 4, "cpu", "relu", 0.0, histogram_edges(0.0, 1.0, "relu"), gated)
+
+    def held(obj) -> int:  # the tensors an accumulator and its parts hold
+        return sum(t.nbytes if isinstance(t, torch.Tensor) else held(t) for t in vars(obj).values()
+                   if isinstance(t, torch.Tensor) or type(t).__module__.startswith("neuron_tui.core.model"))
+
+    assert device_bytes(100, 16, 8, 4, gated) == held(acc)
+    # OPT-66b at the paper's settings: about 380 MB a layer, 24 GB for 64 layers
+    assert device_bytes(36864, 2048, 256, 8, False) * 64 / 1e9 == pytest.approx(24.5, abs=0.1)
 
 
 def test_device_budget_leaves_each_gpu_room_for_its_layers_accumulators(tmp_path):
@@ -95,8 +101,8 @@ def test_device_budget_leaves_each_gpu_room_for_its_layers_accumulators(tmp_path
     config = tiny_llama().config  # 3 layers x 48 neurons
     plan = make_plan("tiny", config, Settings(corpus=str(corpus), n_tokens=480, seq_len=24, batch_size=4,
                                               events_cap=8, top_k=4), "cuda", cache_dir=tmp_path)
-    per_layer = device_bytes(48, 24, 8, 4)
-    workspace = 8 * 4 * 24 * 48 + 2**30
+    per_layer = device_bytes(48, 24, 8, 4, True)  # a gated FFN
+    workspace = 17 * 4 * 24 * 48 + 2**30
     gib = 2**30
     # GPU 0 runs every offloaded layer: room for all 3; GPU 1 for its share, ceil(3 / 2) = 2
     assert device_budget(plan, 3, 48, [8 * gib, 8 * gib]) == {

@@ -152,9 +152,10 @@ def test_ablating_a_last_layer_neuron_subtracts_its_update_from_the_residual(pro
         expected = model.lm_head(dec.final_layer_norm(before - h[:, None] * fc2[:, neuron][None]))
         np.testing.assert_allclose(probe.logits(ids, (last, neuron, 0.0)), expected.detach().numpy(), atol=1e-4)
     # the planted detector of 13 erases 13's embedding: without it, 13 becomes likelier after a 13
-    moves = probe.ablation(ids, last, 1, 0.0)
-    assert all(13 in [t for t, _ in moves[k]["rises"]] for k in np.flatnonzero(ids == 13))
-    assert moves[2] == {"rises": [], "falls": []}  # it did not fire on token 4: nothing moves
+    moves = probe.ablation(ids, last, 1, 0.0, floor=0.0, rank="logp")
+    assert all(13 in [t for t, *_ in moves["rises"][k]] for k in np.flatnonzero(ids == 13))
+    # it did not fire on token 4: nothing moves there (an FFN acts on its own position only)
+    assert moves["rises"][2] == moves["falls"][2] == [] and moves["kl"][2] == 0.0
 
 
 @pytest.mark.parametrize("value", [0.0, 0.75])
@@ -178,10 +179,12 @@ def test_ablating_an_earlier_neuron_equals_rerunning_with_its_weights_edited(pro
 def test_a_planted_detector_suppresses_its_own_trigger_when_clamped_on(summary_file, probe):
     """L1 N1 detects 13 and its update is minus 13's embedding: clamped to its mean firing value
     everywhere, 13 falls most at every position, as the paper finds for real detectors."""
-    out = probe_text(probe, summary_file, None, 1, 1, ablate="mean", ids=np.array([2, 4, 5, 7, 9]))
-    assert out["ablation"]["mode"] == "mean" and out["ablation"]["value"] == pytest.approx(1.0, abs=0.3)
+    on = summary_file.neuron(1, 1)["activation"]["mean"]
+    out = probe_text(probe, summary_file, None, 1, 1, ablate="clamp", value=on, ids=np.array([2, 4, 5, 7, 9]))
+    assert out["ablation"]["mode"] == "clamp" and out["ablation"]["value"] == pytest.approx(1.0, abs=0.3)
     for position in out["ablation"]["positions"]:
         assert position["falls"][0]["token"] == 13 and position["falls"][0]["text"] == "t13"
+        assert position["falls"][0]["dp"] < 0 and position["kl"] > 0
 
 
 # ---- which model ---------------------------------------------------------------------------------------
@@ -238,7 +241,8 @@ def test_cli_probe_json_and_ablation(planted, capsys):
     assert out["ablation"]["mode"] == "zero" and out["ablation"]["value"] == 0.0
     # the detector of 5 erases 5: ablated, 5 rises most where it fired, and nothing moves where it did not
     assert out["ablation"]["positions"][2]["rises"][0]["text"] == "t05"
-    assert out["ablation"]["positions"][1] == {"rises": [], "falls": []}
+    before = out["ablation"]["positions"][1]
+    assert before["rises"] == before["falls"] == [] and before["kl"] == 0.0 and before["loss_delta"] == 0.0
     assert main(["probe", str(path), "t04 t05 t07", "--neuron", "1"]) == 0
     text = capsys.readouterr().out
     assert "L0 N1" in text and "●" in text and "t05" in text
@@ -255,6 +259,9 @@ def test_cli_probe_finds_a_models_summary_in_the_cache_by_its_name(planted, tmp_
 
 @pytest.mark.parametrize("args, message", [
     (["t05", "--ablate"], "--ablate needs --neuron"),
+    (["t05", "--neuron", "1", "--ablate", "clamp"], "--ablate clamp needs --value X"),
+    (["t05", "--neuron", "1", "--ablate", "zero", "--value", "2"], "--value is the value of --ablate clamp"),
+    (["t05", "--neuron", "1", "--ablate", "--floor", "1"], "--floor 1.0 is not a probability below 1"),
     (["t05", "--layer", "7"], "no layer 7"),
     (["t05", "--neuron", "99"], "no neuron 99"),
     (["   "], "the text is empty"),
@@ -280,14 +287,19 @@ def test_the_model_loads_where_the_summary_was_made_when_that_device_is_here(pla
 # ---- the explorer --------------------------------------------------------------------------------------
 
 
+async def go_to(pilot, where: str) -> None:
+    """From the explorer's first screen to the neuron `where` (`L0 N1`), through go-to."""
+    await settle(pilot)
+    await press(pilot, "g")
+    await type_text(pilot, where)
+    await press(pilot, "enter")
+
+
 @pytest.mark.anyio
 async def test_the_probe_screen_from_a_neuron_runs_text_moves_ablates_and_opens(planted):
     app = NeuronApp(planted[2])
     async with app.run_test(size=(120, 40), notifications=True) as pilot:
-        await settle(pilot)
-        await press(pilot, "g")
-        await type_text(pilot, "L0 N1")
-        await press(pilot, "enter")
+        await go_to(pilot, "L0 N1")
         assert isinstance(app.screen, NeuronScreen) and (app.screen.layer_index, app.screen.neuron) == (0, 1)
         await press(pilot, "i")
         probe = app.screen

@@ -88,7 +88,7 @@ def test_opt_scores_ranks_and_a_planted_suppressor(tmp_path):
     cands[1][5, :3] = [3, 7, 11]
     attrs, arrays = project_updates(tmp_path, model, top_k=5, n_candidates=6, candidates=cands, batch_size=7)
     assert attrs == {"k": 5, "n_candidates": 6, "tied_embeddings": True, "project_out": False, "oriented": False,
-                     "candidates_complete": True}
+                     "candidates_complete": True, "final_norm": b"layernorm", "null_k": 1, "freq_corr_complete": False}
     vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
     check_against(reference(model, vectors), arrays, cands, 5)
     assert arrays["suppressed_tok"][1, 5, 0] == 7
@@ -97,7 +97,7 @@ def test_opt_scores_ranks_and_a_planted_suppressor(tmp_path):
     assert np.isnan(arrays["cand_cos_in"]).all()  # tied: no separate input embedding
     for name, (dtype, axes) in schema.PROJECTION_DATASETS.items():
         assert arrays[name].dtype == np.dtype(dtype)
-        assert arrays[name].shape == (2, F, 5 if axes.endswith(",k") else 6)
+        assert arrays[name].shape == {"L,F": (2, F), "L,F,k": (2, F, 5), "L,F,Kc": (2, F, 6)}[axes]
 
 
 def test_batching_does_not_change_anything(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from neuron_tui.core.read.analysis import run_analysis
 from neuron_tui.core.read.params import AnalysisParams
 from neuron_tui.core.read.queries import compare_rows, layer_rows, neuron_record
 from neuron_tui.tui.present.layers import compare_table, report_table
-from neuron_tui.tui.present.neuron import neuron_panel
+from neuron_tui.tui.present.neuron import context_value, neuron_panel
 
 S, T = TOKENS.shape
 
@@ -74,7 +74,7 @@ def test_layer_rows_with_analysis(two_layers):
     text = render(report_table(rows, "with analysis"))
     header = next(line for line in text.splitlines() if " dead " in line).split()
     first = next(line for line in text.splitlines() if line.split()[:1] == ["0"]).split()
-    assert dict(zip(header, first))["token"] == "25.0%" and "cover" in header and "100%" in text
+    assert dict(zip(header, first))["token"] == "25%" and "cover" in header and "100%" in text
     assert max(len(line) for line in text.splitlines()) <= 80  # fits an 80-column terminal
     json.dumps(rows, allow_nan=False)  # plain JSON for --json
 
@@ -101,7 +101,7 @@ def test_compare_rows_lines_models_up_on_relative_depth(tmp_path):
     assert [r["models"][big]["layer"] for r in rows] == [0, 1, 2, 3, 4]
     assert rows[-1]["models"][small]["dead_frac"] == 0.5 and rows[0]["models"][big]["dead_frac"] == 1.0
     text = render(compare_table(rows, "dead_frac"))
-    assert "100.0%" in text and "50.0%" in text
+    assert "100%" in text and "50%" in text
 
 
 def test_neuron_record(two_layers):
@@ -177,4 +177,31 @@ def test_neuron_panel_renders_the_record(two_layers):
     assert "L0 N1" in text and "token" in text and "● c" in text
     assert "P(fire|tok)" in text and "1.00" in text
     peak = int(np.argmax([v or 0.0 for v in record["position_rate"]]))
-    assert f"(peak at t={peak})" in text and f"t={T - 1}" in text  # the plot of its firing rate by position
+    assert f"at t={peak}" in text and f"t={T - 1}" in text  # the plot of its firing rate by position
+
+
+def test_contexts_keep_the_sign_of_h(tmp_path, monkeypatch):
+    """A gated summary ranks its top contexts by |h| and keeps the signed h around them (ctx_val): each
+    context's value is h at its centre, sign and all, and the panel shows it so."""
+    from synthetic import tiny_summary
+
+    path = tiny_summary(tmp_path, architecture="llama")
+    with Summary.open(path) as s:
+        assert s.attrs["rule"] == "abs" and s.has("ctx_val")
+        layer, index = 1, int(np.argmax(s.read("act_count", 1)))
+        centre = int(s.attrs["ctx_left"])
+        h = s.read_neuron("ctx_val", layer, index)[:, centre].astype(np.float64)
+        rec = neuron_record(s, layer, index)
+        tops = [c for c in rec["contexts"] if c["source"] == "top"]
+        assert tops and all(c["signed"] for c in tops)
+        assert [c["value"] for c in tops] == pytest.approx(h[: len(tops)].tolist())
+        # the same positions firing negative: the values turn negative, their order and firing stay
+        read = s.read_neuron
+        monkeypatch.setattr(s, "read_neuron", lambda name, *a: -read(name, *a) if name == "ctx_val" else read(name, *a))
+        flipped = neuron_record(s, layer, index)
+        text = render(neuron_panel(flipped, s.vocab))
+    negative = [c for c in flipped["contexts"] if c["source"] == "top"]
+    assert [c["value"] for c in negative] == pytest.approx([-c["value"] for c in tops])
+    assert [(c["position"], c["fired"]) for c in negative] == [(c["position"], c["fired"]) for c in tops]
+    shown = context_value(negative[0])
+    assert shown.startswith("-") and shown in text and "no sign" not in text

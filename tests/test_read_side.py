@@ -98,6 +98,17 @@ def test_the_python_api(real):
         neuron_tui.open_summary(real.parent / "absent.h5")
 
 
+def test_the_package_lists_its_names_and_rows_carry_trigger_lists(real):
+    """`dir(neuron_tui)` and tab completion list the API (its names load on first use); a row's
+    triggers are a list of token texts, the record's first ones."""
+    assert {"open_summary", "SummaryFile", "SummaryError", "Rows"} <= set(dir(neuron_tui))
+    assert set(neuron_tui.__all__) <= set(dir(neuron_tui)) and "import_module" not in dir(neuron_tui)
+    with neuron_tui.open_summary(real) as s:
+        row = next(r for r in s.neurons(0) if len(r["triggers"]) > 1)
+        assert isinstance(row["triggers"], list) and all(isinstance(t, str) for t in row["triggers"])
+        assert row["triggers"] == [t["text"] for t in s.neuron(0, row["neuron"])["triggers"][:3]]
+
+
 def test_neurons_by_trigger(tmp_path):
     with neuron_tui.open_summary(tiny_summary(tmp_path)) as s:
         table = s.table(1)

@@ -15,7 +15,7 @@ from edit import raw_vocab
 from synthetic import tiny_summary
 
 from neuron_tui.cache import SummaryError
-from neuron_tui.core.read import kinds, queries
+from neuron_tui.core.read import kinds, queries, table
 from neuron_tui.core.read.api import LAYER_TABLES
 from neuron_tui.core.read.tokens import visible
 from neuron_tui.tui import viewmodel as vm
@@ -129,9 +129,10 @@ def test_sort_by_text_and_every_column(explorer):
         assert sorted(order.tolist()) == list(range(explorer.info.n_neurons))
 
 
-def _brute_search(raw, layer, query, lift):
-    """Neurons with a trigger slot whose text contains `query` and whose lift passes (plain Python)."""
-    fold = query == query.lower()
+def _brute_search(raw, layer, query, lift, substring):
+    """Neurons with a trigger slot whose text is `query` (or contains it: `substring`, case-folded for
+    a query without capitals) and whose lift passes (plain Python)."""
+    fold = substring and query == query.lower()
     out = []
     rate = raw["act_count"][layer] / raw["n_tokens"]
     for i in range(raw["act_count"].shape[1]):
@@ -139,18 +140,19 @@ def _brute_search(raw, layer, query, lift):
             if tok < 0:
                 continue
             text = raw["vocab"][tok].lower() if fold else raw["vocab"][tok]
-            if query in text and p >= lift * rate[i]:
+            if (query in text if substring else query == text) and p >= lift * rate[i]:
                 out.append(i)
                 break
     return out
 
 
+@pytest.mark.parametrize("substring", [False, True], ids=["whole", "part"])
 @pytest.mark.parametrize("query", [" the", "the", "The", ",", "ing", "zzzz-not-a-token"])
-def test_search_matches_brute_force(explorer, raw, query):
+def test_search_matches_brute_force(explorer, raw, query, substring):
     total = 0
     for layer in range(explorer.info.n_layers):
-        view = explorer.view(layer, ViewState(query=query))
-        expected = _brute_search(raw, layer, query, queries.SEARCH_MIN_LIFT)
+        view = explorer.view(layer, ViewState(query=query, substring=substring))
+        expected = _brute_search(raw, layer, query, table.SEARCH_MIN_LIFT, substring)
         assert view.order.tolist() == expected
         total += len(expected)
     if query == "zzzz-not-a-token":
@@ -159,10 +161,22 @@ def test_search_matches_brute_force(explorer, raw, query):
         assert total > 0
 
 
+def test_search_finds_the_whole_token_unless_asked_for_a_part(explorer, raw):
+    """` the` is ` the`: not ` there` nor ` theory`, which a search for a part of a token finds too."""
+    vocab = raw["vocab"]
+    longer = [t for t in vocab if t.startswith(" the") and t != " the"]
+    assert longer  # the synthetic vocabulary has tokens that contain " the"
+    whole = explorer.file.matcher.matching(" the")
+    part = explorer.file.matcher.matching(" the", True)
+    assert [vocab[i] for i in np.flatnonzero(whole)] == [" the"]
+    assert {vocab[i] for i in np.flatnonzero(part)} >= {" the", *longer}
+    assert (explorer.file.matcher.matching("␣the") == whole).all()  # the visible space stands for a space
+
+
 def test_search_ignores_frequent_tokens_without_lift(explorer, raw, monkeypatch):
     """A neuron whose only ' the' trigger fires at its average rate is no ' the' neuron."""
     strict = [len(explorer.view(l, ViewState(query=" the"))) for l in range(4)]
-    monkeypatch.setattr(queries, "SEARCH_MIN_LIFT", 0.0)
+    monkeypatch.setattr(table, "SEARCH_MIN_LIFT", 0.0)
     every = [len(explorer.view(l, ViewState(query=" the"))) for l in range(4)]
     assert sum(every) > sum(strict)
 

@@ -25,10 +25,20 @@ from textual.reactive import reactive
 from neuron_tui.core.read.api import SummaryFile
 
 from . import keys
-from .messages import MarkRequested, OpenLayer, OpenNeuron, OpenProbe, ProbeFailed, ReadFailed, UnmarkRequested
+from .messages import (
+    MarkRequested,
+    OpenLayer,
+    OpenNeuron,
+    OpenProbe,
+    PickFilter,
+    ProbeFailed,
+    ReadFailed,
+    UnmarkRequested,
+)
 from .screens.dialogs import ExportDialog, MarkDialog
 from .screens.errors import ErrorScreen, TooSmallScreen
 from .screens.help import HelpScreen
+from .screens.kinds import FilterPicker
 from .screens.layer import LayerScreen
 from .screens.neuron import NeuronScreen
 from .screens.overview import OverviewScreen
@@ -186,6 +196,10 @@ class NeuronApp(App):
     def _open_probe(self, message: OpenProbe) -> None:
         if self.explorer is not None:
             self.push_screen(ProbeScreen(message.layer, message.neuron))
+
+    @on(PickFilter)
+    def _pick_filter(self, message: PickFilter) -> None:
+        self.push_screen(FilterPicker(message.choices, message.current), message.chosen)
 
     def goto(self, layer: int, neuron: int | None) -> None:
         """Open layer `layer` (and neuron `neuron`'s detail) on top of the overview."""

@@ -5,7 +5,7 @@
     neuron-tui report MODEL|FILE... [--json] [--metric NAME]
     neuron-tui neurons MODEL|FILE [--layer L] [--category C] [--trigger TEXT] [--sort COLUMN] [--limit N] [--json|--csv]
     neuron-tui neuron MODEL|FILE LAYER INDEX [--json]
-    neuron-tui probe MODEL|FILE "text" [--layer L] [--neuron N] [--ablate [zero|mean]] [--json]
+    neuron-tui probe MODEL|FILE "text" [--layer L] [--neuron N] [--ablate zero|mean|clamp [--value X]] [--json]
     neuron-tui figures MODEL|FILE... -o DIR [--format svg|png|pdf]   the paper's figures, lined up by depth
     neuron-tui analyze MODEL|FILE [--min-fire-rate X ...]
     neuron-tui open MODEL|FILE
@@ -22,24 +22,30 @@ import argparse
 import json
 import os
 import sys
-import typing
 from dataclasses import fields
 from pathlib import Path
+from typing import get_args
 
-from neuron_tui.cache import SummaryError, cache_dir, newest_summary
+from neuron_tui.cache import SummaryError
 from neuron_tui.core.errors import NeuronTuiError, UsageError
 from neuron_tui.core.read.kinds import KINDS
 from neuron_tui.core.read.kinds import NAMES as KIND_NAMES
+from neuron_tui.core.read.records import AblationMode, MoveRanking
+from neuron_tui.core.read.table import SEARCH_RULE
+
+from .cli_analysis import analysis_options, run_analyze
 
 COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "figures", "analyze", "open", "merge")
 DEBUG_ENV = "NEURON_TUI_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are a UsageError (one line), not usage text and an exit."""
+    """argparse whose errors are a UsageError (one line, which `main` prefixes with `neuron-tui: error:`),
+    not usage text and an exit; a subcommand's error names the subcommand."""
 
     def error(self, message: str):
-        raise UsageError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("neuron-tui").strip()
+        raise UsageError(f"{command}: {message}" if command else message)
 
 
 def _collect_options(p: argparse.ArgumentParser, model_optional: bool) -> None:
@@ -100,10 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     nrs.add_argument("--layer", type=int, help="one layer (default: every layer)")
     nrs.add_argument("--category", default="all", help="all, " + ", ".join(KIND_NAMES[:-1]) + f" or {KIND_NAMES[-1]}: "
                      + "; ".join(f"{k.name}: {k.definition}" for k in KINDS).replace("%", "%%"))
-    nrs.add_argument("--trigger", help="neurons whose triggers contain this text (e.g. ' of')")
-    nrs.add_argument("--sort", default="id", help="id, cat, rate, distinct, top, pos or supp")
+    by = nrs.add_mutually_exclusive_group()
+    by.add_argument("--trigger", metavar="TOKEN", help="neurons triggered by this whole token (' of', not ' offering'): "
+                    + SEARCH_RULE.replace("%", "%%"))
+    by.add_argument("--trigger-substring", metavar="TEXT", help="the same for every token containing TEXT "
+                    "(case-insensitive unless TEXT has capitals)")
+    nrs.add_argument("--sort", default="id", help="id, cat, rate, distinct, top, pos or supp; without --layer "
+                     "across every layer (the model-wide order)")
+    nrs.add_argument("--per-layer", action="store_true", help="without --layer: sort within each layer, layer "
+                     "after layer")
     nrs.add_argument("--reverse", action="store_true", help="the other direction of the sort")
-    nrs.add_argument("--limit", type=int, help="at most this many rows")
+    nrs.add_argument("--limit", type=int, help="at most this many rows (the first in the sort's order)")
     fmt = nrs.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true")
     fmt.add_argument("--csv", action="store_true")
@@ -118,9 +131,18 @@ def build_parser() -> argparse.ArgumentParser:
     prb.add_argument("text", help="the text (the summary's tokenizer splits it)")
     prb.add_argument("--layer", type=int, default=0)
     prb.add_argument("--neuron", type=int, help="the neuron whose activation, firing and triggers to show")
-    prb.add_argument("--ablate", nargs="?", const="zero", choices=["zero", "mean"],
-                     help="with --neuron: set it to 0 (or clamp it to its mean firing value) and show how the "
-                          "next-token log-probabilities move")
+    prb.add_argument("--ablate", nargs="?", const="zero", choices=get_args(AblationMode),
+                     help="with --neuron: set it at every position to 0 (zero, the default), to its mean h over "
+                          "every token of the corpus (mean) or to --value (clamp), and show per position the KL "
+                          "divergence and loss change of the next-token distribution and the tokens whose "
+                          "probability moves most; over the text, the mean KL and loss change")
+    prb.add_argument("--value", type=float, help="with --ablate clamp: the value to set the neuron to")
+    prb.add_argument("--floor", type=float, default=1e-3,
+                     help="with --ablate: a token moves only if its probability reaches this, before or after "
+                          "(default 0.001), so tokens the model never predicts are not reported")
+    prb.add_argument("--rank", choices=get_args(MoveRanking), default="p",
+                     help="with --ablate: order the moves by the change of probability (p, default) or of "
+                          "log-probability (logp)")
     prb.add_argument("--top", type=int, default=5, help="neurons per token, tokens per ablation list")
     prb.add_argument("--device", help="where to run the model (default: where the summary was made, if here)")
     prb.add_argument("--json", action="store_true")
@@ -132,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--cache-dir", type=Path)
     ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
     _summary_argument(ana)
-    _analysis_options(ana)
+    analysis_options(ana)
     opn = sub.add_parser("open", help="open a summary in the explorer")
     _summary_argument(opn)
     opn.add_argument("--device", help="where the probe (i) runs the model (default: where the summary was made)")
@@ -151,37 +173,6 @@ def build_main_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="neuron-tui", description="Collect MODEL's summary if needed, then explore it.")
     _collect_options(parser, model_optional=True)
     return parser
-
-
-# ---- analysis parameters: parsed by their types, checked by AnalysisParams -----------------------------
-
-def _bool(text: str) -> bool:
-    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-    if text.lower() not in words:
-        raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
-    return words[text.lower()]
-
-
-def _parser_of(kind):
-    """The argparse type of an AnalysisParams field from its annotation: bool, int, float, X | None."""
-    args = typing.get_args(kind)
-    if type(None) in args:
-        inner = _parser_of(next(a for a in args if a is not type(None)))
-
-        def optional(text: str):
-            return None if text.lower() == "none" else inner(text)
-
-        optional.__name__ = f"{inner.__name__} or none"
-        return optional
-    return {bool: _bool, int: int, float: float}[kind]
-
-
-def _analysis_options(p: argparse.ArgumentParser) -> None:
-    from neuron_tui.core.read.params import PARAM_TYPES, AnalysisParams
-
-    for f in fields(AnalysisParams):
-        p.add_argument("--" + f.name.replace("_", "-"), type=_parser_of(PARAM_TYPES[f.name]), default=argparse.SUPPRESS,
-                       help=f"default {f.default}")
 
 
 # ---- running -----------------------------------------------------------------------------------------------
@@ -229,6 +220,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(_summary_of(args))
         return 0
     if hasattr(args, "file"):  # one summary: a file, or a model's cached summary
+        from neuron_tui.core.pipeline import find_summary
+
         args.file = find_summary(args.file, args.cache_dir)
     return {"open": lambda a: _open(a.file, a.device), "analyze": run_analyze, "report": run_report,
             "neurons": run_neurons, "neuron": run_neuron, "probe": run_probe, "figures": run_figures,
@@ -276,45 +269,10 @@ def _open(path: Path, device: str | None = None) -> int:
     return 0
 
 
-def run_analyze(args: argparse.Namespace) -> int:
-    from neuron_tui.core.read.analysis import run_analysis
-    from neuron_tui.core.read.params import AnalysisParams
-
-    overrides = {f.name: getattr(args, f.name) for f in fields(AnalysisParams) if hasattr(args, f.name)}
-    try:
-        params = AnalysisParams(**overrides)
-    except ValueError as exc:
-        name = str(exc).split(" ")[0]
-        raise UsageError(f"--{name.replace('_', '-')} {str(exc)[len(name) + 1:]}") from None
-    with _open_file(args.file) as s:
-        if s.summary.shard != "0/1":
-            raise UsageError(f"{args.file} holds shard {s.summary.shard} of the corpus; the analysis needs every "
-                             "sequence: merge the shards first (neuron-tui merge)")
-    run_analysis(args.file, params)
-    print(args.file)
-    return 0
-
-
-def find_summary(target: str, folder: Path | None = None) -> Path:
-    """A summary file given directly, or a model's summary in the cache folder: the one its default
-    request made (the request index, as `neuron-tui MODEL` finds it), else the newest one."""
-    path = Path(target).expanduser()
-    if path.suffix == ".h5" or path.is_file() or path.is_dir() and not (path / "config.json").is_file():
-        return path
-    from neuron_tui.core.pipeline import CollectRequest, find_existing
-    from neuron_tui.core.sources import resolve
-
-    found = find_existing(CollectRequest(model=target, cache_dir=folder))
-    name = resolve(target).name
-    found = found or newest_summary(cache_dir(folder), name)
-    if found is None:
-        raise NeuronTuiError(f"no summary of {name} in {cache_dir(folder)}; run: neuron-tui collect {target}")
-    return found
-
-
 def run_report(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
+    from neuron_tui.core.pipeline import find_summary
     from neuron_tui.core.read import queries
 
     if len(args.targets) > 1 and args.metric not in queries.METRICS:
@@ -337,7 +295,7 @@ def run_report(args: argparse.Namespace) -> int:
             from neuron_tui.tui.present import Output
             from neuron_tui.tui.present.layers import compare_table
 
-            Output().print(compare_table(rows, args.metric))
+            Output().show(compare_table(rows, args.metric))
     return 0
 
 
@@ -346,7 +304,7 @@ def _print_report(s) -> None:
     from neuron_tui.tui.present import Output
     from neuron_tui.tui.present.layers import report_table, report_title
 
-    Output().print(report_table(s.layers(), report_title(s.summary.attrs, summary_notes(s.summary))))
+    Output().show(report_table(s.layers(), report_title(s.summary.attrs, summary_notes(s.summary))))
 
 
 def run_neurons(args: argparse.Namespace) -> int:
@@ -367,19 +325,21 @@ def run_neurons(args: argparse.Namespace) -> int:
         if args.layer is not None and not 0 <= args.layer < s.n_layers:
             raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
         descending = DEFAULT_DESCENDING.get(args.sort, False) != args.reverse
-        rows = s.neurons(args.layer, category=args.category, trigger=args.trigger, sort=args.sort,
-                         descending=descending, limit=args.limit)
+        rows = s.neurons(args.layer, category=args.category, trigger=args.trigger or args.trigger_substring,
+                         sort=args.sort, descending=descending, limit=args.limit,
+                         substring=args.trigger_substring is not None, per_layer=args.per_layer)
     if args.json:
         _print_json(rows)
     elif args.csv:
+        from neuron_tui.tui.present import write_stdout
         from neuron_tui.tui.present.layers import neurons_csv
 
-        sys.stdout.write(neurons_csv(rows, TABLE_KEYS))
+        write_stdout(neurons_csv(rows, TABLE_KEYS))
     else:
         from neuron_tui.tui.present import Output
         from neuron_tui.tui.present.layers import neurons_table
 
-        Output().print(neurons_table(rows))
+        Output().show(neurons_table(rows))
     return 0
 
 
@@ -395,7 +355,8 @@ def run_neuron(args: argparse.Namespace) -> int:
         from neuron_tui.tui.present import Output
         from neuron_tui.tui.present.neuron import neuron_panel
 
-        Output().print(neuron_panel(record, s.vocab, s.summary.projection is not None))
+        out = Output()
+        out.show(neuron_panel(record, s.vocab, s.summary.projection is not None, plain=out.plain))
     return 0
 
 
@@ -409,25 +370,32 @@ def run_probe(args: argparse.Namespace) -> int:
             raise UsageError(f"no neuron {args.neuron}: layers of {args.file} have {s.n_neurons}")
         if args.ablate and args.neuron is None:
             raise UsageError("--ablate needs --neuron: the neuron to ablate")
+        if (args.value is not None) != (args.ablate == "clamp"):
+            raise UsageError("--ablate clamp needs --value X" if args.ablate == "clamp" else
+                             "--value is the value of --ablate clamp")
+        if not 0 <= args.floor < 1:
+            raise UsageError(f"--floor {args.floor} is not a probability below 1")
         if args.top < 1:
             raise UsageError(f"--top {args.top} is too small (at least 1)")
         from neuron_tui.core.model.probe import Probe, probe_text
 
         probe = Probe.for_summary(s.summary, args.device)
-        result = probe_text(probe, s, args.text, args.layer, args.neuron, args.ablate, top=args.top)
+        result = probe_text(probe, s, args.text, args.layer, args.neuron, args.ablate, top=args.top,
+                            value=args.value, floor=args.floor, rank=args.rank)
     if args.json:
         _print_json(result)
     else:
         from neuron_tui.tui.present import Output
         from neuron_tui.tui.present.probe import probe_table
 
-        Output().print(probe_table(result))
+        Output().show(probe_table(result))
     return 0
 
 
 def run_figures(args: argparse.Namespace) -> int:
     from contextlib import ExitStack
 
+    from neuron_tui.core.pipeline import find_summary
     from neuron_tui.core.read.figures import figure_data
     from neuron_tui.core.read.queries import model_names
     from neuron_tui.tui.figures import write_figures
@@ -455,12 +423,15 @@ def run_merge(args: argparse.Namespace) -> int:
     print(merge_summaries(args.files, args.out, args.model, args.device, force=args.force))
     if args.model is None:
         print("neuron-tui: merged without --model: candidate triggers were re-ranked among the tokens the "
-              "shards scored (pass the run's model to project them exactly)", file=sys.stderr)
+              "shards scored, and the token-frequency correlation (freq_corr) is left unknown: it needs the "
+              "union's token counts (pass the run's model to project them exactly)", file=sys.stderr)
     return 0
 
 
 def _print_json(value) -> None:
-    print(json.dumps(value, indent=1, allow_nan=False, ensure_ascii=False))
+    from neuron_tui.tui.present import write_stdout
+
+    write_stdout(json.dumps(value, indent=1, allow_nan=False, ensure_ascii=False) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,10 +18,13 @@ from pathlib import Path
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
+from neuron_tui.core.read.table import SEARCH_RULE
+
 from .present.help import LEGEND, Rows
 from .screens import (
     ErrorScreen,
     ExportDialog,
+    FilterPicker,
     HelpScreen,
     LayerScreen,
     MarkDialog,
@@ -66,8 +69,9 @@ KEYED = (
     Keyed("Overview", [*OverviewScreen.BINDINGS, *TABLE_MOVES]),
     Keyed("Layer table", [*LayerScreen.BINDINGS, *NeuronTable.BINDINGS],
           after=[("click header", "sort by that column")]),
-    Keyed("Search box", before=[("type", "filter to neurons whose triggers contain the text"),
+    Keyed("Search box", before=[("type", "the neurons triggered by a token: " + SEARCH_RULE),
                                 ("enter", "back to the table, keep the search"), ("esc", "clear the search")]),
+    Keyed("Filter picker", FilterPicker.BINDINGS, before=[("↑ ↓, enter", "filter the table to that kind")]),
     Keyed("Neuron detail", NeuronScreen.BINDINGS, after=[("↑ ↓ pgup pgdn", "scroll")]),
     Keyed("Probe", ProbeScreen.BINDINGS, before=[("type, enter", "run the text through the model")]),
     Keyed("Mark dialog", MarkDialog.BINDINGS, before=[("enter", "save the note")]),

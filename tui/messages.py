@@ -1,7 +1,7 @@
 """What screens ask of the app, as messages (they bubble from a screen to the app, which handles them):
 screens never import the app, and never call its methods.
 
-Navigation (`OpenLayer`, `OpenNeuron`, `OpenProbe`), marks (`MarkRequested`, `UnmarkRequested`) and
+Navigation (`OpenLayer`, `OpenNeuron`, `OpenProbe`), the picker of filters (`PickFilter`), marks (`MarkRequested`, `UnmarkRequested`) and
 failures (`ReadFailed`, `ProbeFailed`: a worker's read that failed, in one line).
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from rich.text import Text
 from textual.message import Message
 
 
@@ -37,6 +38,16 @@ class OpenProbe(Message):
     def __init__(self, layer: int, neuron: int | None) -> None:
         super().__init__()
         self.layer, self.neuron = layer, neuron
+
+
+class PickFilter(Message):
+    """Offer every filter of the layer table (`choices`: (filter name, its line, whether it can be
+    chosen now)) with `current` under the cursor; `chosen` gets the name picked (None: cancelled)."""
+
+    def __init__(self, choices: list[tuple[str, Text, bool]], current: str,
+                 chosen: Callable[[str | None], None]) -> None:
+        super().__init__()
+        self.choices, self.current, self.chosen = choices, current, chosen
 
 
 class MarkRequested(Message):

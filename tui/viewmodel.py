@@ -27,21 +27,15 @@ from neuron_tui.cache import SummaryError
 from neuron_tui.core.read import kinds
 from neuron_tui.core.read.api import SummaryFile
 from neuron_tui.core.read.figures import Figure, depth_figures
-from neuron_tui.core.read.queries import (
-    CATEGORIES,
-    FILTERS,
-    LayerTable,
-    categories,
-    layer_rows,
-    rank_1based,
-    summary_notes,
-)
+from neuron_tui.core.read.queries import layer_rows, present_kinds, summary_notes
 from neuron_tui.core.read.records import LayerRow, NeuronRecord, ProbeResult
+from neuron_tui.core.read.table import CATEGORIES, FILTERS, LayerTable, categories, rank_1based
 
 if TYPE_CHECKING:
     from neuron_tui.core.model.probe import Probe
 
 ANALYSIS_FILTERS = kinds.NEED_ANALYSIS  # need the analysis group
+RANK_WIDTH = 6  # cells of a rank, "#34609" (tui.present.formats.rank_text never needs more)
 EXPORT_TRIGGERS = 5  # triggers (and promoted / suppressed tokens) per marked neuron in an export
 
 
@@ -56,19 +50,14 @@ class Column:
 
 COLUMNS = (
     Column("id", "neuron", 6, help="neuron index in its layer (* = marked)"),
-    Column("cat", "cat", len(kinds.KINDS), "left",
-           "categories: " + ", ".join(f"{k.letter} {k.label}" for k in kinds.KINDS)),
+    Column("cat", "cat", 3, "left", "the letters of its kinds: " + ", ".join(f"{k.letter} {k.label}" for k in kinds.KINDS)),
     Column("rate", "rate", 8, help="firing rate: firings / tokens"),
     Column("distinct", "dist", 5, help="distinct tokens among the neuron's sampled firings"),
     Column("top", "top triggers", 14, "left", "tokens it fires on most (BOS excluded), ␣ = space"),
     Column("pos", "pos MI", 6, help="I(fired; position) in nats (positional above 0.05)"),
-    Column("supp", "supp", 5, help="best rank of its triggers among its suppressed tokens (#1 = most)"),
+    Column("supp", "supp", RANK_WIDTH, help="best rank of its triggers among its suppressed tokens (#1 = most)"),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
-
-
-def category_letters(flags: int) -> str:
-    return "".join(k.letter if flags & (1 << k.bit) else "·" for k in kinds.KINDS)
 
 
 class ProbeUnavailable(Exception):
@@ -168,19 +157,20 @@ def corpus_text(raw: dict) -> str:
 
 @dataclass(frozen=True)
 class ViewState:
-    """What the layer table shows: a filter, a sort column and direction, a search query."""
+    """What the layer table shows: a filter, a sort column and direction, a search query (a whole
+    token, or with `substring` a part of one)."""
 
     filter: str = "all"
     sort: str = "id"
     descending: bool = False
     query: str = ""
+    substring: bool = False
 
 
 @dataclass(frozen=True)
 class Row:
     neuron: int
     flags: int
-    cat: str
     rate: float
     count: int
     distinct: int
@@ -194,8 +184,10 @@ class LayerView:
     """An ordered, filtered view of one layer's neurons; `page` gives the rows a widget draws."""
 
     def __init__(self, table: LayerTable, state: ViewState, order: np.ndarray, marked: set[int],
-                 counts: dict[str, int]):
+                 counts: dict[str, int], present: tuple[str, ...] = ()):
         self.table, self.state, self.order, self._marked, self.counts = table, state, order, marked, counts
+        self.present = present  # the kinds the summary has (some layer holds one): the filter bar's
+        self.kind_width = max(3, kinds_per_neuron(table.flags))  # cells of the category column
 
     @property
     def layer(self) -> int:
@@ -216,9 +208,16 @@ class LayerView:
         out = []
         for i in self.order[max(0, start) : max(0, start) + max(0, count)].tolist():
             f = int(t.flags[i])
-            out.append(Row(i, f, category_letters(f), float(t.rate[i]), int(t.count[i]), int(t.distinct[i]),
+            out.append(Row(i, f, float(t.rate[i]), int(t.count[i]), int(t.distinct[i]),
                            str(t.top[i]), float(t.pos_mi[i]), rank_1based(int(t.supp[i])), i in self._marked))
         return out
+
+
+def kinds_per_neuron(flags: np.ndarray) -> int:
+    """The most kinds one neuron of `flags` has."""
+    if not len(flags):
+        return 0
+    return int(sum(kinds.has(flags, k.name).astype(np.int32) for k in kinds.KINDS).max())
 
 
 # ---- marks ------------------------------------------------------------------------------------------------
@@ -339,6 +338,7 @@ class Explorer:
         self.marks = Marks(summary.path, str(summary.summary.attrs.get("key", "")), read_only=not self.info.complete)
         self.probe = ProbeState(device)
         self._overview: list[LayerRow] | None = None
+        self._present: tuple[str, ...] | None = None
 
     @classmethod
     def open(cls, path: Path | str, device: str | None = None) -> "Explorer":
@@ -371,10 +371,17 @@ class Explorer:
         """Filter, search and sort one layer (reading it first when it is not in memory)."""
         table = self.file.table(layer)
         marked = self.marks.in_layer(layer)
-        matching = self.file.matcher.matching(state.query) if state.query else None
+        matching = self.file.matcher.matching(state.query, state.substring) if state.query else None
         order = table.select(state.filter, matching, state.sort, state.descending, marked)
         counts = {name: int(table.mask(name, marked).sum()) for name in FILTERS}
-        return LayerView(table, state, order, marked, counts)
+        return LayerView(table, state, order, marked, counts, self.present_kinds())
+
+    def present_kinds(self) -> tuple[str, ...]:
+        """The kinds some layer of the summary has (the overview's counts; a kind unknown without an
+        analysis counts as present, so its filter stays in view, dimmed)."""
+        if self._present is None:
+            self._present = tuple(k.name for k in present_kinds(self.overview()))
+        return self._present
 
     def neuron(self, layer: int, neuron: int) -> NeuronRecord:
         """The neuron's record (core.read.queries.neuron_record), the one `neuron --json` prints."""
@@ -457,5 +464,5 @@ def export_row(record: dict) -> dict:
 __all__ = [
     "ANALYSIS_FILTERS", "CATEGORIES", "COLUMNS", "COLUMN_KEYS", "Column", "Explorer", "FILTERS", "LayerView", "Marks",
     "ProbeState", "ProbeUnavailable", "ReadOnlyError", "Row", "SummaryInfo", "ViewState", "categories",
-    "category_letters", "parse_goto", "reason",
+    "kinds_per_neuron", "parse_goto", "reason",
 ]

@@ -28,11 +28,13 @@ from .present.plot import plot
 from .viewmodel import COLUMNS, LayerView, Row
 
 
-def layout_columns(width: int) -> list[tuple[str, str, int, str]]:
-    """(key, title, width, align) of each table column for a table `width` cells wide."""
-    fixed = sum(c.width for c in COLUMNS if c.key != "top") + (len(COLUMNS) - 1)
-    top = max(COLUMNS[4].width, width - fixed - 1)
-    return [(c.key, c.title, top if c.key == "top" else c.width, c.align) for c in COLUMNS]
+def layout_columns(width: int, kind_width: int = 3) -> list[tuple[str, str, int, str]]:
+    """(key, title, width, align) of each table column for a table `width` cells wide whose category
+    column needs `kind_width` cells (the most kinds one neuron of the layer has)."""
+    widths = {c.key: max(c.width, kind_width) if c.key == "cat" else c.width for c in COLUMNS}
+    fixed = sum(w for k, w in widths.items() if k != "top") + (len(COLUMNS) - 1)
+    widths["top"] = max(widths["top"], width - fixed - 1)
+    return [(c.key, c.title, widths[c.key], c.align) for c in COLUMNS]
 
 
 class NeuronTable(ScrollView, can_focus=True):
@@ -169,7 +171,7 @@ class NeuronTable(ScrollView, can_focus=True):
     def on_click(self, event: events.Click) -> None:
         if event.y == 0:
             x = 0
-            for key, _, width, _ in layout_columns(self.size.width):
+            for key, _, width, _ in self._columns(self.size.width):
                 if x <= event.x < x + width + 1:
                     self.post_message(self.HeaderClicked(self, key))
                     return
@@ -185,7 +187,7 @@ class NeuronTable(ScrollView, can_focus=True):
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         base = self.rich_style
-        columns = layout_columns(width)
+        columns = self._columns(width)
         if y == 0:
             return self._header(columns, width, base)
         index = int(self.scroll_offset.y) + y - 1
@@ -201,6 +203,9 @@ class NeuronTable(ScrollView, can_focus=True):
             if not self.has_focus:
                 style += Style(dim=True)
         return self._row_strip(row, columns, width, style)
+
+    def _columns(self, width: int) -> list[tuple[str, str, int, str]]:
+        return layout_columns(width, self.view.kind_width if self.view is not None else 3)
 
     def _header(self, columns, width: int, base: Style) -> Strip:
         style = base + self.get_component_rich_style("neuron-table--header")
@@ -223,8 +228,9 @@ class NeuronTable(ScrollView, can_focus=True):
         mark_style = style + self.get_component_rich_style("neuron-table--marked")
         for i, (key, _, w, align) in enumerate(columns):
             if key == "cat":
-                for ch in row.cat[:w].ljust(w):
-                    segments.append(Segment(ch, style + CATEGORY_STYLES.get(ch, Style())))
+                letters = table_cell(row, key)
+                segments.extend(Segment(ch, style + CATEGORY_STYLES[ch]) for ch in letters[:w])
+                segments.append(Segment(" " * (w - len(letters[:w])), style))
             elif key == "id":
                 text = f"{row.neuron}"
                 pad = max(0, w - len(text) - 1)

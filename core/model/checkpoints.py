@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from neuron_tui.cache import Summary, SummaryError
+from neuron_tui.cache import Summary, SummaryError, schema
 from neuron_tui.core.errors import NeuronTuiError
 
 from .accumulators import LayerState
+from .calibration import Calibration
 from .plan import RunPlan
 from .states import layer_state
 
@@ -55,8 +56,8 @@ class CheckpointPolicy:
 
 
 class Resumed:
-    """The checkpoint a run resumes from: its token rows and tau at once, each layer's state on demand
-    (the file stays open until the pass ends: a new checkpoint replaces the name, not this file)."""
+    """The checkpoint a run resumes from: its token rows and calibration at once, each layer's state on
+    demand (the file stays open until the pass ends: a new checkpoint replaces the name, not this file)."""
 
     def __init__(self, partial: Path, plan: RunPlan):
         try:
@@ -66,9 +67,13 @@ class Resumed:
         if self.summary.attrs.get("key") != plan.key:
             self.summary.close()
             raise NeuronTuiError(f"{partial} belongs to another run; delete it to start over")
+        if not all(self.summary.has(name) for name in schema.ADDED_IN_3):
+            self.summary.close()
+            raise NeuronTuiError(f"{partial} was written by an older neuron-tui, without the statistics this one "
+                                 "adds; delete it to start over")
         try:
             self.tokens = self.summary.read("tokens")[: self.summary.n_seq]
-            self.tau = self.summary.tau
+            self.calibration = Calibration(self.summary.tau, self.summary.read("hist_edges"))
         except SummaryError as exc:
             self.summary.close()
             raise NeuronTuiError(f"cannot resume from {partial}: {exc}; delete it to start over") from None

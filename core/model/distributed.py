@@ -6,8 +6,9 @@
 Rank r of W collects shard r/W of the run (the planned sequences i % W == r, at their global positions,
 core.model.passes) on cuda:LOCAL_RANK with NCCL, or on the CPU with gloo, and checkpoints to its own
 partial file (`<summary>.shard<r>of<W>.partial.h5`), from which the same command resumes. All ranks
-count with rank 0's tau (its checkpoint's, or calibrated once on the first sequences of the corpus and
-broadcast), since a rank calibrating on its own could pick a different tau on different hardware. At
+count with rank 0's calibration, tau and the histogram bins (its checkpoint's, or calibrated once on the
+first sequences of the corpus and broadcast), since a rank calibrating on its own could pick a different
+tau on different hardware. At
 the end the states are gathered to rank 0 one layer at a time (the host LayerStates, pickled by
 gather_object: at most W layers in flight) and merged exactly (merge.merge_layer) as rank 0 writes the
 one summary of the whole run, with projections and analysis, as a single process would. The rank
@@ -23,13 +24,13 @@ from functools import partial
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
 from neuron_tui.cache.paths import partial_path
 from neuron_tui.core.errors import NeuronTuiError
 
+from .calibration import Calibration
 from .collect import finish
 from .loading import LoadedModel
 from .merge import merge_layer, merge_rows
@@ -71,7 +72,8 @@ def session(device: str | None) -> Iterator[Rank]:
 def collect(loaded: LoadedModel, plan: RunPlan, rank: Rank, quiet: bool = False) -> Path:
     """This rank's shard of `plan`, then (rank 0) the merged summary of the whole run; its path."""
     part = shard_plan(plan, rank.rank, rank.world)
-    outcome = run_pass(loaded, part, quiet or rank.rank != 0, agree_tau=partial(_agree_tau, rank), device=rank.device)
+    agree = partial(_agree_calibration, rank)
+    outcome = run_pass(loaded, part, quiet or rank.rank != 0, agree=agree, device=rank.device)
     merged = gather(outcome, plan.settings.events_cap, rank)
     if merged is not None:
         finish(loaded, plan, merged)
@@ -83,15 +85,15 @@ def collect(loaded: LoadedModel, plan: RunPlan, rank: Rank, quiet: bool = False)
     return plan.path
 
 
-def _agree_tau(rank: Rank, resumed: np.ndarray | None, compute) -> np.ndarray:
-    """Rank 0's tau (from its checkpoint, or calibrated there) for every rank."""
+def _agree_calibration(rank: Rank, resumed: Calibration | None, compute) -> Calibration:
+    """Rank 0's calibration (from its checkpoint, or calibrated there) for every rank."""
     box = [(resumed if resumed is not None else compute()) if rank.rank == 0 else None]
     dist.broadcast_object_list(box, src=0)
-    tau = box[0]
-    if resumed is not None and not np.array_equal(resumed, tau):
-        raise NeuronTuiError(f"rank {rank.rank} resumed a checkpoint counted with another tau than rank 0's; "
-                             "delete the .shard*.partial.h5 checkpoints to start over")
-    return tau
+    agreed = box[0]
+    if resumed is not None and not resumed.matches(agreed):
+        raise NeuronTuiError(f"rank {rank.rank} resumed a checkpoint counted with another tau or other histogram "
+                             "bins than rank 0's; delete the .shard*.partial.h5 checkpoints to start over")
+    return agreed
 
 
 def _to_root(obj, rank: Rank):
@@ -110,7 +112,7 @@ def gather(outcome: PassOutcome, cap: int, rank: Rank) -> PassOutcome | None:
     if rank.rank != 0:
         return None
     tokens, seq_index = merge_rows(rows)
-    merged = PassResult(tokens, seq_index, result.tau,
+    merged = PassResult(tokens, seq_index, result.calibration,
                         lambda layer: merge_layer(_to_root(result.state(layer), rank), cap), result.n_layers)
     # the final write failing keeps every rank's own checkpoint; a merged one cannot be resumed from
     return PassOutcome(merged, outcome.facts, outcome.progress, outcome.exhausted, checkpoint=None)

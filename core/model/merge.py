@@ -4,9 +4,12 @@ A shard K/N of a run counts the planned sequences i with i % N == K at their *gl
 g = i * T + t (core.model.passes), so every shard lives in the same position space and the statistics of
 the union follow from the shards' alone:
 
-- act_count, pos_count, act_sum: sums; act_max: the maximum; tokens_at_pos: the sum.
+- act_count, pos_count, act_sum, h_sum, the histogram and sign-case counts: sums (every shard counts
+  into the run's bins, calibrated on the same first sequences); act_max: the maximum; tokens_at_pos:
+  the sum.
 - top-K contexts (one per sequence, the shards' sequences are disjoint): the K largest values of all
-  shards, ties broken by the smaller position.
+  shards, ties broken by the smaller position, each with its window of h; the strongest firing of
+  each sign case by the same rule.
 - event samples (level sampling, accumulators.py): the final sample of neuron i is {g fired : z(g) >=
   level_i}, level_i the smallest L whose firings with z >= L over the whole corpus number at most C.
   Each shard kept exactly its firings with z >= its own level, and the union's level is at least every
@@ -48,6 +51,7 @@ from neuron_tui.core.sources import resolve
 
 from .accumulators import LayerState
 from .adapters import ffn_out_projections, n_neurons
+from .calibration import Calibration
 from .collect import N_CANDIDATES, candidates_and_signs
 from .loading import LoadedModel, load
 from .plan import WHOLE, format_shard, parse_shard, run_key
@@ -56,9 +60,10 @@ from .states import PassResult, layer_state, write_pass
 
 # root attributes that must be equal for summaries to be shards of one run
 SAME_RUN = ("model", "model_revision", "model_fingerprint", "dtype", "architecture", "rule", "tau_source", "threshold",
-            "seq_len", "n_layers", "n_neurons", "bos", "events_cap", "top_k", "n_seq_planned", "corpus", "settings",
-            "schema_version", "base_key")
+            "seq_len", "n_layers", "n_neurons", "bos", "events_cap", "top_k", "ctx_left", "ctx_right", "n_seq_planned",
+            "corpus", "settings", "schema_version", "base_key")
 FREE_SETTINGS = ("batch_size",)  # may differ between shards: no count depends on it
+SUMS = ("act_count", "pos_count", "act_sum", "act_count_pos", "act_sum_pos", "h_sum", "hist_count")  # add up
 
 
 def merge_layer(states: list[LayerState], cap: int) -> LayerState:
@@ -66,20 +71,33 @@ def merge_layer(states: list[LayerState], cap: int) -> LayerState:
     K = states[0].top_val.shape[0]
     top_val = np.concatenate([st.top_val for st in states])
     top_pos = np.concatenate([st.top_pos for st in states])
-    best = np.lexsort((top_pos, -top_val), axis=0)[:K]
+    best = _strongest_first(top_val, top_pos)[:K]
     level, events = _merge_events(states, cap)
     return LayerState(
-        act_count=sum(st.act_count for st in states),
-        pos_count=sum(st.pos_count for st in states),
-        act_sum=sum(st.act_sum for st in states),
-        act_count_pos=sum(st.act_count_pos for st in states),
-        act_sum_pos=sum(st.act_sum_pos for st in states),
+        **{name: sum(getattr(st, name) for st in states) for name in SUMS},
         act_max=np.maximum.reduce([st.act_max for st in states]),
         top_val=np.take_along_axis(top_val, best, axis=0),
         top_pos=np.take_along_axis(top_pos, best, axis=0),
+        ctx_val=np.take_along_axis(np.concatenate([st.ctx_val for st in states]), best[:, None, :], axis=0),
         level=level,
         events=events,
+        **(_merge_signs(states) if states[0].sign_count is not None else {}),
     )
+
+
+def _strongest_first(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """The order along axis 0 of candidates (values, positions [n, ...]): largest value first, equal
+    values by the smaller position, as the accumulators order them."""
+    return np.lexsort((positions, -values), axis=0)
+
+
+def _merge_signs(states: list[LayerState]) -> dict[str, np.ndarray]:
+    """The sign cases of the union: counts add, each case's strongest firing is the strongest of all."""
+    val, pos = np.stack([st.sign_top_val for st in states]), np.stack([st.sign_top_pos for st in states])
+    best = _strongest_first(val, pos)[:1]
+    return {"sign_count": sum(st.sign_count for st in states),
+            "sign_top_val": np.take_along_axis(val, best, axis=0)[0],
+            "sign_top_pos": np.take_along_axis(pos, best, axis=0)[0]}
 
 
 def _merge_events(states: list[LayerState], cap: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -129,7 +147,7 @@ def merge_summaries(paths: list[Path | str], out: Path | str, model: str | None 
             _check_model(first, loaded)
         tokens, seq_index = merge_rows([(s.rows.sequences(), s.read("tokens")[: s.n_seq]) for s in summaries])
         cap, L, F = int(first.attrs["events_cap"]), first.n_layers, first.n_neurons
-        result = PassResult(tokens, seq_index, first.tau,
+        result = PassResult(tokens, seq_index, Calibration(first.tau, first.read("hist_edges")),
                             lambda layer: merge_layer([layer_state(s, layer) for s in summaries], cap), L)
         base_key = first.attrs.get("base_key", first.attrs["key"])
         attrs = {k: v for k, v in first.attrs.items() if k not in ("format", "schema_version", schema.INTEGRITY_ATTR)}
@@ -154,7 +172,7 @@ def _check_mergeable(summaries: list[Summary]) -> tuple[tuple[int, ...], int]:
     for s in summaries:
         if not s.complete:
             raise NeuronTuiError(f"{s.path} is a checkpoint of a collection still under way; finish it before merging")
-        if not s.has("act_count_pos"):
+        if not all(s.has(name) for name in ("act_count_pos", *schema.ADDED_IN_3)):
             raise NeuronTuiError(f"{s.path} was made by an older neuron-tui (schema {s.attrs.get('schema_version')}); "
                                  "collect that shard again to merge it")
     for s in summaries[1:]:
@@ -165,6 +183,9 @@ def _check_mergeable(summaries: list[Summary]) -> tuple[tuple[int, ...], int]:
         if not np.array_equal(first.tau, s.tau):
             raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: tau differs (calibrated on other "
                                  "hardware or dtype? collect every shard with the same --threshold)")
+        if not np.array_equal(first.read("hist_edges"), s.read("hist_edges")):
+            raise NeuronTuiError(f"cannot merge {first.path} and {s.path}: their activation histograms have "
+                                 "other bins (calibrated on other hardware or dtype?)")
     specs = [parse_shard(s.attrs.get("shard", "0/1")) for s in summaries]
     m = lcm(*(n for _, n in specs))
     covered = [{k + j * n for k in ks for j in range(m // n)} for ks, n in specs]

@@ -22,14 +22,15 @@ import numpy as np
 from neuron_tui.cache import SummaryWriter, WriteError, partial_path
 from neuron_tui.core.errors import NeuronTuiError
 
-from .adapters import ffn_out_projections
+from .adapters import ffn_out_projections, ffn_up_projections
+from .calibration import Calibration, calibrate
 from .checkpoints import CheckpointPolicy, Resumed
 from .loading import LoadedModel
 from .packing import pack_sequences
 from .plan import RunPlan
 from .progress import CollectProgress
 from .recorder import Recorder
-from .schedules import BatchByBatch, calibrate
+from .schedules import BatchByBatch
 from .signals import StopNow, StopRequests
 from .states import PassResult, RunFacts, summary_attrs, write_pass
 
@@ -46,20 +47,21 @@ class PassOutcome:
     checkpoint: Callable[[], None] | None
 
 
-def _own_tau(resumed: np.ndarray | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """One process alone: the checkpoint's tau when resuming, else its own calibration."""
+def _own_calibration(resumed: Calibration | None, compute: Callable[[], Calibration]) -> Calibration:
+    """One process alone: the checkpoint's calibration when resuming, else its own."""
     return compute() if resumed is None else resumed
 
 
-def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=_own_tau, runner=None,
+def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree=_own_calibration, runner=None,
              device: str = "cpu") -> PassOutcome:
     """Stream the plan's sequences through the model, checkpointing to (and resuming from) its partial
-    file. agree_tau(resumed tau or None, calibrate) -> the tau to use (distributed ranks take rank 0's).
-    runner: the schedule (default BatchByBatch; layerwise.LayerByLayer for --layer-by-layer)."""
+    file. agree(resumed calibration or None, calibrate) -> the calibration (tau, histogram bins) to count
+    with (distributed ranks take rank 0's). runner: the schedule (default BatchByBatch;
+    layerwise.LayerByLayer for --layer-by-layer)."""
     resumed = Resumed.at(partial_path(plan.path), plan)
     try:
         counting = Pass(loaded, plan, RunFacts.of(loaded, device), runner or BatchByBatch(loaded.model), resumed)
-        return counting.run(quiet, agree_tau)
+        return counting.run(quiet, agree)
     finally:
         if resumed:
             resumed.close()
@@ -67,28 +69,29 @@ def run_pass(loaded: LoadedModel, plan: RunPlan, quiet: bool = False, agree_tau=
 
 class Pass:
     """The pass of one plan (see the module docstring): `run` checks the checkpoint's sequences against
-    the corpus, agrees on tau, counts chunk after chunk of batches, and writes checkpoints."""
+    the corpus, agrees on the calibration, counts chunk after chunk of batches, and writes checkpoints."""
 
     def __init__(self, loaded: LoadedModel, plan: RunPlan, facts: RunFacts, runner, resumed: Resumed | None):
         self.loaded, self.plan, self.facts, self.runner, self.resumed = loaded, plan, facts, runner, resumed
         self.partial = partial_path(plan.path)
         self.modules = ffn_out_projections(loaded.model)
+        self.ups = ffn_up_projections(loaded.model)  # a gated FFN's up projections (sign cases), else None
         self.rows = plan.rows()  # the global sequence of every row this run plans to count
         counted = resumed.tokens if resumed else np.zeros((0, plan.seq_len), np.int32)
         self.blocks = [counted]  # the token rows counted so far, a batch at a time
         self.n_done = len(counted)  # sequences counted by every layer
         self.n_kept = self.n_done  # sequences in the last checkpoint written
-        self.tau: np.ndarray | None = None  # agreed when the pass runs
-        self.recorder: Recorder | None = None  # made with tau
+        self.calibration: Calibration | None = None  # agreed when the pass runs
+        self.recorder: Recorder | None = None  # made with the calibration
 
-    def run(self, quiet: bool, agree_tau) -> PassOutcome:
+    def run(self, quiet: bool, agree) -> PassOutcome:
         plan, T = self.plan, self.plan.seq_len
         stream = self._sequences()
         if self.resumed:
             self.resumed.check_stream(stream, self.partial)
-        self.tau = agree_tau(self.resumed.tau if self.resumed else None, self._calibrate)
+        self.calibration = agree(self.resumed.calibration if self.resumed else None, self._calibrate)
         s = plan.settings
-        self.recorder = Recorder(self.modules, T, plan.event_slots, s.top_k, plan.rule, self.tau,
+        self.recorder = Recorder(self.modules, T, plan.event_slots, s.top_k, plan.rule, self.calibration, self.ups,
                                  resumed=self.resumed.state if self.resumed else None)
         progress = CollectProgress(total=len(self.rows) * T, done=self.n_done * T, quiet=quiet, label=plan.model)
         with StopRequests() as stop, self.recorder.attached(), progress:
@@ -115,14 +118,13 @@ class Pass:
         packed = pack_sequences(plan.corpus, self.loaded.tokenizer, plan.seq_len, plan.settings.seed)
         return (seq for i, seq in enumerate(islice(packed, plan.n_seq)) if i % n in ks)
 
-    def _calibrate(self) -> np.ndarray:
-        """tau: the fixed threshold for every layer, or each layer's quantile of |h| on the first
-        sequences of the corpus (schedules.calibrate), run by the pass's own schedule."""
+    def _calibrate(self) -> Calibration:
+        """tau (the fixed threshold for every layer, or each layer's quantile of |h|) and the histogram
+        bins, from the first sequences of the corpus (calibration.calibrate), run by the pass's own
+        schedule."""
         plan, s = self.plan, self.plan.settings
-        if plan.tau_source != "quantile":
-            return np.full(len(self.modules), plan.threshold, dtype=np.float32)
         calib = list(islice(pack_sequences(plan.corpus, self.loaded.tokenizer, plan.seq_len, s.seed), s.calib_seqs))
-        return calibrate(self.modules, calib, plan.threshold, plan.batch_size, self.runner)
+        return calibrate(self.modules, calib, plan.batch_size, self.runner, plan.rule, plan.tau_source, plan.threshold)
 
     def _count(self, stream: Iterator[np.ndarray], stop: StopRequests, progress: CollectProgress) -> None:
         """Run the rest of the stream through the model, a chunk of batches at a time, with stop
@@ -144,7 +146,7 @@ class Pass:
 
     def result(self) -> PassResult:
         """What is counted so far (each layer's state read from the accumulators when asked)."""
-        return PassResult(np.concatenate(self.blocks), self.rows[: self.n_done], self.tau, self.recorder.state,
+        return PassResult(np.concatenate(self.blocks), self.rows[: self.n_done], self.calibration, self.recorder.state,
                           self.recorder.n_layers)
 
     def checkpoint(self) -> None:

@@ -29,12 +29,16 @@ from neuron_tui.core.settings import Settings
 
 from .accumulators import device_bytes
 from .adapters import adapter_for
+from .contexts import CONTEXT_WIDTH
 
 CPU_TOKENS = 65_536  # ~2 minutes of SmolLM2 on 2 CPU cores: with loading and projections, README's
 # first command stays under 5 minutes
 GPU_TOKENS = 20_000_000  # the paper's dead-neuron statistics use more than 20M tokens (paper section 2)
 CPU_SEQ_LEN = 256  # enough sequences per position for the positional MI at CPU corpus sizes
 GPU_SEQ_LEN = 2048  # the paper's positional analysis uses full-length OPT sequences (section 5)
+# a batch's temporaries on the device, bytes per activation: |h|, the firing masks and the sums' temporaries;
+# for a gated FFN also the up projection's output held for the sign cases, their masks and their masked |h|
+WORKSPACE_BYTES, GATED_WORKSPACE_BYTES = 8, 17
 
 
 WHOLE = ((0,), 1)  # the shard that is the whole run
@@ -60,6 +64,11 @@ class RunPlan:
     shard: tuple[tuple[int, ...], int]  # (ks, n): this run covers the planned sequences i with i % n in ks
     base_key: str  # the key of the whole run (all shards); equals `key` when shard is WHOLE
     dtype: str = "fp32"  # of the activations: fp32, bf16 or fp16
+
+    @property
+    def gated(self) -> bool:
+        """The FFN is gated (h = act(gate) * up): the pass also counts the sign cases of its firings."""
+        return adapter_for(self.architecture).up_proj is not None
 
     @property
     def event_slots(self) -> int:
@@ -167,9 +176,10 @@ def make_plan(
 def summary_bytes(plan: RunPlan, n_layers: int, n_neurons: int) -> int:
     """A generous estimate of the summary's size on disk: the token stream, position counts (about a
     quarter of their raw size once compressed: most are small), half-full event samples, top-K
-    contexts and per-neuron counters."""
-    T, s = plan.seq_len, plan.settings
-    return plan.n_seq * T * 4 + n_layers * n_neurons * (T + (plan.event_slots // 2) * 8 + s.top_k * 12 + 48)
+    contexts with their windows, histograms, sign cases and per-neuron counters."""
+    T, K = plan.seq_len, plan.settings.top_k
+    per_neuron = T + (plan.event_slots // 2) * 8 + K * (12 + 2 * CONTEXT_WIDTH) + 4 * schema.HIST_BINS + 136
+    return plan.n_seq * T * 4 + n_layers * n_neurons * per_neuron
 
 
 def check_destination(path: Path, needed: int) -> None:
@@ -201,8 +211,9 @@ def device_budget(plan: RunPlan, n_layers: int, n_neurons_: int, gpu_bytes: list
     of the layers that run there (accelerate alone would fill the GPUs with weights): GPU 0 also runs
     every layer offloaded to CPU or disk, so it keeps room for all of them, GPU i > 0 for its even share
     of the layers; and every GPU for one batch's temporaries (a few bytes per activation)."""
-    per_layer = device_bytes(n_neurons_, plan.seq_len, plan.event_slots, plan.settings.top_k)
-    workspace = 8 * plan.batch_size * plan.seq_len * n_neurons_ + 2**30
+    per_layer = device_bytes(n_neurons_, plan.seq_len, plan.event_slots, plan.settings.top_k, plan.gated)
+    per_activation = GATED_WORKSPACE_BYTES if plan.gated else WORKSPACE_BYTES
+    workspace = per_activation * plan.batch_size * plan.seq_len * n_neurons_ + 2**30
     share = -(-n_layers // max(1, len(gpu_bytes)))
     return {gpu: max(0, total - per_layer * (n_layers if gpu == 0 else share) - workspace)
             for gpu, total in enumerate(gpu_bytes)}

@@ -1,9 +1,11 @@
 """The hooks of a pass: one forward pre-hook per FFN output projection feeds that layer's accumulator.
 
-Each accumulator is created on the device of its layer's activations at the layer's first batch (with
---device-map, offloaded weights say nothing about where the activations will be), starting from the
-checkpointed state when resuming. The per-batch index tensors (global positions, sampling levels) are
-made once per batch and device and serve every layer.
+A gated FFN (h = act(gate) * up) has one more hook, a forward hook on its up projection, which hands
+that batch's up to the layer's next pre-hook (the sign cases). Each accumulator is created on the
+device of its layer's activations at the layer's first batch (with --device-map, offloaded weights say
+nothing about where the activations will be), starting from the checkpointed state when resuming. The
+per-batch index tensors (global positions, sampling levels) are made once per batch and device and
+serve every layer.
 """
 
 from __future__ import annotations
@@ -14,20 +16,25 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from .accumulators import BatchIndex, LayerAccumulator, LayerState, Scratch
+from .accumulators import LayerAccumulator, LayerState
 from .adapters import n_neurons
+from .batches import BatchIndex, Scratch
+from .calibration import Calibration
 
 
 class Recorder:
     """The accumulators of every layer of one pass, and the hooks that feed them."""
 
     def __init__(self, modules: list[torch.nn.Module], seq_len: int, events_cap: int, top_k: int, rule: str,
-                 tau: np.ndarray, resumed: Callable[[int], LayerState] | None = None):
-        """`resumed(layer)`: the checkpointed state of a layer, read when the layer is first reached."""
-        self.modules, self.tau = modules, tau
+                 calibration: Calibration, ups: list[torch.nn.Module] | None = None,
+                 resumed: Callable[[int], LayerState] | None = None):
+        """`ups`: the up projections of a gated FFN (adapters.ffn_up_projections), None for another;
+        `resumed(layer)`: the checkpointed state of a layer, read when the layer is first reached."""
+        self.modules, self.ups, self.calibration = modules, ups, calibration
         self.seq_len, self.events_cap, self.top_k, self.rule = seq_len, events_cap, top_k, rule
         self.n_neurons = n_neurons(modules[0])
         self.acc: list[LayerAccumulator | None] = [None] * len(modules)
+        self._up: dict[int, torch.Tensor] = {}  # each gated layer's up of the batch running through it
         self._resumed = resumed
         self._batches: list[np.ndarray] = []  # global positions [B, T] of each batch of the chunk
         self._indexes: list[dict[torch.device, BatchIndex]] = []  # their index tensors, per device
@@ -40,8 +47,9 @@ class Recorder:
 
     def accumulator(self, layer: int, device: torch.device) -> LayerAccumulator:
         if self.acc[layer] is None:
+            c = self.calibration
             self.acc[layer] = LayerAccumulator(self.n_neurons, self.seq_len, self.events_cap, self.top_k, device,
-                                               self.rule, self.tau[layer])
+                                               self.rule, c.tau[layer], c.hist_edges[layer], self.ups is not None)
             if self._resumed is not None:
                 self.acc[layer].load(self._resumed(layer))
         return self.acc[layer]
@@ -71,7 +79,7 @@ class Recorder:
             return acc.state()
         if self._resumed is not None:
             return self._resumed(layer)
-        return LayerState.empty(self.n_neurons, self.seq_len, self.top_k)
+        return LayerState.empty(self.n_neurons, self.seq_len, self.top_k, self.ups is not None)
 
     def keep_resumed(self) -> None:
         """Read the checkpointed state of every layer not reached yet into memory, before the checkpoint
@@ -84,13 +92,21 @@ class Recorder:
         def hook(module, args):
             h = args[0]
             B, T = self._batches[self._current].shape
-            self.accumulator(layer, h.device).update(h.reshape(B, T, -1), self._batch_index(h.device))
+            up = self._up.pop(layer).reshape(B, T, -1) if self.ups is not None else None
+            self.accumulator(layer, h.device).update(h.reshape(B, T, -1), self._batch_index(h.device), up)
+
+        return hook
+
+    def _up_hook(self, layer: int):
+        def hook(module, args, output):
+            self._up[layer] = output
 
         return hook
 
     @contextmanager
     def attached(self):
         handles = [m.register_forward_pre_hook(self._hook(i)) for i, m in enumerate(self.modules)]
+        handles += [m.register_forward_hook(self._up_hook(i)) for i, m in enumerate(self.ups or [])]
         try:
             yield self
         finally:

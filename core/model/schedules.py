@@ -1,5 +1,5 @@
-"""How a pass runs the model over its batches: the forward call, the batch-by-batch schedule, and the
-calibration of the firing threshold, which runs the first sequences through the same schedule.
+"""How a pass runs the model over its batches: the forward call and the batch-by-batch schedule (the
+calibration, core.model.calibration, runs the first sequences through the pass's schedule too).
 
 A schedule is called as runner(batches, before, advance): before(i) ahead of batch i reaching the
 layers, advance(tokens) as work completes; the pass checkpoints and honours stop requests between
@@ -42,28 +42,3 @@ class BatchByBatch:
             self._run(ids)
             advance(ids.size)
 
-
-def calibrate(modules, sequences: list[np.ndarray], quantile: float, batch_size: int, runner) -> np.ndarray:
-    """tau_l = the `quantile` of |h| over all neurons of layer l on the calibration slice (the first
-    sequences of the corpus; docs/design.md, "What fired means"), run by the pass's schedule `runner`."""
-    samples: list[list[torch.Tensor]] = [[] for _ in modules]
-    # one generator per layer: the subsample is the same whatever order the schedule runs layers in
-    gens = [torch.Generator().manual_seed(layer) for layer in range(len(modules))]
-
-    def hook_for(layer):
-        def hook(module, args):
-            flat = args[0].detach().abs().float().reshape(-1)
-            take = min(flat.numel(), 1 << 20)  # a fixed-size random subsample keeps memory bounded
-            idx = torch.randint(flat.numel(), (take,), generator=gens[layer]).to(flat.device)
-            samples[layer].append(flat[idx].cpu())
-
-        return hook
-
-    handles = [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
-    try:
-        batches = [np.stack(sequences[start : start + batch_size]) for start in range(0, len(sequences), batch_size)]
-        runner(batches, lambda i: None, lambda tokens: None)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return np.array([torch.quantile(torch.cat(s)[: 1 << 24], quantile).item() for s in samples], dtype=np.float32)

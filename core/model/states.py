@@ -16,10 +16,12 @@ from importlib.metadata import version
 
 import numpy as np
 
-from neuron_tui.cache import Summary, SummaryWriter
+from neuron_tui.cache import Summary, SummaryWriter, schema
 
 from .accumulators import LayerState
 from .adapters import ffn_out_projections, n_neurons
+from .calibration import Calibration
+from .contexts import CONTEXT_LEFT, CONTEXT_RIGHT
 from .loading import LoadedModel
 from .packing import tokenizer_adds_bos
 from .plan import RunPlan, format_shard
@@ -27,12 +29,13 @@ from .plan import RunPlan, format_shard
 
 @dataclass
 class PassResult:
-    """What a pass (or one shard of it) counted: its token rows, their global sequences, tau, and each
-    layer's state on demand (`state(layer)`, asked once per layer, in layer order)."""
+    """What a pass (or one shard of it) counted: its token rows, their global sequences, its calibration
+    (tau and the histogram bins), and each layer's state on demand (`state(layer)`, asked once per
+    layer, in layer order)."""
 
     tokens: np.ndarray  # [rows, T] int32
     seq_index: np.ndarray  # [rows] int64, ascending: global sequence index of each row
-    tau: np.ndarray  # [L] float32
+    calibration: Calibration
     state: Callable[[int], LayerState]
     n_layers: int
 
@@ -97,6 +100,8 @@ def summary_attrs(facts: RunFacts, plan: RunPlan, n_done: int, complete: bool, e
         "bos": int(facts.bos),
         "events_cap": plan.settings.events_cap,
         "top_k": plan.settings.top_k,
+        "ctx_left": CONTEXT_LEFT,
+        "ctx_right": CONTEXT_RIGHT,
         "corpus": {**plan.corpus.identity, "seed": plan.settings.seed},
         "corpus_exhausted": bool(exhausted),
         # the corpus spec may be a local path: its machine-independent identity is under "corpus"
@@ -115,22 +120,34 @@ def pos_count_dtype(n_rows: int) -> np.dtype:
     return np.dtype(np.uint16) if n_rows < 2**16 else np.dtype(np.int32)
 
 
-PER_LAYER = ("act_count", "act_count_pos", "pos_count", "act_sum", "act_sum_pos", "act_max", "top_val", "top_pos",
-             "event_level")
+PER_LAYER = ("act_count", "act_count_pos", "pos_count", "act_sum", "act_sum_pos", "act_max", "h_sum", "top_val",
+             "top_pos", "ctx_val", "event_level", "hist_count")
+
+
+def layer_datasets(gated: bool) -> tuple[str, ...]:
+    """The per-layer root datasets of a layer state: the sign cases' too for a gated FFN."""
+    return PER_LAYER + (schema.SIGN_DATASETS if gated else ())
+
+
+def _field(name: str) -> str:
+    """The LayerState field a per-layer root dataset holds."""
+    return "level" if name == "event_level" else name
 
 
 def write_pass(writer: SummaryWriter, result: PassResult, vocab: list[str], bos: bool, n_neurons: int,
                on_layer: Callable[[int, LayerState], None] | None = None) -> None:
     """The root datasets of a summary of `result` into `writer`, one layer at a time; on_layer(layer,
     state) sees each layer's state while it is in memory (the final write derives projection
-    candidates from it). `seq_index` is stored only where rows are not simply sequences 0, 1, 2, ..."""
+    candidates from it). `seq_index` is stored only where rows are not simply sequences 0, 1, 2, ...
+    Each per-layer dataset is [L, *the state's shape], in the schema's dtype on disk."""
     tokens, L, F = result.tokens.astype(np.int32), result.n_layers, n_neurons
     rows, T = tokens.shape
-    K = None
+    datasets = None
     writer.put("tokens", tokens)
     writer.put("vocab", vocab)
     writer.put("token_occ", np.bincount((tokens[:, 1:] if bos else tokens).ravel(), minlength=len(vocab)).astype(np.int64))
-    writer.put("tau", np.asarray(result.tau, dtype=np.float32))
+    writer.put("tau", np.asarray(result.calibration.tau, dtype=np.float32))
+    writer.put("hist_edges", np.asarray(result.calibration.hist_edges, dtype=np.float32))
     writer.put("tokens_at_pos", np.full(T, rows, dtype=np.int64))
     if not np.array_equal(result.seq_index, np.arange(rows)):
         writer.put("seq_index", np.asarray(result.seq_index, dtype=np.int64))
@@ -139,17 +156,13 @@ def write_pass(writer: SummaryWriter, result: PassResult, vocab: list[str], bos:
     n_events = 0
     for layer in range(L):
         st = result.state(layer)
-        if K is None:
-            K = st.top_val.shape[0]
-            shapes = {"pos_count": ((L, T, F), pos_count_dtype(rows)), "top_val": ((L, K, F), np.float32),
-                      "top_pos": ((L, K, F), np.int64), "act_sum": ((L, F), np.float32),
-                      "act_sum_pos": ((L, F), np.float32), "act_max": ((L, F), np.float32),
-                      "event_level": ((L, F), np.int8), "act_count": ((L, F), np.int64),
-                      "act_count_pos": ((L, F), np.int64)}
-            for name in PER_LAYER:
-                writer.create(name, *shapes[name])
-        for name in PER_LAYER:
-            writer.write(name, layer, getattr(st, "level" if name == "event_level" else name))
+        if datasets is None:
+            datasets = layer_datasets(st.sign_count is not None)
+            for name in datasets:
+                dtype = pos_count_dtype(rows) if name == "pos_count" else _disk_dtype(name)
+                writer.create(name, (L,) + np.shape(getattr(st, _field(name))), dtype)
+        for name in datasets:
+            writer.write(name, layer, getattr(st, _field(name)))
         lengths = np.array([len(e) for e in st.events], dtype=np.int64)
         writer.write("event_offsets", layer, n_events + np.concatenate([[0], np.cumsum(lengths)]))
         if lengths.sum():
@@ -159,19 +172,17 @@ def write_pass(writer: SummaryWriter, result: PassResult, vocab: list[str], bos:
             on_layer(layer, st)
 
 
+def _disk_dtype(name: str) -> np.dtype:
+    """A root dataset's dtype on disk, as the schema names it."""
+    return np.dtype((schema.DATASETS.get(name) or schema.OPTIONAL_DATASETS[name])[0])
+
+
 def layer_state(summary: Summary, layer: int) -> LayerState:
     """One layer's accumulator state stored in a summary (resume and merge read one layer at a time);
-    position counts widened to int32, sums to float64, for adding."""
+    position counts widened to int32, sums to float64, for adding. The summary must hold the datasets
+    of schema.ADDED_IN_3 (and, for a gated FFN, the sign cases'), which older collections lack."""
     offsets, events = summary.layer_events(layer)
-    return LayerState(
-        act_count=summary.read("act_count", layer),
-        pos_count=summary.read("pos_count", layer).astype(np.int32),
-        act_sum=summary.read("act_sum", layer).astype(np.float64),
-        act_count_pos=summary.read("act_count_pos", layer),
-        act_sum_pos=summary.read("act_sum_pos", layer).astype(np.float64),
-        act_max=summary.read("act_max", layer),
-        top_val=summary.read("top_val", layer),
-        top_pos=summary.read("top_pos", layer),
-        level=summary.read("event_level", layer),
-        events=np.split(events, offsets[1:-1]),
-    )
+    state = {_field(name): summary.read(name, layer) for name in layer_datasets(summary.has("sign_count"))}
+    for field, dtype in (("pos_count", np.int32), ("act_sum", np.float64), ("act_sum_pos", np.float64)):
+        state[field] = state[field].astype(dtype)
+    return LayerState(**state, events=np.split(events, offsets[1:-1]))

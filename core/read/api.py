@@ -1,7 +1,7 @@
 """The Python API, for notebooks and scripts: the same answers as the command line and the explorer.
 
     import neuron_tui
-    s = neuron_tui.open_summary("~/.cache/neuron-tui/facebook--opt-1.3b__0123456789abcdef.h5")
+    s = neuron_tui.open_summary("opt-1.3b")     # a model's cached summary, as the command line finds it
     s.layers().to_pandas()                      # the per-layer table (`report`)
     s.neurons(0, category="token", sort="rate")  # the token detectors of layer 0 (`neurons`)
     s.neuron(0, 767)                             # one neuron's record (`neuron --json`)
@@ -21,16 +21,9 @@ import numpy as np
 from neuron_tui.cache import Summary, SummaryError, schema
 
 from .params import AnalysisParams
-from .queries import (
-    DEFAULT_DESCENDING,
-    SORT_KEYS,
-    LayerTable,
-    TokenMatcher,
-    layer_rows,
-    layer_table,
-    neuron_record,
-)
+from .queries import layer_rows, neuron_record
 from .records import NeuronRecord
+from .table import DEFAULT_DESCENDING, SORT_KEYS, LayerTable, TokenMatcher, layer_table, select_layers
 from .tokens import visible_vocab
 
 LAYER_TABLES = 8  # layer tables kept in memory (the explorer goes back and forth between a few layers)
@@ -133,22 +126,21 @@ class SummaryFile:
         return Rows(layer_rows(self.summary))
 
     def neurons(self, layer: int | None = None, category: str = "all", trigger: str | None = None,
-                sort: str = "id", descending: bool | None = None, limit: int | None = None) -> Rows:
+                sort: str = "id", descending: bool | None = None, limit: int | None = None,
+                substring: bool = False, per_layer: bool = False) -> Rows:
         """Neurons of one layer (or all), as `neuron-tui neurons` lists them: `category` one of all,
-        dead, rare, token, ngram, positional; `trigger` a text their triggers contain; `sort` one of
-        queries.SORT_KEYS (descending by default for cat, rate, pos); at most `limit` rows."""
+        dead, rare, token, ngram, positional, ...; `trigger` a token their triggers include (the whole
+        token, ` of` not ` offering`; with `substring` any token containing the text) and that fire on
+        it at least 4x as often as on an average token (core.read.table.SEARCH_RULE);
+        `sort` one of SORT_KEYS (descending by default for cat, rate, pos), across every layer unless
+        `per_layer` (or a `layer` is given); at most `limit` rows."""
         if sort not in SORT_KEYS:
             raise KeyError(f"unknown sort column {sort!r}; one of {', '.join(SORT_KEYS)}")
         down = DEFAULT_DESCENDING.get(sort, False) if descending is None else descending
-        matching = self.matcher.matching(trigger) if trigger else None
-        rows = Rows()
-        for l in range(self.n_layers) if layer is None else [self._layer(layer)]:
-            table = self.table(l)
-            for i in table.select(category, matching, sort, down):
-                rows.append(table.row(int(i)))
-                if limit is not None and len(rows) >= limit:
-                    return rows
-        return rows
+        matching = self.matcher.matching(trigger, substring) if trigger else None
+        layers = range(self.n_layers) if layer is None else [self._layer(layer)]
+        picked = select_layers((self.table(l) for l in layers), category, matching, sort, down, per_layer, limit)
+        return Rows(table.row(i) for table, i in picked)
 
     def neuron(self, layer: int, index: int) -> NeuronRecord:
         """Everything about one neuron (`neuron-tui neuron --json`); keys in queries.RECORD_KEYS."""
@@ -173,6 +165,14 @@ class SummaryFile:
         return int(layer)
 
 
-def open_summary(path: str | Path) -> SummaryFile:
-    """Open a summary file for questions (`SummaryFile`); a bad file raises cache.SummaryError."""
+def open_summary(target: str | Path, cache_dir: str | Path | None = None) -> SummaryFile:
+    """Open a summary for questions (`SummaryFile`): a file, or a model name (`smollm2`, `opt-1.3b`,
+    a hub id or a model folder) whose cached summary the command line would read (in `cache_dir`, else
+    $NEURON_TUI_CACHE or ~/.cache/neuron-tui). A bad file raises cache.SummaryError; a model without
+    a summary, core.errors.NeuronTuiError."""
+    path = Path(target).expanduser()
+    if path.suffix != ".h5" and not path.is_file():
+        from neuron_tui.core.pipeline import find_summary  # model names: the cache's request index
+
+        path = find_summary(str(target), Path(cache_dir).expanduser() if cache_dir else None)
     return SummaryFile.open(path)

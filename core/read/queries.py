@@ -6,8 +6,9 @@ these, so a number shown anywhere is the same number everywhere:
 - `layer_rows(summary)`: one dict per layer (category counts and shares, firing rates, token coverage
   over depth, detector suppression, positional types): `report`, the overview, the figures;
 - `compare_rows(summaries)`: several models lined up on relative depth (`report A.h5 B.h5`);
-- `layer_table(summary, layer)`: a layer's neurons as numpy columns, which `LayerTable.select` filters,
-  searches and sorts (`neurons`, the layer screen); `LayerTable.row(i)` is one neuron's table row;
+- `layer_table(summary, layer)` (core.read.table, re-exported here): a layer's neurons as numpy
+  columns, which `LayerTable.select` filters, searches and sorts (`neurons`, the layer screen), and
+  `select_layers` orders over every layer; `LayerTable.row(i)` is one neuron's table row;
 - `neuron_record(summary, layer, index)`: everything about one neuron as a JSON-ready dict
   (`neuron --json`, the neuron screen, the export; `RECORD_KEYS` lists its keys).
 
@@ -17,10 +18,7 @@ record is analysed on the spot with the default parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,37 +31,29 @@ from . import kinds
 from .analysis import neuron_analysis
 from .occurrences import count_stderr
 from .params import AnalysisParams
-from .records import Activation, CompareRow, Context, LayerRow, NeuronRecord, TableRow
-from .tokens import token_text, visible_vocab
+from .records import Activation, CompareRow, Context, LayerRow, NeuronRecord
+from .table import (  # noqa: F401 - the layer table's names are answers too: re-exported
+    CATEGORIES,
+    DEFAULT_DESCENDING,
+    FILTERS,
+    SEARCH_MIN_LIFT,
+    SEARCH_RULE,
+    SORT_KEYS,
+    TABLE_KEYS,
+    TOP_SHOWN,
+    LayerTable,
+    TokenMatcher,
+    categories,
+    json_float,
+    layer_table,
+    rank_1based,
+    select_layers,
+)
+from .tokens import token_text
 
-CATEGORIES = kinds.NAMES
 POSITIONAL_TYPES = schema.POS_SHAPES[1:]  # oscillatory, both-extremes, one-extreme, other
 
-SEARCH_MIN_LIFT = 4.0
-"""A token counts as a trigger of a neuron for search when the neuron fires on it at least this many
-times more often than on an average token: P(fire | token) >= SEARCH_MIN_LIFT x firing rate. Without
-it every dense neuron would "fire on ` the`" only because ` the` is frequent; 4 rather than 2 because
-P(fire | token) is estimated from a bounded event sample, so a lift of 2 or 3 on a frequent token is
-often sampling noise (measured on synthetic summaries with a cap of 32 events)."""
-
 N_CONTEXTS, CONTEXT_LEFT, CONTEXT_RIGHT = 8, 12, 4  # contexts of a neuron record: count, tokens around
-TOP_SHOWN = 3  # trigger texts in a layer table row
-
-
-def categories(flags: int) -> list[str]:
-    """The category names of a neuron's flag bits, in CATEGORIES order."""
-    return kinds.names_of(flags)
-
-
-def _float(x: Any) -> float | None:
-    """A JSON-safe float: None for NaN / inf."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def rank_1based(rank: int) -> int | None:
-    """A stored 0-based rank (-1 unknown) as shown everywhere: 1 = the most suppressed token."""
-    return int(rank) + 1 if rank >= 0 else None
 
 
 # ---- what a summary is --------------------------------------------------------------------------------
@@ -127,7 +117,7 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
         rate = act / N
         alive = act > 0
         row: dict[str, Any] = {"layer": layer, "depth": layer / (L - 1) if L > 1 else 0.0, "neurons": F,
-                               "tau": _float(summary.tau[layer])}
+                               "tau": json_float(summary.tau[layer])}
         flags = (group.read("flags", layer) if group is not None
                  else kinds.count_flags(act, summary.read("act_max", layer), N, params))
         counts = {k.name: None if k.needs_analysis and group is None else int(np.count_nonzero(kinds.has(flags, k.name)))
@@ -137,14 +127,14 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
             row[f"{name}_frac"] = None if counts[name] is None else counts[name] / F
         row["alive_rate"] = float(rate[alive].mean()) if alive.any() else 0.0
         q = np.quantile(rate, [0.5, 0.9, 0.99])
-        row.update(fire_p50=_float(q[0]), fire_p90=_float(q[1]), fire_p99=_float(q[2]))
+        row.update(fire_p50=json_float(q[0]), fire_p90=json_float(q[1]), fire_p99=json_float(q[2]))
         if group is not None:
             row.update(
                 covered=int(per_layer["layer_covered"][layer]),
                 new=int(per_layer["layer_new"][layer]),
                 new_vs_prev=int(per_layer["layer_new_vs_prev"][layer]),
-                supp_share=_float(per_layer["layer_supp_share"][layer]),
-                neg_share=_float(per_layer["layer_neg_share"][layer]),
+                supp_share=json_float(per_layer["layer_supp_share"][layer]),
+                neg_share=json_float(per_layer["layer_neg_share"][layer]),
                 detectors_known=int(per_layer["layer_detectors_known"][layer]),
             )
             shapes = group.read("pos_shape", layer)[kinds.has(flags, "positional")]
@@ -155,6 +145,13 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
             row.update({k: None for k in ROW_KEYS if k not in row})
         rows.append(row)
     return rows
+
+
+def present_kinds(rows: Sequence[LayerRow]) -> list[kinds.Kind]:
+    """The kinds some layer of `layer_rows` has, or that are unknown without an analysis: what a
+    per-layer table shows a column for and the layer screen's filter bar lists (a kind no layer has,
+    e.g. silent under the ReLU rule, takes no room)."""
+    return [k for k in kinds.KINDS if any(r.get(k.name) is None or r.get(k.name) for r in rows)]
 
 
 def model_names(summaries: Sequence[Summary]) -> list[str]:
@@ -183,155 +180,6 @@ def compare_rows(summaries: Sequence[Summary], n_points: int | None = None) -> l
     return out
 
 
-# ---- a layer's neuron table -------------------------------------------------------------------------------
-
-SORT_KEYS = ("id", "cat", "rate", "distinct", "top", "pos", "supp")
-DEFAULT_DESCENDING = {"cat": True, "rate": True, "distinct": False, "pos": True}
-FILTERS = ("all", *CATEGORIES, "marked")
-
-
-@dataclass
-class LayerTable:
-    """One layer's neurons as numpy columns (index = neuron id)."""
-
-    layer: int
-    flags: np.ndarray  # kinds.FLAG_DTYPE
-    count: np.ndarray  # int64 firings
-    rate: np.ndarray  # float64
-    distinct: np.ndarray  # int32, -1 unknown (no analysis)
-    top: np.ndarray  # object: the first TOP_SHOWN trigger texts, visible form, "" when none
-    pos_mi: np.ndarray  # float32, NaN unknown
-    pos_shape: np.ndarray  # uint8 codes into schema.POS_SHAPES (0 unknown or not positional)
-    supp: np.ndarray  # int32 best 0-based suppression rank of its triggers, -1 unknown
-    trig_tok: np.ndarray | None  # [F, Kt] int32 (-1 pad), None without analysis
-    trig_pfire: np.ndarray | None  # [F, Kt] float32
-    _keys: dict = field(default_factory=dict, repr=False)
-
-    @property
-    def n(self) -> int:
-        return len(self.flags)
-
-    def sort_key(self, column: str, descending: bool) -> np.ndarray:
-        """float64 key whose ascending stable argsort is the wanted order; unknown values sort last."""
-        if (column, descending) not in self._keys:
-            if column == "id":
-                raw = np.arange(self.n, dtype=np.float64)
-            elif column == "cat":
-                raw = self.flags.astype(np.float64)
-            elif column == "rate":
-                raw = self.rate.astype(np.float64)
-            elif column == "distinct":
-                raw = np.where(self.distinct >= 0, self.distinct, np.nan).astype(np.float64)
-            elif column == "top":
-                texts, inverse = np.unique(self.top.astype(str), return_inverse=True)
-                raw = inverse.astype(np.float64).ravel()
-                if len(texts) and texts[0] == "":
-                    raw[raw == 0] = np.nan
-            elif column == "pos":
-                raw = self.pos_mi.astype(np.float64)
-            elif column == "supp":
-                raw = np.where(self.supp >= 0, self.supp, np.nan).astype(np.float64)
-            else:
-                raise KeyError(f"unknown sort column {column!r}; one of {', '.join(SORT_KEYS)}")
-            key = -raw if descending else raw.copy()
-            key[np.isnan(key)] = np.inf
-            self._keys[(column, descending)] = key
-        return self._keys[(column, descending)]
-
-    def mask(self, category: str, marked: set[int] | None = None) -> np.ndarray:
-        """Neurons of a category ("all", a CATEGORIES name, or "marked": the ids in `marked`)."""
-        if category == "all":
-            return np.ones(self.n, dtype=bool)
-        if category == "marked":
-            out = np.zeros(self.n, dtype=bool)
-            out[sorted(marked or ())] = True
-            return out
-        if category not in kinds.BY_NAME:
-            raise KeyError(f"unknown category {category!r}; one of {', '.join(FILTERS)}")
-        return kinds.has(self.flags, category)
-
-    def triggered_by(self, matching: np.ndarray) -> np.ndarray:
-        """Neurons with a trigger among the tokens `matching` [V + 1] marks, at a lift of at least
-        SEARCH_MIN_LIFT (see there); none without an analysis."""
-        if self.trig_tok is None:
-            return np.zeros(self.n, dtype=bool)
-        lifted = self.trig_pfire >= SEARCH_MIN_LIFT * self.rate[:, None]
-        return (matching[self.trig_tok] & lifted & (self.trig_tok >= 0)).any(1)
-
-    def select(self, category: str = "all", matching: np.ndarray | None = None, sort: str = "id",
-               descending: bool = False, marked: set[int] | None = None) -> np.ndarray:
-        """The ids of the neurons of `category` (triggered by `matching` tokens, when given), in the
-        order of `sort` (stable: ties keep ascending ids)."""
-        mask = self.mask(category, marked)
-        if matching is not None:
-            mask &= self.triggered_by(matching)
-        idx = np.flatnonzero(mask)
-        return idx[np.argsort(self.sort_key(sort, descending)[idx], kind="stable")]
-
-    def row(self, i: int) -> TableRow:
-        """Neuron i's row of the table, JSON-ready (`neurons --json`; keys in TABLE_KEYS)."""
-        code = int(self.pos_shape[i])
-        return {
-            "layer": self.layer,
-            "neuron": int(i),
-            "categories": categories(int(self.flags[i])),
-            "firings": int(self.count[i]),
-            "rate": float(self.rate[i]),
-            "distinct": int(self.distinct[i]) if self.distinct[i] >= 0 else None,
-            "triggers": str(self.top[i]),
-            "pos_mi": _float(self.pos_mi[i]),
-            "pos_shape": schema.POS_SHAPES[code] if code else None,
-            "supp_rank": rank_1based(int(self.supp[i])),
-        }
-
-
-TABLE_KEYS = ("layer", "neuron", "categories", "firings", "rate", "distinct", "triggers", "pos_mi", "pos_shape",
-              "supp_rank")
-
-
-def layer_table(summary: Summary, layer: int, shown: np.ndarray | None = None) -> LayerTable:
-    """Layer `layer`'s table; `shown` is the summary's `visible_vocab` when the caller keeps one."""
-    F = summary.n_neurons
-    count = summary.read("act_count", layer).astype(np.int64)
-    rate = count / max(1, summary.n_tokens)
-    group = summary.analysis
-    if group is None:
-        flags = kinds.count_flags(count, summary.read("act_max", layer), max(1, summary.n_tokens),
-                                  AnalysisParams.of(summary))
-        return LayerTable(layer, flags, count, rate, np.full(F, -1, np.int32), np.full(F, "", dtype=object),
-                          np.full(F, np.nan, np.float32), np.zeros(F, np.uint8), np.full(F, -1, np.int32), None, None)
-    shown = visible_vocab(summary.vocab) if shown is None else shown
-    trig_tok = group.read("trig_tok", layer).astype(np.int32)
-    ranks = group.read("trig_supp_rank", layer).astype(np.int64)
-    known = ranks >= 0
-    supp = np.where(known.any(1), np.where(known, ranks, np.iinfo(np.int32).max).min(1), -1).astype(np.int32)
-    top = shown[trig_tok[:, 0]] if trig_tok.shape[1] else np.full(F, "", dtype=object)
-    for j in range(1, min(TOP_SHOWN, trig_tok.shape[1])):
-        col = shown[trig_tok[:, j]]
-        top = np.where(col != "", top + " " + col, top)
-    return LayerTable(layer, group.read("flags", layer).astype(kinds.FLAG_DTYPE), count, rate,
-                      group.read("n_distinct", layer).astype(np.int32), top,
-                      group.read("pos_mi", layer).astype(np.float32), group.read("pos_shape", layer).astype(np.uint8),
-                      supp, trig_tok, group.read("trig_pfire", layer).astype(np.float32))
-
-
-class TokenMatcher:
-    """Which vocabulary items a search text matches: a case-insensitive substring unless the text has
-    capitals. `matching(text)` is a bool array [V + 1] (the last entry, id -1, never matches)."""
-
-    def __init__(self, vocab: list[str]):
-        self.vocab = vocab
-        self._lower = [t.lower() for t in vocab]
-        self.matching = lru_cache(maxsize=64)(self._matching)
-
-    def _matching(self, text: str) -> np.ndarray:
-        table = np.zeros(len(self.vocab) + 1, dtype=bool)
-        if text:
-            texts = self.vocab if text != text.lower() else self._lower
-            table[[i for i, t in enumerate(texts) if text in t]] = True
-        return table
-
-
 # ---- one neuron -----------------------------------------------------------------------------------------
 
 RECORD_KEYS = {
@@ -352,8 +200,10 @@ RECORD_KEYS = {
     "position_rate": "firing rate at each position (null where no token was seen)",
     "pos_mi": "I(fired; position) in nats", "pos_shape": "positional type (null unless positional)",
     "pos_strong": "strong (true) or weak (false) positional pattern", "pos_range": "[first, last] position of "
-    "the main firing run", "contexts": "[{position, seq, pos, left, token, right, ids, at, value, fired, source}]: "
-    "the token window (ids, the firing token at index `at`) and its text",
+    "the main firing run", "contexts": "[{position, seq, pos, left, token, right, ids, at, value, signed, fired, "
+    "source}]: the token window (ids, the firing token at index `at`) and its text; `value` the activation there "
+    "(null for a sampled event): the signed h when `signed`, else |h| (a threshold-rule summary made before the "
+    "pass kept signs, ctx_val); the strongest by |h| first",
 }
 
 
@@ -394,7 +244,7 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
         # a sampled neuron measured its rate on the occurrences at sampled positions: 2**-level of them
         sampled = n_occ * 2.0**-level
         se = float(count_stderr(count, n_occ, sampled)) if level > 0 and n_occ > 0 else 0.0
-        p_fire = _float(res["trig_pfire"][j])
+        p_fire = json_float(res["trig_pfire"][j])
         triggers.append({
             "token": tok, "text": token_text(vocab, tok), "count": count, "count_se": se, "occurrences": n_occ,
             "p_fire": p_fire, "supp_rank": rank_1based(int(res["trig_supp_rank"][j])),
@@ -410,7 +260,7 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
         for kind, target in (("promoted", promoted), ("suppressed", suppressed)):
             toks = summary.projection.neuron(f"{kind}_tok", layer, index)
             scores = summary.projection.neuron(f"{kind}_score", layer, index)
-            target.extend({"token": int(t), "text": token_text(vocab, int(t)), "score": _float(s),
+            target.extend({"token": int(t), "text": token_text(vocab, int(t)), "score": json_float(s),
                            "is_trigger": int(t) in trigger_ids} for t, s in zip(toks, scores) if t >= 0)
     pos_count = summary.read_neuron("pos_count", layer, index).astype(np.float64)
     tap = summary.tokens_at_pos.astype(np.float64)
@@ -430,14 +280,14 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
         "n_events": int(events.size),
         "distinct": int(res["n_distinct"]),
         "analysis": "stored" if group is not None else "computed",
-        "coverage": _float(res["trig_coverage"]),
-        "ngram_coverage": _float(res["ngram_coverage"]),
+        "coverage": json_float(res["trig_coverage"]),
+        "ngram_coverage": json_float(res["ngram_coverage"]),
         "triggers": triggers,
         "ngrams": ngrams,
         "promoted": promoted,
         "suppressed": suppressed,
-        "position_rate": [(_float(c / n) if n > 0 else None) for c, n in zip(pos_count, tap)],
-        "pos_mi": _float(res["pos_mi"]),
+        "position_rate": [(json_float(c / n) if n > 0 else None) for c, n in zip(pos_count, tap)],
+        "pos_mi": json_float(res["pos_mi"]),
         "pos_shape": schema.POS_SHAPES[code] if positional and 0 < code < len(schema.POS_SHAPES) else None,
         "pos_strong": bool(res["pos_strong"]) if positional else None,
         "pos_range": [int(x) for x in res["pos_range"]] if positional and res["pos_range"][0] >= 0 else None,
@@ -448,7 +298,7 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
 def _activation(summary: Summary, layer: int, index: int, act: int) -> Activation:
     """The firing values: largest |h| (h for ReLU), signed mean, and the split by sign (schema 2)."""
     total = float(summary.read_neuron("act_sum", layer, index))
-    out: dict[str, Any] = {"max": _float(summary.read_neuron("act_max", layer, index)) if act else None,
+    out: dict[str, Any] = {"max": json_float(summary.read_neuron("act_max", layer, index)) if act else None,
                            "mean": total / act if act else None, "positive": None, "negative": None}
     if summary.has("act_count_pos"):
         n_pos = int(summary.read_neuron("act_count_pos", layer, index))
@@ -459,36 +309,51 @@ def _activation(summary: Summary, layer: int, index: int, act: int) -> Activatio
     return out
 
 
+def signed_top(summary: Summary, layer: int, index: int, top_val: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The activation at each of a neuron's top positions, and whether it is the signed h. The top
+    positions are ranked by the firing statistic (h for ReLU, |h| under a threshold rule); a summary
+    whose pass kept the signed h around them (`ctx_val`, its window's centre at `ctx_left`) gives the
+    sign; an older threshold-rule summary has only |h|."""
+    if summary.attrs.get("rule") == "relu":
+        return top_val, True
+    if summary.has("ctx_val"):
+        centre = int(summary.attrs.get("ctx_left", 0))
+        return np.asarray(summary.read_neuron("ctx_val", layer, index))[:, centre], True
+    return top_val, False
+
+
 def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau: float) -> list[Context]:
-    """The neuron's top activations (one per sequence), topped up with evenly spread kept events."""
+    """The neuron's top activations by |h| (one per sequence) with their signed h where the summary
+    has it, topped up with evenly spread kept events."""
     T, vocab = summary.seq_len, summary.vocab
-    chosen: list[tuple[int, float | None, str]] = []
+    chosen: list[tuple[int, float | None, bool, str]] = []  # position, value, fired, source
     top_pos = summary.read_neuron("top_pos", layer, index)
     top_val = summary.read_neuron("top_val", layer, index)
-    for g, v in zip(top_pos.tolist(), top_val.tolist()):
+    values, signed = signed_top(summary, layer, index, top_val)
+    for g, v, h in zip(top_pos.tolist(), top_val.tolist(), values.tolist()):
         if g >= 0 and len(chosen) < N_CONTEXTS:
-            chosen.append((int(g), _float(v), "top"))
+            chosen.append((int(g), json_float(h), bool(v > tau), "top"))
     if len(chosen) < N_CONTEXTS and events.size:
-        have = {g for g, _, _ in chosen}
+        have = {g for g, *_ in chosen}
         picks = np.unique(np.linspace(0, events.size - 1, min(events.size, 2 * N_CONTEXTS)).round().astype(int))
         for g in events[picks].tolist():
             if len(chosen) < N_CONTEXTS and g not in have:
-                chosen.append((g, None, "event"))
+                chosen.append((g, None, True, "event"))
                 have.add(g)
     if not chosen:
         return []
     windows = []
-    for g, _, _ in chosen:
+    for g, *_ in chosen:
         seq, t = divmod(g, T)
         windows.append(np.arange(seq * T + max(0, t - CONTEXT_LEFT), seq * T + min(T, t + CONTEXT_RIGHT + 1)))
     tokens = summary.tokens_at(np.concatenate(windows)).tolist()
     out, at = [], 0
-    for (g, value, source), window in zip(chosen, windows):
+    for (g, value, fired, source), window in zip(chosen, windows):
         ids = tokens[at : at + len(window)]
         at += len(window)
         mid = g - int(window[0])
         text = [token_text(vocab, t) for t in ids]
         out.append({"position": g, "seq": g // T, "pos": g % T, "left": "".join(text[:mid]), "token": text[mid],
                     "right": "".join(text[mid + 1 :]), "ids": ids, "at": mid, "value": value,
-                    "fired": True if source == "event" else (value is not None and value > tau), "source": source})
+                    "signed": signed and value is not None, "fired": fired, "source": source})
     return out

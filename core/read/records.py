@@ -81,7 +81,8 @@ class Context(TypedDict):
     right: str
     ids: list[int]  # the window's token ids; the activation is at index `at`
     at: int
-    value: float | None  # the activation (None for a kept event)
+    value: float | None  # the activation (None for a kept event): the signed h when `signed`, else |h|
+    signed: bool  # False: `value` is |h| (a threshold-rule summary made before the pass kept signs)
     fired: bool
     source: Literal["top", "event"]
 
@@ -152,7 +153,7 @@ class TableRow(TypedDict):
     firings: int
     rate: float
     distinct: int | None
-    triggers: str  # the first trigger texts, visible form, space-separated
+    triggers: list[str]  # the raw texts of its first triggers (the text table joins their visible forms)
     pos_mi: float | None
     pos_shape: str | None
     supp_rank: int | None
@@ -187,25 +188,62 @@ class FiringNeuron(TypedDict):
     categories: list[str]
 
 
-class Move(TypedDict):
-    """A next token whose log-probability moved under the ablation (`delta` in nats)."""
+class Probable(TypedDict):
+    """A next token and its probability."""
 
     token: int
     text: str
-    delta: float
+    p: float
 
 
-class Moves(TypedDict):
-    rises: list[Move]
+class NextToken(TypedDict):
+    """The text's actual next token, and its probability before and after the ablation."""
+
+    token: int
+    text: str
+    p_before: float
+    p_after: float
+
+
+class Move(TypedDict):
+    """A next token whose probability moved under the ablation (one the model gives at least the
+    ablation's `floor`, before or after): `dp` = p_after - p_before, `dlogp` in nats."""
+
+    token: int
+    text: str
+    p_before: float
+    p_after: float
+    dp: float
+    dlogp: float
+
+
+class AblatedPosition(TypedDict):
+    """What the ablation did to the distribution of the token after one position."""
+
+    kl: float  # KL(P_orig || P_ablated), nats
+    loss_delta: float | None  # -log P_ablated(next) + log P_orig(next) (> 0: the neuron helped); None at the end
+    next: NextToken | None  # the text's actual next token (None at the last position)
+    top_before: list[Probable]  # the most probable next tokens, without the ablation
+    top_after: list[Probable]  # ... and with it
+    rises: list[Move]  # ranked by dp (rank "p") or dlogp (rank "logp"), largest first
     falls: list[Move]
 
 
-class Ablation(TypedDict):
-    """The neuron set to `value` at every position (`mode` zero or mean), and what moved at each."""
+AblationMode = Literal["zero", "mean", "clamp"]  # 0; the neuron's mean h over every token of the corpus; a value
+MoveRanking = Literal["p", "logp"]  # moves ordered by the change of probability, or of log-probability
 
-    mode: Literal["zero", "mean"]
+
+class Ablation(TypedDict):
+    """The neuron set to `value` at every position (`mode`: AblationMode); what moved at each
+    position, and over the whole text."""
+
+    mode: AblationMode
     value: float
-    positions: list[Moves]
+    rank: MoveRanking
+    floor: float  # tokens below this probability before and after are no move
+    mean_kl: float  # over every position, nats
+    mean_loss_delta: float | None  # over the positions with a next token, nats
+    positions: list[AblatedPosition]
 
 
 class _ProbeAnswer(TypedDict):

@@ -31,6 +31,7 @@ import numpy as np
 from neuron_tui.cache import SummaryWriter, schema
 
 from . import kinds
+from .synthetic_values import SyntheticValues
 
 PRESETS = {
     # name: (layers, neurons, seq_len, n_seq, vocab, events_cap, top_k)
@@ -390,6 +391,7 @@ def make_summary(
     events_cap: int = 32,
     top_k: int = 8,
     model: str = "synthetic/opt-like",
+    architecture: str = "opt",
     complete: bool = True,
     n_seq_planned: int | None = None,
     analysis: bool = True,
@@ -402,7 +404,7 @@ def make_summary(
     """Write a synthetic summary to `path` and return the path (see the module docstring).
 
     `complete=False` makes a checkpoint-like file (n_seq of `n_seq_planned` sequences, no groups unless
-    asked); `analysis=False` / `projection=False` leave those groups out.
+    asked); `analysis=False` / `projection=False` leave those groups out; a gated `architecture` fires by |h|.
     """
     path = Path(path)
     L, F, T, V, C, K = n_layers, n_neurons, seq_len, vocab, events_cap, top_k
@@ -451,8 +453,10 @@ def make_summary(
                   "top_val": ((L, K, F), np.float32), "top_pos": ((L, K, F), np.int64), "event_level": ((L, F), np.int8)}
         for name, (shape, dtype) in shapes.items():
             w.create(name, shape, dtype)
+        values = SyntheticValues(w, L, F, T, N, K, seed, architecture)  # schema 3's statistics (synthetic_values)
         for l in range(L):
             lay = _make_layer(rng, l, L, F, T, n_seq, flat, hist, tok_order, tok_sorted, big_order, big_sorted, V, C, K, bos)
+            values.write(l, lay)
             for name, value in (("act_count", lay.count), ("act_count_pos", lay.count_pos), ("pos_count", lay.pos_count),
                                 ("act_sum", lay.act_sum), ("act_sum_pos", lay.act_sum), ("act_max", lay.act_max),
                                 ("top_val", lay.top_val), ("top_pos", lay.top_pos), ("event_level", lay.level)):

@@ -1,4 +1,12 @@
-"""Every number format the command line and the explorer print, and the explorer's title line.
+"""Every number format the command line and the explorer print, one function per kind of number, and
+the explorer's title line.
+
+A kind of number reads the same on every screen and in every command, so two numbers side by side
+compare at a glance: an exact count `2,159`; an estimated or squeezed count `34.6k`; a firing rate
+`0.0365`; a share of a layer `71%` / `0.8%`; an activation or score `+2.66` / `+2.60` / `14.0` / `15.6`
+(three significant digits, trailing zeros kept, so a column's decimals line up); a rank `#34609` /
+`#123k`. Each formatter has a bounded width where a column needs one, and no formatter ever cuts a
+digit: a number too wide for its column is abbreviated here, never truncated by a table.
 
 The explorer writes an unknown value as "–"; the command line's tables as "-" (ASCII, for scripts that
 cut columns), so the formatters that can meet one take the placeholder.
@@ -6,6 +14,7 @@ cut columns), so the formatters that can meet one take the placeholder.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -15,38 +24,69 @@ if TYPE_CHECKING:
 
 MISSING = "–"  # an unknown value in the explorer
 CLI_MISSING = "-"  # ... and in the command line's tables
+RANK_WIDTH = 6  # the widest rank_text: "#99999", "#999k", "#1.2M"
 
 
-def fmt_rate(rate: float) -> str:
-    """A firing rate: three significant digits, 0 as "0"."""
-    return "0" if rate == 0 else f"{rate:.3g}"
+def count_text(value: int | None, missing: str = MISSING) -> str:
+    """An exact count: every digit, thousands separated (`2,159`)."""
+    return missing if value is None else f"{int(value):,}"
 
 
 def fmt_count(value: float) -> str:
-    """A count: exact integers as such, thousands as k, millions as M (estimates keep 3 digits)."""
-    if value >= 1e6:
+    """A count in at most 6 cells: exact below 10,000 (`2,159`), then thousands (`34.6k`) and millions
+    (`1.23M`) with 3 significant digits (estimates have no more)."""
+    if value >= 999_500:
         return f"{value / 1e6:.3g}M"
     if value >= 1e4:
         return f"{value / 1e3:.3g}k"
     return f"{value:,.0f}"
 
 
-def percent(frac: float, digits: int = 1) -> str:
-    return f"{100 * frac:.{digits}f}%"
+def fmt_rate(rate: float) -> str:
+    """A firing rate (firings / tokens): three significant digits, trailing zeros kept (`0.900`,
+    `1.00`), 0 as "0"."""
+    return "0" if rate == 0 else f"{rate:#.3g}"
 
 
 def share_text(frac: float) -> str:
-    """A share of a layer as the overview prints it: whole percents from 10%, one decimal below."""
-    return percent(frac, 0) if frac >= 0.095 or frac == 0 else percent(frac, 1)
+    """A share (of a layer's neurons, of its detectors): whole percents from 10%, one decimal below,
+    `<0.1%` for a share that is not 0 but would print as 0.0%."""
+    if frac == 0:
+        return "0%"
+    if frac < 0.0005:
+        return "<0.1%"
+    return f"{100 * frac:.0f}%" if frac >= 0.095 else f"{100 * frac:.1f}%"
+
+
+def value_text(value: float | None, signed: bool = False, missing: str = MISSING) -> str:
+    """An activation h or an update score: three significant digits with trailing zeros kept (`2.60`,
+    `14.0`, `0.0571`), whole numbers from 1,000; `signed` writes + before positive values."""
+    if value is None or not math.isfinite(value):
+        return missing
+    size = abs(value)
+    if size >= 999.5:
+        text = f"{value:,.0f}"
+    elif size >= 99.95:
+        text = f"{value:.0f}"
+    elif size >= 9.995:
+        text = f"{value:.1f}"
+    elif size >= 0.9995 or size == 0:
+        text = f"{value:.2f}"
+    else:
+        text = f"{value:#.3g}"
+    return f"+{text}" if signed and value > 0 else text
 
 
 def rank_text(rank: int | None, missing: str = MISSING) -> str:
-    """A 1-based suppression rank as every screen shows it: #1 is the most suppressed token."""
-    return missing if rank is None else f"#{rank}"
-
-
-def count_text(value: int | None, missing: str = MISSING) -> str:
-    return missing if value is None else f"{value:,}"
+    """A 1-based suppression rank (#1 is the most suppressed token) in at most RANK_WIDTH cells: every
+    digit up to #99999, then thousands (`#123k`) and millions (`#1.2M`), never cut."""
+    if rank is None:
+        return missing
+    if rank >= 999_500:
+        return f"#{rank / 1e6:.2g}M"
+    if rank >= 100_000:
+        return f"#{rank / 1e3:.0f}k"
+    return f"#{rank}"
 
 
 def mi_text(mi: float | None, missing: str = MISSING) -> str:
@@ -57,6 +97,11 @@ def mi_text(mi: float | None, missing: str = MISSING) -> str:
 def p_text(p: float | None, missing: str = MISSING) -> str:
     """P(fire | token)."""
     return missing if p is None else f"{p:.2f}"
+
+
+def depth_text(depth: float) -> str:
+    """A relative depth layer / (L - 1)."""
+    return f"{depth:.2f}"
 
 
 def title_bar(info: SummaryInfo | None, text: str) -> Text:

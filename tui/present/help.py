@@ -24,7 +24,11 @@ LEGEND = [
     *((name, f"positional type: {meaning}") for name, meaning in TYPE_MEANINGS.items()),
     ("strong, weak", "a positional pattern is strong when its firing rate reaches 0 or 1 somewhere, weak when it "
                      "only comes close"),
-    ("bars ≤71%", "overview: a bar's full width is the largest share in its column, shown in the header"),
+    ("cat TR", "layer table: the letters of the kinds a neuron is (above), only those it has"),
+    ("bars", "overview: every bar on one scale, so columns and depths compare; a full bar is the largest share of "
+             "any kind in any layer, which the title gives: bars to 71% (of a layer)"),
+    ("|5.45|", "a context's activation as |h|: a summary made before the pass kept the sign of h there; else the "
+               "signed h (+5.45, -4.78)"),
     ("probe", "tokens shaded by the neuron's activation (green positive, magenta negative), firings underlined; "
               "· marks a token boundary inside a word; a firing off its recorded triggers is news"),
     ("ablation", "probe, z: the neuron set to 0 (zero) or to its mean firing value (mean) at every position; "

@@ -12,14 +12,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from rich import box
+from rich.console import Group
 from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
 from neuron_tui.core.read import kinds
+from neuron_tui.core.read.queries import present_kinds
+from neuron_tui.core.read.tokens import visible
 
-from .formats import CLI_MISSING, MISSING, fmt_rate, mi_text, percent, rank_text, share_text, title_bar
+from .columns import Column, ColumnTable
+from .formats import (
+    CLI_MISSING,
+    MISSING,
+    count_text,
+    depth_text,
+    fmt_rate,
+    mi_text,
+    rank_text,
+    share_text,
+    title_bar,
+    value_text,
+)
 from .plot import hbar
 
 if TYPE_CHECKING:
@@ -44,15 +58,9 @@ REPORT_COLUMNS = (
 )
 
 
-def shown_kinds(rows: Sequence[LayerRow]) -> list[kinds.Kind]:
-    """The kinds a per-layer table shows: those some layer has, or that are unknown without an
-    analysis (a kind no layer of the summary has, e.g. silent under the ReLU rule, takes no room)."""
-    return [k for k in kinds.KINDS if any(r.get(k.name) is None or r.get(k.name) for r in rows)]
-
-
 def report_title(attrs: dict, notes: Sequence[str]) -> Text:
     """`model: N tokens, rule ...` and the summary's notes (core.read.queries.summary_notes), as plain text."""
-    text = Text(f"{attrs.get('model')}: {int(attrs.get('n_tokens', 0)):,} tokens, rule {attrs.get('rule')} "
+    text = Text(f"{attrs.get('model')}: {count_text(int(attrs.get('n_tokens', 0)))} tokens, rule {attrs.get('rule')} "
                 f"({attrs.get('tau_source')} {attrs.get('threshold')})")
     for note in notes:
         text.append(f" [{note}]")
@@ -65,89 +73,115 @@ def report_cell(row: LayerRow, key: str, kind: str) -> str:
         return CLI_MISSING
     if kind == "count":
         frac = row.get(f"{key}_frac")
-        return (percent(frac) if value else CLI_MISSING) if frac is not None else str(value)
+        return (share_text(frac) if value else CLI_MISSING) if frac is not None else count_text(value)
     if kind == "rate":
-        return f"{value:.1e}" if 0 < value < 1e-3 else f"{value:.4f}"
+        return fmt_rate(value)
     if kind == "share":
-        return percent(value, 0)
-    return str(value)
+        return share_text(value)
+    return count_text(value)
 
 
-def report_table(rows: Sequence[LayerRow], heading: Text | str = "") -> Table:
+def report_table(rows: Sequence[LayerRow], heading: Text | str = "") -> ColumnTable:
     """The per-layer rows (core.read.queries.layer_rows) as a table; columns None in every row, and kinds
     no layer has, are left out."""
-    table = Table(title=Text(str(heading)) if isinstance(heading, str) else heading, header_style="bold",
-                  box=box.SIMPLE_HEAD, padding=0, pad_edge=False)
-    hidden = {k.name for k in kinds.KINDS} - {k.name for k in shown_kinds(rows)}
+    hidden = {k.name for k in kinds.KINDS} - {k.name for k in present_kinds(rows)}
     cols = [(k, h, kind) for k, h, kind in REPORT_COLUMNS
             if k not in hidden and any(r.get(k) is not None for r in rows)]
-    for key, header, _ in cols:
-        table.add_column(header, justify="right" if key != "layer" else "left", no_wrap=True)
-    for row in rows:
-        table.add_row(*[report_cell(row, k, kind) for k, _, kind in cols])
-    return table
+    columns = [Column(h, "left" if k == "layer" else "right") for k, h, _ in cols]
+    return ColumnTable(columns, [[report_cell(row, k, kind) for k, _, kind in cols] for row in rows], heading or None)
 
 
 def metric_text(metric: str, value: Any) -> str:
     if value is None:
         return CLI_MISSING
-    if metric.endswith("_frac") or metric.endswith("_share"):
-        return percent(value)
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    if metric.endswith(("_frac", "_share")):
+        return share_text(value)
+    if metric.startswith("fire_") or metric == "alive_rate":
+        return fmt_rate(value)
+    return value_text(value) if isinstance(value, float) else count_text(value)
 
 
-def compare_table(rows: Sequence[CompareRow], metric: str) -> Table:
+def compare_table(rows: Sequence[CompareRow], metric: str) -> ColumnTable:
     """One metric of core.read.queries.compare_rows: a column per model, a row per relative depth."""
     models = list(rows[0]["models"]) if rows else []
-    table = Table(title=Text(f"{metric} by relative depth"), header_style="bold")
-    table.add_column("depth", justify="right")
-    for name in models:
-        table.add_column(Text(name), justify="right")
-    for row in rows:
-        table.add_row(f"{row['depth']:.2f}", *[metric_text(metric, row["models"][m].get(metric)) for m in models])
-    return table
+    return ColumnTable([Column("depth"), *(Column(name) for name in models)],
+                       [[depth_text(row["depth"]), *(metric_text(metric, row["models"][m].get(metric)) for m in models)]
+                        for row in rows], f"{metric} by relative depth")
 
 
-def plain(value: int | None, missing: str = MISSING) -> str:
-    return missing if value is None else str(value)
+def analysis_changes(before: Sequence[LayerRow], after: Sequence[LayerRow]) -> ColumnTable | None:
+    """`analyze`: the count of each kind per layer before → after (the same count once where it did not
+    move), for the layers and kinds that changed and all layers together; None when nothing did."""
+    moved = [k for k in kinds.KINDS if any(b[k.name] != a[k.name] for b, a in zip(before, after))]
+    if not moved:
+        return None
+
+    def cell(old: int | None, new: int | None) -> str:
+        return count_text(new, CLI_MISSING) if old == new else \
+            f"{count_text(old, CLI_MISSING)} → {count_text(new, CLI_MISSING)}"
+
+    rows = [[str(a["layer"]), *(cell(b[k.name], a[k.name]) for k in moved)] for b, a in zip(before, after)
+            if any(b[k.name] != a[k.name] for k in moved)]
+
+    def total(side: Sequence[LayerRow], name: str) -> int | None:
+        values = [r[name] for r in side]
+        return None if any(v is None for v in values) else sum(values)
+
+    rows.append(["all", *(cell(total(before, k.name), total(after, k.name)) for k in moved)])
+    return ColumnTable([Column("L", "left"), *(Column(k.report_column) for k in moved)], rows)
 
 
-def neurons_table(rows: Sequence[TableRow]) -> Table:
-    """`neuron-tui neurons` rows (core.read.queries.LayerTable.row) as a table."""
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False)
-    for header, justify in (("L", "right"), ("N", "right"), ("cat", "left"), ("rate", "right"), ("dist", "right"),
-                            ("triggers", "left"), ("pos MI", "right"), ("supp", "right")):
-        table.add_column(header, justify=justify, no_wrap=header != "triggers", overflow="ellipsis")
-    for r in rows:
-        table.add_row(str(r["layer"]), str(r["neuron"]), " ".join(r["categories"]) or CLI_MISSING, fmt_rate(r["rate"]),
-                      plain(r["distinct"], CLI_MISSING), Text(r["triggers"] or CLI_MISSING),
-                      mi_text(r["pos_mi"], CLI_MISSING), rank_text(r["supp_rank"], CLI_MISSING))
-    return table
+def kind_letters(names: Sequence[str]) -> str:
+    """A neuron's kinds as their letters (`T`, `RP`): the category column of both neuron tables."""
+    return "".join(kinds.BY_NAME[n].letter for n in names)
+
+
+def triggers_text(texts: Sequence[str]) -> str:
+    """A row's trigger texts in their visible form, space-separated (the text tables and CSV)."""
+    return " ".join(visible(t) for t in texts)
+
+
+NEURON_COLUMNS = (Column("L"), Column("N"), Column("cat", "left"), Column("rate"), Column("dist"),
+                  Column("triggers", "left", flexible=True), Column("pos MI"), Column("supp"))
+
+
+def neurons_table(rows: Sequence[TableRow]) -> ColumnTable:
+    """`neuron-tui neurons` rows (core.read.table.LayerTable.row) as a table, titled with their count and
+    the letters of the kinds they hold."""
+    present = [k for k in kinds.KINDS if any(k.name in r["categories"] for r in rows)]
+    title = f"{count_text(len(rows))} neuron{'s' if len(rows) != 1 else ''}"
+    if present:
+        title += " · cat: " + ", ".join(f"{k.letter} {k.label}" for k in present)
+    cells = [[str(r["layer"]), str(r["neuron"]), kind_letters(r["categories"]) or CLI_MISSING, fmt_rate(r["rate"]),
+              count_text(r["distinct"], CLI_MISSING), triggers_text(r["triggers"]) or CLI_MISSING,
+              mi_text(r["pos_mi"], CLI_MISSING), rank_text(r["supp_rank"], CLI_MISSING)] for r in rows]
+    return ColumnTable(NEURON_COLUMNS, cells, title)
 
 
 def neurons_csv(rows: Sequence[TableRow], keys: Sequence[str]) -> str:
-    """`neurons --csv`: one line per neuron, categories space-separated."""
+    """`neurons --csv`: one line per neuron, categories space-separated, triggers in their visible form."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=list(keys), lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({**r, "categories": " ".join(r["categories"])})
+        writer.writerow({**r, "categories": " ".join(r["categories"]), "triggers": triggers_text(r["triggers"])})
     return out.getvalue()
 
 
 # ---- the layer screen ---------------------------------------------------------------------------------------
 
-CATEGORY_STYLES = {**{k.letter: Style.parse(k.style) for k in kinds.KINDS}, "·": Style(dim=True)}
-FILTER_LABELS = (("all", "all"), *((k.name, k.filter_label) for k in kinds.KINDS), ("marked", "Marked"))
+CATEGORY_STYLES = {k.letter: Style.parse(k.style) for k in kinds.KINDS}
 
 
 def table_cell(row: Row, key: str) -> str:
-    """The text of a neuron table's cell (the category letters and the id are drawn by the table)."""
+    """The text of a neuron table's cell (the id is drawn by the table, which styles the letters)."""
     unknown = row.distinct < 0  # no analysis
+    if key == "cat":
+        return kind_letters(kinds.names_of(row.flags))
     if key == "rate":
         return fmt_rate(row.rate)
     if key == "distinct":
-        return plain(None if unknown else row.distinct)
+        return count_text(None if unknown else row.distinct)
     if key == "top":
         return row.top or (MISSING if unknown else "")
     if key == "pos":
@@ -157,54 +191,137 @@ def table_cell(row: Row, key: str) -> str:
     return ""
 
 
+def search_text(state: ViewState) -> str:
+    """What the search looks for: `' of'` (the whole token) or `' of' in a token`."""
+    return f"{state.query!r}" + (" in a token" if state.substring else "")
+
+
 def layer_heading(info: SummaryInfo, layer: int, state: ViewState, sort_title: str, shown: int | None) -> Text:
     """The layer screen's title: the layer, how many neurons the view holds (None: loading), the sort,
     the search."""
-    count = "…" if shown is None else f"{shown:,} of {info.n_neurons:,}"
+    count = "…" if shown is None else f"{count_text(shown)} of {count_text(info.n_neurons)}"
     text = f"L{layer}/{info.n_layers - 1} · {count} neurons · sort {sort_title} {'▼' if state.descending else '▲'}"
     if state.query:
-        text += f" · search {state.query!r}"
+        text += f" · search {search_text(state)}"
     return title_bar(info, text)
 
 
-def filter_bar(info: SummaryInfo, state: ViewState, counts: dict[str, int]) -> Text:
-    """Every filter with its count in the layer (the key is its underlined first letter), the current
-    one reversed; filters that need the analysis are dimmed without one."""
-    bar = Text(no_wrap=True, overflow="ellipsis")
-    for name, label in FILTER_LABELS:
-        count = counts.get(name)
+def filter_label(name: str) -> str:
+    """A filter's label: all, marked, or the kind's."""
+    return kinds.BY_NAME[name].filter_label if name in kinds.BY_NAME else name
+
+
+def filter_bar(info: SummaryInfo, state: ViewState, counts: dict[str, int], keys: dict[str, str],
+               present: Sequence[str], width: int = 80) -> Text:
+    """all, the kinds in `present` (those the summary has) and marked, each with its count in the layer
+    and its key (`keys`: filter name -> key as bound; underlined in the label when the label starts
+    with it), the current filter reversed (shown even when the summary has none of it), then the key
+    of the picker of every kind (`keys["pick"]`); filters that need the analysis are dimmed without one.
+    In `width` cells: kinds with none in this layer give way first, then the last kinds, never the
+    picker's key."""
+    def entry(name: str) -> Text:
+        count, label, key = counts.get(name), filter_label(name), keys.get(name, "")
         needs = name in kinds.NEED_ANALYSIS and not info.has_analysis
-        value = MISSING if needs or count is None else f"{count:,}"
         style = "bold reverse" if state.filter == name else ("dim" if needs else "")
-        bar.append(" ")
-        bar.append(label[0], style=(style + " bold underline").strip())
-        bar.append(f"{label[1:]} {value}", style=style)
+        out = Text(" ")
+        if key:
+            out.append(key, style=(style + " bold underline").strip())
+            if label.startswith(key):
+                label = label[len(key):]
+            else:
+                out.append(" ", style=style)
+        out.append(f"{label} {MISSING if needs or count is None else count_text(count)}", style=style)
+        return out
+
+    pick = Text.assemble(f"  {keys.get('pick', 'f')}", " kinds…")
+    pick.stylize("bold underline", 2, 2 + len(keys.get("pick", "f")))
+    pick.stylize("dim", len(pick) - 7)
+    shown = [k.name for k in kinds.KINDS if k.name in present or k.name == state.filter]
+    entries = {name: entry(name) for name in ["all", *shown, "marked"]}
+    room = width - 1 - pick.cell_len
+    for drop in ([n for n in shown if not counts.get(n) and n != state.filter], reversed(shown)):
+        for name in drop:
+            if sum(e.cell_len for e in entries.values()) <= room:
+                break
+            if name != state.filter:
+                entries.pop(name, None)
+    bar = Text(no_wrap=True, overflow="ellipsis")
+    for part in entries.values():
+        bar.append_text(part)
+    bar.append_text(pick)
     return bar
+
+
+FILTER_MEANINGS = {"all": "every neuron of the layer", "marked": "the neurons you marked (m)"}
+
+
+def filter_choice(name: str, key: str, count: int | None, available: bool) -> Text:
+    """One line of the picker of filters: its key, letter, name, count in the layer and meaning."""
+    kind = kinds.BY_NAME.get(name)
+    line = Text(no_wrap=True, overflow="ellipsis")
+    line.append(f"{key:>2} ", style="bold")
+    line.append(kind.letter if kind else " ", style=kind.style if kind else "")
+    line.append(f" {filter_label(name):<10}")
+    line.append(f"{MISSING if count is None or not available else count_text(count):>7}  ")
+    meaning = kind.definition if kind else FILTER_MEANINGS[name]
+    line.append(meaning if available else "needs the analysis: run neuron-tui analyze", style="dim")
+    return line
+
+
+def empty_message(layer: int, state: ViewState, counts: dict[str, int]) -> str:
+    """What an empty view says: an empty layer, no neuron of the filter, or none the search finds."""
+    if not counts.get("all"):
+        return "empty layer"
+    if state.filter == "marked" and not counts.get("marked"):
+        what = "no marked neuron"
+    elif state.filter in kinds.BY_NAME and not counts.get(state.filter):
+        what = f"no {kinds.BY_NAME[state.filter].noun} neuron" if state.filter in ("dead", "silent", "faint", "rare") \
+            else f"no {kinds.BY_NAME[state.filter].noun}"
+    else:
+        what = "no neuron"
+    where = f" in L{layer}"
+    if state.query and (state.filter == "all" or counts.get(state.filter)):
+        return f"{what}{where} is triggered by {search_text(state)} · esc clears the search"
+    return f"{what}{where} · a shows all {count_text(counts['all'])}"
 
 
 # ---- the overview -------------------------------------------------------------------------------------------
 
-def info_grid(info: SummaryInfo) -> Table:
-    """Model, corpus, tokens, rule, layers, file: the overview's first lines."""
+def info_grid(info: SummaryInfo) -> Group:
+    """Model, layers, tokens, file (two to a line), then the rule and the corpus each on a line of its
+    own, so the rule is never cut: the overview's first lines."""
     grid = Table.grid(padding=(0, 1), expand=True)
-    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(style="bold", no_wrap=True, min_width=6)
     grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
-    grid.add_row("model", Text(f"{info.model} ({info.architecture})"), "corpus", Text(info.corpus))
-    grid.add_row("tokens", f"{info.n_tokens:,} ({info.n_seq:,} × {info.seq_len})", "rule", info.rule_text)
-    grid.add_row("layers", f"{info.n_layers} × {info.n_neurons:,} neurons", "file", Text(info.path.name))
-    return grid
+    grid.add_row("model", Text(f"{info.model} ({info.architecture})"), "layers",
+                 f"{info.n_layers} × {count_text(info.n_neurons)} neurons")
+    grid.add_row("tokens", f"{count_text(info.n_tokens)} ({count_text(info.n_seq)} × {info.seq_len})", "file",
+                 Text(info.path.name))
+    wide = Table.grid(padding=(0, 1), expand=True)
+    wide.add_column(style="bold", no_wrap=True, min_width=6)
+    wide.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+    wide.add_row("rule", info.rule_text)
+    wide.add_row("corpus", Text(info.corpus))
+    return Group(grid, wide)
+
+
+def share_scale(rows: Sequence[LayerRow]) -> float:
+    """The share a full overview bar stands for: the largest share of a layer any shown kind reaches,
+    one scale for every column, so bars compare across kinds and over depth."""
+    fracs = [r[f"{k.name}_frac"] for k in present_kinds(rows) for r in rows if r[f"{k.name}_frac"] is not None]
+    return max(fracs, default=0.0)
 
 
 def depth_bar_cell(count: int | None, total: int, scale: float, width: int, show_count: bool) -> Text:
     """One overview cell: percentage (and count) of the layer, plus a bar whose full width is `scale`
-    (the column's largest share, which its header shows)."""
+    (`share_scale`, which the overview's title shows)."""
     if count is None:
         return Text(MISSING.center(width), style="dim")
     frac = count / total if total else 0.0
     pct = share_text(frac)
-    label = f"{count:>6,} {pct:>5}" if show_count else f"{pct:>5}"
+    label = f"{count_text(count):>6} {pct:>5}" if show_count else f"{pct:>5}"
     bar_w = max(1, width - len(label) - 1)
     text = Text(label + " ")
     text.append(hbar(frac / scale if scale > 0 else 0.0, bar_w), style="bold")
@@ -213,32 +330,28 @@ def depth_bar_cell(count: int | None, total: int, scale: float, width: int, show
 
 def overview_table(rows: Sequence[LayerRow], width: int) -> tuple[list[tuple[str, str, int | None]], list[list[Text]]]:
     """The overview's columns (label, key, width or None) and cells for a screen `width` cells wide: a
-    bar per kind of neuron whose header gives the share its full bar stands for; from 120 cells also
-    the layer's size, alive rate and token coverage. Kinds no layer has take no column (`shown_kinds`)."""
+    bar per kind of neuron, all on one scale (`share_scale`); from 120 cells also the layer's size,
+    alive rate and token coverage. Kinds no layer has take no column (`present_kinds`)."""
     width = max(40, width - 2)
     wide = width >= 120
-    bars = [(k.name, k.column) for k in shown_kinds(rows)]
+    bars = [(k.name, k.column) for k in present_kinds(rows)]
     bar_w = max(6, (width - 5 - (36 if wide else 0)) // max(1, len(bars)) - 2)
     columns: list[tuple[str, str, int | None]] = [("L", "layer", None)]
     if wide:
         columns.append(("neurons", "neurons", None))
-    scale = {}
-    for key, label in bars:
-        fracs = [r[f"{key}_frac"] for r in rows if r[f"{key}_frac"] is not None]
-        scale[key] = max(fracs) if fracs else 0.0
-        head = f"{label} ≤{share_text(scale[key])}" if scale[key] > 0 else label
-        columns.append((head[:bar_w].ljust(bar_w), key, bar_w))
+    scale = share_scale(rows)
+    columns += [(label[:bar_w].ljust(bar_w), key, bar_w) for key, label in bars]
     if wide:
         columns += [("alive rate", "rate", None), ("covered", "covered", None), ("new", "new", None)]
     cells = []
     for r in rows:
         line = [Text(str(r["layer"]), justify="right")]
         if wide:
-            line.append(Text(f"{r['neurons']:,}", justify="right"))
-        line += [depth_bar_cell(r[key], r["neurons"], scale[key], bar_w, bar_w >= 20) for key, _ in bars]
+            line.append(Text(count_text(r["neurons"]), justify="right"))
+        line += [depth_bar_cell(r[key], r["neurons"], scale, bar_w, bar_w >= 20) for key, _ in bars]
         if wide:
             line += [Text(fmt_rate(r["alive_rate"]), justify="right"),
-                     *(Text(MISSING if r[k] is None else f"{r[k]:,}", justify="right") for k in ("covered", "new"))]
+                     *(Text(count_text(r[k]), justify="right") for k in ("covered", "new"))]
         cells.append(line)
     return columns, cells
 
@@ -247,12 +360,13 @@ def layer_summary(row: LayerRow, shown: Sequence[kinds.Kind] = kinds.KINDS) -> s
     """One line about a layer: its size, the count and share of each kind `shown`, the alive rate, the
     coverage."""
     def part(name: str, value: int | None) -> str:
-        return f"{name} {value:,} ({100 * value / row['neurons']:.1f}%)" if value is not None else f"{name} {MISSING}"
+        return f"{name} {count_text(value)} ({share_text(value / row['neurons'])})" if value is not None \
+            else f"{name} {MISSING}"
 
-    bits = [f"L{row['layer']}: {row['neurons']:,} neurons", *(part(k.label, row[k.name]) for k in shown),
+    bits = [f"L{row['layer']}: {count_text(row['neurons'])} neurons", *(part(k.label, row[k.name]) for k in shown),
             f"alive fire at {fmt_rate(row['alive_rate'])}"]
     if row["covered"] is not None:
-        bits.append(f"covers {row['covered']:,} tokens ({row['new']:,} new)")
+        bits.append(f"covers {count_text(row['covered'])} tokens ({count_text(row['new'])} new)")
     return " · ".join(bits)
 
 
@@ -270,7 +384,7 @@ def depth_curves(figures: Sequence[Figure]) -> list[Curve]:
     """The curves of core.read.figures.depth_figures for one summary, titled, unknown values as 0."""
     out = []
     for figure in figures:
-        scale_text = share_text if figure.share else (lambda v: f"{v:,.0f}")
+        scale_text = share_text if figure.share else count_text
         for panel in figure.panels:
             values = panel.series[0].y
             name = figure.title + (f" · {panel.title}" if panel.title else "")

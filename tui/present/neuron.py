@@ -16,7 +16,7 @@ from neuron_tui.core.read import kinds
 from neuron_tui.core.read.records import Context, NeuronRecord
 from neuron_tui.core.read.tokens import inline, token_text, visible
 
-from .formats import MISSING, fmt_count, p_text, rank_text
+from .formats import count_text, fmt_count, fmt_rate, mi_text, p_text, rank_text, share_text, value_text
 from .plot import plot
 
 CRITERION, COVERED = "●", "○"  # trigger marks: counted in the detector criterion / covered only
@@ -37,31 +37,42 @@ def heading(r: NeuronRecord) -> str:
 
 
 def activation_text(r: NeuronRecord) -> str:
-    """A neuron's firing values, labelled: the largest |h| (h for ReLU), the signed mean, and for a
-    gated neuron how many firings were positive and negative with the mean of each (a negative firing
-    pushes the opposite direction)."""
+    """A neuron's firing values, labelled: the largest |h| (h for ReLU) and the signed mean h."""
     a = r["activation"]
     if a["max"] is None:
         return "never fired"
     largest = "|h|" if r["rule"] == "abs" else "h"
-    text = f"largest {largest} {a['max']:.3g}, mean h {a['mean']:+.3g}"
-    pos, neg = a["positive"], a["negative"]
-    if pos is not None and neg is not None and neg["count"]:
-        text += f"; {pos['count']:,} positive" + (f" (mean {pos['mean']:+.3g})" if pos["count"] else "")
-        text += f", {neg['count']:,} negative (mean {neg['mean']:+.3g})"
-    return text
+    return f"largest {largest} {value_text(a['max'])} · mean h {value_text(a['mean'], signed=True)}"
+
+
+def sign_text(r: NeuronRecord) -> str | None:
+    """A gated neuron's firings by sign with the mean h of each (a negative firing pushes the opposite
+    direction); None when every firing is positive."""
+    pos, neg = r["activation"]["positive"], r["activation"]["negative"]
+    if pos is None or neg is None or not neg["count"]:
+        return None
+    text = f"by sign: {count_text(pos['count'])} positive"
+    text += f" (mean {value_text(pos['mean'], signed=True)})" if pos["count"] else ""
+    return text + f" · {count_text(neg['count'])} negative (mean {value_text(neg['mean'], signed=True)})"
 
 
 def headline(r: NeuronRecord, note: str | None = None) -> Text:
-    """How often it fires and with what values, its kept events, what its triggers explain, its mark."""
+    """How often it fires, its values and their signs, its kept events, what its triggers explain, its
+    mark: one fact a line, so no line wraps in 80 columns."""
     head = Text()
-    head.append(f"fires on {100 * r['fire_rate']:.3g}% of tokens ({r['act_count']:,} firings)", style="bold")
+    head.append(f"fires at rate {fmt_rate(r['fire_rate'])} ({count_text(r['act_count'])} firings)", style="bold")
     head.append(f" · {activation_text(r)}")
+    signs = sign_text(r)
+    if signs:
+        head.append(f"\n{signs}")
+    facts = []
     if r["n_events"]:
-        stands = f"1 per {2 ** r['event_level']:,} firings" if r["event_level"] else "all firings"
-        head.append(f" · {r['n_events']:,} events kept ({stands})")
+        stands = f"1 per {count_text(2 ** r['event_level'])} firings" if r["event_level"] else "all firings"
+        facts.append(f"{count_text(r['n_events'])} events kept ({stands})")
     if r["coverage"] is not None and r["triggers"]:
-        head.append(f" · {CRITERION} tokens explain {100 * r['coverage']:.0f}% of its firings")
+        facts.append(f"{CRITERION} tokens explain {share_text(r['coverage'])} of its firings")
+    if facts:
+        head.append("\n" + " · ".join(facts))
     if note is not None:
         head.append("\n* marked", style="bold yellow")
         head.append(f": {note}" if note else "")
@@ -69,12 +80,15 @@ def headline(r: NeuronRecord, note: str | None = None) -> Text:
 
 
 def _table(title: str) -> Table:
-    return Table(title=title, title_justify="left", box=None, padding=(0, 1), expand=True, title_style="bold")
+    return Table(title=title, title_justify="left", box=None, padding=(0, 1), expand=True, title_style="bold",
+                 collapse_padding=True, pad_edge=False)
 
 
 def triggers_table(r: NeuronRecord, rows: int | None = None, narrow: bool = False) -> Table:
     """Its first `rows` triggers (all: None): count (~ estimated), P(fire | token), occurrences,
-    suppression rank; ● counted in the detector criterion, ○ covered only."""
+    suppression rank; ● counted in the detector criterion, ○ covered only. Every number has a bounded
+    width (tui.present.formats), so the token keeps the rest of the line: `narrow` only shortens a
+    header."""
     legend = f"  {CRITERION} criterion {COVERED} covered" if any(t["covered"] for t in r["triggers"]) else ""
     t = _table("Top triggers" + legend + ("" if r["analysis"] == "stored" else " · computed now"))
     t.add_column("token", ratio=1, no_wrap=True, overflow="ellipsis")
@@ -128,7 +142,7 @@ def scored_table(r: NeuronRecord, kind: str, has_projection: bool = True) -> Ren
         if s["is_trigger"]:
             label.stylize(TRIGGER_STYLE)
             label.append(" ◆ trigger", style="bold yellow")
-        t.add_row(str(rank), label, MISSING if s["score"] is None else f"{s['score']:+.3g}")
+        t.add_row(str(rank), label, value_text(s["score"], signed=True))
     return t
 
 
@@ -138,14 +152,15 @@ def position_values(r: NeuronRecord) -> np.ndarray:
 
 
 def position_title(r: NeuronRecord) -> Text:
-    """The plot's title: its scale, peak and mean, I(fired; position), the main firing run."""
+    """The plot's title: its peak (the top of the plot's scale) and where, the mean, I(fired;
+    position), the main firing run."""
     values = position_values(r)
-    title = Text("Firing rate by position", style="bold")
+    title = Text("Rate by position", style="bold")
     if len(values) and values.max() > 0:
         peak = int(values.argmax())
-        title.append(f"  scale 0 … {values.max():.3g} (peak at t={peak}), mean {values.mean():.3g}")
+        title.append(f" · peak {fmt_rate(values.max())} at t={peak} · mean {fmt_rate(values.mean())}")
         if r["pos_mi"] is not None:
-            title.append(f" · MI {r['pos_mi']:.3f} nats")
+            title.append(f" · MI {mi_text(r['pos_mi'])} nats")
         if r["pos_range"]:
             title.append(f" · fires most on t={r['pos_range'][0]}..{r['pos_range'][1]}")
     else:
@@ -153,16 +168,31 @@ def position_title(r: NeuronRecord) -> Text:
     return title
 
 
-def context_line(c: Context, vocab: Sequence[str], width: int) -> Text:
-    """One context in `width` cells: the activation, the tokens before (cut on the left), the firing
-    token highlighted, the tokens after; tokens alternate between two shades so their boundaries show
-    even without spaces."""
-    value = "" if c["value"] is None else f"{c['value']:6.3g} "
+FIRING_MARKS = ("[[", "]]")  # the firing token of a context in plain text (a file, a pipe)
+VALUE_WIDTH = 7  # a context's activation: "-12.3", "+0.571", "|5.45|"
+
+
+def context_value(c: Context) -> str:
+    """A context's activation: the signed h (`+5.45`, `-4.78`), or |h| as `|5.45|` where the summary
+    keeps no sign; "" for a sampled event."""
+    if c["value"] is None:
+        return ""
+    return value_text(c["value"], signed=True) if c["signed"] else f"|{value_text(c['value'])}|"
+
+
+def context_line(c: Context, vocab: Sequence[str], width: int, plain: bool = False, valued: bool = True) -> Text:
+    """One context in `width` cells: the activation (a blank as wide where `valued` contexts are
+    listed with it), the tokens before (cut on the left), the firing token highlighted (`plain`:
+    between [[ ]], for a file or a pipe, where highlights do not show), the tokens after; tokens
+    alternate between two shades so their boundaries show even without spaces."""
+    value = context_value(c).rjust(VALUE_WIDTH) + " " if valued else ""
     room = width - len(value)
     texts = [token_text(vocab, t) for t in c["ids"]]
     raw = texts[c["at"]]
     lead = raw[: len(raw) - len(raw.lstrip(" "))] if raw.strip() else ""
     tok = visible(raw) if not raw.strip() else inline(raw.strip(" "))
+    if plain:
+        tok = FIRING_MARKS[0] + tok + FIRING_MARKS[1]
     left = [(inline(t), k % 2) for k, t in enumerate(texts[: c["at"]])]
     if lead:
         left.append((lead, 0))
@@ -186,19 +216,27 @@ def context_line(c: Context, vocab: Sequence[str], width: int) -> Text:
     return line
 
 
-def contexts_text(r: NeuronRecord, vocab: Sequence[str], width: int) -> Text:
-    """Its contexts (strongest activations, one per sequence), one line each of `width` cells."""
+def contexts_text(r: NeuronRecord, vocab: Sequence[str], width: int, plain: bool = False) -> Text:
+    """Its contexts (strongest |h| first, one per sequence), one line each of `width` cells; `plain`
+    marks the firing token with characters (context_line)."""
     out = Text()
     out.append("Contexts", style="bold")
-    if any(c["fired"] for c in r["contexts"]) or not r["contexts"]:
-        out.append("  (strongest activations, one per sequence; firing token highlighted)\n", style="dim")
-    else:
-        out.append(f"  strongest activations, none above tau = {r['tau']:.3g}\n", style="dim")
+    fired = any(c["fired"] for c in r["contexts"]) or not r["contexts"]
+    size = "|h|" if r["rule"] == "abs" else "h"
+    about = f"strongest {size} first, one per sequence" if fired else \
+        f"strongest {size}, none above tau = {value_text(r['tau'])}"
+    out.append(f"  {about}\n", style="dim")
+    notes = [f"{FIRING_MARKS[0]} {FIRING_MARKS[1]} mark the firing token"] if plain else []
+    if any(c["value"] is not None and not c["signed"] for c in r["contexts"]):
+        notes.append("|5.45|: |h|, this summary keeps no sign of h there")
+    if notes:
+        out.append(" · ".join(notes) + "\n", style="dim")
     if not r["contexts"]:
         out.append("none: the neuron never fired", style="dim")
         return out
+    valued = any(c["value"] is not None for c in r["contexts"])
     for c in r["contexts"]:
-        out.append_text(context_line(c, vocab, max(30, width)))
+        out.append_text(context_line(c, vocab, max(30, width), plain, valued))
         out.append("\n")
     out.rstrip()
     return out
@@ -214,9 +252,10 @@ class AtWidth:
         yield self.draw(options.max_width)
 
 
-def neuron_panel(r: NeuronRecord, vocab: Sequence[str], has_projection: bool = True) -> Panel:
+def neuron_panel(r: NeuronRecord, vocab: Sequence[str], has_projection: bool = True, plain: bool = False) -> Panel:
     """`neuron-tui neuron`: the sections of the neuron screen, one under the other, in a panel as wide
-    as the terminal (promoted and suppressed tokens side by side)."""
+    as the terminal (promoted and suppressed tokens side by side); `plain` for a file or a pipe (the
+    firing token of each context marked with characters)."""
     updates = Table.grid(padding=(0, 1), expand=True)
     updates.add_column(ratio=1)
     updates.add_column(ratio=1)
@@ -225,4 +264,4 @@ def neuron_panel(r: NeuronRecord, vocab: Sequence[str], has_projection: bool = T
     gap = Text()
     return Panel(Group(Text(heading(r), style="bold"), headline(r), gap, triggers_table(r), gap, ngrams_table(r), gap,
                        updates, gap, position_title(r), plotted, gap,
-                       AtWidth(lambda width: contexts_text(r, vocab, width))), title="neuron")
+                       AtWidth(lambda width: contexts_text(r, vocab, width, plain))), title="neuron")

@@ -5,10 +5,11 @@ message (`tui.messages`): no screen imports the app or another screen."""
 from .dialogs import ExportDialog, MarkDialog
 from .errors import ErrorScreen, TooSmallScreen
 from .help import HelpScreen
+from .kinds import FilterPicker
 from .layer import LayerScreen
 from .neuron import NeuronScreen
 from .overview import OverviewScreen
 from .probe import ProbeScreen
 
-__all__ = ["ErrorScreen", "ExportDialog", "HelpScreen", "LayerScreen", "MarkDialog", "NeuronScreen", "OverviewScreen",
-           "ProbeScreen", "TooSmallScreen"]
+__all__ = ["ErrorScreen", "ExportDialog", "FilterPicker", "HelpScreen", "LayerScreen", "MarkDialog", "NeuronScreen",
+           "OverviewScreen", "ProbeScreen", "TooSmallScreen"]

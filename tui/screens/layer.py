@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -10,9 +12,10 @@ from textual.widgets import Footer, Input, Static
 
 from neuron_tui.core.read import kinds
 from neuron_tui.core.read.queries import DEFAULT_DESCENDING
+from neuron_tui.core.read.table import FILTERS, SEARCH_RULE
 
-from ..messages import MarkRequested, OpenNeuron, OpenProbe, ReadFailed, UnmarkRequested
-from ..present.layers import filter_bar, layer_heading
+from ..messages import MarkRequested, OpenNeuron, OpenProbe, PickFilter, ReadFailed, UnmarkRequested
+from ..present.layers import empty_message, filter_bar, filter_choice, layer_heading
 from ..viewmodel import ANALYSIS_FILTERS, COLUMNS, LayerView, ViewState
 from ..widgets import NeuronTable
 from ..workers import read_in_thread
@@ -36,6 +39,10 @@ class LayerScreen(ExplorerScreen):
         *[Binding(k.key, f"filter('{k.name}')", k.label.capitalize(), show=False, tooltip=k.tooltip,
                   id=f"layer.filter.{k.name}") for k in kinds.KINDS],
         Binding("M", "filter('marked')", "Marked", show=False, tooltip="only marked neurons", id="layer.filter.marked"),
+        Binding("f", "pick_filter", "Kinds", show=False, tooltip="pick a filter among every kind of neuron, with "
+                "counts and meanings", id="layer.filter.pick"),
+        Binding("ctrl+t", "search_mode", "Whole / part", show=False, tooltip="search: the whole token (default) "
+                "or any token containing the text; " + SEARCH_RULE, id="layer.search.substring"),
         *[Binding(str(i + 1), f"sort('{c.key}')", f"Sort {c.title}", show=False,
                   tooltip=f"sort by {c.title} ({c.help}); again reverses", id=f"layer.sort.{c.key}")
           for i, c in enumerate(COLUMNS)],
@@ -46,6 +53,11 @@ class LayerScreen(ExplorerScreen):
                 id="layer.unmark"),
         Binding("escape", "back", "Back", tooltip="clear the search, else back to the overview", id="layer.back"),
     ]
+
+    SEARCH_PLACEHOLDER: ClassVar[dict[bool, str]] = {
+        False: "a whole trigger token, e.g. ' the' (ctrl+t: part of a token · enter: done · esc: clear)",
+        True: "a part of a trigger token, e.g. 'the' (ctrl+t: whole token · enter: done · esc: clear)",
+    }
 
     class ViewLoaded(Message):
         def __init__(self, view: LayerView, neuron: int | None) -> None:
@@ -66,7 +78,7 @@ class LayerScreen(ExplorerScreen):
         yield Static("", id="filters")
         yield Static("", id="banner", classes="banner")
         yield NeuronTable(id="table")
-        yield Input(placeholder="search triggers by token text, e.g. ' the'  (enter: done, esc: clear)", id="search")
+        yield Input(placeholder=self.SEARCH_PLACEHOLDER[False], id="search")
         yield Footer(compact=True)
 
     @property
@@ -78,6 +90,7 @@ class LayerScreen(ExplorerScreen):
         search = self.query_one("#search", Input)
         search.display = bool(self.state.query)
         search.value = self.state.query
+        search.placeholder = self.SEARCH_PLACEHOLDER[self.state.substring]
         self.table.focus()
         self.request_view(self._keep)
         self.watch(self.app, "marks_version", lambda _: self.request_view(self.table.neuron), init=False)
@@ -99,7 +112,7 @@ class LayerScreen(ExplorerScreen):
         if view.layer != self.layer_index or view.state != self.state:
             return  # a newer request is on its way
         self.view = view
-        self.table.empty_text = "no neurons match" if view.counts.get("all") else "empty layer"
+        self.table.empty_text = empty_message(view.layer, view.state, view.counts)
         self.table.set_view(view, message.neuron)
         self._update_title()
         # the neighbours, kept by the summary's table cache (only a guess: a failure is the real read's to report)
@@ -113,7 +126,20 @@ class LayerScreen(ExplorerScreen):
         shown = len(view) if view is not None and not loading else None
         self.query_one("#title", Static).update(layer_heading(info, self.layer_index, self.state, sort_title, shown))
         counts = view.counts if view is not None and view.layer == self.layer_index else {}
-        self.query_one("#filters", Static).update(filter_bar(info, self.state, counts))
+        present = view.present if view is not None else ()
+        self.query_one("#filters", Static).update(filter_bar(info, self.state, counts, self.filter_keys(), present,
+                                                             self.size.width or 80))
+
+    def on_resize(self) -> None:
+        self._update_title(loading=self.view is None)
+
+    def filter_keys(self) -> dict[str, str]:
+        """The key of each filter (and of the picker, "pick"), as bound now (a keymap may rebind them)."""
+        keys: dict[str, str] = {}
+        for key, binding in self._bindings:
+            if binding.id and binding.id.startswith("layer.filter."):
+                keys.setdefault(binding.id.removeprefix("layer.filter."), self.app.get_key_display(binding))
+        return keys
 
     # ---- actions ----
     def _set_state(self, **change) -> None:
@@ -126,6 +152,23 @@ class LayerScreen(ExplorerScreen):
                         severity="warning")
             return
         self._set_state(filter=name)
+
+    def action_pick_filter(self) -> None:
+        info, counts = self.explorer.info, self.view.counts if self.view is not None else {}
+        keys = self.filter_keys()
+        choices = []
+        for name in FILTERS:
+            available = name not in ANALYSIS_FILTERS or info.has_analysis
+            choices.append((name, filter_choice(name, keys.get(name, ""), counts.get(name), available), available))
+        self.post_message(PickFilter(choices, self.state.filter,
+                                     lambda name: self.action_filter(name) if name is not None else None))
+
+    def action_search_mode(self) -> None:
+        """Search the whole token (` of`), or any token containing the text (` offering` too)."""
+        substring = not self.state.substring
+        self.query_one("#search", Input).placeholder = self.SEARCH_PLACEHOLDER[substring]
+        self.notify("search: any token containing the text" if substring else "search: the whole token", timeout=2)
+        self._set_state(substring=substring)
 
     def action_sort(self, key: str) -> None:
         if self.state.sort == key:

@@ -10,11 +10,12 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Footer, Static
 
+from neuron_tui.core.read.queries import present_kinds
 from neuron_tui.core.read.records import LayerRow
 
 from ..messages import OpenLayer, ReadFailed
-from ..present.formats import title_bar
-from ..present.layers import depth_curves, info_grid, layer_summary, overview_table, shown_kinds
+from ..present.formats import share_text, title_bar
+from ..present.layers import depth_curves, info_grid, layer_summary, overview_table, share_scale
 from ..viewmodel import Explorer
 from ..widgets import PositionPlot
 from ..workers import read_in_thread
@@ -32,6 +33,8 @@ class OverviewScreen(ExplorerScreen):
         Binding("v", "plots", "Plots", id="overview.plots",
                 tooltip="curves over depth (the paper's figures for this summary); again: the table"),
     ]
+
+    TABLE_TITLE = "enter opens a layer"
 
     class RowsLoaded(Message):
         def __init__(self, rows: list[LayerRow]) -> None:
@@ -60,7 +63,7 @@ class OverviewScreen(ExplorerScreen):
         if explorer is None:
             return
         info = explorer.info
-        self._set_title("enter opens a layer")
+        self._set_title(self.TABLE_TITLE)
         self.query_one("#info", Static).update(info_grid(info))
         self.show_banner(info)
         self.query_one("#layers", DataTable).loading = True
@@ -69,6 +72,8 @@ class OverviewScreen(ExplorerScreen):
 
     def _set_title(self, what: str) -> None:
         info = self.explorer.info
+        if self.rows and what == self.TABLE_TITLE:
+            what = f"bars to {share_text(share_scale(self.rows))} · {what}"
         self.query_one("#title", Static).update(title_bar(info, f"{info.model} · overview · {what}"))
 
     @on(RowsLoaded)
@@ -76,6 +81,7 @@ class OverviewScreen(ExplorerScreen):
         self.rows = message.rows
         table = self.query_one("#layers", DataTable)
         table.loading = False
+        self._set_title(self.TABLE_TITLE)
         self._fill()
         table.focus()
 
@@ -100,7 +106,7 @@ class OverviewScreen(ExplorerScreen):
 
     def _summarise(self, index: int) -> None:
         if self.rows and 0 <= index < len(self.rows):
-            self.query_one("#layer-summary", Static).update(layer_summary(self.rows[index], shown_kinds(self.rows)))
+            self.query_one("#layer-summary", Static).update(layer_summary(self.rows[index], present_kinds(self.rows)))
 
     @on(DataTable.RowHighlighted, "#layers")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -124,7 +130,7 @@ class OverviewScreen(ExplorerScreen):
             plots.mount_all(self._plot_widgets())
         plots.display, table.display = showing, not showing
         self.query_one("#layer-summary").display = not showing
-        self._set_title("curves over depth · v: the table" if showing else "enter opens a layer")
+        self._set_title("curves over depth · v: the table" if showing else self.TABLE_TITLE)
         (plots if showing else table).focus()
 
     def _plot_widgets(self) -> list[Static | PositionPlot]:

@@ -29,10 +29,16 @@ ABLATIONS = (None, "zero", "mean")
 class ProbeScreen(ExplorerScreen):
     """New text through the summary's model: how the neuron fires on each token (coloured by its
     activation, firings underlined, checked against its recorded triggers), which neurons of the
-    layer fire on the token under the cursor, and what ablating the neuron does to the next-token
-    prediction there. The model loads once, in a worker, on first use (the explorer keeps it)."""
+    layer fire on the token under the cursor, and what ablating the neuron (z: zero, then mean) does
+    to the next-token prediction there (KL, loss change, probability moves) and over the whole text
+    (the means, in the status line). The model loads once, in a worker, on first use (the explorer
+    keeps it)."""
 
     AUTO_FOCUS = ""  # none: back from a neuron opened here, the arrows still move over the tokens
+    # the status line is one line: what does not fit ends in "…" rather than wrapping out of sight
+    DEFAULT_CSS = """
+    ProbeScreen #probe-status { text-wrap: nowrap; text-overflow: ellipsis; }
+    """
 
     BINDINGS = [
         Binding("left", "token(-1)", "Token", key_display="←", tooltip="previous token", id="probe.left"),
@@ -43,8 +49,8 @@ class ProbeScreen(ExplorerScreen):
                 tooltip="next of the neurons firing on the token", id="probe.down"),
         Binding("enter", "open", "Open", tooltip="open the neuron picked among those firing on the token",
                 id="probe.open"),
-        Binding("z", "ablate", "Ablate", tooltip="ablation of the neuron: off, set to 0, clamped to its mean firing value",
-                id="probe.ablate"),
+        Binding("z", "ablate", "Ablate", tooltip="ablation of the neuron: off, set to 0, set to its mean h over the "
+                "corpus", id="probe.ablate"),
         Binding("i", "edit", "Text", tooltip="edit the text (enter runs it)", id="probe.edit"),
         Binding("escape", "back", "Back", tooltip="back", id="probe.back"),
     ]
@@ -135,8 +141,10 @@ class ProbeScreen(ExplorerScreen):
         self.result = message.result
         self.position = min(self.position, len(self.result["tokens"]) - 1)
         self.pick = 0
-        self._status(f"{self.explorer.info.model} on {self.explorer.probe.model.device} · "
-                     f"{len(self.result['tokens'])} tokens" + (f" · ablation {self.ablate}" if self.ablate else ""))
+        # the ablation's effect over the whole text first: at 80 columns the model's name is what gets cut
+        said = [answer.ablation_summary(self.result)] if "ablation" in self.result else []
+        said += [f"{len(self.result['tokens'])} tokens", f"{self.explorer.info.model} on {self.explorer.probe.model.device}"]
+        self._status(" · ".join(said))
         self._draw()
 
     def _draw(self) -> None:

@@ -1,0 +1,105 @@
+"""What the parts of every layer's accumulators share: a batch's global positions and their sampling
+levels (`BatchIndex`), the device's reusable work buffers (`Scratch`), the CPU's list of a batch's
+firings (`Firings`), and the round trip of their tensors through a checkpoint's host arrays
+(`host_copies`, `restore`, `to_device`)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
+
+
+class Firings:
+    """The True entries of a CPU bool matrix [rows, F] (a batch's firings), listed once: their flat
+    indices (numpy's flatnonzero, about three times faster than torch.nonzero here), their rows and
+    columns (tokens and neurons) when asked, and the values of a tensor of the matrix's size there."""
+
+    def __init__(self, mask: torch.Tensor):
+        self.width = mask.shape[1]
+        self.flat = torch.from_numpy(np.flatnonzero(mask.numpy()))
+
+    def __len__(self) -> int:
+        return self.flat.numel()
+
+    @cached_property
+    def token(self) -> torch.Tensor:
+        return self.flat // self.width
+
+    @cached_property
+    def neuron(self) -> torch.Tensor:
+        return self.flat % self.width
+
+    def pairs(self) -> torch.Tensor:
+        """[n, 2] int64: (row, column) of each entry, as torch.nonzero gives them."""
+        return torch.stack([self.token, self.neuron], 1)
+
+    def of(self, x: torch.Tensor) -> torch.Tensor:
+        """[n]: `x`'s values at the entries (index_select on the flat view: the fastest gather here)."""
+        return x.reshape(-1).index_select(0, self.flat)
+
+
+def to_device(array, like: torch.Tensor) -> torch.Tensor:
+    """A host array as a tensor of `like`'s dtype on `like`'s device (restoring a checkpoint)."""
+    return torch.as_tensor(np.asarray(array)).to(device=like.device, dtype=like.dtype)
+
+
+def host_copies(part: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The tensors `names` of an accumulator's part as host arrays, named as LayerState's fields."""
+    return {name: getattr(part, name).cpu().numpy() for name in names}
+
+
+def restore(part: object, state: object, names: tuple[str, ...]) -> None:
+    """Set the tensors `names` of an accumulator's part from the same fields of a LayerState `state`."""
+    for name in names:
+        setattr(part, name, to_device(getattr(state, name), getattr(part, name)))
+
+
+class Scratch:
+    """Work buffers of one device, reused by every layer and batch: on the CPU a fresh [B, T, F]
+    tensor costs its page faults anew each time, more than the op that fills it (|h| and h > tau of a
+    SmolLM2 batch: 4.3 ms in new tensors, 1.5 ms in reused ones). Layers run one after another, so
+    one buffer per role serves them all."""
+
+    def __init__(self):
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def like(self, role: str, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A buffer with `t`'s shape and device (and `dtype`, default t's), contents undefined."""
+        dtype = dtype or t.dtype
+        buf = self._buffers.get(role)
+        if buf is None or buf.numel() < t.numel() or buf.dtype != dtype or buf.device != t.device:
+            buf = self._buffers[role] = torch.empty(t.numel(), dtype=dtype, device=t.device)
+        return buf[: t.numel()].view(t.shape)
+
+
+class BatchIndex:
+    """Per-batch, per-device index tensors shared by every layer: global positions and their levels,
+    and the device's work buffers (`scratch`, kept across batches by whoever makes the indexes)."""
+
+    def __init__(self, positions: np.ndarray, device: torch.device, scratch: Scratch | None = None):
+        self.scratch = scratch or Scratch()
+        flat = np.asarray(positions, dtype=np.int64).ravel()
+        levels = token_levels(flat)
+        self.positions = torch.as_tensor(flat).to(device, non_blocking=True)
+        self.levels = torch.as_tensor(levels).to(device, non_blocking=True)
+        # rows grouped by level, for the sync-free per-level counts (see level_histogram)
+        order = np.argsort(levels, kind="stable")
+        self.by_level = torch.as_tensor(order).to(device, non_blocking=True)
+        edges = np.searchsorted(levels[order], np.arange(MAX_LEVEL + 1))
+        self.level_slices = [(lv, int(edges[lv]), int(edges[lv + 1])) for lv in range(MAX_LEVEL) if edges[lv + 1] > edges[lv]]
+
+    def level_histogram(self, fired: torch.Tensor) -> torch.Tensor:
+        """[MAX_LEVEL, F] int64: this batch's firings per token level, without leaving the device.
+
+        One gather puts the rows in level order, then one column sum per level present (about
+        log2(tokens) of them, since levels are geometric): a single pass over the bool mask, where a
+        one-hot matrix product would cost a float copy of it or a slow skinny int8 product."""
+        grouped = fired.index_select(0, self.by_level).view(torch.uint8)
+        hist = torch.zeros(MAX_LEVEL, fired.shape[1], dtype=torch.int64, device=fired.device)
+        for level, start, stop in self.level_slices:
+            hist[level] = grouped[start:stop].sum(0, dtype=torch.int32)
+        return hist

@@ -1,0 +1,94 @@
+"""Each neuron's top-K activating contexts, at most one per sequence, with the neuron's own signed h
+around each, on the device.
+
+Each sequence's strongest position (by the firing value: h, or |h| under the abs rule) competes for the
+K slots, so the contexts shown for a neuron are K different texts rather than K neighbouring tokens of
+one text. With each kept position goes the neuron's *signed* h at the W = CONTEXT_LEFT + 1 +
+CONTEXT_RIGHT positions around it (the read side's context window, core.read.queries; NaN where the
+window runs past the sequence), so the contexts keep their sign (an abs-rule value is |h|: its sign
+is the window's centre) and an export has per-token activations of every context. The window is
+gathered only for the (sequence, neuron) pairs that enter the top-K in a batch, and moves with the
+value through every merge: float16, 2KW bytes a neuron (OPT-66b: 272 bytes of its 10 KB).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
+
+from .batches import host_copies, restore
+
+CONTEXT_WIDTH = CONTEXT_LEFT + 1 + CONTEXT_RIGHT
+FIELDS = ("top_val", "top_pos", "ctx_val")  # the tensors held, named as LayerState's fields
+
+
+class TopContexts:
+    """The running top-K of one layer's neurons: `top_val` [K, F] (descending, -inf padded), `top_pos`
+    [K, F] (global positions g = seq * T + t, -1 padded) and `ctx_val` [K, W, F] (float16)."""
+
+    def __init__(self, n_neurons: int, top_k: int, device: torch.device, sync_free: bool):
+        K, F, W = top_k, n_neurons, CONTEXT_WIDTH
+        self.top_k, self.sync_free = K, sync_free
+        self.top_val = torch.full((K, F), float("-inf"), dtype=torch.float32, device=device)
+        self.top_pos = torch.full((K, F), -1, dtype=torch.int64, device=device)
+        self.ctx_val = torch.full((K, W, F), float("nan"), dtype=torch.float16, device=device)
+        self._offsets = torch.arange(-CONTEXT_LEFT, CONTEXT_RIGHT + 1, device=device)[None, :, None]  # [1, W, 1]
+
+    @staticmethod
+    def device_bytes(n_neurons: int, top_k: int) -> int:
+        """Per neuron: values (4) and positions (8) of K slots, and their windows (2W each)."""
+        return n_neurons * top_k * (12 + 2 * CONTEXT_WIDTH) + 8 * CONTEXT_WIDTH
+
+    def update(self, h: torch.Tensor, value: torch.Tensor, seq_max: torch.Tensor, positions: torch.Tensor) -> None:
+        """Merge each sequence's strongest position of this batch (h and value [B, T, F], seq_max [B, F]:
+        value's maximum over positions, float32; positions [B * T]) into the running top-K."""
+        B, T, _ = value.shape
+        if self.sync_free:
+            seq_arg = value.argmax(dim=1)
+        else:  # only a value above the K-th can enter (an equal one comes later: the earlier stays)
+            enters = seq_max > self.top_val[-1]
+            if not bool(enters.any()):  # the common case after warm-up: nothing to merge
+                return
+            seq_arg = _argmax_where(value, enters)
+        seq_pos = positions.view(B, T).gather(1, seq_arg)  # [B, F]
+        cat_v = torch.cat([self.top_val, seq_max])
+        cat_p = torch.cat([self.top_pos, seq_pos])
+        # a stable sort, not topk: equal values (a repeated context) keep the earlier position, so the
+        # result does not depend on batch size, resumes or merges
+        order = torch.sort(cat_v, dim=0, descending=True, stable=True).indices[: self.top_k]
+        self.top_val, self.top_pos = cat_v.gather(0, order), cat_p.gather(0, order)
+        self.ctx_val = self._windows(h, seq_arg, order)
+
+    def _windows(self, h: torch.Tensor, seq_arg: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """The new `ctx_val` for the merged slots `order` [K, F] (index < K: a kept slot, whose window
+        moves with it; else batch sequence index - K, whose window is gathered from h here, K * W
+        values a neuron whatever the batch size)."""
+        B, T, F = h.shape
+        K, W = self.top_k, CONTEXT_WIDTH
+        entered = order >= K
+        seq = (order - K).clamp_min(0)
+        t = seq_arg.gather(0, seq)[:, None, :] + self._offsets  # [K, W, F]
+        rows = (seq[:, None, :] * T + t.clamp(0, T - 1)).view(K * W, F)
+        window = h.reshape(B * T, F).gather(0, rows).view(K, W, F).to(torch.float16)
+        window = window.masked_fill((t < 0) | (t >= T), float("nan"))
+        kept = self.ctx_val.gather(0, order.clamp_max(K - 1)[:, None, :].expand(K, W, F))
+        return torch.where(entered[:, None, :], window, kept)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return host_copies(self, FIELDS)
+
+    def load(self, st) -> None:
+        """Restore from a checkpoint's LayerState `st`."""
+        restore(self, st, FIELDS)
+
+
+def _argmax_where(value: torch.Tensor, enters: torch.Tensor) -> torch.Tensor:
+    """argmax over positions only where a sequence enters the top-K (`enters` [B, F]; few, after
+    warm-up), 0 elsewhere. A full argmax along the middle axis costs ten times the amax on the CPU."""
+    arg = torch.zeros(enters.shape, dtype=torch.int64)
+    b, i = torch.nonzero(enters, as_tuple=True)
+    if b.numel():
+        arg[b, i] = value[b, :, i].argmax(dim=1)
+    return arg

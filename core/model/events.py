@@ -1,0 +1,142 @@
+"""A bounded uniform sample of each neuron's firing positions, by *level sampling*, on the device.
+
+Every global position g has a level z(g) (trailing zeros of a 64-bit hash of g, so P(z >= L) = 2**-L);
+neuron i keeps the firing positions with z(g) >= level_i and raises level_i to the smallest L whose kept
+events fit in the cap C. Since the count of events with z >= L only grows, level_i ends as the smallest
+L that fits *the whole corpus*: the final sample is {g fired: z(g) >= level_i}, the same for any batch
+size, resume point or corpus sharding, exact (all events) when level_i is 0, and each kept event stands
+for 2**level_i firings, so per-token counts are unbiased estimates (docs/design.md, "Level sampling").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
+
+from .batches import BatchIndex, Firings, to_device
+
+
+class EventSample:
+    """The level-sampled firing positions of one layer's neurons (see the module docstring)."""
+
+    def __init__(self, n_neurons: int, events_cap: int, device: torch.device, sync_free: bool):
+        F, C = n_neurons, events_cap
+        self.n_neurons, self.cap, self.device, self.sync_free = F, C, device, sync_free
+        kw = {"device": device}
+        self.level = torch.zeros(F, dtype=torch.int64, **kw)
+        # event buffer, slot-major: row C is a trash row that absorbs the padding of nonzero_static.
+        # int32 positions and int8 levels: 5 bytes a slot (OPT-66b: 64 x 36,864 x 257 slots = 3 GB)
+        self.ev_pos = torch.full((C + 1, F), -1, dtype=torch.int32, **kw)
+        self.ev_z = torch.zeros(C + 1, F, dtype=torch.int8, **kw)
+        self.fill = torch.zeros(F, dtype=torch.int64, **kw)
+        self.level_hist = torch.zeros(MAX_LEVEL, F, dtype=torch.int64, **kw)  # buffered events by z
+        self._levels_col = torch.arange(MAX_LEVEL, **kw)[:, None]
+        self._neuron_ids = torch.arange(F, **kw)
+        self._neuron_bounds = torch.arange(F + 1, **kw)
+
+    @staticmethod
+    def device_bytes(n_neurons: int, events_cap: int) -> int:
+        """Device bytes: per neuron 5(C + 1) in event slots, 8 * MAX_LEVEL in the level histogram and 8
+        each for the level, the fill and the two neuron index ranges; the level column and the ranges'
+        last bound."""
+        return n_neurons * (5 * (events_cap + 1) + 8 * MAX_LEVEL + 4 * 8) + 8 * (MAX_LEVEL + 1)
+
+    def update(self, fired: torch.Tensor, batch: BatchIndex, pairs: torch.Tensor | None) -> None:
+        """Add one batch's firings ([rows, F] bool; `pairs`, when given, their (row, neuron) list)."""
+        token, neuron, level = self._new_events(fired, batch, pairs)
+        if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
+            raised = torch.nonzero(level > self.level).squeeze(1)
+            if raised.numel():
+                self._drop_below(level, raised)
+        else:  # every neuron, unconditionally: no data-dependent branch, no sync
+            self._drop_below(level, self._neuron_ids)
+        self.level = level
+        # append the batch's events (at most C - fill per neuron, by the choice of level), each neuron's
+        # events in consecutive free slots: rank within the neuron = index - first index of the neuron.
+        # Padding pairs (token -1) sort last under key F; group starts come from a sync-free searchsorted.
+        valid = token >= 0
+        key = torch.where(valid, neuron, self.n_neurons)
+        order = torch.argsort(key, stable=True)
+        key, token_c, valid = key[order], token.clamp_min(0)[order], valid[order]
+        starts = torch.searchsorted(key, self._neuron_bounds)  # [F + 1]
+        count = starts[1:] - starts[:-1]
+        neuron_c = key.clamp_max(self.n_neurons - 1)
+        rank = torch.arange(key.shape[0], device=self.device) - starts[neuron_c]
+        row = torch.where(valid, self.fill[neuron_c] + rank, self.cap)
+        self.ev_pos[row, neuron_c] = batch.positions[token_c].to(torch.int32)
+        self.ev_z[row, neuron_c] = batch.levels[token_c].to(torch.int8)
+        self.ev_pos[self.cap] = -1
+        self.fill += count
+
+    def _drop_below(self, level: torch.Tensor, cols: torch.Tensor) -> None:
+        """Drop the buffered events of neurons `cols` whose z is below the new level; compact the rest."""
+        C = self.cap
+        pos, z = self.ev_pos[:, cols], self.ev_z[:, cols]
+        slot_ok = (z >= level[cols, None].t()) & (pos >= 0)
+        slot_ok[C] = False
+        slot = torch.where(slot_ok, slot_ok.cumsum(0) - 1, C)
+        pos = torch.full_like(pos, -1).scatter_(0, slot, pos)
+        pos[C] = -1
+        self.ev_pos[:, cols] = pos
+        self.ev_z[:, cols] = torch.zeros_like(z).scatter_(0, slot, z)
+        self.fill[cols] = slot_ok.sum(0)
+
+    def _new_events(self, fired: torch.Tensor, batch: BatchIndex, pairs: torch.Tensor | None):
+        """(token, neuron) pairs of this batch's events to keep, and each neuron's new level.
+
+        The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
+        batch's firings with z >= L number at most C. Two ways to the same result: given the firing
+        `pairs` (CPU, few firings), count them by level; otherwise the firings are
+        counted by level over the whole mask, and the kept pairs extracted after (into a fixed-size,
+        -1-padded result when sync-free).
+        """
+        if pairs is not None:
+            z = batch.levels[pairs[:, 0]]
+            at_level = z >= self.level[pairs[:, 1]]
+            pairs, z = pairs[at_level], z[at_level]
+            counts = torch.bincount(z * self.n_neurons + pairs[:, 1], minlength=MAX_LEVEL * self.n_neurons)
+            level = self._raise_levels(counts.view(MAX_LEVEL, self.n_neurons))
+            pairs = pairs[z >= level[pairs[:, 1]]]
+            return pairs[:, 0], pairs[:, 1], level
+        level = self._raise_levels(batch.level_histogram(fired))
+        keep = fired & (batch.levels[:, None] >= level)
+        if self.sync_free:  # a fixed-size result: the batch adds at most C events per neuron
+            pairs = torch.nonzero_static(keep, size=min(keep.numel(), self.cap * self.n_neurons), fill_value=-1)
+        else:
+            pairs = Firings(keep).pairs()
+        return pairs[:, 0], pairs[:, 1], level
+
+    def _raise_levels(self, batch_hist: torch.Tensor) -> torch.Tensor:
+        """New levels from this batch's firings per level ([MAX_LEVEL, F]); keeps level_hist in step."""
+        total = self.level_hist + batch_hist
+        at_or_above = total.flip(0).cumsum(0).flip(0)
+        level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
+        self.level_hist = torch.where(self._levels_col >= level, total, 0)
+        return level
+
+    # ---- host round trip (checkpoints, merging) ------------------------------------------------
+    def state(self) -> dict[str, object]:
+        """`level` [F] int8 and `events` (F arrays of global positions, ascending) on the host."""
+        pos = self.ev_pos[: self.cap].cpu().numpy().astype(np.int64)
+        fill = self.fill.cpu().numpy()
+        return {"level": self.level.cpu().numpy().astype(np.int8),
+                "events": [np.sort(pos[: fill[i], i]) for i in range(self.n_neurons)]}
+
+    def load(self, st) -> None:
+        """Restore from a checkpoint's LayerState `st`: the inverse of `state`; each event's z is
+        recomputed."""
+        level, events = st.level, st.events
+        ev = np.full((self.cap + 1, self.n_neurons), -1, dtype=np.int64)
+        z = np.zeros_like(ev)
+        hist = np.zeros((MAX_LEVEL, self.n_neurons), dtype=np.int64)
+        for i, e in enumerate(events):
+            ev[: len(e), i] = e
+            lv = token_levels(e)
+            z[: len(e), i] = lv
+            np.add.at(hist[:, i], lv, 1)
+        self.level = to_device(level, self.level)
+        self.ev_pos, self.ev_z = to_device(ev, self.ev_pos), to_device(z, self.ev_z)
+        self.fill = to_device([len(e) for e in events], self.fill)
+        self.level_hist = to_device(hist, self.level_hist)
