@@ -90,6 +90,7 @@ ADDED_IN_2 = ("token_occ", "act_count_pos", "act_sum_pos", "vocab_utf8", "vocab_
 # shards, so they merge exactly); without `seq_index` row r is sequence r.
 OPTIONAL_DATASETS = {
     "seq_index": ("int64", "S"),  # global sequence index of each row of `tokens`, ascending
+    "sign_count": ("int64", "L,4,F"),
 }
 
 # Groups written after the pass. `projection` needs the model's weights (made during collection);
@@ -113,6 +114,9 @@ PROJECTION_DATASETS = {
     "cand_score": ("float32", "L,F,Kc"),  # their update scores
     "cand_supp_rank": ("int32", "L,F,Kc"),  # 0-based rank in the neuron's suppressed order (0 = most)
     "cand_cos_in": ("float32", "L,F,Kc"),  # cosine of the output vector with the input embedding (NaN if tied)
+    "vocab_mean": ("float32", "L,F"), "vocab_var": ("float32", "L,F"), "vocab_skew": ("float32", "L,F"),
+    "vocab_kurt": ("float32", "L,F"), "w_out_norm": ("float32", "L,F"), "w_in_norm": ("float32", "L,F"),
+    "null_share": ("float32", "L,F"), "freq_corr": ("float32", "L,F"),
 }
 # Its attributes: k, n_candidates, tied_embeddings, project_out, oriented (vectors multiplied by the sign of
 # the firing activation) and candidates_complete (candidate triggers chosen among all event tokens; False:

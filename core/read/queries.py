@@ -121,6 +121,7 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
     per_layer = {name: group.read(name) for name in ("layer_covered", "layer_new", "layer_new_vs_prev",
                                                        "layer_supp_share", "layer_neg_share",
                                                        "layer_detectors_known")} if group else {}
+    known = {k.name: (group is not None or not k.needs_analysis) and kinds.known(k, summary) for k in kinds.KINDS}
     rows = []
     for layer in range(L):
         act = summary.read("act_count", layer)
@@ -130,7 +131,7 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
                                "tau": _float(summary.tau[layer])}
         flags = (group.read("flags", layer) if group is not None
                  else kinds.count_flags(act, summary.read("act_max", layer), N, params))
-        counts = {k.name: None if k.needs_analysis and group is None else int(np.count_nonzero(kinds.has(flags, k.name)))
+        counts = {k.name: int(np.count_nonzero(kinds.has(flags, k.name))) if known[k.name] else None
                   for k in kinds.KINDS}
         for name in CATEGORIES:
             row[name] = counts[name]
