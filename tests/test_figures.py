@@ -48,7 +48,8 @@ def test_every_depth_panel_plots_the_reports_numbers(two, drawn, capsys):
         reports[report["model"]] = report["layers"]
     assert [m["model"] for m in data["models"]] == list(reports)
     depth = [f for f in data["figures"] if not f["name"].startswith("profiles_")]
-    assert [f["name"] for f in depth] == ["dead", "alive_rate", "token_detectors", "coverage", "suppression", "positional"]
+    assert [f["name"] for f in depth] == ["dead", "alive_rate", "token_detectors", "coverage", "suppression", "positional",
+                                        "families"]
     checked = 0
     for figure in depth:
         assert figure["xlabel"] and figure["caption"] and figure["title"]
@@ -64,7 +65,7 @@ def test_every_depth_panel_plots_the_reports_numbers(two, drawn, capsys):
                 n_tokens = next(m["n_tokens"] for m in data["models"] if m["model"] == series["model"])
                 assert series["label"] == f"{series['model']} ({tokens_label(n_tokens)} tokens)"
                 checked += 1
-    assert checked == 2 * (3 + 1 + 1 + 3 + 2 + 5)
+    assert checked == 2 * (3 + 1 + 1 + 3 + 2 + 5 + 5)
     # the paper's depth trends need something to plot: the synthetic models have every category
     dead = next(f for f in depth if f["name"] == "dead")["panels"][0]["series"][0]["y"]
     assert max(dead) > 0
