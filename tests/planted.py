@@ -22,6 +22,10 @@ LayerNorms reduce to a constant rescaling):
   embedding (the update erases the token, as the paper finds for real detectors).
 Layer 1 has no attention output; it plants a second token detector (a new token for coverage over
 depth) and a dead neuron; its other neurons are random.
+
+`planted_llama` builds a one-layer Llama whose unembedding has a planted effective null direction and
+a strong token-frequency direction, and `set_out` writes a neuron's output vector, so a test plants
+prediction, suppression, entropy and token-frequency neurons in it.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import OPTConfig, OPTForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
 
 from neuron_tui.cache import schema, write_summary
+from neuron_tui.core.model.adapters import ffn_out_projections
 from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
 from neuron_tui.core.read.sampling import token_levels
 
@@ -383,3 +388,45 @@ def collect_planted(model: OPTForCausalLM, plan: Plan, tokens: np.ndarray, folde
     plan_ = make_plan("planted-opt", model.config, s, "cpu", out=folder / "planted.h5")
     return collect(LoadedModel(model, planted_tokenizer(model, plan), ModelSource("planted-opt", "memory"), ""),
                    plan_, quiet=True)
+
+
+# ---- the later families: a one-layer Llama with a planted null direction and frequency direction -------
+
+def zipf_counts(V: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.floor(5000.0 / (rng.permutation(V) + 1.0) ** 1.1).astype(np.int64)
+
+
+D, V, F = 256, 1000, 40  # wide enough for one token's cosine to stand out of V random ones
+DARK = 0.01  # the planted null directions are effective ones: U's rows reach them at 1% of their typical size
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x)
+
+
+def planted_llama(seed: int = 0):
+    """A one-layer Llama whose unembedding has a planted (effective) null direction n and a strong
+    token-frequency direction; the final norm's gain far from constant."""
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=D, intermediate_size=F, num_hidden_layers=1,
+                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
+                                         tie_word_embeddings=False)).eval()
+    rng = np.random.default_rng(seed)
+    counts = zipf_counts(V, seed)
+    f = np.log1p(counts)
+    f -= f.mean()
+    n, u_f = np.linalg.qr(rng.normal(size=(D, 2)))[0].T  # orthonormal: the null and the frequency directions
+    U = rng.normal(size=(V, D)) + 3.0 * np.outer(f / f.std(), u_f)
+    U += np.outer((DARK - 1) * (U @ n), n)
+    gain = rng.uniform(0.3, 3.0, D)
+    with torch.no_grad():
+        model.lm_head.weight.copy_(torch.as_tensor(U))
+        model.model.norm.weight.copy_(torch.as_tensor(gain))
+        model.model.layers[0].mlp.down_proj.weight.copy_(torch.as_tensor(rng.normal(size=(D, F))))
+    return model, counts, n, gain
+
+
+def set_out(model, neuron: int, w: np.ndarray) -> None:
+    with torch.no_grad():
+        ffn_out_projections(model)[0].weight[:, neuron] = torch.as_tensor(w, dtype=torch.float32)

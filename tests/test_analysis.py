@@ -76,7 +76,8 @@ def test_hand_summary_default_params(hand):
         attrs, a = analyze(s)
     # with 4 sequences per position, MI is large for sparse neurons (the paper needs many sequences)
     assert flags_of(a) == {"dead": [0], "silent": [], "faint": [], "rare": [], "token": [1], "ngram": [],
-                           "positional": [4, 5, 7]}
+                           "positional": [4, 5, 7], "prediction": [], "suppression": [], "entropy": [],
+                           "frequency": [], "mixed": []}  # no projection statistics, not gated
     # n7 fires once, at position 5 (BOS position left out): I = H(1/20) - 1/5 H(1/4)
     H = lambda p: -(p * math.log(p) + (1 - p) * math.log(1 - p))  # noqa: E731
     assert a["pos_mi"][0, 7] == pytest.approx(H(1 / 20) - H(1 / 4) / 5, rel=1e-6)

@@ -47,8 +47,9 @@ def test_every_depth_panel_plots_the_reports_numbers(two, drawn, capsys):
         report = run_json(capsys, "report", path, "--json")
         reports[report["model"]] = report["layers"]
     assert [m["model"] for m in data["models"]] == list(reports)
-    depth = [f for f in data["figures"] if not f["name"].startswith("profiles_")]
-    assert [f["name"] for f in depth] == ["dead", "alive_rate", "token_detectors", "coverage", "suppression", "positional"]
+    depth = [f for f in data["figures"] if not f["name"].startswith(("profiles_", "histograms_"))]
+    assert [f["name"] for f in depth] == ["dead", "alive_rate", "token_detectors", "coverage", "suppression", "positional",
+                                        "families"]
     checked = 0
     for figure in depth:
         assert figure["xlabel"] and figure["caption"] and figure["title"]
@@ -64,7 +65,7 @@ def test_every_depth_panel_plots_the_reports_numbers(two, drawn, capsys):
                 n_tokens = next(m["n_tokens"] for m in data["models"] if m["model"] == series["model"])
                 assert series["label"] == f"{series['model']} ({tokens_label(n_tokens)} tokens)"
                 checked += 1
-    assert checked == 2 * (3 + 1 + 1 + 3 + 2 + 5)
+    assert checked == 2 * (3 + 1 + 1 + 3 + 2 + 5 + 5)
     # the paper's depth trends need something to plot: the synthetic models have every category
     dead = next(f for f in depth if f["name"] == "dead")["panels"][0]["series"][0]["y"]
     assert max(dead) > 0
@@ -92,6 +93,25 @@ def test_the_profiles_are_the_strongest_positional_neurons_of_the_layer_with_mos
                 assert record["pos_shape"] == schema.POS_SHAPES[code]
                 drawn_any += 1
         assert drawn_any > 0
+
+
+def test_the_histograms_are_the_pass_counts_of_the_most_firing_neuron_of_each_kind(two, drawn):
+    _, data = drawn
+    figures = [f for f in data["figures"] if f["name"].startswith("histograms_")]
+    assert len(figures) == 2
+    for path, figure in zip(two, figures):
+        with Summary.open(path) as s:
+            flags, act = s.analysis.read("flags"), s.read("act_count")
+            for panel in figure["panels"]:
+                kind = panel["key"].removeprefix("histogram_")
+                mine = kinds.has(flags, kind) & (act > 0)
+                layer, neuron = np.unravel_index(np.argmax(np.where(mine, act, -1)), act.shape)
+                (series,) = panel["series"]
+                assert series["label"] == f"L{layer} N{neuron}"
+                assert series["y"] == s.read("hist_count", int(layer))[:, neuron].astype(float).tolist()
+                edges = s.read("hist_edges", int(layer)).astype(np.float64)
+                assert series["x"] == ((edges[:-1] + edges[1:]) / 2).tolist()
+            assert len(figure["panels"]) >= 1
 
 
 @pytest.mark.parametrize("fmt", ["svg", "png", "pdf"])

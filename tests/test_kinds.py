@@ -79,3 +79,54 @@ def test_a_summary_without_analysis_decides_the_kinds_that_need_only_counts():
     assert [categories(f) for f in flags] == [["dead"], ["silent"], ["faint", "rare"], [], ["dead"], ["rare"]]
     assert {k.name for k in kinds.FROM_COUNTS} == {"dead", "silent", "faint", "rare"}
     assert kinds.layer_typicals(np.array([0.0, 1.0, 0.05, 3.0, -np.inf, 4.0]))["act_max"] == 2.0
+
+
+def family_evidence(**fields) -> kinds.Evidence:
+    """Evidence of six alive neurons (500 firings each) with the given family statistics."""
+    F = 6
+    base = dict(act_count=np.full(F, 500), act_max=np.full(F, 2.0), n_tokens=100_000,
+                typical={"act_max": 2.0, "null_share": 0.01, "w_out_norm": 1.0},
+                total=np.full(F, 500), coverage=np.zeros(F), ngram_share=np.zeros(F), pos_mi=np.zeros(F))
+    return kinds.Evidence(**{**base, **fields})
+
+
+def families_of(ev: kinds.Evidence) -> list[list[str]]:
+    return [categories(f) for f in kinds.decide(ev, AnalysisParams())]
+
+
+def test_prediction_and_suppression_neurons_by_the_kurtosis_and_skew_of_their_vocabulary_cosines():
+    """Gurnee et al. 2024: kurtosis > 10 (Pearson's), the skew's sign telling prediction from suppression."""
+    ev = family_evidence(vocab_kurt=np.array([12.0, 12.0, 9.9, 30.0, np.nan, 10.0]),
+                         vocab_skew=np.array([1.0, -1.0, 5.0, 0.0, 1.0, 2.0]))
+    assert families_of(ev) == [["prediction"], ["suppression"], [], [], [], []]
+
+
+def test_entropy_neurons_need_both_a_large_norm_and_a_large_null_space_share():
+    """Ten times the layer's typical null-space share (0.01) and twice its typical norm (1.0)."""
+    ev = family_evidence(null_share=np.array([0.2, 0.2, 0.05, 0.101, 0.2, np.nan]),
+                         w_out_norm=np.array([3.0, 1.5, 3.0, 2.01, 2.0, 3.0]))
+    assert families_of(ev) == [["entropy"], [], [], ["entropy"], [], []]
+
+
+def test_token_frequency_neurons_by_their_correlation_with_log_frequency():
+    ev = family_evidence(freq_corr=np.array([0.7, -0.7, 0.5, 0.49, np.nan, -0.51]))
+    assert families_of(ev) == [["frequency"], ["frequency"], [], [], [], ["frequency"]]
+
+
+def test_mixed_sign_neurons_split_their_firings_across_sign_cases():
+    """No case holds 90% of the firings and the runner-up has at least min_token_count (5)."""
+    counts = np.array([[500, 450, 489, 0, 6, 2],  # (+,+)
+                       [0, 50, 11, 500, 4, 3],  # (+,-)
+                       [0, 0, 0, 0, 1, 0],  # (-,+)
+                       [0, 0, 0, 0, 1, 0]])  # (-,-)
+    # 500 of 500: one case; 450 of 500 = 0.9: not under 0.9; 489 of 500; 500 of 500; 6 of 12, but the
+    # runner-up (4) is under 5; 3 of 5, the runner-up (2) under 5
+    assert families_of(family_evidence(sign_count=counts)) == [[], [], [], [], [], []]
+    ev = family_evidence(sign_count=np.array([[440, 300, 6, 0, 0, 0], [60, 200, 5, 0, 0, 0],
+                                              [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
+    assert families_of(ev) == [["mixed"], ["mixed"], ["mixed"], [], [], []]
+
+
+def test_every_overview_header_fits_the_narrowest_column():
+    """At 80 columns a kind's overview column is 6 cells wide: a longer header would be cut."""
+    assert all(len(k.column) <= 6 for k in kinds.KINDS), [k.column for k in kinds.KINDS if len(k.column) > 6]

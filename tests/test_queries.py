@@ -15,8 +15,9 @@ from neuron_tui.cache import Summary
 from neuron_tui.core.read.analysis import run_analysis
 from neuron_tui.core.read.params import AnalysisParams
 from neuron_tui.core.read.queries import compare_rows, layer_rows, neuron_record
+from neuron_tui.tui.present.card import neuron_panel
 from neuron_tui.tui.present.layers import compare_table, report_table
-from neuron_tui.tui.present.neuron import context_value, neuron_panel
+from neuron_tui.tui.present.neuron import context_value
 
 S, T = TOKENS.shape
 

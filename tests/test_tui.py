@@ -26,6 +26,7 @@ from neuron_tui.core.read.tokens import visible
 from neuron_tui.tui import screens, widgets
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.keys import KEYED, known_binding_ids, load_keymap
+from neuron_tui.tui.present.formats import share_text
 from neuron_tui.tui.present.help import LEGEND
 from neuron_tui.tui.screens.dialogs import ExportDialog, MarkDialog
 from neuron_tui.tui.screens.errors import ErrorScreen, TooSmallScreen
@@ -131,6 +132,22 @@ def shown_ids(app) -> list[int]:
 
 
 async def test_overview_shows_run_and_depth_bars_with_their_scale(summary, raw):
+    """Wide: a bar per kind on one scale, given in the title; at 80 columns every kind's share, whole."""
+    dead = (raw["act_count"] == 0).sum(1) / 96
+    shares = [dead, *((kinds.has(raw["flags"], k).sum(1) / 96) for k in kinds.NAMES if k != "dead")]
+    top = max(s.max() for s in shares)
+    app = NeuronApp(summary)
+    async with app.run_test(size=(160, 30), notifications=True) as pilot:
+        await settle(pilot)
+        lines = screen_text(app).splitlines()
+        assert f"overview · bars to {100 * top:.0f}% · enter opens a layer" in lines[0] and top == dead.max()
+        header = next(i for i, l in enumerate(lines) if " dead" in l and "token" in l)
+        rows = lines[header + 1 : header + 5]
+        full = int(np.argmax(dead))
+        assert "█████" in rows[full]  # the largest share draws the full bar
+        # layer 1 holds the largest rare, token and positional shares, yet none of them reaches dead's 39%:
+        # on one scale no bar of layer 1 is full (each column on its own scale drew three full bars there)
+        assert "█████" not in rows[1]
     app = NeuronApp(summary)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await settle(pilot)
@@ -139,20 +156,14 @@ async def test_overview_shows_run_and_depth_bars_with_their_scale(summary, raw):
         assert "synthetic/tiny-opt" in text and "2,048" in text and "ReLU: fired iff h > 0" in text
         assert "4 × 96 neurons" in text and "tiny.h5" in text
         lines = text.splitlines()
+        assert "overview · shares of each layer" in lines[0]  # no room for bars beside nine kinds
         header = next(i for i, l in enumerate(lines) if " dead" in l and "token" in l)
-        # one scale for every column, in the title: the largest share of any kind in any layer
-        dead = (raw["act_count"] == 0).sum(1) / 96
-        shares = [dead, *((kinds.has(raw["flags"], k).sum(1) / 96) for k in ("rare", "token", "ngram", "positional"))]
-        top = max(s.max() for s in shares)
-        assert f"overview · bars to {100 * top:.0f}% · enter opens a layer" in lines[0] and top == dead.max()
+        shown = [k for k in kinds.KINDS if kinds.has(raw["flags"], k.name).any()]
+        assert lines[header].split() == ["L", *(k.column for k in shown)]
         rows = lines[header + 1 : header + 5]
         assert [r.split()[0] for r in rows] == ["0", "1", "2", "3"]
-        full = int(np.argmax(dead))
-        assert "██████" in rows[full]  # the largest share draws the full bar
-        # layer 1 holds the largest rare, token and positional shares, yet none of them reaches dead's 39%:
-        # on one scale no bar of layer 1 is full (each column on its own scale drew three full bars there)
-        assert "██████" not in rows[1]
-        assert f"{100 * dead[0]:.0f}%" in rows[0]
+        for layer, row in enumerate(rows):
+            assert row.split()[1:] == [share_text(kinds.has(raw["flags"], k.name)[layer].sum() / 96) for k in shown]
         assert f"dead {int(dead[0] * 96)} ({100 * dead[0]:.0f}%)" in text  # the highlighted layer's counts
         await press(pilot, "down")
         assert "L1: 96 neurons" in screen_text(app)
@@ -553,7 +564,8 @@ async def test_summary_without_analysis_says_what_to_run(folder):
         await settle(pilot)
         text = screen_text(app)
         assert "no analysis yet: counts only; run `neuron-tui analyze" in text
-        assert "token –" in text  # counts only in the layer summary line
+        header = next(line for line in text.splitlines() if " dead" in line)
+        assert "token" not in header  # the kinds that need the analysis take no column until it is run
         await press(pilot, "enter", "t")
         assert notified(app, "token filter needs the analysis") and app.screen.state.filter == "all"
         await press(pilot, "slash")
@@ -632,6 +644,10 @@ async def test_the_overview_plot_view_draws_the_figures_curves(summary):
         plots = app.screen.query(PositionPlot)
         figures = depth_figures([app.explorer.file.summary])
         curves = [p.series[0].y for f in figures for p in f.panels]
+        unknown = [c for c in curves if all(v is None for v in c)]  # mixed-sign: no sign cases in a ReLU model
+        curves = [c for c in curves if c not in unknown]
+        titles = [str(w.render()) for w in app.screen.query(".plot-title")]
+        assert len(unknown) == 1 and sum("– (not known for this summary)" in t for t in titles) == 1
         assert len(plots) == len(curves) and not app.screen.query_one("#layers").display
         for plot, curve in zip(plots, curves):  # the same numbers as `neuron-tui figures`
             np.testing.assert_array_equal(plot.values, [0.0 if v is None else v for v in curve])

@@ -14,7 +14,8 @@ import pytest
 import tiny
 import torch
 import vocab_reference as ref
-from transformers import LlamaConfig, LlamaForCausalLM, OPTConfig, OPTForCausalLM
+from planted import DARK, D, F, V, planted_llama, set_out, unit, zipf_counts
+from transformers import OPTConfig, OPTForCausalLM
 
 from neuron_tui.cache import Summary, SummaryWriter, schema
 from neuron_tui.core.model import projections
@@ -36,11 +37,6 @@ def project(folder, model, counts=None, name="p.h5", **kw) -> tuple[dict, dict]:
         group = f[schema.PROJECTION_GROUP]
         return {k: v.item() if hasattr(v, "item") else v for k, v in group.attrs.items()}, \
             {n: group[n][()] for n in STATS}
-
-
-def zipf_counts(V: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return np.floor(5000.0 / (rng.permutation(V) + 1.0) ** 1.1).astype(np.int64)
 
 
 def check(got: dict, want: dict, layer: int, rtol: float = 2e-4) -> None:
@@ -72,41 +68,6 @@ def test_statistics_equal_the_slow_path(tmp_path, make):
 
 
 # ---- planted neurons ---------------------------------------------------------------------------------------
-
-D, V, F = 256, 1000, 40  # wide enough for one token's cosine to stand out of V random ones
-DARK = 0.01  # the planted null directions are effective ones: U's rows reach them at 1% of their typical size
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x)
-
-
-def planted_llama(seed: int = 0):
-    """A one-layer Llama whose unembedding has a planted (effective) null direction n and a strong
-    token-frequency direction; the final norm's gain far from constant."""
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=V, hidden_size=D, intermediate_size=F, num_hidden_layers=1,
-                                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=16,
-                                         tie_word_embeddings=False)).eval()
-    rng = np.random.default_rng(seed)
-    counts = zipf_counts(V, seed)
-    f = np.log1p(counts)
-    f -= f.mean()
-    n, u_f = np.linalg.qr(rng.normal(size=(D, 2)))[0].T  # orthonormal: the null and the frequency directions
-    U = rng.normal(size=(V, D)) + 3.0 * np.outer(f / f.std(), u_f)
-    U += np.outer((DARK - 1) * (U @ n), n)
-    gain = rng.uniform(0.3, 3.0, D)
-    with torch.no_grad():
-        model.lm_head.weight.copy_(torch.as_tensor(U))
-        model.model.norm.weight.copy_(torch.as_tensor(gain))
-        model.model.layers[0].mlp.down_proj.weight.copy_(torch.as_tensor(rng.normal(size=(D, F))))
-    return model, counts, n, gain
-
-
-def set_out(model, neuron: int, w: np.ndarray) -> None:
-    with torch.no_grad():
-        ffn_out_projections(model)[0].weight[:, neuron] = torch.as_tensor(w, dtype=torch.float32)
-
 
 def test_planted_prediction_suppression_entropy_and_frequency_neurons(tmp_path):
     model, counts, n, gain = planted_llama()

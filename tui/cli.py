@@ -7,6 +7,7 @@
     neuron-tui neuron MODEL|FILE LAYER INDEX [--json]
     neuron-tui probe MODEL|FILE "text" [--layer L] [--neuron N] [--ablate zero|mean|clamp [--value X]] [--json]
     neuron-tui figures MODEL|FILE... -o DIR [--format svg|png|pdf]   the paper's figures, lined up by depth
+    neuron-tui export MODEL|FILE -o DIR [--layer L] [--category C] [--marked] [--limit N]   Neuronpedia JSON
     neuron-tui analyze MODEL|FILE [--min-fire-rate X ...]
     neuron-tui open MODEL|FILE
     neuron-tui merge A.h5 B.h5 ... -o C.h5 [--model M]   disjoint shards (collect --shard K/N) into one
@@ -35,7 +36,7 @@ from neuron_tui.core.read.table import SEARCH_RULE
 
 from .cli_analysis import analysis_options, run_analyze
 
-COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "figures", "analyze", "open", "merge")
+COMMANDS = ("collect", "report", "neurons", "neuron", "probe", "figures", "export", "analyze", "open", "merge")
 DEBUG_ENV = "NEURON_TUI_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
@@ -152,6 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("-o", "--out", type=Path, required=True, help="the folder for the figures")
     fig.add_argument("--format", default="svg", choices=["svg", "png", "pdf"])
     fig.add_argument("--cache-dir", type=Path)
+    exp = sub.add_parser("export", help="neurons as Neuronpedia's dashboard JSON (sae-dashboard's format), one "
+                                        "batch file per layer")
+    _summary_argument(exp)
+    exp.add_argument("-o", "--out", type=Path, required=True, help="the folder for the batch files")
+    exp.add_argument("--format", default="neuronpedia", choices=["neuronpedia"])
+    exp.add_argument("--layer", type=int, help="one layer (default: every layer)")
+    exp.add_argument("--category", default="all", help="only neurons of this kind (as neurons --category)")
+    exp.add_argument("--marked", action="store_true", help="only the neurons marked in the explorer (m)")
+    exp.add_argument("--limit", type=int, help="at most this many neurons, the first by layer and index")
     ana = sub.add_parser("analyze", help="recompute the neuron categories of a summary (no model needed)")
     _summary_argument(ana)
     analysis_options(ana)
@@ -225,6 +235,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         args.file = find_summary(args.file, args.cache_dir)
     return {"open": lambda a: _open(a.file, a.device), "analyze": run_analyze, "report": run_report,
             "neurons": run_neurons, "neuron": run_neuron, "probe": run_probe, "figures": run_figures,
+            "export": run_export,
             "merge": run_merge}[args.command](args)
 
 
@@ -343,6 +354,34 @@ def run_neurons(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_export(args: argparse.Namespace) -> int:
+    """The selected neurons (a layer, a kind, the marks; all by default) as Neuronpedia batches."""
+    from neuron_tui.core.read.neuronpedia import write_batches
+    from neuron_tui.core.read.queries import FILTERS
+    from neuron_tui.tui.viewmodel import Marks
+
+    if args.category not in FILTERS[:-1]:
+        raise UsageError(f"unknown category {args.category!r}; one of {', '.join(FILTERS[:-1])}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit {args.limit} is too small (at least 1)")
+    with _open_file(args.file) as s:
+        if args.layer is not None and not 0 <= args.layer < s.n_layers:
+            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+        picked = [(r["layer"], r["neuron"]) for r in s.neurons(args.layer, category=args.category)]
+        if args.marked:
+            marked = {(layer, neuron) for layer, neuron, _ in Marks(args.file, read_only=True)}
+            picked = [p for p in picked if p in marked]
+        picked = picked[: args.limit]
+        if not picked:
+            raise UsageError("no neuron matches: nothing to export")
+        selection: dict[int, list[int]] = {}
+        for layer, neuron in picked:
+            selection.setdefault(layer, []).append(neuron)
+        for path in write_batches(s.summary, selection, args.out):
+            print(path)
+    return 0
+
+
 def run_neuron(args: argparse.Namespace) -> int:
     with _open_file(args.file) as s:
         if not (0 <= args.layer < s.n_layers and 0 <= args.index < s.n_neurons):
@@ -353,7 +392,7 @@ def run_neuron(args: argparse.Namespace) -> int:
             _print_json(record)
             return 0
         from neuron_tui.tui.present import Output
-        from neuron_tui.tui.present.neuron import neuron_panel
+        from neuron_tui.tui.present.card import neuron_panel
 
         out = Output()
         out.show(neuron_panel(record, s.vocab, s.summary.projection is not None, plain=out.plain))

@@ -70,13 +70,15 @@ def layer_analysis(
     n_tokens: int,
     projection: dict[str, np.ndarray] | None = None,
     typical: dict[str, float] | None = None,
+    families: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Every per-neuron analysis array of one layer (or of any subset of its neurons).
 
     act_count [F], act_max [F], pos_count [T, F], level [F], offsets [F+1] relative to `events`
     (global token positions, ascending per neuron); projection: this layer's cand_tok /
     cand_supp_rank / cand_score [F, Kc] or None; typical: the whole layer's typical values
-    (kinds.layer_typicals; None: from these neurons). Also returns `covered_tokens` (ids covered by a token detector of the
+    (kinds.layer_typicals; None: from these neurons); families: the statistics the later families'
+    criteria read (`family_statistics`), those the summary has. Also returns `covered_tokens` (ids covered by a token detector of the
     layer) and the per-layer suppression counts.
     """
     act_count = np.asarray(act_count, dtype=np.int64)
@@ -85,8 +87,10 @@ def layer_analysis(
     total = act_count - (pos_count[0].astype(np.int64) if stream.bos else 0)  # non-BOS firings (exact)
     out: dict[str, np.ndarray] = {}
     act_max = np.asarray(act_max, dtype=np.float64)
-    typical = kinds.layer_typicals(act_max) if typical is None else typical
-    evidence = kinds.Evidence(act_count, act_max, n_tokens, typical, total=total)
+    families = families or {}
+    if typical is None:
+        typical = kinds.layer_typicals(act_max, families.get("null_share"), families.get("w_out_norm"))
+    evidence = kinds.Evidence(act_count, act_max, n_tokens, typical, total=total, **families)
     triggers = _triggers(events, params, total, out)
     evidence.coverage = triggers.coverage
     _bigrams(events, params, out)
@@ -240,6 +244,28 @@ def _projection_layer(summary: Summary, layer: int, index: int | None = None) ->
     return {n: group.neuron(n, layer, index)[None] for n in _PROJECTION_INPUTS}
 
 
+FAMILY_STATISTICS = {  # Evidence field -> where a summary keeps it (core/read/kinds.py reads them)
+    "vocab_skew": "projection/vocab_skew", "vocab_kurt": "projection/vocab_kurt",
+    "null_share": "projection/null_share", "w_out_norm": "projection/w_out_norm",
+    "freq_corr": "projection/freq_corr", "sign_count": "sign_count",
+}
+
+
+def family_statistics(summary: Summary, layer: int, index: int | None = None) -> dict[str, np.ndarray]:
+    """The per-neuron statistics of the later families' criteria that `summary` has (the projection
+    group's vocabulary moments, norms, null-space share and frequency correlation; the pass's sign
+    cases of gated neurons), for one layer ([F] each, sign_count [4, F]) or one neuron of it as a layer
+    of one."""
+    out = {}
+    for field, path in FAMILY_STATISTICS.items():
+        if not kinds.stored(summary, path):
+            continue
+        group, _, name = path.rpartition("/")
+        value = summary.projection.read(name, layer) if group else summary.read(name, layer)
+        out[field] = value if index is None else value[..., index : index + 1]
+    return out
+
+
 def _layer_inputs(summary: Summary, layer: int) -> tuple:
     offsets, events = summary.layer_events(layer)
     return (summary.read("act_count", layer), summary.read("act_max", layer), summary.read("pos_count", layer),
@@ -261,7 +287,7 @@ def _run(summary: Summary, params: AnalysisParams, put_layer, put_whole, progres
     prev_layer = np.zeros(stream.V, dtype=bool)
     for layer in range(L):
         res = layer_analysis(stream, params, *_layer_inputs(summary, layer), summary.n_tokens,
-                             _projection_layer(summary, layer))
+                             _projection_layer(summary, layer), families=family_statistics(summary, layer))
         for name in PER_NEURON:
             put_layer(name, layer, res[name])
         here = np.zeros(stream.V, dtype=bool)
@@ -350,6 +376,14 @@ def neuron_analysis(summary: Summary, layer: int, index: int, params: AnalysisPa
         summary.neuron_events(layer, index),
         summary.n_tokens,
         _projection_layer(summary, layer, index),
-        kinds.layer_typicals(summary.read("act_max", layer)),
+        _typicals(summary, layer),
+        family_statistics(summary, layer, index),
     )
     return {name: res[name][0] for name in PER_NEURON}
+
+
+def _typicals(summary: Summary, layer: int) -> dict[str, float]:
+    """The whole layer's typical values (kinds.layer_typicals), for a criterion of one of its neurons."""
+    layer_stats = family_statistics(summary, layer)
+    return kinds.layer_typicals(summary.read("act_max", layer), layer_stats.get("null_share"),
+                                layer_stats.get("w_out_norm"))

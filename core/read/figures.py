@@ -25,6 +25,8 @@ from .params import AnalysisParams
 from .queries import POSITIONAL_TYPES, layer_rows, model_names, neuron_record
 
 PROFILES_PER_TYPE = 3  # positional profiles drawn per type: the strongest by I(fired; position)
+FAMILIES = ("prediction", "suppression", "entropy", "frequency", "mixed")  # the kinds named since the paper
+HISTOGRAM_KINDS = ("token", "positional", *FAMILIES)  # kinds whose example neuron's firing values are drawn
 
 
 @dataclass
@@ -136,6 +138,13 @@ def depth_figures(summaries: Sequence[Summary], rows: Sequence[list[dict]] | Non
         Figure("positional", "Positional neurons", depth,
                "Neurons whose firing depends on the position (mutual information with the position "
                "over the threshold), in all and by the paper's types (docs/design.md).", pos_panels),
+        Figure("families", "Neuron families named since the paper", depth,
+               "Share of each layer's neurons of each family (docs/design.md, \"Beyond the paper\"): prediction "
+               "and suppression neurons (Gurnee et al. 2024: they cluster in the last layers, suppression after "
+               "prediction), entropy and token-frequency neurons (Stolfo et al. 2024), gated neurons whose "
+               "firings split across sign cases (GLUScope).",
+               [_depth_panel(f"{k}_frac", "share of the layer", runs, kinds.BY_NAME[k].noun + "s")
+                for k in FAMILIES], share=True),
     ]
 
 
@@ -171,14 +180,46 @@ def profile_figure(summary: Summary, name: str) -> Figure | None:
                   panels, share=True)
 
 
+def histogram_figure(summary: Summary, name: str) -> Figure | None:
+    """The distribution of firing values of one example neuron of each kind the summary has (the one
+    with the most firings among them): the histogram the pass counts in fixed bins. None without
+    histograms or an analysis."""
+    group = summary.analysis
+    if group is None or not summary.has("hist_count"):
+        return None
+    best: dict[str, tuple[int, int, int]] = {}  # kind -> (firings, layer, neuron)
+    for layer in range(summary.n_layers):
+        flags, act = group.read("flags", layer), summary.read("act_count", layer)
+        for kind in HISTOGRAM_KINDS:
+            mine = np.flatnonzero(kinds.has(flags, kind) & (act > 0))
+            if mine.size:
+                i = int(mine[np.argmax(act[mine])])
+                if int(act[i]) > best.get(kind, (-1, 0, 0))[0]:
+                    best[kind] = (int(act[i]), layer, i)
+    if not best:
+        return None
+    panels = []
+    for kind, (_, layer, neuron) in best.items():
+        edges = summary.read("hist_edges", layer).astype(np.float64)
+        counts = summary.read("hist_count", layer)[:, neuron]
+        centres = ((edges[:-1] + edges[1:]) / 2).tolist()
+        series = [Series(name, f"L{layer} N{neuron}", centres, [float(c) for c in counts], [layer] * len(centres))]
+        panels.append(Panel(f"histogram_{kind}", "firings", series, f"{kinds.BY_NAME[kind].noun}: L{layer} N{neuron}"))
+    return Figure(f"histograms_{_slug(name)}", f"Firing values of {name} ({tokens_label(summary.n_tokens)} tokens)",
+                  "activation h when the neuron fired",
+                  "Firings of one neuron of each kind (the one that fired most) in the summary's fixed bins of "
+                  "firing values, counted exactly in the pass (a gated neuron fires on both sides of +-tau).",
+                  panels)
+
+
 def figure_data(summaries: Sequence[Summary]) -> list[Figure]:
-    """Every figure for these summaries: the depth figures, then one profile figure per model that has
-    positional neurons."""
+    """Every figure for these summaries: the depth figures, then per model the positional profiles and
+    the firing-value histograms it has."""
     figures = depth_figures(summaries)
     for name, s in zip(model_names(summaries), summaries):
-        profile = profile_figure(s, name)
-        if profile is not None:
-            figures.append(profile)
+        for figure in (profile_figure(s, name), histogram_figure(s, name)):
+            if figure is not None:
+                figures.append(figure)
     return figures
 
 

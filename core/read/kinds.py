@@ -116,6 +116,62 @@ def _positional(ev: Evidence, p: AnalysisParams) -> np.ndarray:
     return ev.pos_mi > p.mi_threshold
 
 
+def _none(ev: Evidence) -> np.ndarray:
+    return np.zeros(ev.act_count.shape, dtype=bool)
+
+
+def _prediction(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Its output's cosines with the unembedding rows have kurtosis above `vocab_kurtosis` and positive
+    skew: it raises a few tokens' logits far above the rest (Gurnee et al. 2024, section 4.3)."""
+    if ev.vocab_kurt is None:
+        return _none(ev)
+    with np.errstate(invalid="ignore"):
+        return (ev.vocab_kurt > p.vocab_kurtosis) & (ev.vocab_skew > 0)
+
+
+def _suppression(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """The same kurtosis with negative skew: it lowers a few tokens' logits (Gurnee et al. 2024)."""
+    if ev.vocab_kurt is None:
+        return _none(ev)
+    with np.errstate(invalid="ignore"):
+        return (ev.vocab_kurt > p.vocab_kurtosis) & (ev.vocab_skew < 0)
+
+
+def _entropy(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """A large output mostly in the unembedding's effective null space: its share there above
+    `entropy_null_factor` times the layer's typical share and its norm above `entropy_norm_factor`
+    times the layer's typical norm, so it moves the final norm's scale (the output's entropy) more
+    than any logit (Stolfo, Wu, Gurnee et al. 2024)."""
+    if ev.null_share is None or ev.w_out_norm is None:
+        return _none(ev)
+    with np.errstate(invalid="ignore"):
+        return ((ev.null_share > p.entropy_null_factor * ev.typical["null_share"])
+                & (ev.w_out_norm > p.entropy_norm_factor * ev.typical["w_out_norm"]))
+
+
+def _frequency(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """Its direct logit effect correlates with the corpus' log unigram frequency beyond `freq_corr_min`
+    in absolute value: it shifts the output towards (or away from) the unigram distribution (Stolfo,
+    Wu, Gurnee et al. 2024, section 5)."""
+    if ev.freq_corr is None:
+        return _none(ev)
+    with np.errstate(invalid="ignore"):
+        return np.abs(ev.freq_corr) > p.freq_corr_min
+
+
+def _mixed(ev: Evidence, p: AnalysisParams) -> np.ndarray:
+    """A gated neuron whose firings split across sign cases of (act(gate), up): no case holds
+    `sign_dominant_share` of them and the runner-up has at least `min_token_count` (GLUScope: the
+    cases push the residual stream in opposite directions)."""
+    if ev.sign_count is None:
+        return _none(ev)
+    counts = np.asarray(ev.sign_count, dtype=np.int64)
+    ordered = np.sort(counts, axis=0)
+    total = counts.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (total > 0) & (ordered[-1] < p.sign_dominant_share * total) & (ordered[-2] >= p.min_token_count)
+
+
 @dataclass(frozen=True)
 class Kind:
     """One kind of neuron: how it is stored, named, shown and decided."""
@@ -128,12 +184,13 @@ class Kind:
     label: str  # the short word in lists ("n-gram")
     noun: str  # what such a neuron is called ("n-gram detector")
     filter_label: str  # the layer screen's filter bar
-    column: str  # the overview's column header
+    column: str  # the overview's column header (at most 6 cells: it must not be cut at 80 columns)
     report_column: str  # `report`'s column header
     tooltip: str  # the filter binding, in `?`
     definition: str  # one line for `?` and `--help`
     needs_analysis: bool  # False: decided from the firing counts alone
     criterion: Criterion
+    requires: tuple[str, ...] = ()  # datasets its criterion reads ("group/name"): without them, unknown
 
 
 KINDS: tuple[Kind, ...] = (
@@ -156,11 +213,47 @@ KINDS: tuple[Kind, ...] = (
          "its firings", True, _ngram),
     Kind("positional", 4, "P", "p", "bold magenta", "positional", "positional", "pos", "posit.", "posit",
          "only positional neurons", "I(fired; position) above 0.05 nats", True, _positional),
+    Kind("prediction", 7, "↑", "plus", "bold blue", "prediction", "prediction neuron", "pred", "pred.", "pred",
+         "only prediction neurons (raise a few tokens' logits)",
+         "its output's cosines with the unembedding have kurtosis > 10 and positive skew (Gurnee et al. 2024)",
+         True, _prediction, ("projection/vocab_kurt",)),
+    Kind("suppression", 8, "↓", "minus", "bold yellow", "suppression", "suppression neuron", "supp", "supp.", "suppr",
+         "only suppression neurons (lower a few tokens' logits)",
+         "its output's cosines with the unembedding have kurtosis > 10 and negative skew (Gurnee et al. 2024)",
+         True, _suppression, ("projection/vocab_kurt",)),
+    Kind("entropy", 9, "E", "E", "bold white", "entropy", "entropy neuron", "entropy", "entr.", "entr",
+         "only entropy neurons (a large output in the unembedding's null space)",
+         "a large output (2x the layer's typical norm) mostly in the unembedding's effective null space "
+         "(10x the layer's typical share): it scales the output's entropy (Stolfo et al. 2024)",
+         True, _entropy, ("projection/null_share", "projection/w_out_norm")),
+    Kind("frequency", 10, "U", "U", "bold green", "frequency", "token-frequency neuron", "freq", "freq.", "freq",
+         "only token-frequency neurons (move the output along unigram frequency)",
+         "its direct logit effect correlates with the corpus' log token frequency, |r| > 0.5 (Stolfo et al. 2024)",
+         True, _frequency, ("projection/freq_corr",)),
+    Kind("mixed", 11, "±", "X", "bold magenta", "mixed-sign", "mixed-sign neuron", "mixed", "mixed", "mixed",
+         "only gated neurons whose firings split across sign cases",
+         "gated: no sign case of (act(gate), up) holds 90% of its firings (GLUScope)",
+         True, _mixed, ("sign_count",)),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 FROM_COUNTS: tuple[Kind, ...] = tuple(k for k in KINDS if not k.needs_analysis)
 NEED_ANALYSIS: tuple[str, ...] = tuple(k.name for k in KINDS if k.needs_analysis)
+
+
+def stored(summary, path: str) -> bool:
+    """Whether `summary` (a cache.Summary) has the dataset `path`: "name" at its root, or
+    "group/name" in its projection or analysis group."""
+    group, _, name = path.rpartition("/")
+    if not group:
+        return summary.has(name)
+    reader = summary.projection if group == "projection" else summary.analysis
+    return reader is not None and reader.has(name)
+
+
+def known(kind: Kind, summary) -> bool:
+    """Whether `summary` has what the kind's criterion reads (else the kind is unknown there)."""
+    return all(stored(summary, path) for path in kind.requires)
 
 
 def mask_bit(name: str) -> int:

@@ -70,6 +70,33 @@ class AnalysisParams:
     neuron is that faint, while its last layer has 71% silent neurons under a tau set by a few loud
     ones (docs/design.md, "Dead, silent, faint")."""
 
+    vocab_kurtosis: float = 10.0
+    """Prediction and suppression neurons: the kurtosis (Pearson's: a Gaussian has 3) of the cosines
+    between the neuron's output vector and every unembedding row exceeds this, the skew's sign telling
+    which. Gurnee et al. 2024, "Universal Neurons in GPT2 Language Models", section 4.3 (their code
+    selects `vocab_kurt > 10`)."""
+
+    entropy_null_factor: float = 10.0
+    """Entropy neurons: the share of ||w_out||^2 in the unembedding's effective null space exceeds this
+    many times the layer's median share. A random direction's share is about k/d (the median); ten
+    times that is beyond what a random direction reaches (a Beta(k/2, (d-k)/2) tail below 1e-9 for
+    k = 6, d = 576). Ours: Stolfo, Wu, Gurnee et al. 2024 pick the top of the last layer by this share."""
+
+    entropy_norm_factor: float = 2.0
+    """... and ||w_out|| exceeds this many times the layer's median norm: the effect on the final norm's
+    scale grows with the norm, and the papers' entropy neurons are among the largest of their layer.
+    Ours."""
+
+    freq_corr_min: float = 0.5
+    """Token-frequency neurons: |correlation| over the vocabulary between the neuron's direct logit
+    effect and the corpus' log unigram frequency above this (a strong correlation; the papers select by
+    causal effect and set no cutoff). Ours; docs/design.md says what it gives on SmolLM2."""
+
+    sign_dominant_share: float = 0.9
+    """Mixed-sign neurons (gated FFNs): no sign case of (act(gate), up) holds this share of the firings,
+    and the runner-up case has at least `min_token_count` firings. Ours (GLUScope, arXiv 2602.23826,
+    splits a gated neuron's firings by these cases)."""
+
     mi_threshold: float = 0.05
     """A neuron is positional when I(fired; position) exceeds this many nats. Paper section 5."""
 
@@ -159,6 +186,11 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "min_token_count": (_positive, "at least 1"),
     "rare_rate": (lambda v: 0.0 <= v <= 1.0, "a rate in [0, 1]"),
     "faint_frac": (lambda v: 0.0 <= v <= 1.0, "a share in [0, 1]"),
+    "vocab_kurtosis": (lambda v: v >= 0, "at least 0"),
+    "entropy_null_factor": (lambda v: v >= 1, "at least 1"),
+    "entropy_norm_factor": (lambda v: v >= 0, "at least 0"),
+    "freq_corr_min": (lambda v: 0.0 <= v <= 1.0, "a correlation in [0, 1]"),
+    "sign_dominant_share": (lambda v: 0.25 < v <= 1.0, "a share in (0.25, 1]"),
     "mi_threshold": (lambda v: v >= 0, "at least 0"),
     "max_ngrams": (_positive, "at least 1"),
     "ngram_order": (lambda v: v in (2, 3), "2 or 3"),

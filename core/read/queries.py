@@ -27,11 +27,11 @@ import numpy as np
 from neuron_tui.cache import Summary, schema
 from neuron_tui.core import fingerprint
 
-from . import kinds
+from . import families, kinds
 from .analysis import neuron_analysis
 from .occurrences import count_stderr
 from .params import AnalysisParams
-from .records import Activation, CompareRow, Context, LayerRow, NeuronRecord
+from .records import Activation, CompareRow, Context, LayerRow, NeuronRecord, SignCase
 from .table import (  # noqa: F401 - the layer table's names are answers too: re-exported
     CATEGORIES,
     DEFAULT_DESCENDING,
@@ -88,7 +88,8 @@ def summary_notes(summary: Summary) -> list[str]:
 ROW_KEYS = {
     "layer": "layer index", "depth": "relative depth layer / (layers - 1)", "neurons": "neurons in the layer",
     "tau": "the layer's firing threshold (fired iff h > tau, or |h| > tau for the abs rule)",
-    **{name: f"{name} neurons (null without an analysis)" for name in CATEGORIES},
+    **{name: f"{name} neurons (null where the summary cannot decide it: no analysis, or statistics it lacks)"
+       for name in CATEGORIES},
     **{f"{name}_frac": f"share of the layer's neurons that are {name}" for name in CATEGORIES},
     "alive_rate": "mean firing rate of the layer's alive neurons (the paper's Figure 1b)",
     "fire_p50": "median firing rate act_count / n_tokens over the layer's neurons",
@@ -111,6 +112,7 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
     per_layer = {name: group.read(name) for name in ("layer_covered", "layer_new", "layer_new_vs_prev",
                                                        "layer_supp_share", "layer_neg_share",
                                                        "layer_detectors_known")} if group else {}
+    known = {k.name: (group is not None or not k.needs_analysis) and kinds.known(k, summary) for k in kinds.KINDS}
     rows = []
     for layer in range(L):
         act = summary.read("act_count", layer)
@@ -120,7 +122,7 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
                                "tau": json_float(summary.tau[layer])}
         flags = (group.read("flags", layer) if group is not None
                  else kinds.count_flags(act, summary.read("act_max", layer), N, params))
-        counts = {k.name: None if k.needs_analysis and group is None else int(np.count_nonzero(kinds.has(flags, k.name)))
+        counts = {k.name: int(np.count_nonzero(kinds.has(flags, k.name))) if known[k.name] else None
                   for k in kinds.KINDS}
         for name in CATEGORIES:
             row[name] = counts[name]
@@ -148,10 +150,11 @@ def layer_rows(summary: Summary) -> list[LayerRow]:
 
 
 def present_kinds(rows: Sequence[LayerRow]) -> list[kinds.Kind]:
-    """The kinds some layer of `layer_rows` has, or that are unknown without an analysis: what a
-    per-layer table shows a column for and the layer screen's filter bar lists (a kind no layer has,
-    e.g. silent under the ReLU rule, takes no room)."""
-    return [k for k in kinds.KINDS if any(r.get(k.name) is None or r.get(k.name) for r in rows)]
+    """The kinds some layer of `layer_rows` has: what a per-layer table shows a column for and the
+    layer screen's filter bar lists. A kind no layer has (silent under the ReLU rule) takes no room, nor
+    one the summary cannot decide (unknown: no analysis yet, which `summary_notes` says, or statistics
+    an older summary or another architecture lacks, e.g. the sign cases of a ReLU model)."""
+    return [k for k in kinds.KINDS if any(r.get(k.name) for r in rows)]
 
 
 def model_names(summaries: Sequence[Summary]) -> list[str]:
@@ -204,6 +207,15 @@ RECORD_KEYS = {
     "source}]: the token window (ids, the firing token at index `at`) and its text; `value` the activation there "
     "(null for a sampled event): the signed h when `signed`, else |h| (a threshold-rule summary made before the "
     "pass kept signs, ctx_val); the strongest by |h| first",
+    "mean_h": "h averaged over every token of the corpus, fired or not (what mean ablation sets; null: not kept)",
+    "vocab": "{mean, var, skew, kurt} over the vocabulary of cos(w_out, U_eff[t]), kurtosis Pearson's (3 for a "
+    "Gaussian): prediction neurons have kurt > 10 and skew > 0, suppression neurons skew < 0 (null: not computed)",
+    "geometry": "{w_out_norm, w_in_norm, null_share, freq_corr, null_k, typical_w_out_norm, typical_null_share}: "
+    "the output's norm and share in U_eff's null_k smallest directions (entropy neurons), its logit effect's "
+    "correlation with the corpus' log token frequency (token-frequency neurons), the layer's medians",
+    "histogram": "{edges, counts}: the firings in the layer's fixed bins of h (outer bins: everything beyond)",
+    "sign_cases": "gated FFNs: [{case, count, share, top_value, top_position, context}] for the sign cases "
+    "++, +-, -+, -- of (act(gate), up), the strongest firing's |h|, position and context (h signed) of each",
 }
 
 
@@ -292,6 +304,11 @@ def neuron_record(summary: Summary, layer: int, index: int, params: AnalysisPara
         "pos_strong": bool(res["pos_strong"]) if positional else None,
         "pos_range": [int(x) for x in res["pos_range"]] if positional and res["pos_range"][0] >= 0 else None,
         "contexts": _contexts(summary, layer, index, events, tau),
+        "mean_h": families.mean_h(summary, layer, index),
+        "vocab": families.vocab_moments(summary, layer, index),
+        "geometry": families.geometry(summary, layer, index),
+        "histogram": families.histogram(summary, layer, index),
+        "sign_cases": _sign_cases(summary, layer, index),
     }
 
 
@@ -325,7 +342,6 @@ def signed_top(summary: Summary, layer: int, index: int, top_val: np.ndarray) ->
 def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau: float) -> list[Context]:
     """The neuron's top activations by |h| (one per sequence) with their signed h where the summary
     has it, topped up with evenly spread kept events."""
-    T, vocab = summary.seq_len, summary.vocab
     chosen: list[tuple[int, float | None, bool, str]] = []  # position, value, fired, source
     top_pos = summary.read_neuron("top_pos", layer, index)
     top_val = summary.read_neuron("top_val", layer, index)
@@ -340,8 +356,15 @@ def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau:
             if len(chosen) < N_CONTEXTS and g not in have:
                 chosen.append((g, None, True, "event"))
                 have.add(g)
+    return context_items(summary, chosen, signed)
+
+
+def context_items(summary: Summary, chosen: list[tuple[int, float | None, bool, str]], signed: bool) -> list[Context]:
+    """Contexts (the token window around each global position, with its text) of `chosen` (position,
+    value, fired, source), read from the tokens in one gather."""
     if not chosen:
         return []
+    T, vocab = summary.seq_len, summary.vocab
     windows = []
     for g, *_ in chosen:
         seq, t = divmod(g, T)
@@ -357,3 +380,14 @@ def _contexts(summary: Summary, layer: int, index: int, events: np.ndarray, tau:
                     "right": "".join(text[mid + 1 :]), "ids": ids, "at": mid, "value": value,
                     "signed": signed and value is not None, "fired": fired, "source": source})
     return out
+
+
+def _sign_cases(summary: Summary, layer: int, index: int) -> list[SignCase] | None:
+    """The sign cases of a gated neuron (families.sign_cases), each with the context of its strongest
+    firing, its h signed by the case (h = act(gate) * up: negative when the signs differ)."""
+    cases = families.sign_cases(summary, layer, index)
+    for case in cases or ():
+        g, v = case["top_position"], case["top_value"]
+        value = None if v is None else (v if case["case"] in ("++", "--") else -v)
+        case["context"] = context_items(summary, [(g, value, True, "top")], True)[0] if g is not None else None
+    return cases

@@ -87,6 +87,45 @@ class Context(TypedDict):
     source: Literal["top", "event"]
 
 
+class VocabMoments(TypedDict):
+    """Moments over the vocabulary of cos(w_out, U_eff[t]) (prediction and suppression neurons)."""
+
+    mean: float | None
+    var: float | None
+    skew: float | None
+    kurt: float | None  # Pearson's: a Gaussian has 3
+
+
+class Geometry(TypedDict):
+    """The output vector's geometry against the unembedding (entropy and token-frequency neurons)."""
+
+    w_out_norm: float | None
+    w_in_norm: float | None
+    null_share: float | None  # share of ||w_out||^2 in U_eff's null_k smallest directions
+    freq_corr: float | None  # correlation of U_eff w_out with the corpus' log token frequency
+    null_k: int
+    typical_w_out_norm: float | None  # the layer's median
+    typical_null_share: float | None
+
+
+class Histogram(TypedDict):
+    """Firings in the layer's fixed bins of h."""
+
+    edges: list[float]  # B + 1
+    counts: list[int]  # B
+
+
+class SignCase(TypedDict):
+    """One sign case (act(gate), up) of a gated neuron's firings."""
+
+    case: str  # "++", "+-", "-+", "--"
+    count: int
+    share: float | None
+    top_value: float | None  # the strongest |h| of the case
+    top_position: int | None  # its global position
+    context: "Context | None"
+
+
 class NeuronRecord(TypedDict):
     """Everything about one neuron (queries.RECORD_KEYS says what each key means)."""
 
@@ -114,6 +153,11 @@ class NeuronRecord(TypedDict):
     pos_strong: bool | None
     pos_range: list[int] | None
     contexts: list[Context]
+    mean_h: float | None
+    vocab: VocabMoments | None
+    geometry: Geometry | None
+    histogram: Histogram | None
+    sign_cases: list[SignCase] | None
 
 
 # ---- layers and tables ----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import numpy as np
 from neuron_tui.cache import SummaryWriter, schema
 
 from . import kinds
-from .synthetic_values import SyntheticValues
+from .synthetic_values import PROJECTION_ATTRS, SyntheticValues
 
 PRESETS = {
     # name: (layers, neurons, seq_len, n_seq, vocab, events_cap, top_k)
@@ -379,28 +379,11 @@ def _analysis(rng, lay: _Layer, flat, hist, F, T, V, bos, Kt, Kn, k):
     }, covered
 
 
-def make_summary(
-    path,
-    n_layers: int,
-    n_neurons: int,
-    seq_len: int = 64,
-    n_seq: int = 256,
-    vocab: int = 4096,
-    seed: int = 0,
-    *,
-    events_cap: int = 32,
-    top_k: int = 8,
-    model: str = "synthetic/opt-like",
-    architecture: str = "opt",
-    complete: bool = True,
-    n_seq_planned: int | None = None,
-    analysis: bool = True,
-    projection: bool = True,
-    bos: bool = True,
-    triggers_kept: int = 10,
-    ngrams_kept: int = 10,
-    k_projection: int = 10,
-) -> Path:
+def make_summary(path, n_layers: int, n_neurons: int, seq_len: int = 64, n_seq: int = 256, vocab: int = 4096,
+                 seed: int = 0, *, events_cap: int = 32, top_k: int = 8, model: str = "synthetic/opt-like",
+                 architecture: str = "opt", complete: bool = True, n_seq_planned: int | None = None,
+                 analysis: bool = True, projection: bool = True, bos: bool = True, triggers_kept: int = 10,
+                 ngrams_kept: int = 10, k_projection: int = 10) -> Path:
     """Write a synthetic summary to `path` and return the path (see the module docstring).
 
     `complete=False` makes a checkpoint-like file (n_seq of `n_seq_planned` sequences, no groups unless
@@ -467,6 +450,7 @@ def make_summary(
             if not (analysis or projection):
                 continue
             a, p, covered = _analysis(rng, lay, flat, hist, F, T, V, bos, triggers_kept, ngrams_kept, k_projection)
+            values.families(l, lay, a["flags"], p if projection else None)
             for group, arrays, wanted in ((A, a, analysis), (P, p, projection)):
                 for name, value in arrays.items() if wanted else ():
                     if l == 0:
@@ -496,5 +480,6 @@ def make_summary(
                          "has_projection": bool(projection), "synthetic": True}, group=A)
         if projection:
             w.set_attrs({"k": k_projection, "n_candidates": triggers_kept, "tied_embeddings": True,
-                         "project_out": False, "oriented": False, "candidates_complete": True}, group=P)
+                         "project_out": False, "oriented": False, "candidates_complete": True,
+                         **PROJECTION_ATTRS}, group=P)
     return path

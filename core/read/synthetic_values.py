@@ -1,7 +1,11 @@
 """The statistics of schema.ADDED_IN_3 in a synthetic summary (core.read.synthetic): h summed over every
 token, each top context's window of h, the activation histogram and, for a gated architecture, the sign
-cases, consistent with the counts and contexts the generator drew for each layer. They come from a
-random stream of their own, so every other dataset of a synthetic summary is what it was without them.
+cases, consistent with the counts and contexts the generator drew for each layer; and the projection
+group's per-neuron statistics with planted neurons of the later families (prediction and suppression
+neurons in the last layers, suppression after prediction as Gurnee et al. 2024 find; a few entropy
+and token-frequency neurons in the last layer), whose flags the registry's own criteria decide. They
+come from random streams of their own, so every other dataset of a synthetic summary is what it was
+without them.
 """
 
 from __future__ import annotations
@@ -10,9 +14,14 @@ import numpy as np
 
 from neuron_tui.cache import SummaryWriter, schema
 
+from . import kinds
+from .params import AnalysisParams
 from .queries import CONTEXT_LEFT, CONTEXT_RIGHT
 
 SPREAD = 0.35  # log-normal spread of a neuron's firing values around its mean firing value
+FAMILIES = tuple(k for k in kinds.KINDS if k.name in ("prediction", "suppression", "entropy", "frequency", "mixed"))
+NULL_K, WIDTH = 8, 768  # the synthetic model's null space and residual width: a random share is about k/d
+PROJECTION_ATTRS = {"final_norm": "layernorm", "null_k": NULL_K, "freq_corr_complete": True}
 
 
 class SyntheticValues:
@@ -25,6 +34,8 @@ class SyntheticValues:
         self.writer, self.n_layers, self.seq_len, self.n_tokens = writer, L, seq_len, n_tokens
         self.gated = architecture in schema.GATED_ARCHITECTURES
         self.rng = np.random.default_rng([seed, 3])
+        self.family_rng = np.random.default_rng([seed, 4])
+        self.signs: np.ndarray | None = None  # the last layer's sign_count, for the mixed-sign criterion
         self.edges = np.zeros((L, schema.HIST_BINS + 1), np.float32)
         writer.set_attrs({"architecture": architecture, "rule": "abs" if self.gated else "relu",
                           "ctx_left": CONTEXT_LEFT, "ctx_right": CONTEXT_RIGHT})
@@ -54,8 +65,10 @@ class SyntheticValues:
         self.writer.write("ctx_val", layer, ctx.astype(np.float16))
         self.writer.write("hist_count", layer, self._histogram(lay.count, mean, edges))
         if self.gated:
-            for name, value in self._signs(lay).items():
+            signs = self._signs(lay)
+            for name, value in signs.items():
                 self.writer.write(name, layer, value)
+            self.signs = signs["sign_count"]
         if layer == self.n_layers - 1:
             self.writer.put("hist_edges", self.edges)
 
@@ -80,7 +93,9 @@ class SyntheticValues:
         """Every generated firing is positive: (+,+) or (-,-), the strongest in the larger case, the
         other case's strongest a little weaker, at the second top context."""
         F, cols, K = len(lay.count), np.arange(len(lay.count)), lay.top_val.shape[0]
-        pp = self.rng.binomial(lay.count, self.rng.uniform(0.6, 1.0, F))
+        # most neurons fire in one case (share 0.95-1), one in eight splits (0.5-0.85): the mixed-sign kind
+        share = np.where(self.rng.random(F) < 0.125, self.rng.uniform(0.5, 0.85, F), self.rng.uniform(0.95, 1.0, F))
+        pp = self.rng.binomial(lay.count, share)
         count = np.stack([pp, np.zeros(F, np.int64), np.zeros(F, np.int64), lay.count - pp]).astype(np.int64)
         strongest = np.where(2 * pp >= lay.count, 0, 3)
         top_val = np.full((4, F), -np.inf, np.float32)
@@ -92,3 +107,37 @@ class SyntheticValues:
         empty = count == 0
         top_val[empty], top_pos[empty] = -np.inf, -1
         return {"sign_count": count, "sign_top_val": top_val, "sign_top_pos": top_pos}
+
+    def families(self, layer: int, lay, flags: np.ndarray, projection: dict | None) -> None:
+        """Add the later families' statistics of layer `layer` to its `projection` datasets (None: the
+        summary has no projection group) and their kinds to its `flags`, decided by the registry's
+        criteria from those statistics and the layer's sign cases."""
+        F, rng = len(lay.count), self.family_rng
+        depth = layer / max(1, self.n_layers - 1)
+        stats = {"vocab_mean": rng.normal(0, 2e-3, F), "vocab_var": 1.0 / WIDTH * np.exp(rng.normal(0, 0.2, F)),
+                 "vocab_skew": rng.normal(0, 0.2, F), "vocab_kurt": 3 + np.abs(rng.normal(0, 0.6, F)),
+                 "w_out_norm": np.exp(rng.normal(0, 0.2, F)), "w_in_norm": np.exp(rng.normal(0.5, 0.2, F)),
+                 "null_share": NULL_K / WIDTH * np.exp(rng.normal(0, 0.3, F)), "freq_corr": rng.normal(0, 0.12, F)}
+        slots = rng.permutation(F)
+        n_pred = int(round(F * 0.06 * max(0.0, depth - 0.3)))  # prediction neurons from a third of the depth on
+        n_supp = int(round(F * 0.08 * max(0.0, depth - 0.6)))  # suppression neurons later and more of them
+        pred, supp = slots[:n_pred], slots[n_pred : n_pred + n_supp]
+        stats["vocab_kurt"][np.concatenate([pred, supp])] = rng.uniform(12, 60, n_pred + n_supp)
+        stats["vocab_skew"][pred] = rng.uniform(0.8, 3.0, n_pred)
+        stats["vocab_skew"][supp] = -rng.uniform(0.8, 3.0, n_supp)
+        if layer == self.n_layers - 1 and F >= 16:
+            entropy, frequency = slots[-2:], slots[-5:-2]
+            stats["null_share"][entropy] = rng.uniform(0.3, 0.7, 2)
+            stats["w_out_norm"][entropy] *= rng.uniform(3, 5, 2)
+            stats["freq_corr"][frequency] = rng.choice([-1, 1], 3) * rng.uniform(0.6, 0.85, 3)
+        stats = {name: value.astype(np.float32) for name, value in stats.items()}
+        if projection is not None:
+            projection.update(stats)
+        act_max = np.asarray(lay.act_max, dtype=np.float64)
+        known = stats if projection is not None else {}
+        evidence = kinds.Evidence(np.asarray(lay.count, np.int64), act_max, self.n_tokens,
+                                  kinds.layer_typicals(act_max, known.get("null_share"), known.get("w_out_norm")),
+                                  **{k: v for k, v in known.items() if k in ("vocab_skew", "vocab_kurt", "null_share",
+                                                                            "w_out_norm", "freq_corr")},
+                                  sign_count=self.signs if self.gated else None)
+        flags |= kinds.decide(evidence, AnalysisParams(), FAMILIES)

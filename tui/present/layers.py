@@ -217,8 +217,8 @@ def filter_bar(info: SummaryInfo, state: ViewState, counts: dict[str, int], keys
     and its key (`keys`: filter name -> key as bound; underlined in the label when the label starts
     with it), the current filter reversed (shown even when the summary has none of it), then the key
     of the picker of every kind (`keys["pick"]`); filters that need the analysis are dimmed without one.
-    In `width` cells: kinds with none in this layer give way first, then the last kinds, never the
-    picker's key."""
+    In `width` cells: kinds with none in this layer give way first, then the last kinds, then marked
+    and all; never the current filter or the picker's key."""
     def entry(name: str) -> Text:
         count, label, key = counts.get(name), filter_label(name), keys.get(name, "")
         needs = name in kinds.NEED_ANALYSIS and not info.has_analysis
@@ -239,7 +239,7 @@ def filter_bar(info: SummaryInfo, state: ViewState, counts: dict[str, int], keys
     shown = [k.name for k in kinds.KINDS if k.name in present or k.name == state.filter]
     entries = {name: entry(name) for name in ["all", *shown, "marked"]}
     room = width - 1 - pick.cell_len
-    for drop in ([n for n in shown if not counts.get(n) and n != state.filter], reversed(shown)):
+    for drop in ([n for n in shown if not counts.get(n) and n != state.filter], reversed(shown), ["marked", "all"]):
         for name in drop:
             if sum(e.cell_len for e in entries.values()) <= room:
                 break
@@ -314,28 +314,47 @@ def share_scale(rows: Sequence[LayerRow]) -> float:
     return max(fracs, default=0.0)
 
 
+LABEL = 5  # a share as share_text writes it, at most `<0.1%`
+MIN_BAR = 3  # narrower bars than this say nothing: the cell shows the share alone
+
+
 def depth_bar_cell(count: int | None, total: int, scale: float, width: int, show_count: bool) -> Text:
     """One overview cell: percentage (and count) of the layer, plus a bar whose full width is `scale`
-    (`share_scale`, which the overview's title shows)."""
+    (`share_scale`, which the overview's title shows) where at least MIN_BAR cells are left for it."""
     if count is None:
         return Text(MISSING.center(width), style="dim")
     frac = count / total if total else 0.0
     pct = share_text(frac)
     label = f"{count_text(count):>6} {pct:>5}" if show_count else f"{pct:>5}"
-    bar_w = max(1, width - len(label) - 1)
+    bar_w = width - len(label) - 1
+    if bar_w < MIN_BAR:
+        return Text(label.rjust(width))
     text = Text(label + " ")
     text.append(hbar(frac / scale if scale > 0 else 0.0, bar_w), style="bold")
     return text
 
 
+def _column_width(n_kinds: int, width: int) -> int:
+    """Cells per kind column of an overview `width` cells wide (the layer column and, from 120 cells,
+    three more columns take their share first)."""
+    width = max(40, width - 2)
+    return max(LABEL + 1, (width - 5 - (36 if width >= 120 else 0)) // max(1, n_kinds) - 2)
+
+
+def overview_bars(rows: Sequence[LayerRow], width: int) -> bool:
+    """Whether an overview `width` cells wide has room for bars beside the shares (80 columns and a
+    dozen kinds have not: the shares alone, and the plot view `v` draws the trends)."""
+    return _column_width(len(present_kinds(rows)), width) - LABEL - 1 >= MIN_BAR
+
+
 def overview_table(rows: Sequence[LayerRow], width: int) -> tuple[list[tuple[str, str, int | None]], list[list[Text]]]:
     """The overview's columns (label, key, width or None) and cells for a screen `width` cells wide: a
-    bar per kind of neuron, all on one scale (`share_scale`); from 120 cells also the layer's size,
-    alive rate and token coverage. Kinds no layer has take no column (`present_kinds`)."""
-    width = max(40, width - 2)
-    wide = width >= 120
+    share and, where there is room (`overview_bars`), a bar per kind of neuron, all on one scale
+    (`share_scale`); from 120 cells also the layer's size, alive rate and token coverage. Kinds no
+    layer has take no column (`present_kinds`)."""
+    wide = max(40, width - 2) >= 120
     bars = [(k.name, k.column) for k in present_kinds(rows)]
-    bar_w = max(6, (width - 5 - (36 if wide else 0)) // max(1, len(bars)) - 2)
+    bar_w = _column_width(len(bars), width)
     columns: list[tuple[str, str, int | None]] = [("L", "layer", None)]
     if wide:
         columns.append(("neurons", "neurons", None))
@@ -381,7 +400,8 @@ class Curve:
 
 
 def depth_curves(figures: Sequence[Figure]) -> list[Curve]:
-    """The curves of core.read.figures.depth_figures for one summary, titled, unknown values as 0."""
+    """The curves of core.read.figures.depth_figures for one summary, titled, unknown values as 0; a
+    curve the summary cannot know at all (no analysis, or statistics it lacks) is a title alone."""
     out = []
     for figure in figures:
         scale_text = share_text if figure.share else count_text
@@ -389,7 +409,7 @@ def depth_curves(figures: Sequence[Figure]) -> list[Curve]:
             values = panel.series[0].y
             name = figure.title + (f" · {panel.title}" if panel.title else "")
             if all(v is None for v in values):
-                unknown = Text.assemble((name, "bold"), (f"  {MISSING} (no analysis)", "dim"))
+                unknown = Text.assemble((name, "bold"), (f"  {MISSING} (not known for this summary)", "dim"))
                 out.append(Curve(unknown, None, scale_text))
                 continue
             top = max(v for v in values if v is not None)

@@ -1,14 +1,13 @@
 """A neuron record as sections: its heading and headline, triggers, n-gram contexts, promoted and
 suppressed tokens, firing rate by position and contexts. The neuron screen places each section in a
-widget of its own; `neuron_panel` stacks them for `neuron-tui neuron`."""
+widget of its own; present.card.neuron_panel stacks them for `neuron-tui neuron`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
-from rich.panel import Panel
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -17,7 +16,6 @@ from neuron_tui.core.read.records import Context, NeuronRecord
 from neuron_tui.core.read.tokens import inline, token_text, visible
 
 from .formats import count_text, fmt_count, fmt_rate, mi_text, p_text, rank_text, share_text, value_text
-from .plot import plot
 
 CRITERION, COVERED = "●", "○"  # trigger marks: counted in the detector criterion / covered only
 TRIGGER_STYLE = "bold black on yellow"  # a promoted / suppressed token that is also a trigger
@@ -250,18 +248,3 @@ class AtWidth:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self.draw(options.max_width)
-
-
-def neuron_panel(r: NeuronRecord, vocab: Sequence[str], has_projection: bool = True, plain: bool = False) -> Panel:
-    """`neuron-tui neuron`: the sections of the neuron screen, one under the other, in a panel as wide
-    as the terminal (promoted and suppressed tokens side by side); `plain` for a file or a pipe (the
-    firing token of each context marked with characters)."""
-    updates = Table.grid(padding=(0, 1), expand=True)
-    updates.add_column(ratio=1)
-    updates.add_column(ratio=1)
-    updates.add_row(scored_table(r, "promoted", has_projection), scored_table(r, "suppressed", has_projection))
-    plotted = AtWidth(lambda width: plot(position_values(r), width, PLOT_HEIGHT, bar="cyan", axis="dim"))
-    gap = Text()
-    return Panel(Group(Text(heading(r), style="bold"), headline(r), gap, triggers_table(r), gap, ngrams_table(r), gap,
-                       updates, gap, position_title(r), plotted, gap,
-                       AtWidth(lambda width: contexts_text(r, vocab, width, plain))), title="neuron")

@@ -16,6 +16,7 @@ from neuron_tui.core.read.records import NeuronRecord
 
 from ..messages import MarkRequested, OpenProbe, ReadFailed, UnmarkRequested
 from ..present import neuron as sections
+from ..present.families import families_text
 from ..present.formats import title_bar
 from ..widgets import PositionPlot
 from ..workers import read_in_thread
@@ -24,7 +25,7 @@ from .base import ExplorerScreen
 
 class NeuronScreen(ExplorerScreen):
     """Everything about one neuron (its record): triggers, n-grams, promoted / suppressed tokens,
-    positions, contexts. Dismissed with the neuron it shows last, so the table can follow."""
+    positions, contexts, and the numbers of the families named since the paper. Dismissed with the neuron it shows last, so the table can follow."""
 
     BINDINGS = [
         Binding("comma", "step(-1)", "Prev", key_display=",", tooltip="previous neuron of the layer's list",
@@ -63,6 +64,7 @@ class NeuronScreen(ExplorerScreen):
                 yield Static("", id="promoted", classes="half")
                 yield Static("", id="suppressed", classes="half")
             yield Static("", id="contexts")
+            yield Static("", id="families", classes="section")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -108,7 +110,11 @@ class NeuronScreen(ExplorerScreen):
         for kind in ("promoted", "suppressed"):
             self.query_one(f"#{kind}", Static).update(sections.scored_table(r, kind, info.has_projection))
         width = self.query_one("#detail").size.width - 2
-        self.query_one("#contexts", Static).update(sections.contexts_text(r, self.explorer.file.vocab, width))
+        vocab = self.explorer.file.vocab
+        self.query_one("#contexts", Static).update(sections.contexts_text(r, vocab, width))
+        beyond = families_text(r, vocab, width)
+        self.query_one("#families", Static).update(beyond if beyond is not None else "")
+        self.query_one("#families").display = beyond is not None
 
     # ---- actions ----
     def action_step(self, delta: int) -> None:

@@ -15,7 +15,7 @@ from neuron_tui.core.read.records import LayerRow
 
 from ..messages import OpenLayer, ReadFailed
 from ..present.formats import share_text, title_bar
-from ..present.layers import depth_curves, info_grid, layer_summary, overview_table, share_scale
+from ..present.layers import depth_curves, info_grid, layer_summary, overview_bars, overview_table, share_scale
 from ..viewmodel import Explorer
 from ..widgets import PositionPlot
 from ..workers import read_in_thread
@@ -73,7 +73,9 @@ class OverviewScreen(ExplorerScreen):
     def _set_title(self, what: str) -> None:
         info = self.explorer.info
         if self.rows and what == self.TABLE_TITLE:
-            what = f"bars to {share_text(share_scale(self.rows))} · {what}"
+            scale = (f"bars to {share_text(share_scale(self.rows))}" if overview_bars(self.rows, self.size.width)
+                     else "shares of each layer")
+            what = f"{scale} · {what}"
         self.query_one("#title", Static).update(title_bar(info, f"{info.model} · overview · {what}"))
 
     @on(RowsLoaded)
@@ -100,6 +102,8 @@ class OverviewScreen(ExplorerScreen):
             table.add_column(label, key=key, width=width)
         for row, line in zip(rows, cells):
             table.add_row(*line, key=str(row["layer"]))
+        if self.query_one("#layers", DataTable).display:  # the scale in the title follows the width
+            self._set_title(self.TABLE_TITLE)
         if rows:
             table.move_cursor(row=min(max(0, keep), len(rows) - 1), animate=False)
             self._summarise(min(max(0, keep), len(rows) - 1))
