@@ -21,7 +21,8 @@ from neuron_tui.cache import Summary, SummaryWriter
 from neuron_tui.core.model.probe import MOVE_EPS, ProbeError, ablation_value, probe_text
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.cli import main
-from neuron_tui.tui.present.probe import WORD_JOIN, continues_word, nats_text, shaded_text
+from neuron_tui.tui.present.formats import nats_text
+from neuron_tui.tui.present.probe import WORD_JOIN, continues_word, shaded_text
 from neuron_tui.tui.screens import ProbeScreen
 
 # the planted OPT collected through the command line, its probe and its summary (test_probe's fixtures)

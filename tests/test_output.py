@@ -86,9 +86,20 @@ def test_a_closed_pipe_exits_141(big, fmt):
 
 def test_tables_in_a_file_are_clean_lines_that_fit_80_columns(tiny, folder):
     second = tiny_summary(folder, "second.h5", n_layers=6, n_neurons=64, seed=11, model="synthetic/deeper")
-    for args in (["report", tiny], ["report", tiny, second], ["neurons", tiny], ["neurons", tiny, "--layer", 1]):
+    for args in (["report", tiny, second], ["neurons", tiny], ["neurons", tiny, "--layer", 1]):
         lines = clean(run(*args).stdout)
         assert any(set(line) == {"─"} for line in lines)  # the rule under the header
+
+
+def test_a_report_wider_than_80_columns_comes_out_whole(tiny):
+    """A dozen kinds make the per-layer report wider than 80 columns: in a file its lines are longer,
+    never cut (a number cut is a wrong number)."""
+    lines = run("report", tiny).stdout.splitlines()
+    header = lines[1].split()
+    assert max(cell_len(line) for line in lines) > 80 and header[-3:] == ["new", "supp", "neg"]
+    for row in lines[3:]:
+        assert len(row.split()) == len(header) and row == row.rstrip()
+    assert lines[2] == "─" * cell_len(lines[1])
     lines = run("neurons", tiny, "--layer", 0).stdout.splitlines()
     assert lines[0].startswith("96 neurons · cat: ")  # how many, and what the letters stand for
     assert lines[1].split() == ["L", "N", "cat", "rate", "dist", "triggers", "pos", "MI", "supp"]

@@ -136,7 +136,8 @@ class Probe:
 
     def logits(self, ids: np.ndarray, ablate: tuple[int, int, float] | None = None) -> np.ndarray:
         """[T, V] float32 next-token logits; with `ablate` = (layer, neuron, value) that neuron's h is
-        set to `value` at every position (0: ablated; its mean firing value: clamped on)."""
+        set to `value` at every position (0: zero ablation; its corpus mean of h: mean ablation; any
+        other: clamped)."""
         return self.run(ids, head=True, ablate=ablate)[1].float().cpu().numpy()
 
     @torch.no_grad()

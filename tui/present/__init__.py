@@ -69,7 +69,14 @@ class Output(Console):
         return not self.is_terminal
 
     def show(self, renderable: RenderableType) -> None:
-        lines = self.render_lines(renderable, self.options, pad=False)
+        """Print `renderable` no narrower than its measured minimum: a table of numbers wider than the
+        screen (or than 80 columns in a pipe) comes out whole, its lines longer, never cut."""
+        options = self.options
+        measure = getattr(renderable, "__rich_measure__", None)  # Measurement.get clamps to the screen
+        needed = measure(self, options).minimum if measure is not None else 0
+        if needed > options.max_width:
+            options = options.update_width(needed)
+        lines = self.render_lines(renderable, options, pad=False)
         while lines and not "".join(s.text for s in lines[0]).strip():
             lines.pop(0)
         segments: list[Segment] = []

@@ -4,7 +4,8 @@ one line per row, never wrapped.
 A Rich `Table` measures every cell of every row and wraps what does not fit, so a model-wide `neurons`
 (46,080 rows for SmolLM2) took a minute, and a narrow screen cut numbers. Here a column of numbers is
 always as wide as its widest number (the formatters in `formats` bound that width); only a column of
-text marked `flexible` gives way when the table is wider than the screen, cut with "…". Lines carry no
+text marked `flexible` gives way when the table is wider than the screen, cut with "…"; a table still
+wider than the screen is printed whole (its lines longer than the screen) rather than cut. Lines carry no
 trailing spaces and no blank line comes before the first.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from rich.cells import cell_len, set_cell_size
 from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -47,6 +49,14 @@ class ColumnTable:
                 widths[k] -= cut
                 excess -= cut
         return widths
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        """At least the width of every column of numbers (flexible text shrunk), at most the natural
+        width: a console narrower than the minimum must widen to it (`Output.show`), never cut."""
+        def total(widths: list[int]) -> int:
+            return sum(widths) + len(GAP) * (len(widths) - 1)
+
+        return Measurement(total(self.widths(0)), total(self.widths(1 << 30)))
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         widths = self.widths(options.max_width)

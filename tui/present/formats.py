@@ -77,6 +77,20 @@ def value_text(value: float | None, signed: bool = False, missing: str = MISSING
     return f"+{text}" if signed and value > 0 else text
 
 
+def prob_text(p: float) -> str:
+    """A next-token probability: two significant digits (`0.31`, `0.0042`, `3.1e-06`)."""
+    return f"{p:.2g}"
+
+
+def nats_text(value: float | None, signed: bool = False) -> str:
+    """A KL divergence or a loss change in nats: three decimals, so a column lines up and an effect
+    below a thousandth of a nat reads as none (`0.000`); --json has the exact value."""
+    if value is None:
+        return MISSING
+    text = f"{value:.3f}"
+    return f"+{text}" if signed and text.strip("-0.") and value > 0 else text.replace("-0.000", "0.000")
+
+
 def rank_text(rank: int | None, missing: str = MISSING) -> str:
     """A 1-based suppression rank (#1 is the most suppressed token) in at most RANK_WIDTH cells: every
     digit up to #99999, then thousands (`#123k`) and millions (`#1.2M`), never cut."""

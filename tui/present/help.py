@@ -30,9 +30,9 @@ LEGEND = [
     ("|5.45|", "a context's activation as |h|: a summary made before the pass kept the sign of h there; else the "
                "signed h (+5.45, -4.78)"),
     ("probe", "tokens shaded by the neuron's activation (green positive, magenta negative), firings underlined; "
-              "· marks a token boundary inside a word; a firing off its recorded triggers is news"),
-    ("ablation", "probe, z: the neuron set to 0 (zero) or to its mean firing value (mean) at every position; "
-                 "rises / falls: the next tokens whose log-probability moves most at the cursor"),
+              "¦ marks a token boundary inside a word; a firing off its recorded triggers is news"),
+    ("ablation", "probe, z: the neuron set to 0 (zero) or to its mean h over the corpus (mean) at every position; "
+                 "KL and Δloss of the next token; rises / falls: the likely next tokens whose probability moves most"),
 ]
 
 

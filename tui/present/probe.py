@@ -16,7 +16,7 @@ from rich.text import Text
 from neuron_tui.core.read.records import FiringNeuron, Move, ProbeResult, ProbeToken
 from neuron_tui.core.read.tokens import inline, visible
 
-from .formats import MISSING, value_text
+from .formats import MISSING, nats_text, prob_text, value_text
 
 MARKS = {"trigger": "●", "news": "!", "missed": "·"}
 SAYS = {"trigger": " · fired on a recorded trigger", "news": " · fired, not on one of its recorded triggers: news",
@@ -33,24 +33,11 @@ def status(tok: ProbeToken) -> str | None:
     return "missed" if tok["trigger"] else None
 
 
-def prob_text(p: float) -> str:
-    """A next-token probability: two significant digits (`0.31`, `0.0042`, `3.1e-06`)."""
-    return f"{p:.2g}"
-
-
-def nats_text(value: float | None, signed: bool = False) -> str:
-    """A KL divergence or a loss change in nats: three decimals, so a column lines up and an effect
-    below a thousandth of a nat reads as none (`0.000`); --json has the exact value."""
-    if value is None:
-        return MISSING
-    text = f"{value:.3f}"
-    return f"+{text}" if signed and text.strip("-0.") and value > 0 else text.replace("-0.000", "0.000")
-
-
 def ablation_label(result: ProbeResult) -> str:
     """`N12 = 0 (zero)`: the neuron, the value the ablation sets it to and the mode."""
     a = result["ablation"]
-    return f"N{result['neuron']} = {a['value']:.3g} ({a['mode']})"
+    value = "0" if a["value"] == 0 else value_text(a["value"])
+    return f"N{result['neuron']} = {value} ({a['mode']})"
 
 
 def ablation_summary(result: ProbeResult) -> str:
@@ -87,7 +74,7 @@ def probe_table(result: ProbeResult) -> Table:
     neuron = result["neuron"]
     ablated = "ablation" in result
     heading = f"{result['model']} L{result['layer']}" + (f" N{neuron}" if neuron is not None else "")
-    heading += f" · fired iff {'|h|' if result['rule'] == 'abs' else 'h'} > {result['tau']:.3g}"
+    heading += f" · fired iff {'|h|' if result['rule'] == 'abs' else 'h'} > {value_text(result['tau'])}"
     if ablated:
         heading += f" · ablation {ablation_summary(result)}"
     caption = None
