@@ -20,6 +20,19 @@ from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.cli import main
 
 PLANTED = {0: "prediction", 1: "suppression", 2: "entropy", 3: "frequency"}
+SIGNS = {4: "++", 5: "+-"}  # up = +-gate: h = silu(g) * (+-g) fires (|h| large) where g > 0, in this case
+MIXED = 6  # gate and up read independent directions: its firings split across the cases
+
+
+def _plant_signs(model) -> None:
+    import torch
+
+    mlp = model.model.layers[0].mlp
+    with torch.no_grad():
+        rows = 4.0 * mlp.gate_proj.weight[4:7] / mlp.gate_proj.weight[4:7].norm(dim=1, keepdim=True)
+        mlp.gate_proj.weight[4:7] = rows
+        mlp.up_proj.weight[4], mlp.up_proj.weight[5] = rows[0], -rows[1]
+        mlp.up_proj.weight[6] = 4.0 * mlp.up_proj.weight[6] / mlp.up_proj.weight[6].norm()
 
 
 def _collect(model, folder, corpus, out) -> None:
@@ -38,6 +51,7 @@ def planted(tmp_path_factory):
     set_out(model, 0, 3.0 * unit(U_eff[17]))
     set_out(model, 1, -3.0 * unit(U_eff[17]))
     set_out(model, 2, 40.0 * unit(n / gain))
+    _plant_signs(model)
     corpus = write_text_corpus(tmp / "corpus.jsonl", n_docs=60)
     _collect(model, tmp / "first", corpus, tmp / "first.h5")
     with Summary.open(tmp / "first.h5") as s:
@@ -55,13 +69,23 @@ def _json(capsys, *args):
     return json.loads(capsys.readouterr().out)
 
 
-def test_each_planted_neuron_is_found_as_its_kind(planted, capsys):
-    for neuron, kind in PLANTED.items():
+def test_each_planted_neuron_is_found_as_its_kind_and_nothing_else_is(planted, capsys):
+    """The random neurons beside the planted ones: none has a heavy tail over the vocabulary, a large
+    output in the null space or a frequency-like logit effect, and none fires often enough beside the
+    loud planted ones (tau is the layer's 0.99 quantile of |h|) for a split of its firings to count."""
+    for neuron, kind in [*PLANTED.items(), (MIXED, "mixed")]:
         rows = _json(capsys, "neurons", planted, "--category", kind, "--json")
-        assert (0, neuron) in {(r["layer"], r["neuron"]) for r in rows}, kind
-    for kind in ("prediction", "suppression"):  # random directions have no heavy tail over the vocabulary
-        assert [r["neuron"] for r in _json(capsys, "neurons", planted, "--category", kind, "--json")] == \
-            [next(n for n, k in PLANTED.items() if k == kind)]
+        assert [(r["layer"], r["neuron"]) for r in rows] == [(0, neuron)], kind
+
+
+def test_gated_neurons_fire_in_their_planted_sign_case_and_a_split_one_is_mixed(planted, capsys):
+    for neuron, case in SIGNS.items():
+        r = _json(capsys, "neuron", planted, 0, neuron, "--json")
+        shares = {c["case"]: c["share"] or 0.0 for c in r["sign_cases"]}
+        assert r["act_count"] > 20 and max(shares, key=shares.get) == case and shares[case] > 0.9, shares
+        assert "mixed" not in r["categories"]
+    r = _json(capsys, "neuron", planted, 0, MIXED, "--json")
+    assert "mixed" in r["categories"] and max(c["share"] or 0.0 for c in r["sign_cases"]) < 0.9
 
 
 def test_the_record_carries_the_numbers_its_kind_was_decided_from(planted, capsys):
