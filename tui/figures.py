@@ -60,7 +60,7 @@ def layout(figure: Figure):
     caption_lines = max(1, math.ceil(len(figure.caption) / (width * 15)))  # about 15 characters an inch at 8 pt
     caption = 0.2 + 0.16 * caption_lines  # inches under the panels
     per_row = max(1, int(width // 3))  # legend entries of about 3 inches
-    legend = 0 if profiles else 0.22 * math.ceil(len(models) / per_row) + 0.05
+    legend = 0 if profiles or not figure.legend else 0.22 * math.ceil(len(models) / per_row) + 0.05
     title = 0.45
     height = PANEL_SIZE[1] * rows + title + legend + caption
     fig, axes = plt.subplots(rows, cols, figsize=(width, height), squeeze=False)
@@ -73,6 +73,9 @@ def layout(figure: Figure):
             ax.plot(series.x, y, label=series.label if profiles else series.model, **style)
         if panel.title:
             ax.set_title(panel.title, fontsize=10)
+        if figure.xscale == "symlog":  # linear within the smallest bin around 0, logarithmic beyond
+            xs = [abs(x) for s in panel.series for x in s.x if x]
+            ax.set_xscale("symlog", linthresh=min(xs, default=1.0))
         ax.set_xlabel(figure.xlabel, fontsize=8)
         ax.set_ylabel(panel.ylabel, fontsize=8)
         ax.tick_params(labelsize=8)
@@ -96,7 +99,7 @@ def layout(figure: Figure):
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     fig.suptitle(figure.title, fontsize=12, x=0.01, y=1 - 0.08 / height, ha="left", va="top")
-    if not profiles:  # one legend for the figure, in a band of its own under the title
+    if legend:  # one legend for the figure, in a band of its own under the title
         handles = axes.flat[0].get_lines()
         fig.legend(handles, [models[h.get_label()] for h in handles], loc="upper left", fontsize=8, frameon=False,
                    bbox_to_anchor=(0.005, 1 - title / height), ncols=min(len(handles), per_row), borderaxespad=0)

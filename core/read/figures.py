@@ -56,6 +56,8 @@ class Figure:
     caption: str
     panels: list[Panel]
     share: bool = False  # y values are shares of 1 (drawn in percent)
+    xscale: str = "linear"  # "symlog": x spans orders of magnitude on both sides of 0 (log-spaced bins)
+    legend: bool = True  # one legend of the models; False where each panel's title names its one series
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -202,14 +204,19 @@ def histogram_figure(summary: Summary, name: str) -> Figure | None:
     for kind, (_, layer, neuron) in best.items():
         edges = summary.read("hist_edges", layer).astype(np.float64)
         counts = summary.read("hist_count", layer)[:, neuron]
-        centres = ((edges[:-1] + edges[1:]) / 2).tolist()
-        series = [Series(name, f"L{layer} N{neuron}", centres, [float(c) for c in counts], [layer] * len(centres))]
+        filled = np.flatnonzero(counts)  # the bins from the first to the last that holds firings, and one each side
+        keep = slice(max(0, filled[0] - 1), min(len(counts), filled[-1] + 2))
+        centres = ((edges[:-1] + edges[1:]) / 2)[keep].tolist()
+        series = [Series(name, f"L{layer} N{neuron}", centres, [float(c) for c in counts[keep]],
+                         [layer] * len(centres))]
         panels.append(Panel(f"histogram_{kind}", "firings", series, f"{kinds.BY_NAME[kind].noun}: L{layer} N{neuron}"))
     return Figure(f"histograms_{_slug(name)}", f"Firing values of {name} ({tokens_label(summary.n_tokens)} tokens)",
                   "activation h when the neuron fired",
                   "Firings of one neuron of each kind (the one that fired most) in the summary's fixed bins of "
-                  "firing values, counted exactly in the pass (a gated neuron fires on both sides of +-tau).",
-                  panels)
+                  "firing values (the bins from its first to its last firing), counted exactly in the pass (a "
+                  "gated neuron fires on both sides of +-tau); x on a log scale both sides of 0, as the bins are "
+                  "spaced.",
+                  panels, xscale="symlog", legend=False)
 
 
 def figure_data(summaries: Sequence[Summary]) -> list[Figure]:
