@@ -21,7 +21,8 @@ from neuron_tui.tui.cli import main
 
 PLANTED = {0: "prediction", 1: "suppression", 2: "entropy", 3: "frequency"}
 SIGNS = {4: "++", 5: "+-"}  # up = +-gate: h = silu(g) * (+-g) fires (|h| large) where g > 0, in this case
-MIXED = 6  # gate and up read independent directions: its firings split across the cases
+MIXED = 6  # a small gate (SiLU near 0 is about g / 2, odd) times a large up from another direction: h ~ g u / 2
+#           fires on both signs of g and of u alike, in all four cases, none with a majority
 
 
 def _plant_signs(model) -> None:
@@ -32,7 +33,8 @@ def _plant_signs(model) -> None:
         rows = 4.0 * mlp.gate_proj.weight[4:7] / mlp.gate_proj.weight[4:7].norm(dim=1, keepdim=True)
         mlp.gate_proj.weight[4:7] = rows
         mlp.up_proj.weight[4], mlp.up_proj.weight[5] = rows[0], -rows[1]
-        mlp.up_proj.weight[6] = 4.0 * mlp.up_proj.weight[6] / mlp.up_proj.weight[6].norm()
+        mlp.gate_proj.weight[6] = 0.05 * rows[2] / 4.0
+        mlp.up_proj.weight[6] = 400.0 * mlp.up_proj.weight[6] / mlp.up_proj.weight[6].norm()
 
 
 def _collect(model, folder, corpus, out) -> None:
@@ -82,7 +84,7 @@ def test_gated_neurons_fire_in_their_planted_sign_case_and_a_split_one_is_mixed(
     for neuron, case in SIGNS.items():
         r = _json(capsys, "neuron", planted, 0, neuron, "--json")
         shares = {c["case"]: c["share"] or 0.0 for c in r["sign_cases"]}
-        assert r["act_count"] > 20 and max(shares, key=shares.get) == case and shares[case] > 0.9, shares
+        assert r["act_count"] > 10 and max(shares, key=shares.get) == case and shares[case] > 0.9, shares
         assert "mixed" not in r["categories"]
     r = _json(capsys, "neuron", planted, 0, MIXED, "--json")
     assert "mixed" in r["categories"] and max(c["share"] or 0.0 for c in r["sign_cases"]) < 0.9

@@ -85,7 +85,7 @@ def family_evidence(**fields) -> kinds.Evidence:
     """Evidence of six alive neurons (500 firings each) with the given family statistics."""
     F = 6
     base = dict(act_count=np.full(F, 500), act_max=np.full(F, 2.0), n_tokens=100_000,
-                typical={"act_max": 2.0, "null_share": 0.01, "w_out_norm": 1.0},
+                typical={"act_max": 2.0, "null_share": 0.01, "w_out_norm": 1.0, "w_out_norm_high": 2.0},
                 total=np.full(F, 500), coverage=np.zeros(F), ngram_share=np.zeros(F), pos_mi=np.zeros(F))
     return kinds.Evidence(**{**base, **fields})
 
@@ -102,29 +102,37 @@ def test_prediction_and_suppression_neurons_by_the_kurtosis_and_skew_of_their_vo
 
 
 def test_entropy_neurons_need_both_a_large_norm_and_a_large_null_space_share():
-    """Ten times the layer's typical null-space share (0.01) and twice its typical norm (1.0)."""
+    """Ten times the layer's typical null-space share (0.01) and a norm above the layer's 0.9 quantile
+    of norms (2.0 here)."""
     ev = family_evidence(null_share=np.array([0.2, 0.2, 0.05, 0.101, 0.2, np.nan]),
                          w_out_norm=np.array([3.0, 1.5, 3.0, 2.01, 2.0, 3.0]))
     assert families_of(ev) == [["entropy"], [], [], ["entropy"], [], []]
 
 
 def test_token_frequency_neurons_by_their_correlation_with_log_frequency():
-    ev = family_evidence(freq_corr=np.array([0.7, -0.7, 0.5, 0.49, np.nan, -0.51]))
+    """|r| above 0.3."""
+    ev = family_evidence(freq_corr=np.array([0.5, -0.5, 0.3, 0.29, np.nan, -0.31]))
     assert families_of(ev) == [["frequency"], ["frequency"], [], [], [], ["frequency"]]
 
 
 def test_mixed_sign_neurons_split_their_firings_across_sign_cases():
-    """No case holds 90% of the firings and the runner-up has at least min_token_count (5)."""
-    counts = np.array([[500, 450, 489, 0, 6, 2],  # (+,+)
-                       [0, 50, 11, 500, 4, 3],  # (+,-)
-                       [0, 0, 0, 0, 1, 0],  # (-,+)
+    """No case holds half of the firings and the runner-up has at least min_token_count (5)."""
+    counts = np.array([[500, 250, 300, 0, 6, 2],  # (+,+)
+                       [0, 250, 100, 500, 4, 1],  # (+,-)
+                       [0, 0, 100, 0, 1, 1],  # (-,+)
                        [0, 0, 0, 0, 1, 0]])  # (-,-)
-    # 500 of 500: one case; 450 of 500 = 0.9: not under 0.9; 489 of 500; 500 of 500; 6 of 12, but the
-    # runner-up (4) is under 5; 3 of 5, the runner-up (2) under 5
+    # 500 of 500: one case; 250 of 500 = 0.5: not under half; 300 of 500; 500 of 500; 6 of 12 is half;
+    # 2 of 4 is half, and the runner-up (1) is under 5 anyway
     assert families_of(family_evidence(sign_count=counts)) == [[], [], [], [], [], []]
-    ev = family_evidence(sign_count=np.array([[440, 300, 6, 0, 0, 0], [60, 200, 5, 0, 0, 0],
-                                              [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]))
+    ev = family_evidence(sign_count=np.array([[240, 200, 5, 4, 0, 0], [200, 200, 5, 4, 0, 0],
+                                              [60, 100, 1, 4, 0, 0], [0, 0, 0, 0, 0, 0]]))
+    # 240 of 500, runner-up 200; 200 of 500 (twice); 5 of 11 but the runner-up ties at 5; 4 of 12 with 4 < 5
     assert families_of(ev) == [["mixed"], ["mixed"], ["mixed"], [], [], []]
+
+
+def test_the_norm_quantile_of_a_layer_is_its_typical_high_norm():
+    typical = kinds.layer_typicals(np.ones(11), w_out_norm=np.append(np.arange(10.0), np.nan), norm_quantile=0.9)
+    assert typical["w_out_norm"] == 4.5 and typical["w_out_norm_high"] == pytest.approx(8.1)
 
 
 def test_every_overview_header_fits_the_narrowest_column():

@@ -89,7 +89,8 @@ def layer_analysis(
     act_max = np.asarray(act_max, dtype=np.float64)
     families = families or {}
     if typical is None:
-        typical = kinds.layer_typicals(act_max, families.get("null_share"), families.get("w_out_norm"))
+        typical = kinds.layer_typicals(act_max, families.get("null_share"), families.get("w_out_norm"),
+                                       params.entropy_norm_quantile)
     evidence = kinds.Evidence(act_count, act_max, n_tokens, typical, total=total, **families)
     triggers = _triggers(events, params, total, out)
     evidence.coverage = triggers.coverage
@@ -376,14 +377,14 @@ def neuron_analysis(summary: Summary, layer: int, index: int, params: AnalysisPa
         summary.neuron_events(layer, index),
         summary.n_tokens,
         _projection_layer(summary, layer, index),
-        _typicals(summary, layer),
+        _typicals(summary, layer, params),
         family_statistics(summary, layer, index),
     )
     return {name: res[name][0] for name in PER_NEURON}
 
 
-def _typicals(summary: Summary, layer: int) -> dict[str, float]:
+def _typicals(summary: Summary, layer: int, params: AnalysisParams) -> dict[str, float]:
     """The whole layer's typical values (kinds.layer_typicals), for a criterion of one of its neurons."""
     layer_stats = family_statistics(summary, layer)
     return kinds.layer_typicals(summary.read("act_max", layer), layer_stats.get("null_share"),
-                                layer_stats.get("w_out_norm"))
+                                layer_stats.get("w_out_norm"), params.entropy_norm_quantile)

@@ -68,14 +68,18 @@ def _median(values: np.ndarray | None, keep=None) -> float:
     return float(np.median(values)) if values.size else float("nan")
 
 
-def layer_typicals(act_max: np.ndarray, null_share: np.ndarray | None = None,
-                   w_out_norm: np.ndarray | None = None) -> dict[str, float]:
+def layer_typicals(act_max: np.ndarray, null_share: np.ndarray | None = None, w_out_norm: np.ndarray | None = None,
+                   norm_quantile: float = 0.9) -> dict[str, float]:
     """A layer's typical values, the scale some criteria compare a neuron with (whole-layer arrays [F]):
     the median largest |h| of its neurons that are not dead, the median null-space share and output
-    norm of its neurons (NaN where unknown)."""
+    norm of its neurons, and the `norm_quantile` of the output norms (`w_out_norm_high`; NaN where
+    unknown)."""
     act_max = np.asarray(act_max, dtype=np.float64)
+    norms = None if w_out_norm is None else np.asarray(w_out_norm, dtype=np.float64)
+    finite = None if norms is None else norms[np.isfinite(norms)]
+    high = float(np.quantile(finite, norm_quantile)) if finite is not None and finite.size else float("nan")
     return {"act_max": _median(act_max, act_max > 0), "null_share": _median(null_share),
-            "w_out_norm": _median(w_out_norm)}
+            "w_out_norm": _median(w_out_norm), "w_out_norm_high": high}
 
 
 def _dead(ev: Evidence, p: AnalysisParams) -> np.ndarray:
@@ -139,14 +143,14 @@ def _suppression(ev: Evidence, p: AnalysisParams) -> np.ndarray:
 
 def _entropy(ev: Evidence, p: AnalysisParams) -> np.ndarray:
     """A large output mostly in the unembedding's effective null space: its share there above
-    `entropy_null_factor` times the layer's typical share and its norm above `entropy_norm_factor`
-    times the layer's typical norm, so it moves the final norm's scale (the output's entropy) more
-    than any logit (Stolfo, Wu, Gurnee et al. 2024)."""
+    `entropy_null_factor` times the layer's typical share and its norm above the layer's
+    `entropy_norm_quantile`, so it moves the final norm's scale (the output's entropy) more than any
+    logit (Stolfo, Wu, Gurnee et al. 2024)."""
     if ev.null_share is None or ev.w_out_norm is None:
         return _none(ev)
     with np.errstate(invalid="ignore"):
         return ((ev.null_share > p.entropy_null_factor * ev.typical["null_share"])
-                & (ev.w_out_norm > p.entropy_norm_factor * ev.typical["w_out_norm"]))
+                & (ev.w_out_norm > ev.typical["w_out_norm_high"]))
 
 
 def _frequency(ev: Evidence, p: AnalysisParams) -> np.ndarray:
@@ -223,16 +227,16 @@ KINDS: tuple[Kind, ...] = (
          True, _suppression, ("projection/vocab_kurt",)),
     Kind("entropy", 9, "E", "E", "bold white", "entropy", "entropy neuron", "entropy", "entr.", "entr",
          "only entropy neurons (a large output in the unembedding's null space)",
-         "a large output (2x the layer's typical norm) mostly in the unembedding's effective null space "
+         "a large output (among the layer's largest tenth) mostly in the unembedding's effective null space "
          "(10x the layer's typical share): it scales the output's entropy (Stolfo et al. 2024)",
          True, _entropy, ("projection/null_share", "projection/w_out_norm")),
     Kind("frequency", 10, "U", "U", "bold green", "frequency", "token-frequency neuron", "freq", "freq.", "freq",
          "only token-frequency neurons (move the output along unigram frequency)",
-         "its direct logit effect correlates with the corpus' log token frequency, |r| > 0.5 (Stolfo et al. 2024)",
+         "its direct logit effect correlates with the corpus' log token frequency, |r| > 0.3 (Stolfo et al. 2024)",
          True, _frequency, ("projection/freq_corr",)),
     Kind("mixed", 11, "±", "X", "bold magenta", "mixed-sign", "mixed-sign neuron", "mixed", "mixed", "mixed",
          "only gated neurons whose firings split across sign cases",
-         "gated: no sign case of (act(gate), up) holds 90% of its firings (GLUScope)",
+         "gated: no sign case of (act(gate), up) holds half of its firings (GLUScope)",
          True, _mixed, ("sign_count",)),
 )
 BY_NAME: dict[str, Kind] = {k.name: k for k in KINDS}
