@@ -153,6 +153,8 @@ asyncio.run(main())
 SCREENSHOTS = r'''
 import asyncio, sys
 from pathlib import Path
+import numpy as np
+from neuron_tui.core.read import kinds
 from neuron_tui.tui.app import NeuronApp
 from neuron_tui.tui.screens import HelpScreen, LayerScreen, NeuronScreen, OverviewScreen
 path, out, w, h = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -186,7 +188,18 @@ async def main():
         await settle(pilot)
         assert isinstance(app.screen, HelpScreen)
         app.save_screenshot("help.svg", str(out))
-    print("\n".join(str(out / n) for n in ("overview.svg", "plots.svg", "layer.svg", "neuron.svg", "help.svg")))
+        await pilot.press("escape")
+        # the families' section of the neuron screen, for the strongest prediction neuron of the summary
+        flags, kurt = app.explorer.file.array("analysis/flags"), app.explorer.file.array("projection/vocab_kurt")
+        mine = np.where(kinds.has(flags, "prediction"), kurt, -np.inf)
+        layer, neuron = (int(i) for i in np.unravel_index(np.argmax(mine), mine.shape))
+        app.push_screen(NeuronScreen(layer, neuron))
+        await settle(pilot)
+        await pilot.press("end")
+        await settle(pilot)
+        app.save_screenshot("families.svg", str(out))
+    names = ("overview.svg", "plots.svg", "layer.svg", "neuron.svg", "help.svg", "families.svg")
+    print("\n".join(str(out / n) for n in names))
 
 asyncio.run(main())
 '''

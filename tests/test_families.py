@@ -100,8 +100,15 @@ def test_the_record_carries_the_numbers_its_kind_was_decided_from(planted, capsy
             assert r["categories"] == kinds.names_of(flags)
             assert r["vocab"]["kurt"] == pytest.approx(float(s.projection.read("vocab_kurt", 0)[neuron]))
             assert r["geometry"]["null_share"] == pytest.approx(float(s.projection.read("null_share", 0)[neuron]))
+        for neuron in (0, 1):  # the kinds read the skew as the neuron acts: a neuron with h < 0 pushes -w_out
+            r = _json(capsys, "neuron", planted, 0, neuron, "--json")
+            mean = r["activation"]["mean"]
+            if mean is not None:
+                assert r["vocab"]["sign"] == (-1 if mean < 0 else 1)
+            acting = r["vocab"]["sign"] * r["vocab"]["skew"]
+            assert ("prediction" if acting > 0 else "suppression") in r["categories"]
         prediction = _json(capsys, "neuron", planted, 0, 0, "--json")
-        assert prediction["vocab"]["kurt"] > params_kurt and prediction["vocab"]["skew"] > 0
+        assert prediction["vocab"]["kurt"] > params_kurt and prediction["vocab"]["sign"] * prediction["vocab"]["skew"] > 0
         entropy = _json(capsys, "neuron", planted, 0, 2, "--json")["geometry"]
         assert entropy["null_share"] > 10 * entropy["typical_null_share"]
         assert entropy["w_out_norm"] > 2 * entropy["typical_w_out_norm"]

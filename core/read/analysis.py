@@ -263,8 +263,26 @@ def family_statistics(summary: Summary, layer: int, index: int | None = None) ->
             continue
         group, _, name = path.rpartition("/")
         value = summary.projection.read(name, layer) if group else summary.read(name, layer)
+        if field == "vocab_skew":  # as the neuron acts: a neuron whose h is negative pushes -w_out
+            value = value * acting_sign(summary, layer)
         out[field] = value if index is None else value[..., index : index + 1]
     return out
+
+
+def acting_sign(summary: Summary, layer: int) -> np.ndarray:
+    """[F] +1 or -1: the sign of h when the neuron acts, which orients its output vector (h w_out pushes
+    -w_out when h < 0, so a heavy positive tail over the vocabulary then lowers those logits): the sign
+    of its firings' summed h where it fired; else of h at its strongest token (ctx_val's centre), for a
+    neuron that never reached tau (a silent one); +1 where nothing tells (ReLU: always +1)."""
+    act_sum = summary.read("act_sum", layer).astype(np.float64)
+    sign = np.where(act_sum < 0, -1.0, 1.0)
+    if summary.has("ctx_val"):
+        unfired = summary.read("act_count", layer) == 0
+        if unfired.any():
+            centre = int(summary.attrs.get("ctx_left", 0))
+            strongest = summary.read("ctx_val", layer)[0, centre].astype(np.float64)  # [F]: top-1's h
+            sign = np.where(unfired & (strongest < 0), -1.0, sign)
+    return sign
 
 
 def _layer_inputs(summary: Summary, layer: int) -> tuple:

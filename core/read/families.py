@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from neuron_tui.cache import Summary, schema
 
-from .analysis import family_statistics
+from .analysis import acting_sign, family_statistics
 from .kinds import layer_typicals
 from .records import Geometry, Histogram, SignCase, VocabMoments
 from .table import json_float
@@ -22,12 +22,14 @@ GEOMETRY = ("w_out_norm", "w_in_norm", "null_share", "freq_corr")
 
 
 def vocab_moments(summary: Summary, layer: int, index: int) -> VocabMoments | None:
-    """{mean, var, skew, kurt} over the vocabulary of cos(w_out, U_eff[t]) (kurtosis Pearson's: 3 for a
-    Gaussian); None without them."""
+    """{mean, var, skew, kurt, sign} over the vocabulary of cos(w_out, U_eff[t]) (kurtosis Pearson's: 3
+    for a Gaussian), with the sign of h when the neuron acts (analysis.acting_sign): the prediction and
+    suppression criteria read sign x skew; None without them."""
     proj = summary.projection
     if proj is None or not proj.has("vocab_kurt"):
         return None
-    return {name.removeprefix("vocab_"): json_float(proj.neuron(name, layer, index)) for name in MOMENTS}
+    out = {name.removeprefix("vocab_"): json_float(proj.neuron(name, layer, index)) for name in MOMENTS}
+    return {**out, "sign": int(acting_sign(summary, layer)[index])}
 
 
 def geometry(summary: Summary, layer: int, index: int) -> Geometry | None:

@@ -208,8 +208,9 @@ RECORD_KEYS = {
     "(null for a sampled event): the signed h when `signed`, else |h| (a threshold-rule summary made before the "
     "pass kept signs, ctx_val); the strongest by |h| first",
     "mean_h": "h averaged over every token of the corpus, fired or not (what mean ablation sets; null: not kept)",
-    "vocab": "{mean, var, skew, kurt} over the vocabulary of cos(w_out, U_eff[t]), kurtosis Pearson's (3 for a "
-    "Gaussian): prediction neurons have kurt > 10 and skew > 0, suppression neurons skew < 0 (null: not computed)",
+    "vocab": "{mean, var, skew, kurt, sign} over the vocabulary of cos(w_out, U_eff[t]), kurtosis Pearson's (3 for "
+    "a Gaussian), sign the sign of h when the neuron acts: prediction neurons have kurt > 10 and sign x skew > 0, "
+    "suppression neurons sign x skew < 0 (null: not computed)",
     "geometry": "{w_out_norm, w_in_norm, null_share, freq_corr, null_k, typical_w_out_norm, typical_null_share}: "
     "the output's norm and share in U_eff's null_k smallest directions (entropy neurons), its logit effect's "
     "correlation with the corpus' log token frequency (token-frequency neurons), the layer's medians",

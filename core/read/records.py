@@ -94,6 +94,7 @@ class VocabMoments(TypedDict):
     var: float | None
     skew: float | None
     kurt: float | None  # Pearson's: a Gaussian has 3
+    sign: int  # +1 / -1: the sign of h when it acts; the kinds read sign x skew
 
 
 class Geometry(TypedDict):

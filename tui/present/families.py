@@ -57,6 +57,9 @@ def families_text(r: NeuronRecord, vocab: Sequence[str], width: int, plain: bool
     if v is not None:
         out.append(f"vocabulary cosines: kurtosis {value_text(v['kurt'])} · skew {value_text(v['skew'], signed=True)}"
                    f" · mean {value_text(v['mean'], signed=True)}\n")
+        if v["sign"] < 0 and v["skew"] is not None:
+            out.append(f"  it acts with h < 0, pushing -w_out: as it acts the skew is "
+                       f"{value_text(-v['skew'], signed=True)}\n", style="dim")
     if g is not None:
         out.append(f"output norm {value_text(g['w_out_norm'])}{_times(g['w_out_norm'], g['typical_w_out_norm'])}"
                    f" · in null space {share_text(g['null_share']) if g['null_share'] is not None else '–'}"
