@@ -75,7 +75,9 @@ def families_text(r: NeuronRecord, vocab: Sequence[str], width: int, plain: bool
         out.append_text(line)
         out.append("\n")
     cases = r["sign_cases"]
-    if cases is not None:
+    if cases is not None and not any(c["count"] for c in cases):
+        out.append("sign cases of (act(gate), up): none, it never fired\n")
+    elif cases is not None:
         counts = " · ".join(f"{c['case']} {count_text(c['count'])}"
                             + (f" ({share_text(c['share'])})" if c["share"] else "") for c in cases)
         out.append(f"sign cases of (act(gate), up): {counts}\n")
