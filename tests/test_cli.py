@@ -10,15 +10,10 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from tiny import save_tiny, tiny_opt, write_text_corpus
+from tiny import write_text_corpus
 
 from neuron_tui.cache import Summary, schema, write_summary
 from neuron_tui.tui.cli import main
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny(tiny_opt(), tmp_path_factory.mktemp("models") / "tiny-opt")
 
 
 @pytest.fixture

@@ -133,11 +133,6 @@ def test_the_neuron_card_and_screen_show_them(planted, capsys):
     assert max(len(line) for line in card.splitlines()) <= 80
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.mark.anyio
 async def test_the_explorer_neuron_screen_shows_them(planted):
     app = NeuronApp(planted)

@@ -26,11 +26,6 @@ from neuron_tui.tui.cli import main
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny(tiny_opt(), tmp_path_factory.mktemp("models") / "tiny-opt")
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     return write_text_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", n_docs=60)
 

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("datasets", reason="the hf: corpus path needs the datasets library ([test] installs it)")
 
-from tiny import WORDS, interrupt_forward_at, save_tiny, tiny_opt  # noqa: E402
+from tiny import WORDS, interrupt_forward_at  # noqa: E402
 
 from neuron_tui.cache import Summary  # noqa: E402
 from neuron_tui.core.corpus import NAMED, PAPER_MIX, load_corpus, parse_mix  # noqa: E402
@@ -94,11 +94,6 @@ def test_the_paper_mix_is_a_documented_table_of_public_datasets():
     assert [what for _, what in PAPER_MIX] == ["Pile Wikipedia (en)", "Pile DM Mathematics", "Pile HackerNews",
                                                "Reddit posts (Pushshift)", "CodeParrot Python code"]
     assert all(spec.startswith("hf:") for spec, _ in PAPER_MIX)
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return save_tiny(tiny_opt(), tmp_path_factory.mktemp("hfmodel") / "tiny-opt")
 
 
 def collect(pile, model_dir, out, *extra):

@@ -39,11 +39,6 @@ SIZE = (80, 24)
 pytestmark = pytest.mark.anyio  # async tests run by anyio's pytest plugin, on asyncio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     return tmp_path_factory.mktemp("tui")

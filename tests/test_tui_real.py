@@ -23,11 +23,6 @@ from neuron_tui.tui.viewmodel import Explorer, ViewState
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
     folder = tmp_path_factory.mktemp("real")
