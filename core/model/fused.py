@@ -49,8 +49,10 @@ def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bo
     value = hf.abs() if abs_rule else hf
     fired = value > tau
     positive = hf > tau
+    # every reduction over tokens runs over sequences first (contiguous [T, F] planes, one loop with the
+    # firing test), then over positions: a reduction over (B, T) at once walks h column by column
     per_pos = fired.sum(0, dtype=torch.int32)
-    count_pos = positive.sum((0, 1))
+    count_pos = positive.sum(0, dtype=torch.int32).sum(0)
     sum_pos = torch.where(positive, hf, 0.0).sum(0).double().sum(0)
     sum_fired = torch.where(fired, hf, 0.0).sum(0).double().sum(0) if abs_rule else sum_pos
     h_sum = hf.sum(0).double().sum(0)

@@ -79,7 +79,7 @@ class Recorder:
 
     def state(self, layer: int) -> LayerState:
         """A host copy of one layer's accumulators (a layer never reached: its resumed or empty state);
-        the pass writes checkpoints one layer at a time, so host memory holds one layer's state."""
+        the final write asks for one layer at a time, so host memory holds one layer's state."""
         acc = self.acc[layer]
         return self._unreached(layer) if acc is None else acc.state()
 
