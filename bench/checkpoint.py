@@ -58,7 +58,7 @@ def synthetic_layer(F: int, n_seq: int, seed: int = 0):
     events = [np.sort(rng.choice(n_tokens, size=min(C, int(c)), replace=False)) if c else np.zeros(0, np.int64)
               for c in act_count]
     level = np.ceil(np.log2(np.maximum(1, act_count / C))).astype(np.int8)
-    top_val = np.sort(rng.exponential(2.0, (K, F)).astype(np.float32), axis=0)[::-1]
+    top_val = np.ascontiguousarray(np.sort(rng.exponential(2.0, (K, F)).astype(np.float32), axis=0)[::-1])
     top_val[:, act_count == 0] = -np.inf
     top_pos = rng.integers(0, n_tokens, (K, F))
     top_pos[:, act_count == 0] = -1
