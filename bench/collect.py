@@ -4,7 +4,7 @@
     python bench/collect.py --model opt-125m-random   # also opt-1.3b-random, opt-6.7b-random
     python bench/collect.py --device cuda         # unchanged on a GPU box
 
-    NEURON_TUI_COMPILE=0 python bench/collect.py  # the eager update (no torch.compile)
+    NEURON_TUI_COMPILE=1 python bench/collect.py  # the compiled update on the CPU too (default: off the CPU only)
 
 Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, (c)
 the plain approach a researcher would write first (hooks that copy each activation to the host and
@@ -13,8 +13,8 @@ chunk; the weights stay where they are, so this is the schedule's own overhead, 
 and (e) the hooks without the per-pass statistics added last (the windows of h around the top
 contexts, the firing histograms, the sign cases; h_sum is one more sum in the compiled update's loop
 and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost. Rounds alternate
-the modes so drift hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (its compile
-time, paid in the warm-up round, is printed).
+the modes so drift hits all of them. The update is compiled off the CPU, or with NEURON_TUI_COMPILE=1
+(its compile time, paid in the warm-up round, is printed).
 """
 
 from __future__ import annotations

@@ -132,3 +132,15 @@ def test_dense_stats_by_hand():
     assert per_pos.tolist() == [[1, 0], [1, 1], [0, 0]] and fired.sum().item() == 3
     assert count_pos.tolist() == [1, 1] and sum_pos.tolist() == [2.0, 1.5] and sum_fired.tolist() == [-1.0, 1.5]
     assert h_sum.tolist() == [-0.5, 0.0] and seq_max.tolist() == [[3.0, 1.5]] and seq_arg.tolist() == [[1, 1]]
+
+
+def test_compiling_is_the_default_off_the_cpu_only(monkeypatch):
+    """Measured slower than the eager update on the CPU (fused.compile_wanted), so compiled by default
+    elsewhere only; NEURON_TUI_COMPILE says otherwise either way."""
+    monkeypatch.delenv(fused.ENV, raising=False)
+    assert not fused.compile_wanted(torch.device("cpu")) and fused.compile_wanted(torch.device("cuda"))
+    monkeypatch.setenv(fused.ENV, "1")
+    assert fused.compile_wanted(torch.device("cpu"))
+    monkeypatch.setenv(fused.ENV, "0")
+    assert not fused.compile_wanted(torch.device("cuda"))
+    assert FusedUpdate()(torch.ones(1, 2, 3), torch.tensor(0.0), False, False) is None  # 0: eager

@@ -2,9 +2,9 @@
 
 Everything that reads a whole activation tensor h [B, T, F] (the firing test, the counts per position,
 the signed sums and their positive parts, the sum of h over every token, each sequence's strongest
-firing value) is `dense_stats`: eager, that is seven passes over h and its copies; compiled (Inductor:
-C++/OpenMP on the CPU, Triton on CUDA) it is one or two loops that read h once each, which is what
-makes the pass cost little more than the bare forward (docs/design.md, "The fused update").
+firing value) is `dense_stats`: eager, that is a pass over h per statistic; compiled (Inductor:
+C++/OpenMP on the CPU, Triton on CUDA) the passes fuse into a few loops (docs/design.md, "The fused
+update").
 
 `FusedUpdate` is the one compiled function a pass's accumulators share:
 - tau is a 0-d tensor argument, not a constant, so every layer runs the same graph (no recompile per
@@ -17,7 +17,8 @@ makes the pass cost little more than the bare forward (docs/design.md, "The fuse
   so later runs of the same shape skip the C++/Triton compilation;
 - when compiling fails (no C++ compiler, no Triton) it says so in one line and the eager update runs.
 
-NEURON_TUI_COMPILE=0 (or `collect --no-compile`) keeps the eager function throughout.
+Compiling is the default off the CPU only (`compile_wanted`: measured slower on this project's CPU);
+NEURON_TUI_COMPILE=1 compiles on the CPU too, NEURON_TUI_COMPILE=0 (or `collect --no-compile`) nowhere.
 """
 
 from __future__ import annotations
@@ -31,9 +32,16 @@ import torch
 ENV = "NEURON_TUI_COMPILE"
 
 
-def compile_wanted() -> bool:
-    """Whether passes compile their update (default yes; NEURON_TUI_COMPILE=0 turns it off)."""
-    return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+def compile_wanted(device: torch.device) -> bool:
+    """Whether a pass on `device` compiles its update: NEURON_TUI_COMPILE=1 or 0 when set, else off the
+    CPU only. On the CPU here (2 cores of an AMD EPYC with AVX-512) the compiled update was measured
+    slower than the eager one (bench/collect.py, OPT-125m shape: 0.60 of the bare forward against
+    0.72), the mask it writes costing most (Inductor's AVX-512 bool stores: 74 ms where eager takes 8
+    ms for [8, 256, 3072]); docs/design.md, "The fused update"."""
+    setting = os.environ.get(ENV, "").strip().lower()
+    if setting:
+        return setting not in ("0", "false", "no", "off")
+    return device.type != "cpu"
 
 
 def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool):
@@ -66,16 +74,20 @@ class FusedUpdate:
     a failed compilation) leaves every batch to the accumulator's eager update."""
 
     def __init__(self, compile: bool | None = None):
-        self.compiling = compile_wanted() if compile is None else compile
+        """`compile`: True or False, or None to decide on the first batch's device (`compile_wanted`)."""
         self.compile_seconds: float | None = None  # the first compiled call's time (compile + run)
         self.failure: str | None = None  # why compiling failed, once it did
         self._shape: tuple | None = None  # the shape (and dtype, device, constants) compiled for
-        self._compiled = torch.compile(dense_stats, dynamic=False) if self.compiling else None
+        self._wanted = compile
+        self._compiled = None if compile is False else torch.compile(dense_stats, dynamic=False)
 
     def __call__(self, h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool):
         """`dense_stats` compiled, or None where the accumulator's eager update is to run instead: not
         compiling, or a shape other than the one compiled for."""
         key = (tuple(h.shape), h.dtype, h.device, abs_rule, want_arg)
+        if self._wanted is None:  # decided once, on the first batch's device
+            self._wanted = compile_wanted(h.device)
+            self._compiled = self._compiled if self._wanted else None
         if self._compiled is None or (self._shape is not None and key != self._shape):
             return None
         if self._shape is not None:
