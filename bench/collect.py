@@ -4,18 +4,24 @@
     python bench/collect.py --model opt-125m-random   # also opt-1.3b-random, opt-6.7b-random
     python bench/collect.py --device cuda         # unchanged on a GPU box
 
+    NEURON_TUI_COMPILE=1 python bench/collect.py  # the compiled update on the CPU too (default: off the CPU only)
+
 Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, (c)
 the plain approach a researcher would write first (hooks that copy each activation to the host and
-count with numpy), and (d) the hooks under the layer-by-layer schedule (a round's batches as one
+count with numpy), (d) the hooks under the layer-by-layer schedule (a round's batches as one
 chunk; the weights stay where they are, so this is the schedule's own overhead, without transfers),
-and the ratios b/a, c/a, d/a. Rounds alternate the modes so drift hits all of them.
+and (e) the hooks without the per-pass statistics added last (the windows of h around the top
+contexts, the firing histograms, the sign cases; h_sum is one more sum in the compiled update's loop
+and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost. Rounds alternate
+the modes so drift hits all of them. The update is compiled off the CPU, or with NEURON_TUI_COMPILE=1
+(its compile time, paid in the warm-up round, is printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 
 import numpy as np
@@ -23,12 +29,15 @@ import torch
 
 from neuron_tui.core.model.adapters import ffn_out_projections, ffn_up_projections
 from neuron_tui.core.model.calibration import calibrate
+from neuron_tui.core.model.contexts import TopContexts
+from neuron_tui.core.model.histograms import FiringHistogram
 from neuron_tui.core.model.layerwise import LayerByLayer
 from neuron_tui.core.model.loading import LoadedModel, default_dtype, load
 from neuron_tui.core.model.packing import pack_sequences
 from neuron_tui.core.model.plan import Settings, make_plan
 from neuron_tui.core.model.recorder import Recorder
 from neuron_tui.core.model.schedules import BatchByBatch
+from neuron_tui.core.model.signs import SignCases
 from neuron_tui.core.sources import ModelSource, resolve
 
 # hidden size, layers, FFN width, heads of the OPT models (Zhang et al. 2022, table 1)
@@ -65,6 +74,23 @@ def plain_numpy_hooks(modules, batch_shape, tau, rule):
     return [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
 
 
+@contextmanager
+def without_new_statistics():
+    """The accumulators without the windows of h around top contexts, the firing histograms and the
+    sign cases (their updates made no-ops while inside)."""
+    saved = [(TopContexts, "_windows", TopContexts._windows), (FiringHistogram, "add", FiringHistogram.add),
+             (FiringHistogram, "add_dense", FiringHistogram.add_dense), (SignCases, "add", SignCases.add),
+             (SignCases, "add_dense", SignCases.add_dense)]
+    TopContexts._windows = lambda self, h, seq_arg, order: self.ctx_val
+    for cls, name, _ in saved[1:]:
+        setattr(cls, name, lambda self, *args: None)
+    try:
+        yield
+    finally:
+        for cls, name, method in saved:
+            setattr(cls, name, method)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2")
@@ -97,29 +123,34 @@ def main() -> None:
     calibration = calibrate(modules, seqs[: settings.calib_seqs], args.batch_size, BatchByBatch(model), plan.rule,
                             plan.tau_source, plan.threshold)
     s = plan.settings
-    recorder = Recorder(modules, plan.seq_len, s.events_cap, s.top_k, plan.rule, calibration, ffn_up_projections(model))
+    ups = ffn_up_projections(model)
+    recorder = Recorder(modules, plan.seq_len, s.events_cap, s.top_k, plan.rule, calibration, ups)
+    lean = Recorder(modules, plan.seq_len, s.events_cap, s.top_k, plan.rule, calibration, ups)
     sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-    seen = {"tokens": 0}  # global positions keep growing across rounds, as in one long run, so the
-    # accumulators' sampling levels settle as they do in a real collection (not a restart each round)
+    # global positions keep growing across rounds, as in one long run, so the accumulators' sampling
+    # levels settle as they do in a real collection (not a restart each round); "hooks" and "layers"
+    # count into one recorder, "lean" into its own
+    seen = {"hooks": 0, "layers": 0, "lean": 0}
 
     batch_by_batch = BatchByBatch(model)
     runners = {"bare": batch_by_batch, "hooks": batch_by_batch, "plain": batch_by_batch,
-               "layers": LayerByLayer(model, args.device, len(batches))}
+               "layers": LayerByLayer(model, args.device, len(batches)), "lean": batch_by_batch}
 
     def timed(mode: str) -> float:
         handles = plain_numpy_hooks(modules, batches[0].shape, calibration.tau, plan.rule) if mode == "plain" else []
-        counted = mode in ("hooks", "layers")
+        counted = mode in ("hooks", "layers", "lean")
+        rec = lean if mode == "lean" else recorder
         if counted:
-            starts = seen["tokens"] + np.cumsum([0] + [b.size for b in batches])
-            recorder.set_batches([np.arange(a, a + b.size).reshape(b.shape) for a, b in zip(starts, batches)])
+            starts = seen[mode] + np.cumsum([0] + [b.size for b in batches])
+            rec.set_batches([np.arange(a, a + b.size).reshape(b.shape) for a, b in zip(starts, batches)])
 
         start = time.perf_counter()
-        with recorder.attached() if counted else nullcontext():
-            runners[mode](batches, recorder.select, lambda tokens: None)
+        with rec.attached() if counted else nullcontext(), without_new_statistics() if mode == "lean" else nullcontext():
+            runners[mode](batches, rec.select, lambda tokens: None)
             if counted:
-                recorder.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
-                seen["tokens"] += sum(b.size for b in batches)
+                rec.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
+                seen[mode] += sum(b.size for b in batches)
             sync()
         for h in handles:
             h.remove()
@@ -144,10 +175,17 @@ def main() -> None:
     print(f"model {loaded.source.name} on {args.device} ({dtype}), {len(modules)} layers x {recorder.n_neurons} neurons, "
           f"batch {args.batch_size} x {args.seq_len}, {tokens:,} tokens per mode")
     print(f"bare forward      {rate['bare']:9,.0f} tok/s")
-    for mode, label in (("hooks", "neuron-tui hooks "), ("plain", "plain numpy hooks"), ("layers", "layer by layer   ")):
+    for mode, label in (("hooks", "neuron-tui hooks "), ("plain", "plain numpy hooks"), ("layers", "layer by layer   "),
+                        ("lean", "hooks, no new stats")):
         per_round = sorted(b / t for b, t in zip(times["bare"], times[mode]))
         print(f"{label} {rate[mode]:9,.0f} tok/s   ratio {rate[mode] / rate['bare']:.3f}   per round: median "
               f"{float(np.median(per_round)):.3f}, {per_round[0]:.3f}-{per_round[-1]:.3f}")
+    cost = sorted(h / e - 1 for h, e in zip(times["hooks"], times["lean"]))
+    print(f"the new statistics (context windows, histograms, sign cases) cost {float(np.median(cost)):+.1%} of the "
+          f"hooked pass (median of rounds, {cost[0]:+.1%} to {cost[-1]:+.1%})")
+    fused = recorder.fused
+    print("update: " + (f"compiled (first call {fused.compile_seconds:.1f} s, compile included)" if fused.compile_seconds
+                        else "eager" + (f" (compile failed: {fused.failure})" if fused.failure else "")))
 
 
 if __name__ == "__main__":

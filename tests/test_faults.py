@@ -199,13 +199,13 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_one_before(capsys, monkeypatc
     """The disk fills after the pass's first checkpoint: the next one fails, the first stays whole and
     says how many tokens it holds, and the same command resumes from it to the uninterrupted summary."""
     disk = FullDisk(monkeypatch, "write a dataset")
-    checkpoint = passes.Pass.checkpoint
+    write = passes.Pass._write  # runs in the checkpoints' background thread
 
-    def checkpoint_then_fill(self):
-        checkpoint(self)
+    def write_then_fill(self, *args):
+        write(self, *args)
         disk.fill()
 
-    monkeypatch.setattr(passes.Pass, "checkpoint", checkpoint_then_fill)
+    monkeypatch.setattr(passes.Pass, "_write", write_then_fill)
     out = tmp_path / "s.h5"
     code, _, err = cli(capsys, *collect_args(model_dir, corpus, out, "--checkpoint-seconds", 0))
     line = one_line(err)

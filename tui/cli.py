@@ -78,7 +78,11 @@ def _collect_options(p: argparse.ArgumentParser, model_optional: bool) -> None:
     p.add_argument("--quantile", type=float, default=0.99, help="calibration quantile of |h| for non-ReLU models")
     p.add_argument("--events", type=int, default=256, help="firing events kept per neuron (uniform sample)")
     p.add_argument("--checkpoint-seconds", type=float,
-                   help="seconds between checkpoints (default 60, spaced out so checkpoints stay under a tenth of the run)")
+                   help="seconds between checkpoints (default 60; each is written in the background while the pass "
+                        "counts on)")
+    p.add_argument("--no-compile", action="store_true",
+                   help="count with the eager update, not the one torch.compile fuses (the default off the CPU; "
+                        "also NEURON_TUI_COMPILE=0)")
     p.add_argument("--out", type=Path, help="summary file (default: in the cache folder)")
     p.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURON_TUI_CACHE or ~/.cache/neuron-tui)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -242,6 +246,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _request(args: argparse.Namespace):
     from neuron_tui.core.pipeline import CollectRequest
 
+    if getattr(args, "no_compile", False):  # read where the pass makes its accumulators (core.model.fused)
+        os.environ["NEURON_TUI_COMPILE"] = "0"
     names = {f.name for f in fields(CollectRequest)}
     values = {name: getattr(args, name) for name in names if hasattr(args, name)}
     specs = args.corpus or []

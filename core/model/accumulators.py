@@ -33,9 +33,10 @@ import torch
 
 from neuron_tui.cache.schema import HIST_BINS
 
-from .batches import BatchIndex, Firings, Scratch, restore
+from .batches import BatchIndex, Firings, Scratch, host_copies, restore
 from .contexts import CONTEXT_WIDTH, TopContexts
 from .events import EventSample
+from .fused import FusedUpdate
 from .histograms import FiringHistogram
 from .signs import N_CASES, SignCases
 
@@ -106,10 +107,12 @@ class LayerAccumulator:
         hist_edges: np.ndarray,
         gated: bool = False,
         sync_free: bool | None = None,
+        fused: FusedUpdate | None = None,
     ):
         """`hist_edges` [B + 1]: the layer's histogram bins; `gated`: the FFN is h = act(gate) * up, and
         `update` gets up too (sign cases); `sync_free` (default: on any device but the CPU) picks the
-        fixed-size, branch-free steps; the tests run both paths on the CPU."""
+        fixed-size, branch-free steps; the tests run both paths on the CPU. `fused`: the compiled dense
+        update shared by the pass's layers (core.model.fused), None for the eager steps only."""
         F, T = n_neurons, seq_len
         self.rule, self.tau = rule, float(tau)
         self.device = torch.device(device)
@@ -129,16 +132,38 @@ class LayerAccumulator:
         self.events = EventSample(F, events_cap, self.device, self.sync_free)
         self.histogram = FiringHistogram(F, hist_edges, self.device)
         self.signs = SignCases(F, self.device) if gated else None
+        self.fused = fused  # the compiled dense update the pass's layers share (None: eager throughout)
+        self._tau_key, self._tau_t, self._tau_h = None, None, self.tau
 
     # ---- the per-batch update ------------------------------------------------------------------
     @torch.no_grad()
     def update(self, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None = None) -> None:
         """Add one batch of activations h [B, T, F] (the input of the FFN output projection) and, for a
-        gated FFN, the up projection's output up [B, T, F]."""
+        gated FFN, the up projection's output up [B, T, F]: the dense statistics compiled in one
+        function (core.model.fused) where `fused` runs this shape, else by the eager steps below."""
+        B, T, F = h.shape
+        tau = self._tau_tensor(h)
+        dense = None if self.fused is None else self.fused(h, tau, self.rule == "abs", self.sync_free)
+        if dense is None:
+            self._update_eager(h, batch, up)
+            return
+        fired, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg = dense
+        self.pos_count[:T] += per_pos
+        self.act_count += per_pos.sum(0)
+        self.act_count_pos += count_pos
+        self.act_sum_pos += sum_pos.to(self.act_sum.dtype)
+        self.act_sum += sum_fired.to(self.act_sum.dtype)
+        self.h_sum += h_sum.to(self.h_sum.dtype)
+        self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
+        self.top.update(h, self.rule, seq_max, batch.positions, seq_arg)
+        self._add_sampled(h, fired, batch, up)
+
+    def _update_eager(self, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None) -> None:
+        """The reference update, a step at a time (the CPU's few-firings path lists the firings once)."""
         B, T, F = h.shape
         # in the model's own dtype: a float32 copy of a bf16 batch would be the costliest step on a GPU
         value = firing_value(h, self.rule, out=batch.scratch.like("value", h) if self.rule == "abs" else None)
-        fired = torch.gt(value, self.tau, out=batch.scratch.like("fired", h, torch.bool))
+        fired = torch.gt(value, self._tau_h, out=batch.scratch.like("fired", h, torch.bool))
         mask = fired.view(B * T, F)
         # on the CPU, with no device to wait for, the firings are listed once: the histogram and the sign
         # cases read them, and when few fire (under 1/SPARSE_BATCH) so do the counts, sums and events
@@ -148,17 +173,42 @@ class LayerAccumulator:
         self.h_sum += self._sum_tokens(h)
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
-        self.top.update(h, value, seq_max, batch.positions)
+        self.top.update(h, self.rule, seq_max, batch.positions, value.argmax(dim=1) if self.sync_free else None)
+        self._add_sampled(h, fired, batch, up, firings, few, value)
+
+    def _add_sampled(self, h, fired, batch: BatchIndex, up, firings: Firings | None = None,
+                     few: Firings | None = None, value: torch.Tensor | None = None) -> None:
+        """The event sample, the histogram and the sign cases, from the firing mask `fired` [B, T, F]:
+        on the CPU from its firings listed once (`firings`, listed here when not given; `few`: the same
+        when few fire, whose pairs the event sample takes), on other devices without listing them (the
+        sign cases from the firing values `value`, computed here when not given)."""
+        B, T, F = h.shape
+        mask = fired.view(B * T, F)
+        if firings is None and not self.sync_free:
+            firings = Firings(mask)
+            few = firings if len(firings) * SPARSE_BATCH < mask.numel() else None
         self.events.update(mask, batch, None if few is None else few.pairs())
         if firings is None:
             self.histogram.add_dense(h, fired)
             if self.signs is not None:
-                self.signs.add_dense(h, up, value, fired, batch)
+                self.signs.add_dense(h, up, firing_value(h, self.rule) if value is None else value, fired, batch)
             return
         h_fired = firings.of(h)
         self.histogram.add(h_fired, firings.neuron)
         if self.signs is not None:
             self.signs.add(h_fired, firings.of(up), firings.neuron, batch.positions.index_select(0, firings.token))
+
+    def _tau_tensor(self, h: torch.Tensor) -> torch.Tensor:
+        """tau as a 0-d float32 tensor on h's device, rounded to h's dtype first (so the compiled float32
+        comparison is the eager one in h's dtype), made once per dtype; `_tau_h` is the same number for
+        the eager steps (threshold() compares with an unrounded tau, which would sum a bf16 h equal to
+        tau's rounding that gt() does not count)."""
+        key = (h.dtype, h.device)
+        if self._tau_key != key:
+            self._tau_key = key
+            self._tau_t = torch.tensor(self.tau, dtype=h.dtype, device=h.device).float()
+            self._tau_h = float(self._tau_t)
+        return self._tau_t
 
     def _add_firings(self, h, value, fired, few: Firings | None, scratch: Scratch) -> None:
         """Counts per position and signed sums of this batch, from the listed firings (`few`) when given."""
@@ -184,11 +234,12 @@ class LayerAccumulator:
         # two such ops instead of a float copy of the mask and a product. The sum over sequences stays
         # in the model's dtype (no copy of the batch); the one over positions, a small [T, F], is in
         # float64, so the difference loses nothing
-        positive = self._sum_tokens(torch.nn.functional.threshold(h, self.tau, 0.0))
+        tau = self._tau_h
+        positive = self._sum_tokens(torch.nn.functional.threshold(h, tau, 0.0))
         self.act_sum_pos += positive
         if self.rule == "abs":
-            self.act_sum += 2 * positive - self._sum_tokens(torch.nn.functional.threshold(value, self.tau, 0.0))
-            up = torch.gt(h, self.tau, out=scratch.like("positive", h, torch.bool))
+            self.act_sum += 2 * positive - self._sum_tokens(torch.nn.functional.threshold(value, tau, 0.0))
+            up = torch.gt(h, tau, out=scratch.like("positive", h, torch.bool))
             self.act_count_pos += up.view(B * T, F).view(torch.uint8).sum(0, dtype=torch.int64)
         else:  # relu: every firing is positive
             self.act_sum += positive
@@ -199,25 +250,41 @@ class LayerAccumulator:
         return x.sum(0, dtype=torch.float32).sum(0, dtype=self.act_sum.dtype)
 
     # ---- host round trip (checkpoints, merging) ------------------------------------------------
+    def snapshot(self, into: dict | None = None) -> dict:
+        """Host copies of every tensor, into the arrays of `into` (this layer's previous snapshot) where
+        they fit: a checkpoint's one device-to-host copy, all the pass waits for; `state_of` makes the
+        LayerState from it (listing the events: work for the checkpoint's writer, off the pass)."""
+        into = into or {}
+        raw = {"counters": host_copies(self, COUNTERS, into.get("counters"))}
+        for key, part in self._parts().items():
+            raw[key] = part.snapshot(into.get(key))
+        return raw
+
+    @staticmethod
+    def state_of(raw: dict) -> LayerState:
+        """The LayerState of a `snapshot` (sums widened to float64)."""
+        fields = dict(raw["counters"])
+        for name in ("act_sum", "act_sum_pos", "h_sum"):
+            fields[name] = fields[name].astype(np.float64, copy=False)
+        for key, part in PARTS.items():
+            if key in raw:
+                fields.update(part.state_of(raw[key]))
+        return LayerState(**fields)
+
     def state(self) -> LayerState:
         """Copy to the host: the one sync, done only at checkpoints and at the end."""
-        return LayerState(
-            act_count=self.act_count.cpu().numpy(),
-            pos_count=self.pos_count.cpu().numpy(),
-            act_sum=self.act_sum.double().cpu().numpy(),
-            act_count_pos=self.act_count_pos.cpu().numpy(),
-            act_sum_pos=self.act_sum_pos.double().cpu().numpy(),
-            act_max=self.act_max.cpu().numpy(),
-            h_sum=self.h_sum.double().cpu().numpy(),
-            **{field: value for part in self._parts() for field, value in part.state().items()},
-        )
+        return self.state_of(self.snapshot())
 
-    def _parts(self) -> list:
+    def _parts(self) -> dict:
         """The parts with a state of their own: top-K contexts, events, histogram (and sign cases)."""
-        return [self.top, self.events, self.histogram] + ([self.signs] if self.signs is not None else [])
+        parts = {"top": self.top, "events": self.events, "histogram": self.histogram}
+        return parts | ({"signs": self.signs} if self.signs is not None else {})
 
     def load(self, st: LayerState) -> None:
         """Restore from a checkpoint (resume): the inverse of `state`."""
         restore(self, st, COUNTERS)
-        for part in self._parts():
+        for part in self._parts().values():
             part.load(st)
+
+
+PARTS = {"top": TopContexts, "events": EventSample, "histogram": FiringHistogram, "signs": SignCases}

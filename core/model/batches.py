@@ -47,9 +47,24 @@ def to_device(array, like: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(array)).to(device=like.device, dtype=like.dtype)
 
 
-def host_copies(part: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The tensors `names` of an accumulator's part as host arrays, named as LayerState's fields."""
-    return {name: getattr(part, name).cpu().numpy() for name in names}
+def host_copy(t: torch.Tensor, into: np.ndarray | None = None) -> np.ndarray:
+    """A host copy of `t`, never a view of it: a checkpoint's snapshot is written while the pass goes on
+    changing the tensors (on the CPU, `.cpu().numpy()` would share their memory). Copied into `into`
+    when its shape and dtype match: a snapshot reuses the last one's arrays, so a checkpoint does not
+    fault in fresh pages each time (which costs more than the copy); pinned memory off the CPU, the
+    fastest device-to-host copy."""
+    dtype = torch.empty(0, dtype=t.dtype).numpy().dtype
+    if into is None or into.shape != tuple(t.shape) or into.dtype != dtype:
+        into = torch.empty(t.shape, dtype=t.dtype, pin_memory=t.device.type == "cuda").numpy()
+    torch.from_numpy(into).copy_(t.detach())
+    return into
+
+
+def host_copies(part: object, names: tuple[str, ...], into: dict | None = None) -> dict[str, np.ndarray]:
+    """The tensors `names` of an accumulator's part as host copies (`host_copy`, into the arrays of
+    `into`, a previous snapshot's), named as LayerState's fields."""
+    into = into or {}
+    return {name: host_copy(getattr(part, name), into.get(name)) for name in names}
 
 
 def restore(part: object, state: object, names: tuple[str, ...]) -> None:

@@ -1,13 +1,19 @@
-"""A pass's checkpoints: when one is written (`CheckpointPolicy`) and the one a run resumes from (`Resumed`).
+"""A pass's checkpoints: when one is taken (`CheckpointPolicy`), who writes it (`BackgroundWriter`) and the
+one a run resumes from (`Resumed`).
 
 A checkpoint is a partial summary (`complete = False`) next to the final file (cache.partial_path),
 written atomically with the whole state counted so far; running the same command again resumes from
-it. Writing one takes time (every layer's state, compressed: bench/checkpoint.py measures it at the
-paper's shapes), so the policy spaces them out when they are slow.
+it. The pass does not wait for the write: it copies every layer's state to the host (the snapshot, one
+device-to-host copy) and hands it to one background thread that lists the events, compresses and
+writes the file, while the pass counts on (as torch.distributed.checkpoint.async_save does). One write
+at most is in flight: a checkpoint that comes due meanwhile waits until that write ends, so a write
+slower than the interval spaces the checkpoints out by itself. bench/checkpoint.py measures what the
+pass still waits (the snapshot) at the paper's shapes.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -25,34 +31,62 @@ from .states import layer_state
 
 
 class CheckpointPolicy:
-    """When the pass writes its next checkpoint: every `seconds` (`--checkpoint-seconds`) when given;
-    else every DEFAULT_SECONDS, or SPACING times the last checkpoint's write time when that is longer,
-    so that checkpoints take at most a tenth of the run."""
+    """When the pass takes its next checkpoint: every `seconds` (`--checkpoint-seconds`; default
+    DEFAULT_SECONDS) after the last one was taken."""
 
     DEFAULT_SECONDS = 60.0
-    SPACING = 9  # a checkpoint that took W seconds is followed by at least 9 W of pass
 
     def __init__(self, seconds: float | None, clock: Callable[[], float] = time.monotonic):
-        self.fixed = seconds is not None
-        self.interval = seconds if self.fixed else self.DEFAULT_SECONDS
+        self.interval = self.DEFAULT_SECONDS if seconds is None else seconds
         self._clock = clock
         self._last = clock()
-
-    @classmethod
-    def interval_after(cls, write_seconds: float) -> float:
-        """The default interval after a checkpoint that took `write_seconds` to write."""
-        return max(cls.DEFAULT_SECONDS, cls.SPACING * write_seconds)
 
     def due(self) -> bool:
         return self._clock() - self._last >= self.interval
 
-    def write(self, checkpoint: Callable[[], None]) -> None:
-        """Write a checkpoint (`checkpoint()`), timed: the next is due one interval after it ends."""
-        start = self._clock()
-        checkpoint()
-        if not self.fixed:
-            self.interval = self.interval_after(self._clock() - start)
+    def taken(self) -> None:
+        """A checkpoint was taken now: the next is due one interval later."""
         self._last = self._clock()
+
+
+class BackgroundWriter:
+    """One thread that writes checkpoints, one at a time; what a write raised is raised in the pass
+    (`check`, `wait`), so a full disk is the pass's one-line error with the previous checkpoint kept."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, write: Callable[[], None]) -> None:
+        """Run `write()` in the thread (none may be in flight: the pass asks `busy` first)."""
+        if self.busy:
+            raise RuntimeError("a checkpoint is already being written")
+        self.check()
+        self._thread = threading.Thread(target=self._run, args=(write,), name="neuron-tui checkpoint")
+        self._thread.start()
+
+    def _run(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as exc:  # noqa: BLE001 - handed to the pass, raised there (check, wait)
+            self._error = exc
+
+    def check(self) -> None:
+        """Raise what the last finished write raised (a WriteError: a full disk, ...), once."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def wait(self) -> None:
+        """Wait for the write in flight (Ctrl-C, the end of the pass), then raise what it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.check()
 
 
 class Resumed:

@@ -41,17 +41,20 @@ class TopContexts:
         """Per neuron: values (4) and positions (8) of K slots, and their windows (2W each)."""
         return n_neurons * top_k * (12 + 2 * CONTEXT_WIDTH) + 8 * CONTEXT_WIDTH
 
-    def update(self, h: torch.Tensor, value: torch.Tensor, seq_max: torch.Tensor, positions: torch.Tensor) -> None:
-        """Merge each sequence's strongest position of this batch (h and value [B, T, F], seq_max [B, F]:
-        value's maximum over positions, float32; positions [B * T]) into the running top-K."""
-        B, T, _ = value.shape
+    def update(self, h: torch.Tensor, rule: str, seq_max: torch.Tensor, positions: torch.Tensor,
+               seq_arg: torch.Tensor | None = None) -> None:
+        """Merge each sequence's strongest position of this batch (h [B, T, F]; its firing value is h, or
+        |h| under the abs `rule`; seq_max [B, F]: the value's maximum over positions, float32; positions
+        [B * T]; seq_arg [B, F]: the maximum's first position, when already known) into the running
+        top-K."""
+        B, T, _ = h.shape
         if self.sync_free:
-            seq_arg = value.argmax(dim=1)
+            seq_arg = _value(h, rule).argmax(dim=1) if seq_arg is None else seq_arg
         else:  # only a value above the K-th can enter (an equal one comes later: the earlier stays)
             enters = seq_max > self.top_val[-1]
             if not bool(enters.any()):  # the common case after warm-up: nothing to merge
                 return
-            seq_arg = _argmax_where(value, enters)
+            seq_arg = _argmax_where(h, rule, enters)
         seq_pos = positions.view(B, T).gather(1, seq_arg)  # [B, F]
         cat_v = torch.cat([self.top_val, seq_max])
         cat_p = torch.cat([self.top_pos, seq_pos])
@@ -76,19 +79,30 @@ class TopContexts:
         kept = self.ctx_val.gather(0, order.clamp_max(K - 1)[:, None, :].expand(K, W, F))
         return torch.where(entered[:, None, :], window, kept)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return host_copies(self, FIELDS)
+    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the tensors (into a previous snapshot's arrays): LayerState's fields as they are."""
+        return host_copies(self, FIELDS, into)
+
+    @staticmethod
+    def state_of(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return raw
 
     def load(self, st) -> None:
         """Restore from a checkpoint's LayerState `st`."""
         restore(self, st, FIELDS)
 
 
-def _argmax_where(value: torch.Tensor, enters: torch.Tensor) -> torch.Tensor:
-    """argmax over positions only where a sequence enters the top-K (`enters` [B, F]; few, after
-    warm-up), 0 elsewhere. A full argmax along the middle axis costs ten times the amax on the CPU."""
+def _value(h: torch.Tensor, rule: str) -> torch.Tensor:
+    """The firing value: |h| under the abs rule, else h."""
+    return h.abs() if rule == "abs" else h
+
+
+def _argmax_where(h: torch.Tensor, rule: str, enters: torch.Tensor) -> torch.Tensor:
+    """argmax over positions of the firing value only where a sequence enters the top-K (`enters` [B, F];
+    few, after warm-up), 0 elsewhere. A full argmax along the middle axis costs ten times the amax on
+    the CPU."""
     arg = torch.zeros(enters.shape, dtype=torch.int64)
     b, i = torch.nonzero(enters, as_tuple=True)
     if b.numel():
-        arg[b, i] = value[b, :, i].argmax(dim=1)
+        arg[b, i] = _value(h[b, :, i], rule).argmax(dim=1)
     return arg

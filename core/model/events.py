@@ -15,7 +15,7 @@ import torch
 
 from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 
-from .batches import BatchIndex, Firings, to_device
+from .batches import BatchIndex, Firings, host_copies, to_device
 
 
 class EventSample:
@@ -117,12 +117,16 @@ class EventSample:
         return level
 
     # ---- host round trip (checkpoints, merging) ------------------------------------------------
-    def state(self) -> dict[str, object]:
-        """`level` [F] int8 and `events` (F arrays of global positions, ascending) on the host."""
-        pos = self.ev_pos[: self.cap].cpu().numpy().astype(np.int64)
-        fill = self.fill.cpu().numpy()
-        return {"level": self.level.cpu().numpy().astype(np.int8),
-                "events": [np.sort(pos[: fill[i], i]) for i in range(self.n_neurons)]}
+    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the levels, the event slots and their fill (into a previous snapshot's arrays);
+        listing the events (`state_of`) is left to whoever writes them, off the pass."""
+        return host_copies(self, ("level", "ev_pos", "fill"), into)
+
+    @staticmethod
+    def state_of(raw: dict[str, np.ndarray]) -> dict[str, object]:
+        """`level` [F] int8 and `events` (F arrays of global positions, ascending)."""
+        pos, fill = raw["ev_pos"][:-1].astype(np.int64), raw["fill"]
+        return {"level": raw["level"].astype(np.int8), "events": [np.sort(pos[: fill[i], i]) for i in range(len(fill))]}
 
     def load(self, st) -> None:
         """Restore from a checkpoint's LayerState `st`: the inverse of `state`; each event's z is

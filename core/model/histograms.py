@@ -39,7 +39,7 @@ import torch
 
 from neuron_tui.cache.schema import HIST_BINS
 
-from .batches import to_device
+from .batches import host_copy, to_device
 
 SIDE_BINS = (HIST_BINS - 1) // 2  # bins on each side of +-tau (abs rule)
 FLOOR = 2.0**-14  # with tau = 0, the log scale starts at hi * FLOOR
@@ -108,8 +108,13 @@ class FiringHistogram:
             bins = torch.where(mask[start : start + step], self.bins(rows[start : start + step]), self.n_bins).long()
             self.count.scatter_add_(0, bins, self._one.expand_as(bins))
 
-    def state(self) -> dict[str, np.ndarray]:
-        return {"hist_count": self.count[: self.n_bins].cpu().numpy()}
+    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
+        """A host copy of the counts, spare row included (into a previous snapshot's array)."""
+        return {"count": host_copy(self.count, (into or {}).get("count"))}
+
+    @staticmethod
+    def state_of(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"hist_count": raw["count"][:-1]}
 
     def load(self, st) -> None:
         """Restore from a checkpoint's LayerState `st`."""

@@ -3,10 +3,11 @@ checkpointing as it goes and resuming from its checkpoint.
 
 `run_pass` streams the plan's sequences (a shard K/N: the planned sequences i % N == K, at their global
 positions g = i * T + t) through the model with one forward pre-hook per FFN output projection
-(core.model.recorder). When `CheckpointPolicy` says so, and on Ctrl-C / SIGTERM (core.model.signals),
-the accumulators are copied to the host one layer at a time and written, atomically, as a *partial
-summary* next to the final file; running the same command again resumes from it, skipping (and
-checking) the sequences already counted. Because every statistic is a sum, a max, or a level sample
+(core.model.recorder). When `CheckpointPolicy` says so, the accumulators are copied to the host and
+written in the background (core.model.checkpoints), atomically, as a *partial summary* next to the
+final file, while the pass counts on; on Ctrl-C / SIGTERM (core.model.signals) the write in flight
+ends and the counts so far are written the same way, waited for. Running the same command again
+resumes from it, skipping (and checking) the sequences already counted. Because every statistic is a sum, a max, or a level sample
 keyed on global token positions, the resumed result equals an uninterrupted run.
 """
 
@@ -24,7 +25,7 @@ from neuron_tui.core.errors import NeuronTuiError
 
 from .adapters import ffn_out_projections, ffn_up_projections
 from .calibration import Calibration, calibrate
-from .checkpoints import CheckpointPolicy, Resumed
+from .checkpoints import BackgroundWriter, CheckpointPolicy, Resumed
 from .loading import LoadedModel
 from .packing import pack_sequences
 from .plan import RunPlan
@@ -83,6 +84,8 @@ class Pass:
         self.n_kept = self.n_done  # sequences in the last checkpoint written
         self.calibration: Calibration | None = None  # agreed when the pass runs
         self.recorder: Recorder | None = None  # made with the calibration
+        self.writer = BackgroundWriter()  # writes the checkpoints while the pass counts on
+        self._snapshot: list | None = None  # the last checkpoint's host copies, whose arrays the next reuses
 
     def run(self, quiet: bool, agree) -> PassOutcome:
         plan, T = self.plan, self.plan.seq_len
@@ -97,13 +100,16 @@ class Pass:
         with StopRequests() as stop, self.recorder.attached(), progress:
             try:
                 self._count(stream, stop, progress)
+                self.writer.wait()  # the final write follows: the checkpoint in flight ends first
             except KeyboardInterrupt:  # between chunks: every layer has counted exactly n_done sequences
                 raise self._interrupted() from None
             except StopNow:  # a second Ctrl-C, mid-batch: the state is not consistent, keep the last checkpoint
                 raise NeuronTuiError(f"interrupted; the last checkpoint is kept at {self.partial}; run the same "
                                      "command to resume") from None
-            except WriteError as exc:
+            except WriteError as exc:  # a checkpoint's write failed (raised here from the background)
                 raise self._failed(exc) from None
+            finally:  # no write outlives the pass
+                self._settle()
         self.recorder.keep_resumed()
         exhausted = self.n_done < len(self.rows)
         if exhausted:
@@ -141,8 +147,11 @@ class Pass:
             self.runner(chunk, self.recorder.select, progress.advance)
             self.blocks.extend(chunk)
             self.n_done = int(starts[-1])
-            if policy.due():
-                policy.write(self.checkpoint)
+            self.writer.check()  # a checkpoint that failed in the background stops the pass here
+            if policy.due() and not self.writer.busy:
+                result, n_done = self._take(), self.n_done
+                self.writer.start(lambda: self._write(result, n_done))
+                policy.taken()
 
     def result(self) -> PassResult:
         """What is counted so far (each layer's state read from the accumulators when asked)."""
@@ -150,16 +159,37 @@ class Pass:
                           self.recorder.n_layers)
 
     def checkpoint(self) -> None:
-        """Write what is counted so far as the partial summary (atomically: the last one stays whole
-        until this one is)."""
+        """Write what is counted so far as the partial summary, waiting for it (Ctrl-C, a failed final
+        write; the pass's own checkpoints are written in the background)."""
+        self._write(self._take(), self.n_done)
+
+    def _take(self) -> PassResult:
+        """What is counted so far, every layer's state copied to the host (into the last snapshot's
+        arrays): all the pass waits for when a checkpoint is taken."""
+        self.blocks = [np.concatenate(self.blocks)]
+        self._snapshot = self.recorder.snapshot(self._snapshot)
+        return PassResult(self.blocks[0], self.rows[: self.n_done], self.calibration,
+                          lambda layer, states=self._snapshot: states[layer](), self.recorder.n_layers)
+
+    def _write(self, result: PassResult, n_done: int) -> None:
+        """Write a taken checkpoint atomically (the last one stays whole until this one is)."""
         with SummaryWriter(self.partial) as writer:
-            writer.set_attrs(summary_attrs(self.facts, self.plan, self.n_done, complete=False))
-            write_pass(writer, self.result(), self.facts.vocab, self.facts.bos, self.facts.n_neurons)
-        self.n_kept = self.n_done
+            writer.set_attrs(summary_attrs(self.facts, self.plan, n_done, complete=False))
+            write_pass(writer, result, self.facts.vocab, self.facts.bos, self.facts.n_neurons)
+        self.n_kept = n_done
+
+    def _settle(self) -> None:
+        """Wait for the checkpoint in flight, its failure aside (the pass is stopping for another reason)."""
+        try:
+            self.writer.wait()
+        except WriteError:
+            pass
 
     def _interrupted(self) -> NeuronTuiError:
-        """Ctrl-C or SIGTERM between chunks: the counts so far as a checkpoint, and how to resume."""
+        """Ctrl-C or SIGTERM between chunks: the write in flight ends, then the counts so far as a
+        checkpoint, and how to resume."""
         T = self.plan.seq_len
+        self._settle()
         try:
             self.checkpoint()
         except WriteError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from .accumulators import LayerAccumulator, LayerState
 from .adapters import n_neurons
 from .batches import BatchIndex, Scratch
 from .calibration import Calibration
+from .fused import FusedUpdate
 
 
 class Recorder:
@@ -27,9 +29,11 @@ class Recorder:
 
     def __init__(self, modules: list[torch.nn.Module], seq_len: int, events_cap: int, top_k: int, rule: str,
                  calibration: Calibration, ups: list[torch.nn.Module] | None = None,
-                 resumed: Callable[[int], LayerState] | None = None):
+                 resumed: Callable[[int], LayerState] | None = None, compile: bool | None = None):
         """`ups`: the up projections of a gated FFN (adapters.ffn_up_projections), None for another;
-        `resumed(layer)`: the checkpointed state of a layer, read when the layer is first reached."""
+        `resumed(layer)`: the checkpointed state of a layer, read when the layer is first reached;
+        `compile`: whether the layers' dense update is compiled (core.model.fused; None: unless
+        NEURON_TUI_COMPILE=0)."""
         self.modules, self.ups, self.calibration = modules, ups, calibration
         self.seq_len, self.events_cap, self.top_k, self.rule = seq_len, events_cap, top_k, rule
         self.n_neurons = n_neurons(modules[0])
@@ -40,6 +44,7 @@ class Recorder:
         self._indexes: list[dict[torch.device, BatchIndex]] = []  # their index tensors, per device
         self._current = 0
         self._scratch: dict[torch.device, Scratch] = {}
+        self.fused = FusedUpdate(compile)  # one compiled update for every layer
 
     @property
     def n_layers(self) -> int:
@@ -49,7 +54,8 @@ class Recorder:
         if self.acc[layer] is None:
             c = self.calibration
             self.acc[layer] = LayerAccumulator(self.n_neurons, self.seq_len, self.events_cap, self.top_k, device,
-                                               self.rule, c.tau[layer], c.hist_edges[layer], self.ups is not None)
+                                               self.rule, c.tau[layer], c.hist_edges[layer], self.ups is not None,
+                                               fused=self.fused)
             if self._resumed is not None:
                 self.acc[layer].load(self._resumed(layer))
         return self.acc[layer]
@@ -73,13 +79,28 @@ class Recorder:
 
     def state(self, layer: int) -> LayerState:
         """A host copy of one layer's accumulators (a layer never reached: its resumed or empty state);
-        the pass writes checkpoints one layer at a time, so host memory holds one layer's state."""
+        the final write asks for one layer at a time, so host memory holds one layer's state."""
         acc = self.acc[layer]
-        if acc is not None:
-            return acc.state()
+        return self._unreached(layer) if acc is None else acc.state()
+
+    def _unreached(self, layer: int) -> LayerState:
+        """The state of a layer no batch has reached: its checkpointed one when resuming, else empty."""
         if self._resumed is not None:
             return self._resumed(layer)
         return LayerState.empty(self.n_neurons, self.seq_len, self.top_k, self.ups is not None)
+
+    def snapshot(self, into: list | None = None) -> list[Callable[[], LayerState]]:
+        """Every layer's state, copied to the host now (a checkpoint's one wait; into the arrays of
+        `into`, the previous snapshot, where they fit), each made a LayerState only when called (by the
+        checkpoint's writer, off the pass). A layer never reached: its resumed or empty state."""
+        out = []
+        for layer, acc in enumerate(self.acc):
+            if acc is None:  # what it holds cannot change before the write: it is read then
+                out.append(partial(self._unreached, layer))
+            else:
+                raw = acc.snapshot(getattr(into[layer], "raw", None) if into else None)
+                out.append(_Snapshot(raw))
+        return out
 
     def keep_resumed(self) -> None:
         """Read the checkpointed state of every layer not reached yet into memory, before the checkpoint
@@ -112,3 +133,13 @@ class Recorder:
         finally:
             for handle in handles:
                 handle.remove()
+
+
+class _Snapshot:
+    """One layer's host copies (`raw`, reused by the next snapshot), made a LayerState when called."""
+
+    def __init__(self, raw: dict):
+        self.raw = raw
+
+    def __call__(self) -> LayerState:
+        return LayerAccumulator.state_of(self.raw)

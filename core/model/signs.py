@@ -86,8 +86,13 @@ class SignCases:
         self.sign_top_val = torch.where(better, val, kept_val)
         self.sign_top_pos = torch.where(better, pos, kept_pos)
 
-    def state(self) -> dict[str, np.ndarray]:
-        return host_copies(self, FIELDS)
+    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the tensors (into a previous snapshot's arrays): LayerState's fields as they are."""
+        return host_copies(self, FIELDS, into)
+
+    @staticmethod
+    def state_of(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return raw
 
     def load(self, st) -> None:
         """Restore from a checkpoint's LayerState `st`."""

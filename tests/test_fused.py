@@ -1,0 +1,146 @@
+"""The compiled update (core.model.fused) against the eager one, the reference: counts, events, levels,
+histograms and sign cases exactly, float sums to 1e-6 relative, on every architecture the suite builds;
+and one compilation per run, however the last batch is cut.
+
+These tests compile on purpose (the rest of the suite counts eagerly, tests/conftest.py), with small
+shapes, so Inductor's work is seconds and its on-disk cache makes reruns cheaper still."""
+
+import numpy as np
+import pytest
+import torch
+from test_collect import run_tiny
+from tiny import tiny_gpt2, tiny_llama, tiny_opt
+
+from neuron_tui.core.model import fused
+from neuron_tui.core.model.accumulators import LayerAccumulator
+from neuron_tui.core.model.batches import BatchIndex
+from neuron_tui.core.model.fused import FusedUpdate, dense_stats
+from neuron_tui.core.model.histograms import histogram_edges
+
+EXACT = ("tokens", "tau", "act_count", "act_count_pos", "pos_count", "act_max", "top_val", "top_pos", "ctx_val",
+         "event_level", "event_offsets", "event_pos", "hist_count")
+SUMS = ("act_sum", "act_sum_pos", "h_sum")
+GATED = ("sign_count", "sign_top_val", "sign_top_pos")
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def assert_same_sums(got: np.ndarray, want: np.ndarray, scale: np.ndarray, name: str) -> None:
+    """Equal to 1e-6 relative, relative to the sum of |terms| where terms cancel (a signed sum near 0)."""
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6 * float(np.max(scale, initial=0.0)), err_msg=name)
+
+
+@pytest.mark.parametrize("build", [tiny_opt, tiny_gpt2, tiny_llama], ids=["opt-relu", "gpt2", "llama-gated-abs"])
+def test_a_compiled_collection_equals_the_eager_one(build, tmp_path, monkeypatch):
+    """A whole collection (40 sequences in batches of 3: the last batch, of 1, runs eagerly) with the
+    update compiled equals the eager one."""
+    model = build()
+    with run_tiny(model, tmp_path / "eager") as s:
+        eager = {name: s.read(name) for name in EXACT + SUMS + (GATED if s.has("sign_count") else ())}
+        magnitude = np.abs(s.read("act_sum")) + np.abs(s.read("h_sum"))
+    monkeypatch.setenv(fused.ENV, "1")
+    call, ran = FusedUpdate.__call__, []
+
+    def spied(self, *args):
+        out = call(self, *args)
+        ran.append(out is not None)
+        return out
+
+    monkeypatch.setattr(FusedUpdate, "__call__", spied)
+    with run_tiny(model, tmp_path / "compiled") as s:
+        for name, want in eager.items():
+            got = s.read(name)
+            if name in SUMS:
+                assert_same_sums(got, want, magnitude, name)
+            else:
+                np.testing.assert_array_equal(got, want, err_msg=name)
+    assert ("sign_count" in eager) == (build is tiny_llama)
+    layers = model.config.num_hidden_layers  # calibration runs eagerly; 13 batches of 3 compiled, 1 of 1 not
+    assert ran.count(True) == 13 * layers and ran.count(False) == layers
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("rule, dtype", [("abs", torch.bfloat16), ("relu", torch.float32)])
+def test_the_compiled_accumulator_equals_the_eager_one(rule, dtype, device):
+    """One layer fed the same batches both ways, gated, in bf16 with a tau that bf16 cannot hold (the
+    compiled comparison runs in float32 against tau rounded as the eager bf16 comparison rounds it)."""
+    S, T, F, batch = 7, 16, 40, 3
+    gen = torch.Generator().manual_seed(0)
+    h = torch.randn(S, T, F, generator=gen).to(dtype)
+    up = torch.randn(S, T, F, generator=gen).to(dtype)
+    tau = 0.3 if rule == "abs" else 0.0
+    edges = histogram_edges(tau, float(h.float().abs().max()), rule)
+    update = FusedUpdate(compile=True)
+    accs = [LayerAccumulator(F, T, 6, 3, torch.device(device), rule, tau, edges, gated=True, fused=f)
+            for f in (None, update)]
+    for start in range(0, S, batch):
+        positions = np.arange(start * T, min(S, start + batch) * T).reshape(-1, T)
+        for acc in accs:
+            acc.update(h[start : start + batch].to(device), BatchIndex(positions, torch.device(device)),
+                       up[start : start + batch].to(device))
+    eager, compiled = (acc.state() for acc in accs)
+    assert update.compile_seconds is not None and update.failure is None
+    for name in ("act_count", "act_count_pos", "pos_count", "act_max", "top_val", "top_pos", "ctx_val", "level",
+                 "hist_count", "sign_count", "sign_top_val", "sign_top_pos"):
+        np.testing.assert_array_equal(getattr(compiled, name), getattr(eager, name), err_msg=name)
+    assert [e.tolist() for e in compiled.events] == [e.tolist() for e in eager.events]
+    magnitude = h.float().abs().sum((0, 1)).numpy()
+    for name in SUMS:
+        assert_same_sums(getattr(compiled, name), getattr(eager, name), magnitude, name)
+    assert eager.act_count.sum() > 0 and (eager.act_count < S * T).any()  # some fire, not all
+
+
+def test_one_compilation_however_the_last_batch_is_cut():
+    """The run's batch shape compiles once; other shapes (a short last batch, of any size) take the
+    eager update (None) instead of compiling again, and every layer (another tau) shares the graph."""
+    from torch._dynamo.utils import counters
+
+    T, F = 8, 24
+    update = FusedUpdate(compile=True)
+    before = counters["stats"]["unique_graphs"]
+    full = torch.randn(4, T, F)
+    for layer_tau in (0.0, 0.5, 1.0):  # three layers
+        out = update(full, torch.tensor(layer_tau), False, False)
+        assert out is not None
+        np.testing.assert_array_equal(out[1].numpy(), (full > layer_tau).sum(0).numpy())
+    for short in (1, 2, 3):
+        assert update(torch.randn(short, T, F), torch.tensor(0.0), False, False) is None
+    assert update(torch.randn(4, T, F), torch.tensor(0.0), False, False) is not None
+    assert counters["stats"]["unique_graphs"] - before <= 1
+
+
+def test_a_failed_compilation_is_one_line_and_counts_eagerly(capsys, monkeypatch):
+    """No compiler (here: a backend that raises): one line on stderr, then None (the eager update) for
+    every call, with no second try."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    update = FusedUpdate(compile=True)
+    monkeypatch.setattr(update, "_compiled", broken)
+    h = torch.randn(2, 4, 5)
+    assert update(h, torch.tensor(0.0), False, False) is None
+    assert update(h, torch.tensor(0.0), False, False) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "torch.compile of the accumulator update failed" in err
+    assert "no C++ compiler found" in err and "more detail" not in err
+
+
+def test_dense_stats_by_hand():
+    """The reference function itself: abs rule, tau 1, one sequence of three positions, two neurons."""
+    h = torch.tensor([[[2.0, -0.5], [-3.0, 1.5], [0.5, -1.0]]])
+    fired, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg = dense_stats(h, torch.tensor(1.0), True,
+                                                                                          True)
+    assert per_pos.tolist() == [[1, 0], [1, 1], [0, 0]] and fired.sum().item() == 3
+    assert count_pos.tolist() == [1, 1] and sum_pos.tolist() == [2.0, 1.5] and sum_fired.tolist() == [-1.0, 1.5]
+    assert h_sum.tolist() == [-0.5, 0.0] and seq_max.tolist() == [[3.0, 1.5]] and seq_arg.tolist() == [[1, 1]]
+
+
+def test_compiling_is_the_default_off_the_cpu_only(monkeypatch):
+    """Measured slower than the eager update on the CPU (fused.compile_wanted), so compiled by default
+    elsewhere only; NEURON_TUI_COMPILE says otherwise either way."""
+    monkeypatch.delenv(fused.ENV, raising=False)
+    assert not fused.compile_wanted(torch.device("cpu")) and fused.compile_wanted(torch.device("cuda"))
+    monkeypatch.setenv(fused.ENV, "1")
+    assert fused.compile_wanted(torch.device("cpu"))
+    monkeypatch.setenv(fused.ENV, "0")
+    assert not fused.compile_wanted(torch.device("cuda"))
+    assert FusedUpdate()(torch.ones(1, 2, 3), torch.tensor(0.0), False, False) is None  # 0: eager
