@@ -15,7 +15,6 @@ import test_probe
 import torch
 from pilot import press, screen_text, type_text
 from test_probe import go_to, new_text
-from test_tui import anyio_backend  # noqa: F401 (a fixture)
 
 from neuron_tui.cache import Summary, SummaryWriter
 from neuron_tui.core.model.probe import MOVE_EPS, ProbeError, ablation_value, probe_text

@@ -20,7 +20,6 @@ import torch
 from edit import rewritten
 from pilot import press, screen_text, settle, type_text
 from planted import planted_corpus, planted_text, save_planted, write_planted_corpus
-from test_tui import anyio_backend  # noqa: F401 (a fixture)
 from tiny import save_tiny, tiny_opt
 from transformers import OPTForCausalLM
 

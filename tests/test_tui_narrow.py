@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from pilot import press, screen_text, settle, type_text
 from synthetic import make_summary, tiny_summary
-from test_tui import anyio_backend, assert_view, flat_text, open_layer, table_lines  # noqa: F401 (a fixture)
+from test_tui import assert_view, flat_text, open_layer, table_lines
 from textual.keys import format_key
 
 from neuron_tui.core.read import kinds
