@@ -37,20 +37,13 @@ def whole(projector: UpdateProjector, candidates: list[np.ndarray]) -> float:
 
 @torch.no_grad()
 def statistics_only(projector: UpdateProjector) -> float:
-    """The statistics' share of `_block`: the centred vectors' norms and U_eff moments, block by block."""
+    """The statistics' share of `_block`: `UpdateProjector.statistics` on the same blocks of neurons."""
     start = time.perf_counter()
-    V = projector.U.shape[0]
     for layer in range(projector.n_layers):
         vectors = adapters.output_vectors(projector.out_projs[layer])
         for lo in range(0, projector.n_neurons, projector.batch_size):
-            raw = vectors[lo : lo + projector.batch_size].detach().to(device=projector.device, dtype=torch.float32)
-            centred = raw - raw.mean(1, keepdim=True) if projector.centres else raw
-            centred.norm(dim=1)
-            moments = projector.geometry.begin(projector.to_embed(centred if projector.gain is None
-                                                                  else centred * projector.gain))
-            for v0 in range(0, V, projector.vocab_block):
-                moments.add(slice(v0, min(V, v0 + projector.vocab_block)))
-            moments.result()
+            projector.statistics(vectors[lo : lo + projector.batch_size].detach().to(device=projector.device,
+                                                                                   dtype=torch.float32))
     return time.perf_counter() - start
 
 

@@ -392,14 +392,19 @@ class UpdateProjector:
                 cos = torch.einsum("bd,bkd->bk", wn, self.E_in[c0])
                 out["cand_cos_in"][lo:hi] = torch.where(valid, cos, torch.nan).cpu().numpy()
         del scores
+        for name, value in self.statistics(raw).items():
+            out[name][lo:hi] = value
+
+    def statistics(self, raw: torch.Tensor) -> dict[str, np.ndarray]:
+        """The families' statistics of output vectors `raw` [B, d_model] float32 as stored: w_out_norm and
+        EffectiveUnembedding's moments, null-space share and frequency correlation, one vocabulary block
+        at a time (w_in_norm comes from the input projections, in `layer`)."""
         centred = raw - raw.mean(1, keepdim=True) if self.centres else raw
-        out["w_out_norm"][lo:hi] = centred.norm(dim=1).cpu().numpy()
         moments = self.geometry.begin(self.to_embed(centred if self.gain is None else centred * self.gain))
         V = self.U.shape[0]
         for v0 in range(0, V, self.vocab_block):
             moments.add(slice(v0, min(V, v0 + self.vocab_block)))
-        for name, value in moments.result().items():
-            out[name][lo:hi] = value
+        return {"w_out_norm": centred.norm(dim=1).cpu().numpy(), **moments.result()}
 
 
 def written_token_counts(writer) -> np.ndarray | None:
