@@ -20,8 +20,8 @@ from test_edges import cli, one_line
 from tiny import save_tiny, tiny_opt, write_text_corpus
 
 from neuron_tui.cache import RunLock, Summary, chunks
+from neuron_tui.core.model import checkpoints, passes
 from neuron_tui.core.model import collect as collect_module
-from neuron_tui.core.model import passes
 from neuron_tui.tui.cli import main
 
 
@@ -206,6 +206,13 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_one_before(capsys, monkeypatc
         disk.fill()
 
     monkeypatch.setattr(passes.Pass, "_write", write_then_fill)
+    start = checkpoints.BackgroundWriter.start
+
+    def start_and_finish(self, write):  # each write ends before the pass counts on: no race with its end
+        start(self, write)
+        self._thread.join()
+
+    monkeypatch.setattr(checkpoints.BackgroundWriter, "start", start_and_finish)
     out = tmp_path / "s.h5"
     code, _, err = cli(capsys, *collect_args(model_dir, corpus, out, "--checkpoint-seconds", 0))
     line = one_line(err)

@@ -247,12 +247,13 @@ NEED_ANALYSIS: tuple[str, ...] = tuple(k.name for k in KINDS if k.needs_analysis
 
 def stored(summary, path: str) -> bool:
     """Whether `summary` (a cache.Summary) has the dataset `path`: "name" at its root, or
-    "group/name" in its projection or analysis group."""
+    "group/name" in its projection or analysis group, and not marked unknown there by a `<name>_complete`
+    attribute that is False (a merge without the model keeps freq_corr's place but cannot compute it)."""
     group, _, name = path.rpartition("/")
     if not group:
         return summary.has(name)
     reader = summary.projection if group == "projection" else summary.analysis
-    return reader is not None and reader.has(name)
+    return reader is not None and reader.has(name) and bool(reader.attrs.get(f"{name}_complete", True))
 
 
 def known(kind: Kind, summary) -> bool:
