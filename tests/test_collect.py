@@ -174,6 +174,14 @@ def _arrays(summary: Summary) -> dict:
     return {n: summary.read(n) for n in names}
 
 
+def assert_resumes_to(model, folder, expected: dict) -> None:
+    """Running the same collection again in `folder` (it resumes) gives the datasets `expected`."""
+    with run_tiny(model, folder) as s:
+        got = _arrays(s)
+    for name in expected:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
 def assert_a_prefix_of_whole_batches(partial, model, expected: dict, batch_size: int = 3) -> None:
     """The checkpoint of an interrupted run: its first sequences, a whole number of batches, each layer
     holding exactly their counts (recounted by the slow path) and nothing of the batch cut short."""
@@ -199,11 +207,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, monkeypat
     (partial,) = (tmp_path / "b" / "cache").glob("*.partial.h5")
     assert_a_prefix_of_whole_batches(partial, model, expected)
     monkeypatch.undo()
-    with run_tiny(model, tmp_path / "b") as s:
-        got = _arrays(s)
+    assert_resumes_to(model, tmp_path / "b", expected)
     assert not partial.exists()
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -236,10 +241,7 @@ def test_a_signal_mid_forward_never_checkpoints_a_half_counted_batch(tmp_path, m
     (partial,) = (tmp_path / "b" / "cache").glob("*.partial.h5")
     assert_a_prefix_of_whole_batches(partial, model, expected)
     monkeypatch.undo()
-    with run_tiny(model, tmp_path / "b") as s:
-        got = _arrays(s)
-    for name in expected:
-        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+    assert_resumes_to(model, tmp_path / "b", expected)
 
 
 def test_checkpoints_come_every_interval_after_the_last_was_taken():

@@ -327,20 +327,15 @@ def _print_report(s) -> None:
 def run_neurons(args: argparse.Namespace) -> int:
     from neuron_tui.core.read.queries import (
         DEFAULT_DESCENDING,
-        FILTERS,
         SORT_KEYS,
         TABLE_KEYS,
     )
 
-    if args.category not in FILTERS[:-1]:
-        raise UsageError(f"unknown category {args.category!r}; one of {', '.join(FILTERS[:-1])}")
+    _check_selection(args)
     if args.sort not in SORT_KEYS:
         raise UsageError(f"unknown sort column {args.sort!r}; one of {', '.join(SORT_KEYS)}")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError(f"--limit {args.limit} is too small (at least 1)")
     with _open_file(args.file) as s:
-        if args.layer is not None and not 0 <= args.layer < s.n_layers:
-            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+        _check_layer(args, s)
         descending = DEFAULT_DESCENDING.get(args.sort, False) != args.reverse
         rows = s.neurons(args.layer, category=args.category, trigger=args.trigger or args.trigger_substring,
                          sort=args.sort, descending=descending, limit=args.limit,
@@ -360,19 +355,30 @@ def run_neurons(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_export(args: argparse.Namespace) -> int:
-    """The selected neurons (a layer, a kind, the marks; all by default) as Neuronpedia batches."""
-    from neuron_tui.core.read.neuronpedia import write_batches
+def _check_selection(args: argparse.Namespace) -> None:
+    """`--category` and `--limit` of a command that selects neurons (neurons, export)."""
     from neuron_tui.core.read.queries import FILTERS
-    from neuron_tui.tui.viewmodel import Marks
 
     if args.category not in FILTERS[:-1]:
         raise UsageError(f"unknown category {args.category!r}; one of {', '.join(FILTERS[:-1])}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit {args.limit} is too small (at least 1)")
+
+
+def _check_layer(args: argparse.Namespace, s) -> None:
+    """`--layer` (None: every layer) of the open summary `s`."""
+    if args.layer is not None and not 0 <= args.layer < s.n_layers:
+        raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """The selected neurons (a layer, a kind, the marks; all by default) as Neuronpedia batches."""
+    from neuron_tui.core.read.neuronpedia import write_batches
+    from neuron_tui.tui.viewmodel import Marks
+
+    _check_selection(args)
     with _open_file(args.file) as s:
-        if args.layer is not None and not 0 <= args.layer < s.n_layers:
-            raise UsageError(f"no layer {args.layer}: {args.file} has layers 0..{s.n_layers - 1}")
+        _check_layer(args, s)
         picked = [(r["layer"], r["neuron"]) for r in s.neurons(args.layer, category=args.category)]
         if args.marked:
             marked = {(layer, neuron) for layer, neuron, _ in Marks(args.file, read_only=True)}

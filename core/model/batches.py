@@ -73,6 +73,25 @@ def restore(part: object, state: object, names: tuple[str, ...]) -> None:
         setattr(part, name, to_device(getattr(state, name), getattr(part, name)))
 
 
+class HeldTensors:
+    """An accumulator's part whose whole state is its tensors `FIELDS`, named as LayerState's fields:
+    snapshot, state and restore are those tensors as they are (top contexts, sign cases)."""
+
+    FIELDS: tuple[str, ...] = ()
+
+    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
+        """Host copies of the tensors (into a previous snapshot's arrays): LayerState's fields as they are."""
+        return host_copies(self, self.FIELDS, into)
+
+    @staticmethod
+    def state_of(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return raw
+
+    def load(self, st) -> None:
+        """Restore from a checkpoint's LayerState `st`."""
+        restore(self, st, self.FIELDS)
+
+
 class Scratch:
     """Work buffers of one device, reused by every layer and batch: on the CPU a fresh [B, T, F]
     tensor costs its page faults anew each time, more than the op that fills it (|h| and h > tau of a

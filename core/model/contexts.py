@@ -13,20 +13,20 @@ value through every merge: float16, 2KW bytes a neuron (OPT-66b: 272 bytes of it
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
 
-from .batches import host_copies, restore
+from .batches import HeldTensors
 
 CONTEXT_WIDTH = CONTEXT_LEFT + 1 + CONTEXT_RIGHT
-FIELDS = ("top_val", "top_pos", "ctx_val")  # the tensors held, named as LayerState's fields
 
 
-class TopContexts:
+class TopContexts(HeldTensors):
     """The running top-K of one layer's neurons: `top_val` [K, F] (descending, -inf padded), `top_pos`
     [K, F] (global positions g = seq * T + t, -1 padded) and `ctx_val` [K, W, F] (float16)."""
+
+    FIELDS = ("top_val", "top_pos", "ctx_val")  # the tensors held, named as LayerState's fields
 
     def __init__(self, n_neurons: int, top_k: int, device: torch.device, sync_free: bool):
         K, F, W = top_k, n_neurons, CONTEXT_WIDTH
@@ -79,17 +79,6 @@ class TopContexts:
         kept = self.ctx_val.gather(0, order.clamp_max(K - 1)[:, None, :].expand(K, W, F))
         return torch.where(entered[:, None, :], window, kept)
 
-    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
-        """Host copies of the tensors (into a previous snapshot's arrays): LayerState's fields as they are."""
-        return host_copies(self, FIELDS, into)
-
-    @staticmethod
-    def state_of(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return raw
-
-    def load(self, st) -> None:
-        """Restore from a checkpoint's LayerState `st`."""
-        restore(self, st, FIELDS)
 
 
 def _value(h: torch.Tensor, rule: str) -> torch.Tensor:

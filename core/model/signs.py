@@ -13,20 +13,20 @@ the same for any batch size, resume point or sharding.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from neuron_tui.cache.schema import SIGN_CASES
 
-from .batches import BatchIndex, Scratch, host_copies, restore
+from .batches import BatchIndex, HeldTensors, Scratch
 
 N_CASES = len(SIGN_CASES)
 NO_POSITION = torch.iinfo(torch.int64).max  # a group's first position before any is seen
-FIELDS = ("sign_count", "sign_top_val", "sign_top_pos")  # the tensors held, named as LayerState's fields
 
 
-class SignCases:
+class SignCases(HeldTensors):
     """`sign_count` [4, F] int64, `sign_top_val` [4, F] float32 and `sign_top_pos` [4, F] int64 of one layer."""
+
+    FIELDS = ("sign_count", "sign_top_val", "sign_top_pos")  # the tensors held, named as LayerState's fields
 
     def __init__(self, n_neurons: int, device: torch.device):
         self.n_neurons = n_neurons
@@ -85,15 +85,3 @@ class SignCases:
         better = (val > kept_val) | ((val == kept_val) & (pos < kept_pos))
         self.sign_top_val = torch.where(better, val, kept_val)
         self.sign_top_pos = torch.where(better, pos, kept_pos)
-
-    def snapshot(self, into: dict | None = None) -> dict[str, np.ndarray]:
-        """Host copies of the tensors (into a previous snapshot's arrays): LayerState's fields as they are."""
-        return host_copies(self, FIELDS, into)
-
-    @staticmethod
-    def state_of(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return raw
-
-    def load(self, st) -> None:
-        """Restore from a checkpoint's LayerState `st`."""
-        restore(self, st, FIELDS)
