@@ -1,25 +1,27 @@
-"""What checkpoints cost the pass, now that they are written in the background: the time the pass waits
-per checkpoint (the snapshot: every layer's state copied to the host, into the last snapshot's arrays)
-and its share of a run at the default interval, at the OPT-1.3b, 13b and 66b shapes at T = 2,048, with
-the snapshot's extra host memory; and one real CPU run's wall time with and without checkpoints, since
-the background write takes cores the pass also uses.
+"""What checkpoints cost the pass, now that they are copied and written in the background: the time the
+pass waits per checkpoint and its share of a run at the default interval, at the OPT-1.3b, 13b and 66b
+shapes at T = 2,048, with the snapshot's extra host memory; and one real CPU run's wall time with and
+without checkpoints, since the background copies and write take cores the pass also uses.
 
-    python bench/checkpoint.py                          # all three shapes and the real run (about 10 min here)
+    python bench/checkpoint.py                          # all three shapes and the real run (about 15 min here)
     python bench/checkpoint.py --shapes 1.3b --real-model ''
     python bench/checkpoint.py --codecs                 # also: one layer's pos_count by codec
 
-Each shape runs in its own process (so its RSS is its own). The accumulators are real ones
-(core.model.accumulators) on the CPU, the device here, filled with a synthetic state shaped like a
-trained ReLU model's: firing rates log-normal around 1% (5% of neurons dead), position counts
-Binomial(sequences, rate) per position, a full event sample of 256 per alive neuron, top-8 activations
-with their windows of h, firing histograms. A layer's snapshot is a copy of its own tensors, so the wait
-grows with the layers: a shape whose accumulators and snapshot do not fit in `--max-gib` (13b: 40 x
-0.36 GiB, 66b: 64 x 0.40 GiB, against this machine's 24 GiB) is measured on as many layers as fit
-and its wait, write time and memory scaled by L / layers measured (the "measured" column). The wait
-is the steady state (the arrays reused; the first snapshot faults them in, "1st wait"); the share is
-wait / (interval + wait). The write (listing the events, compressing, writing) runs in the
-background thread; a checkpoint that comes due while one is written waits for it, so the interval is
-at least the write time.
+Each shape runs in its own process (so its RSS is its own): a pass (the real hooks and accumulators,
+core.model.recorder) through an FFN-only stand-in of the shape (d -> F -> d blocks with random weights,
+one sequence a batch), its accumulators starting from a synthetic state shaped like a trained ReLU
+model's: firing rates log-normal around 1% (5% of neurons dead), position counts Binomial(sequences,
+rate) per position, a full event sample of 256 per alive neuron, top-8 activations with their windows
+of h, firing histograms. One batch runs, a checkpoint is taken as the pass takes it (nothing copied
+then: the writer thread copies the layers in order while the next batch runs, and the pass copies a
+layer itself only if it reaches it first), and the next batch is timed ("batch s", against the one
+before, "before") with the time its hooks spent on the checkpoint's copies ("wait s": waiting for the
+writer's copy of a layer, or copying it). A shape whose accumulators and snapshot do not fit in
+`--max-gib` (13b: 40 x 0.36 GiB, 66b: 64 x 0.40 GiB, against this machine's 24 GiB) runs as many layers
+as fit ("measured"); the wait is as measured (it does not grow with the layers: the writer starts at
+layer 0 when the pass does and copies a layer far faster than the pass goes through one), the write
+time and memory are scaled by L / layers measured. The share is wait / (interval + wait); a checkpoint
+that comes due while one is written waits for it, so the interval is at least the write time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +41,7 @@ import numpy as np
 
 # layers, FFN width, parameters (billions) of the OPT models (Zhang et al. 2022, table 1)
 SHAPES = {"1.3b": (24, 8192, 1.3), "13b": (40, 20480, 13.0), "66b": (64, 36864, 66.0)}
+HIDDEN = {"1.3b": 2048, "13b": 5120, "66b": 9216}
 T, K, C = 2048, 8, 256
 
 
@@ -78,52 +82,102 @@ def layer_bytes(F: int) -> int:
     return device_bytes(F, T, C, K, gated=False)
 
 
-def one_shape(shape: str, n_tokens: int, folder: Path, max_gib: float) -> dict:
-    """Time what the pass waits per checkpoint at `shape` (in this process): the accumulators of as many
-    layers as fit in `max_gib` (all of them for 1.3b), filled with a synthetic state, snapshot to the
-    host three times (the first faults in its arrays, the next reuse them: the steady state), the wait
-    scaled by L / layers measured; and the background write of the last snapshot."""
-    import copy
+def ffn_stack(L: int, d: int, F: int):
+    """An FFN-only stand-in of a shape: L residual blocks x + fc2(relu(fc1(x))), d -> F -> d, whose fc2
+    modules are the pass's hook points (their input is h). The blocks share one pair of random weight
+    matrices (66b's would be 2.7 GB a layer), each with its own fc2 module for its own hook."""
+    import torch
+    from torch import nn
 
+    torch.manual_seed(0)
+    fc1, fc2 = nn.Linear(d, F), nn.Linear(F, d)
+    for layer in (fc1, fc2):
+        nn.init.normal_(layer.weight, std=d**-0.5)
+    outs = []
+    for _ in range(L):
+        out = nn.Linear(F, d)
+        out.weight, out.bias = fc2.weight, fc2.bias
+        outs.append(out)
+
+    def forward(x):
+        for out in outs:
+            x = x + out(torch.relu(fc1(x)))
+        return x
+
+    return forward, outs
+
+
+def one_shape(shape: str, n_tokens: int, folder: Path, max_gib: float) -> dict:
+    """What the pass waits for one checkpoint at `shape` (in this process): a pass through an FFN-only
+    stand-in of the shape (`ffn_stack`: the real hooks and accumulators, one sequence of T tokens a
+    batch) over as many layers as fit in `max_gib`, every accumulator starting from a synthetic state
+    of `n_tokens` tokens; one batch, a checkpoint taken as the pass takes it (Recorder.snapshot: the
+    writer copies the layers in order while the next batch runs, the pass copies a layer it reaches
+    first), the next batch timed, and the time its hooks spent on the checkpoint's copies. That wait
+    does not grow with the layers measured (the writer starts ahead of the pass and copies a layer in
+    far less time than the pass takes through one), so it is reported as measured; the write time and
+    the snapshot's memory are per layer and scaled by L / layers measured."""
     import torch
 
     from neuron_tui.cache import SummaryWriter
     from neuron_tui.core.model.accumulators import LayerAccumulator
     from neuron_tui.core.model.calibration import Calibration
     from neuron_tui.core.model.histograms import histogram_edges
+    from neuron_tui.core.model.recorder import Recorder, take_all
     from neuron_tui.core.model.states import PassResult, write_pass
 
     L, F, _ = SHAPES[shape]
+    d = HIDDEN[shape]
     n_seq = max(1, n_tokens // T)
-    measured = max(1, min(L, int(max_gib * 2**30 // (2 * layer_bytes(F)))))  # accumulators + snapshot
+    weights = 2 * d * F * 4 + 8 * T * F  # fc1 and fc2, and a few [T, F] activations
+    measured = max(1, min(L, int((max_gib * 2**30 - weights) // (2 * layer_bytes(F)))))  # accumulators + snapshot
     edges = histogram_edges(0.0, 10.0, "relu")
-    first = LayerAccumulator(F, T, C, K, torch.device("cpu"), "relu", 0.0, edges)
-    first.load(synthetic_layer(F, n_seq))
-    accs = [first] + [copy.deepcopy(first) for _ in range(measured - 1)]
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    waits, snapshot = [], None
-    for _ in range(3):
-        start = time.perf_counter()
-        snapshot = [acc.snapshot(None if snapshot is None else snapshot[i]) for i, acc in enumerate(accs)]
-        waits.append(time.perf_counter() - start)
-    snap_bytes = sum(a.nbytes for raw in snapshot for part in raw.values() for a in part.values())
+    calibration = Calibration(np.zeros(measured, np.float32), np.stack([edges] * measured))
+    synthetic = synthetic_layer(F, n_seq)
+    forward, outs = ffn_stack(measured, d, F)
+    recorder = Recorder(outs, T, C, K, "relu", calibration, resumed=lambda layer: synthetic, compile=False)
+    x = torch.randn(1, T, d) * 0.1
+    times = []
+    with torch.no_grad(), recorder.attached():
+        for batch in range(2):
+            recorder.set_batches([np.arange(n_seq + batch, n_seq + batch + 1)[:, None] * T + np.arange(T)])
+            start = time.perf_counter()
+            forward(x)
+            times.append(time.perf_counter() - start)
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        snapshot = recorder.snapshot()
+        wrote = []
+
+        def write() -> None:
+            take_all(snapshot)
+            copied = time.perf_counter()
+            path = folder / f"checkpoint-{shape}.h5"
+            tokens = np.random.default_rng(1).integers(0, 50272, (n_seq, T), dtype=np.int32)
+            result = PassResult(tokens, np.arange(n_seq), calibration, lambda layer: snapshot[layer](), measured)
+            with SummaryWriter(path) as writer:
+                writer.set_attrs({"model": f"opt-{shape}-shape", "rule": "relu", "n_layers": measured,
+                                  "n_neurons": F, "seq_len": T, "n_seq": n_seq, "n_tokens": n_seq * T,
+                                  "complete": False})
+                write_pass(writer, result, [f"t{i}" for i in range(50272)], True, F)
+            path.unlink()
+            wrote.extend([copied, time.perf_counter()])
+
+        started = time.perf_counter()
+        writer = threading.Thread(target=write)
+        writer.start()
+        waited = recorder.snapshot_wait
+        recorder.set_batches([np.arange(n_seq + 2, n_seq + 3)[:, None] * T + np.arange(T)])
+        forward(x)
+        batch_s = time.perf_counter() - started
+        waited = recorder.snapshot_wait - waited
+        writer.join()
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tokens = np.random.default_rng(1).integers(0, 50272, (n_seq, T), dtype=np.int32)
-    calibration = Calibration(np.zeros(L, np.float32), np.stack([edges] * L))
-    result = PassResult(tokens, np.arange(n_seq), calibration,
-                        lambda layer: LayerAccumulator.state_of(snapshot[layer % measured]), measured)
-    path = folder / f"checkpoint-{shape}.h5"
-    start = time.perf_counter()
-    with SummaryWriter(path) as writer:
-        writer.set_attrs({"model": f"opt-{shape}-shape", "rule": "relu", "n_layers": measured, "n_neurons": F,
-                          "seq_len": T, "n_seq": n_seq, "n_tokens": n_seq * T, "complete": False})
-        write_pass(writer, result, [f"t{i}" for i in range(50272)], True, F)
-    write_s = time.perf_counter() - start
-    path.unlink()
+    snap_bytes = sum(a.nbytes for raw in (s.raw for s in snapshot) for part in raw.values() for a in part.values())
     scale = L / measured
     return {"shape": shape, "layers": L, "measured": measured, "neurons": F, "tokens": n_seq * T,
-            "first_wait_s": waits[0] * scale, "wait_s": min(waits[1:]) * scale, "write_s": write_s * scale,
-            "snapshot_gib": snap_bytes * scale / 2**30, "rss_growth_gib": (rss_after - rss_before) * scale / 2**30}
+            "wait_s": waited, "batch_s": batch_s, "batch_before_s": times[-1], "copy_s": wrote[0] - started,
+            "write_s": (wrote[1] - started) * scale, "snapshot_gib": snap_bytes * scale / 2**30,
+            "rss_growth_gib": (rss_after - rss_before) * scale / 2**30}
 
 
 def real_run(model: str, tokens: int, seconds: float, rounds: int) -> dict:
@@ -195,8 +249,8 @@ def main() -> None:
         return
     print(f"checkpoints of {args.tokens:,} tokens at T = {T}, every {args.interval:.0f} s, on {os.cpu_count()} CPU "
           f"cores (the device is the CPU: a snapshot is a host-to-host copy)")
-    print(f"{'shape':>6} {'L x F':>12} {'measured':>8} {'wait s':>7} {'1st wait':>8} {'write s':>8} "
-          f"{'snapshot':>9} {'RSS +':>8}")
+    print(f"{'shape':>6} {'L x F':>12} {'measured':>8} {'wait s':>7} {'batch s':>8} {'before':>7} {'copies s':>8} "
+          f"{'write s':>8} {'snapshot':>9} {'RSS +':>8}")
     lines = []
     for shape in args.shapes.split(","):
         done = subprocess.run([sys.executable, __file__, "--child", shape, "--tokens", str(args.tokens),
@@ -204,8 +258,9 @@ def main() -> None:
         if done.returncode:
             raise SystemExit(done.stderr[-3000:])
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{shape:>6} {r['layers']:>3} x {r['neurons']:>6,} {r['measured']:>8} {r['wait_s']:>7.2f} "
-              f"{r['first_wait_s']:>8.2f} {r['write_s']:>8.1f} {r['snapshot_gib']:>5.1f} GiB {r['rss_growth_gib']:>4.1f} GiB")
+        print(f"{shape:>6} {r['layers']:>3} x {r['neurons']:>6,} {r['measured']:>8} {r['wait_s']:>7.3f} "
+              f"{r['batch_s']:>8.1f} {r['batch_before_s']:>7.1f} {r['copy_s']:>8.2f} {r['write_s']:>8.1f} "
+              f"{r['snapshot_gib']:>5.1f} GiB {r['rss_growth_gib']:>4.1f} GiB")
         share = r["wait_s"] / (args.interval + r["wait_s"])
         lines.append(f"{shape}: the pass waits {share:.1%} of the run")
     print("\n".join(lines))

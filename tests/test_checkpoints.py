@@ -138,3 +138,46 @@ def test_a_snapshot_does_not_change_as_counting_goes_on():
     again = acc.snapshot(into=first)
     assert again["counters"]["pos_count"] is first["counters"]["pos_count"]  # the arrays are reused
     assert LayerAccumulator.state_of(again).act_count.tolist() == [16, 16, 16]
+
+
+@pytest.mark.parametrize("writer_first", [0, 1, 2], ids=["pass-copies-all", "writer-copies-one", "writer-thread"])
+def test_a_checkpoint_holds_every_layer_as_it_was_whoever_copies_it(writer_first):
+    """Recorder.snapshot copies nothing; each layer's copy is taken by the writer or, before the layer's
+    next update, by the pass: either way the checkpoint holds the state of the moment it was taken, and
+    the pass's own copies are what it waited (snapshot_wait). writer_first: 0 the pass reaches every
+    layer first, 1 the writer has copied layer 0, 2 the writer copies in its thread while the pass runs."""
+    from tiny import tiny_opt
+
+    from neuron_tui.core.model.adapters import ffn_out_projections
+    from neuron_tui.core.model.calibration import Calibration
+    from neuron_tui.core.model.recorder import Recorder, take_all
+
+    model = tiny_opt()
+    modules = ffn_out_projections(model)
+    L, T, B = len(modules), 8, 2
+    edges = histogram_edges(0.0, 4.0, "relu")
+    recorder = Recorder(modules, T, 8, 2, "relu", Calibration(np.zeros(L, np.float32), np.stack([edges] * L)),
+                        compile=False)
+    ids = torch.randint(4, model.config.vocab_size, (2, B, T), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(), recorder.attached():
+        recorder.set_batches([np.arange(B * T).reshape(B, T)])
+        model(ids[0])
+        before = [recorder.state(layer) for layer in range(L)]
+        snapshot = recorder.snapshot()
+        thread = threading.Thread(target=take_all, args=(snapshot,)) if writer_first == 2 else None
+        if writer_first == 1:
+            snapshot[0].take()
+        elif thread is not None:
+            thread.start()
+        recorder.set_batches([np.arange(B * T, 2 * B * T).reshape(B, T)])
+        model(ids[1])
+        if thread is not None:
+            thread.join()
+    for layer in range(L):
+        got = snapshot[layer]()
+        assert got.act_count.sum() > 0 and recorder.state(layer).act_count.sum() > got.act_count.sum()
+        for name in ("act_count", "pos_count", "act_sum", "h_sum", "top_val", "top_pos", "hist_count", "level"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(before[layer], name), err_msg=name)
+        assert [e.tolist() for e in got.events] == [e.tolist() for e in before[layer].events]
+    if writer_first != 2:  # the pass copied layers itself (with the thread, how many is its timing)
+        assert recorder.snapshot_wait > 0

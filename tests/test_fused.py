@@ -115,7 +115,7 @@ def test_a_failed_compilation_is_one_line_and_counts_eagerly(capsys, monkeypatch
         raise RuntimeError("no C++ compiler found\nmore detail")
 
     update = FusedUpdate(compile=True)
-    monkeypatch.setattr(update, "_compiled", broken)
+    monkeypatch.setattr(update._stats, "fn", broken)
     h = torch.randn(2, 4, 5)
     assert update(h, torch.tensor(0.0), False, False) is None
     assert update(h, torch.tensor(0.0), False, False) is None
@@ -134,13 +134,33 @@ def test_dense_stats_by_hand():
     assert h_sum.tolist() == [-0.5, 0.0] and seq_max.tolist() == [[3.0, 1.5]] and seq_arg.tolist() == [[1, 1]]
 
 
-def test_compiling_is_the_default_off_the_cpu_only(monkeypatch):
-    """Measured slower than the eager update on the CPU (fused.compile_wanted), so compiled by default
-    elsewhere only; NEURON_TUI_COMPILE says otherwise either way."""
+def test_compiling_is_the_default_and_the_environment_says_otherwise(monkeypatch):
+    """Compiled by default on the CPU and on CUDA (fused.compile_wanted); NEURON_TUI_COMPILE says
+    otherwise either way."""
     monkeypatch.delenv(fused.ENV, raising=False)
-    assert not fused.compile_wanted(torch.device("cpu")) and fused.compile_wanted(torch.device("cuda"))
+    assert fused.compile_wanted(torch.device("cpu")) and fused.compile_wanted(torch.device("cuda"))
     monkeypatch.setenv(fused.ENV, "1")
     assert fused.compile_wanted(torch.device("cpu"))
     monkeypatch.setenv(fused.ENV, "0")
     assert not fused.compile_wanted(torch.device("cuda"))
     assert FusedUpdate()(torch.ones(1, 2, 3), torch.tensor(0.0), False, False) is None  # 0: eager
+
+
+@pytest.mark.parametrize("rule", ["abs", "relu"])
+def test_the_dense_histogram_equals_the_binned_firings(rule):
+    """dense_histogram (compiled, as the CPU runs it for a batch where many fire) puts every firing in
+    the bin FiringHistogram.bins gives it, values on the edges and beyond the outer edges included."""
+    from neuron_tui.core.model.histograms import FiringHistogram
+
+    gen = torch.Generator().manual_seed(1)
+    h = torch.randn(3, 16, 24, generator=gen) * 3
+    tau = 0.5 if rule == "abs" else 0.0
+    edges = histogram_edges(tau, 2.0, rule)  # a small peak: many values beyond the outer edges
+    h[0, 0, :10] = torch.as_tensor(edges[1:11])  # values exactly on edges
+    want = FiringHistogram(24, edges, torch.device("cpu"))
+    fired = (h.abs() if rule == "abs" else h) > tau
+    rows, cols = torch.nonzero(fired.view(-1, 24), as_tuple=True)
+    want.add(h.view(-1, 24)[rows, cols], cols)
+    got = FusedUpdate(compile=True).histogram(h, torch.tensor(tau), want.edges, rule == "abs")
+    np.testing.assert_array_equal(got.numpy(), want.count[:-1].numpy())
+    assert got.sum() == fired.sum() and (got[-1] > 0).any() and ((got > 0).any(1).sum() > 10)

@@ -143,27 +143,38 @@ class LayerAccumulator:
         function (core.model.fused) where `fused` runs this shape, else by the eager steps below."""
         B, T, F = h.shape
         tau = self._tau_tensor(h)
-        dense = None if self.fused is None else self.fused(h, tau, self.rule == "abs", self.sync_free)
+        dense = None if self.fused is None else self.fused(h, tau, self.rule == "abs", self.sync_free, self.sync_free)
         if dense is None:
             self._update_eager(h, batch, up)
             return
         fired, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg = dense
         self.pos_count[:T] += per_pos
-        self.act_count += per_pos.sum(0)
+        per_neuron = per_pos.sum(0)
+        self.act_count += per_neuron
         self.act_count_pos += count_pos
         self.act_sum_pos += sum_pos.to(self.act_sum.dtype)
         self.act_sum += sum_fired.to(self.act_sum.dtype)
         self.h_sum += h_sum.to(self.h_sum.dtype)
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self.top.update(h, self.rule, seq_max, batch.positions, seq_arg)
-        self._add_sampled(h, fired, batch, up)
+        if fired is not None:  # off the CPU: the compiled mask, nothing listed
+            self._add_sampled(h, fired, batch, up)
+            return
+        # the CPU: the mask made eagerly (fused.dense_stats says why), and the number of firings, known
+        # without a device to wait for, picks listing them or the compiled histogram
+        value, fired = self._mask(h, batch.scratch)
+        self._add_sampled(h, fired, batch, up, value=value, n_fired=int(per_neuron.sum()))
+
+    def _mask(self, h: torch.Tensor, scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The firing value (|h| or h) and the firing mask [B, T, F], in the model's own dtype (a float32
+        copy of a bf16 batch would be the costliest step on a GPU), into the device's work buffers."""
+        value = firing_value(h, self.rule, out=scratch.like("value", h) if self.rule == "abs" else None)
+        return value, torch.gt(value, self._tau_h, out=scratch.like("fired", h, torch.bool))
 
     def _update_eager(self, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None) -> None:
         """The reference update, a step at a time (the CPU's few-firings path lists the firings once)."""
         B, T, F = h.shape
-        # in the model's own dtype: a float32 copy of a bf16 batch would be the costliest step on a GPU
-        value = firing_value(h, self.rule, out=batch.scratch.like("value", h) if self.rule == "abs" else None)
-        fired = torch.gt(value, self._tau_h, out=batch.scratch.like("fired", h, torch.bool))
+        value, fired = self._mask(h, batch.scratch)
         mask = fired.view(B * T, F)
         # on the CPU, with no device to wait for, the firings are listed once: the histogram and the sign
         # cases read them, and when few fire (under 1/SPARSE_BATCH) so do the counts, sums and events
@@ -174,22 +185,30 @@ class LayerAccumulator:
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self.top.update(h, self.rule, seq_max, batch.positions, value.argmax(dim=1) if self.sync_free else None)
-        self._add_sampled(h, fired, batch, up, firings, few, value)
+        self._add_sampled(h, fired, batch, up, firings, value)
 
     def _add_sampled(self, h, fired, batch: BatchIndex, up, firings: Firings | None = None,
-                     few: Firings | None = None, value: torch.Tensor | None = None) -> None:
-        """The event sample, the histogram and the sign cases, from the firing mask `fired` [B, T, F]:
-        on the CPU from its firings listed once (`firings`, listed here when not given; `few`: the same
-        when few fire, whose pairs the event sample takes), on other devices without listing them (the
-        sign cases from the firing values `value`, computed here when not given)."""
+                     value: torch.Tensor | None = None, n_fired: int | None = None) -> None:
+        """The event sample, the histogram and the sign cases, from the firing mask `fired` [B, T, F].
+        On the CPU from its firings listed once (`firings`, listed here when not given; when few fire,
+        the event sample takes them too), but for a batch known to have many firings (`n_fired`, at
+        least 1/SPARSE_BATCH of the pairs), whose histogram the compiled `dense_histogram` counts
+        without listing them; on other devices without listing them (the sign cases from the firing
+        values `value`, computed here when not given)."""
         B, T, F = h.shape
         mask = fired.view(B * T, F)
-        if firings is None and not self.sync_free:
+        counted = None
+        if n_fired is not None and n_fired * SPARSE_BATCH >= mask.numel():
+            counted = self.fused.histogram(h, self._tau_t, self.histogram.edges, self.rule == "abs")
+        if firings is None and not self.sync_free and counted is None:
             firings = Firings(mask)
-            few = firings if len(firings) * SPARSE_BATCH < mask.numel() else None
-        self.events.update(mask, batch, None if few is None else few.pairs())
+        few = firings if firings is not None and len(firings) * SPARSE_BATCH < mask.numel() else None
+        self.events.update(mask, batch, few)
         if firings is None:
-            self.histogram.add_dense(h, fired)
+            if counted is not None:
+                self.histogram.add_counts(counted)
+            else:
+                self.histogram.add_dense(h, fired)
             if self.signs is not None:
                 self.signs.add_dense(h, up, firing_value(h, self.rule) if value is None else value, fired, batch)
             return

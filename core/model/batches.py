@@ -33,10 +33,6 @@ class Firings:
     def neuron(self) -> torch.Tensor:
         return self.flat % self.width
 
-    def pairs(self) -> torch.Tensor:
-        """[n, 2] int64: (row, column) of each entry, as torch.nonzero gives them."""
-        return torch.stack([self.token, self.neuron], 1)
-
     def of(self, x: torch.Tensor) -> torch.Tensor:
         """[n]: `x`'s values at the entries (index_select on the flat view: the fastest gather here)."""
         return x.reshape(-1).index_select(0, self.flat)
@@ -120,20 +116,32 @@ class BatchIndex:
         levels = token_levels(flat)
         self.positions = torch.as_tensor(flat).to(device, non_blocking=True)
         self.levels = torch.as_tensor(levels).to(device, non_blocking=True)
-        # rows grouped by level, for the sync-free per-level counts (see level_histogram)
+        # rows grouped by level, for the per-level counts (see level_histogram)
         order = np.argsort(levels, kind="stable")
         self.by_level = torch.as_tensor(order).to(device, non_blocking=True)
         edges = np.searchsorted(levels[order], np.arange(MAX_LEVEL + 1))
         self.level_slices = [(lv, int(edges[lv]), int(edges[lv + 1])) for lv in range(MAX_LEVEL) if edges[lv + 1] > edges[lv]]
+        self._levels_host, self._level_starts, self._rows = levels, edges, {}
 
-    def level_histogram(self, fired: torch.Tensor) -> torch.Tensor:
-        """[MAX_LEVEL, F] int64: this batch's firings per token level, without leaving the device.
+    def rows_at_or_above(self, floor: int) -> torch.Tensor | None:
+        """The rows (ascending) whose level is at least `floor`, None for all of them (floor 0)."""
+        if floor <= 0:
+            return None
+        if floor not in self._rows:
+            self._rows[floor] = torch.as_tensor(np.flatnonzero(self._levels_host >= floor)).to(self.positions.device)
+        return self._rows[floor]
+
+    def level_histogram(self, fired: torch.Tensor, floor: int = 0) -> torch.Tensor:
+        """[MAX_LEVEL, F] int64: this batch's firings per token level, without leaving the device; 0 for
+        the levels below `floor` (rows no event sample can take: see EventSample._new_events).
 
         One gather puts the rows in level order, then one column sum per level present (about
         log2(tokens) of them, since levels are geometric): a single pass over the bool mask, where a
         one-hot matrix product would cost a float copy of it or a slow skinny int8 product."""
-        grouped = fired.index_select(0, self.by_level).view(torch.uint8)
+        start = int(self._level_starts[min(max(floor, 0), MAX_LEVEL)])
+        grouped = fired.index_select(0, self.by_level[start:]).view(torch.uint8)
         hist = torch.zeros(MAX_LEVEL, fired.shape[1], dtype=torch.int64, device=fired.device)
-        for level, start, stop in self.level_slices:
-            hist[level] = grouped[start:stop].sum(0, dtype=torch.int32)
+        for level, a, b in self.level_slices:
+            if level >= floor:
+                hist[level] = grouped[a - start : b - start].sum(0, dtype=torch.int32)
         return hist

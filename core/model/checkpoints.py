@@ -3,12 +3,13 @@ one a run resumes from (`Resumed`).
 
 A checkpoint is a partial summary (`complete = False`) next to the final file (cache.partial_path),
 written atomically with the whole state counted so far; running the same command again resumes from
-it. The pass does not wait for the write: it copies every layer's state to the host (the snapshot, one
-device-to-host copy) and hands it to one background thread that lists the events, compresses and
-writes the file, while the pass counts on (as torch.distributed.checkpoint.async_save does). One write
+it. The pass does not wait for it: taking one copies nothing (core.model.recorder's `snapshot`), and
+one background thread copies every layer's state to the host in layer order, lists the events,
+compresses and writes the file while the pass counts on (as torch.distributed.checkpoint.async_save
+does); the pass copies a layer itself only if it reaches the layer before the writer has. One write
 at most is in flight: a checkpoint that comes due meanwhile waits until that write ends, so a write
 slower than the interval spaces the checkpoints out by itself. bench/checkpoint.py measures what the
-pass still waits (the snapshot) at the paper's shapes.
+pass still waits at the paper's shapes.
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ class EventSample:
         last bound."""
         return n_neurons * (5 * (events_cap + 1) + 8 * MAX_LEVEL + 4 * 8) + 8 * (MAX_LEVEL + 1)
 
-    def update(self, fired: torch.Tensor, batch: BatchIndex, pairs: torch.Tensor | None) -> None:
-        """Add one batch's firings ([rows, F] bool; `pairs`, when given, their (row, neuron) list)."""
-        token, neuron, level = self._new_events(fired, batch, pairs)
+    def update(self, fired: torch.Tensor, batch: BatchIndex, listed: Firings | None) -> None:
+        """Add one batch's firings ([rows, F] bool; `listed`, when given, the same firings listed)."""
+        token, neuron, level = self._new_events(fired, batch, listed)
         if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
             raised = torch.nonzero(level > self.level).squeeze(1)
             if raised.numel():
@@ -55,58 +55,80 @@ class EventSample:
         self.level = level
         # append the batch's events (at most C - fill per neuron, by the choice of level), each neuron's
         # events in consecutive free slots: rank within the neuron = index - first index of the neuron.
-        # Padding pairs (token -1) sort last under key F; group starts come from a sync-free searchsorted.
-        valid = token >= 0
-        key = torch.where(valid, neuron, self.n_neurons)
-        order = torch.argsort(key, stable=True)
-        key, token_c, valid = key[order], token.clamp_min(0)[order], valid[order]
+        # Sync-free, padding pairs (token -1) sort last under key F; group starts come from a sync-free
+        # searchsorted. On the CPU every pair is an event, and index_select is the fastest gather.
+        if self.sync_free:
+            valid = token >= 0
+            key = torch.where(valid, neuron, self.n_neurons)
+            order = torch.argsort(key, stable=True)
+            key, token_c, valid = key[order], token.clamp_min(0)[order], valid[order]
+        else:
+            order = torch.argsort(neuron, stable=True)
+            key, token_c, valid = neuron.index_select(0, order), token.index_select(0, order), None
         starts = torch.searchsorted(key, self._neuron_bounds)  # [F + 1]
         count = starts[1:] - starts[:-1]
-        neuron_c = key.clamp_max(self.n_neurons - 1)
-        rank = torch.arange(key.shape[0], device=self.device) - starts[neuron_c]
-        row = torch.where(valid, self.fill[neuron_c] + rank, self.cap)
-        self.ev_pos[row, neuron_c] = batch.positions[token_c].to(torch.int32)
-        self.ev_z[row, neuron_c] = batch.levels[token_c].to(torch.int8)
-        self.ev_pos[self.cap] = -1
+        neuron_c = key.clamp_max(self.n_neurons - 1) if valid is not None else key
+        rank = torch.arange(key.shape[0], device=self.device) - starts.index_select(0, neuron_c)
+        row = self.fill.index_select(0, neuron_c) + rank
+        if valid is not None:
+            row = torch.where(valid, row, self.cap)
+        slot = row * self.n_neurons + neuron_c  # flat slots: index_copy_ is several times faster than index_put_
+        self.ev_pos.view(-1).index_copy_(0, slot, batch.positions.index_select(0, token_c).to(torch.int32))
+        self.ev_z.view(-1).index_copy_(0, slot, batch.levels.index_select(0, token_c).to(torch.int8))
+        if valid is not None:
+            self.ev_pos[self.cap] = -1
         self.fill += count
 
     def _drop_below(self, level: torch.Tensor, cols: torch.Tensor) -> None:
-        """Drop the buffered events of neurons `cols` whose z is below the new level; compact the rest."""
+        """Drop the buffered events of neurons `cols` whose z is below the new level; compact the rest
+        (columns gathered and put back with index_select / index_copy_, the fast ways on every device)."""
         C = self.cap
-        pos, z = self.ev_pos[:, cols], self.ev_z[:, cols]
-        slot_ok = (z >= level[cols, None].t()) & (pos >= 0)
+        pos, z = self.ev_pos.index_select(1, cols), self.ev_z.index_select(1, cols)
+        slot_ok = (z >= level.index_select(0, cols)[None, :]) & (pos >= 0)
         slot_ok[C] = False
         slot = torch.where(slot_ok, slot_ok.cumsum(0) - 1, C)
         pos = torch.full_like(pos, -1).scatter_(0, slot, pos)
         pos[C] = -1
-        self.ev_pos[:, cols] = pos
-        self.ev_z[:, cols] = torch.zeros_like(z).scatter_(0, slot, z)
-        self.fill[cols] = slot_ok.sum(0)
+        self.ev_pos.index_copy_(1, cols, pos)
+        self.ev_z.index_copy_(1, cols, torch.zeros_like(z).scatter_(0, slot, z))
+        self.fill.index_copy_(0, cols, slot_ok.sum(0))
 
-    def _new_events(self, fired: torch.Tensor, batch: BatchIndex, pairs: torch.Tensor | None):
+    def _new_events(self, fired: torch.Tensor, batch: BatchIndex, listed: Firings | None):
         """(token, neuron) pairs of this batch's events to keep, and each neuron's new level.
 
         The new level of neuron i is the smallest L >= level_i such that its buffered events plus this
-        batch's firings with z >= L number at most C. Two ways to the same result: given the firing
-        `pairs` (CPU, few firings), count them by level; otherwise the firings are
-        counted by level over the whole mask, and the kept pairs extracted after (into a fixed-size,
-        -1-padded result when sync-free).
+        batch's firings with z >= L number at most C. Two ways to the same result: given the firings
+        `listed` (CPU, few firings), count them by level; otherwise the firings are counted by level
+        over the whole mask, and the kept pairs extracted after (into a fixed-size, -1-padded result
+        when sync-free).
         """
-        if pairs is not None:
-            z = batch.levels[pairs[:, 0]]
-            at_level = z >= self.level[pairs[:, 1]]
-            pairs, z = pairs[at_level], z[at_level]
-            counts = torch.bincount(z * self.n_neurons + pairs[:, 1], minlength=MAX_LEVEL * self.n_neurons)
+        if listed is not None:
+            token, neuron = listed.token, listed.neuron
+            z = batch.levels.index_select(0, token)
+            at_level = torch.nonzero(z >= self.level.index_select(0, neuron)).squeeze(1)
+            token, neuron, z = token.index_select(0, at_level), neuron.index_select(0, at_level), z.index_select(0, at_level)
+            counts = torch.bincount(z * self.n_neurons + neuron, minlength=MAX_LEVEL * self.n_neurons)
             level = self._raise_levels(counts.view(MAX_LEVEL, self.n_neurons))
-            pairs = pairs[z >= level[pairs[:, 1]]]
-            return pairs[:, 0], pairs[:, 1], level
-        level = self._raise_levels(batch.level_histogram(fired))
-        keep = fired & (batch.levels[:, None] >= level)
+            kept = torch.nonzero(z >= level.index_select(0, neuron)).squeeze(1)
+            return token.index_select(0, kept), neuron.index_select(0, kept), level
         if self.sync_free:  # a fixed-size result: the batch adds at most C events per neuron
+            level = self._raise_levels(batch.level_histogram(fired))
+            keep = fired & (batch.levels[:, None] >= level)
             pairs = torch.nonzero_static(keep, size=min(keep.numel(), self.cap * self.n_neurons), fill_value=-1)
+            return pairs[:, 0], pairs[:, 1], level
+        # on the CPU, only the rows at or above the lowest level of any neuron can change a level or give
+        # an event (levels only rise, and the level histogram keeps nothing below a neuron's level), so
+        # the rest are not read: after warm-up, where every neuron has fired often, most of the batch
+        floor = int(self.level.min())
+        level = self._raise_levels(batch.level_histogram(fired, floor))
+        rows = batch.rows_at_or_above(floor)
+        if rows is None:
+            keep = fired & (batch.levels[:, None] >= level)
         else:
-            pairs = Firings(keep).pairs()
-        return pairs[:, 0], pairs[:, 1], level
+            keep = fired.index_select(0, rows) & (batch.levels.index_select(0, rows)[:, None] >= level)
+        firings = Firings(keep)
+        token = firings.token if rows is None else rows.index_select(0, firings.token)
+        return token, firings.neuron, level
 
     def _raise_levels(self, batch_hist: torch.Tensor) -> torch.Tensor:
         """New levels from this batch's firings per level ([MAX_LEVEL, F]); keeps level_hist in step."""

@@ -1,24 +1,27 @@
-"""The dense part of a layer's per-batch update as one function, compiled once per run by torch.compile.
+"""The dense parts of a layer's per-batch update as functions compiled once per run by torch.compile.
 
 Everything that reads a whole activation tensor h [B, T, F] (the firing test, the counts per position,
 the signed sums and their positive parts, the sum of h over every token, each sequence's strongest
 firing value) is `dense_stats`: eager, that is a pass over h per statistic; compiled (Inductor:
-C++/OpenMP on the CPU, Triton on CUDA) the passes fuse into a few loops (docs/design.md, "The fused
-update").
+C++/OpenMP on the CPU, Triton on CUDA) the passes fuse into a few loops. On the CPU a batch in which
+many fire also has its histogram counted by `dense_histogram` (one compare per bin edge in one loop,
+where listing millions of firings and binning them costs several times more), docs/design.md, "The
+fused update".
 
-`FusedUpdate` is the one compiled function a pass's accumulators share:
-- tau is a 0-d tensor argument, not a constant, so every layer runs the same graph (no recompile per
-  layer); the rule and whether the sequences' argmax is wanted are constants, fixed for a run;
-- it is compiled for the first batch shape it sees, the run's batch; any other shape (the last, short
-  batch) takes the accumulator's eager update, the reference, so a run compiles once (a recompile
-  costs seconds, the eager update milliseconds on one batch);
-- compiling takes seconds once per run (`compile_seconds`); Inductor keeps the code it generates in its
-  on-disk cache (torch._inductor.config.fx_graph_cache, on by default, under TORCHINDUCTOR_CACHE_DIR),
-  so later runs of the same shape skip the C++/Triton compilation;
+`FusedUpdate` holds the compiled functions a pass's accumulators share:
+- tau (and the histogram's edges) are tensor arguments, not constants, so every layer runs the same
+  graph (no recompile per layer); the rule, the device's choices (the mask, the argmax) are constants,
+  fixed for a run;
+- each is compiled for the first batch shape it sees, the run's batch; any other shape (the last,
+  short batch) takes the accumulator's eager update, the reference, so a run compiles once (a
+  recompile costs seconds, the eager update milliseconds on one batch);
+- compiling takes seconds once per run (`compile_seconds`, both functions together); Inductor keeps
+  the code it generates in its on-disk cache (torch._inductor.config.fx_graph_cache, on by default,
+  under TORCHINDUCTOR_CACHE_DIR), so later runs of the same shape skip the C++/Triton compilation;
 - when compiling fails (no C++ compiler, no Triton) it says so in one line and the eager update runs.
 
-Compiling is the default off the CPU only (`compile_wanted`: measured slower on this project's CPU);
-NEURON_TUI_COMPILE=1 compiles on the CPU too, NEURON_TUI_COMPILE=0 (or `collect --no-compile`) nowhere.
+Compiling is the default everywhere; NEURON_TUI_COMPILE=0 (or `collect --no-compile`) keeps the eager
+update, NEURON_TUI_COMPILE=1 forces compiling.
 """
 
 from __future__ import annotations
@@ -33,26 +36,25 @@ ENV = "NEURON_TUI_COMPILE"
 
 
 def compile_wanted(device: torch.device) -> bool:
-    """Whether a pass on `device` compiles its update: NEURON_TUI_COMPILE=1 or 0 when set, else off the
-    CPU only. On the CPU here (2 cores of an AMD EPYC with AVX-512) the compiled update was measured
-    slower than the eager one (bench/collect.py, OPT-125m shape: 0.60 of the bare forward against
-    0.72), the mask it writes costing most (Inductor's AVX-512 bool stores: 74 ms where eager takes 8
-    ms for [8, 256, 3072]); docs/design.md, "The fused update"."""
+    """Whether a pass on `device` compiles its update: NEURON_TUI_COMPILE=1 or 0 when set, else yes.
+    The device is the decision's input should a backend measure slower somewhere (docs/design.md)."""
     setting = os.environ.get(ENV, "").strip().lower()
     if setting:
         return setting not in ("0", "false", "no", "off")
-    return device.type != "cpu"
+    return device.type in ("cpu", "cuda")
 
 
-def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool):
+def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool, want_mask: bool = True):
     """One batch's dense statistics (h [B, T, F]; tau: a 0-d float32 tensor holding tau rounded to h's
     dtype, so comparing in float32 is comparing in h's dtype):
 
-    fired [B, T, F] bool (|h| or h > tau), per_pos [T, F] int32 (firings per position), count_pos [F]
-    int64 (firings with h > tau), sum_pos [F] float64 (their sum of h), sum_fired [F] float64 (the
-    signed sum of h over firings), h_sum [F] float64 (over every token), seq_max [B, F] float32 (each
-    sequence's largest firing value) and, when `want_arg`, seq_arg [B, F] (its first position).
-    Sums run over sequences in float32 and over positions in float64, as the accumulators keep them."""
+    fired [B, T, F] bool (|h| or h > tau) when `want_mask`, else None, per_pos [T, F] int32 (firings per
+    position), count_pos [F] int64 (firings with h > tau), sum_pos [F] float64 (their sum of h),
+    sum_fired [F] float64 (the signed sum of h over firings), h_sum [F] float64 (over every token),
+    seq_max [B, F] float32 (each sequence's largest firing value) and, when `want_arg`, seq_arg [B, F]
+    (its first position). Sums run over sequences in float32 and over positions in float64, as the
+    accumulators keep them. The CPU asks for no mask: Inductor's C++ stores a bool tensor several times
+    slower than eager `torch.gt` writes it (docs/design.md), so the accumulator makes it eagerly."""
     hf = h.float()
     value = hf.abs() if abs_rule else hf
     fired = value > tau
@@ -66,41 +68,85 @@ def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bo
     h_sum = hf.sum(0).double().sum(0)
     seq_max = value.amax(1)
     seq_arg = value.argmax(1) if want_arg else None
-    return fired, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg
+    return fired if want_mask else None, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg
+
+
+def dense_histogram(h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs_rule: bool) -> torch.Tensor:
+    """[B, F] int32: each neuron's firings in h [B, T, F] per bin of `edges` [B + 1] (float32), counted as
+    the firings at or above each inner edge, one comparison per edge in one loop over h, and differenced:
+    bin k holds edges[k] <= h < edges[k + 1], the outer bins everything beyond, exactly as
+    FiringHistogram.bins puts them (tau as in `dense_stats`)."""
+    F = h.shape[-1]
+    hf = h.float().reshape(-1, F)
+    fired = (hf.abs() if abs_rule else hf) > tau
+    total = fired.sum(0, dtype=torch.int32)
+    at_or_above = torch.stack([(fired & (hf >= edges[k])).sum(0, dtype=torch.int32)
+                               for k in range(1, edges.shape[0] - 1)])
+    return torch.cat([(total - at_or_above[0])[None], at_or_above[:-1] - at_or_above[1:], at_or_above[-1:]])
+
+
+class _Compiled:
+    """One function compiled for one shape of its first argument (and the constants in `key`), with the
+    fallback to None (eager) for any other shape and after a failed compilation."""
+
+    def __init__(self, fn, owner: "FusedUpdate"):
+        self.owner = owner
+        self.shape: tuple | None = None
+        self.fn = torch.compile(fn, dynamic=False)
+
+    def __call__(self, key: tuple, *args):
+        if self.fn is None or (self.shape is not None and key != self.shape):
+            return None
+        if self.shape is not None:
+            return self.fn(*args)
+        start = time.perf_counter()  # the first call compiles
+        try:
+            out = self.fn(*args)
+        except Exception as exc:  # noqa: BLE001 - any backend failure (no compiler, no Triton) falls back
+            self.owner.failed(exc)
+            return None
+        self.shape = key
+        self.owner.compile_seconds = (self.owner.compile_seconds or 0.0) + time.perf_counter() - start
+        return out
 
 
 class FusedUpdate:
-    """`dense_stats`, compiled for one run's batch shape (see the module docstring); `compile=False` (or
-    a failed compilation) leaves every batch to the accumulator's eager update."""
+    """`dense_stats` and `dense_histogram`, compiled for one run's batch shape (see the module docstring);
+    `compile=False` (or a failed compilation) leaves every batch to the accumulator's eager update."""
 
     def __init__(self, compile: bool | None = None):
         """`compile`: True or False, or None to decide on the first batch's device (`compile_wanted`)."""
-        self.compile_seconds: float | None = None  # the first compiled call's time (compile + run)
+        self.compile_seconds: float | None = None  # the first compiled calls' time (compile + run)
         self.failure: str | None = None  # why compiling failed, once it did
-        self._shape: tuple | None = None  # the shape (and dtype, device, constants) compiled for
         self._wanted = compile
-        self._compiled = None if compile is False else torch.compile(dense_stats, dynamic=False)
+        self._stats = None if compile is False else _Compiled(dense_stats, self)
+        self._histogram = None if compile is False else _Compiled(dense_histogram, self)
 
-    def __call__(self, h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool):
+    def failed(self, exc: Exception) -> None:
+        """A compilation failed: say so once, and count eagerly from now on."""
+        self._stats = self._histogram = None
+        lines = str(exc).strip().splitlines()
+        self.failure = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
+        print(f"neuron-tui: torch.compile of the accumulator update failed ({self.failure}); counting with the "
+              "eager update", file=sys.stderr)
+
+    def _ready(self, device: torch.device) -> bool:
+        if self._wanted is None:  # decided once, on the first batch's device
+            self._wanted = compile_wanted(device)
+            if not self._wanted:
+                self._stats = self._histogram = None
+        return self._stats is not None
+
+    def __call__(self, h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool, want_mask: bool = True):
         """`dense_stats` compiled, or None where the accumulator's eager update is to run instead: not
         compiling, or a shape other than the one compiled for."""
-        key = (tuple(h.shape), h.dtype, h.device, abs_rule, want_arg)
-        if self._wanted is None:  # decided once, on the first batch's device
-            self._wanted = compile_wanted(h.device)
-            self._compiled = self._compiled if self._wanted else None
-        if self._compiled is None or (self._shape is not None and key != self._shape):
+        if not self._ready(h.device):
             return None
-        if self._shape is not None:
-            return self._compiled(h, tau, abs_rule, want_arg)
-        start = time.perf_counter()  # the first call compiles
-        try:
-            out = self._compiled(h, tau, abs_rule, want_arg)
-        except Exception as exc:  # noqa: BLE001 - any backend failure (no compiler, no Triton) falls back
-            self._compiled = None
-            lines = str(exc).strip().splitlines()
-            self.failure = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
-            print(f"neuron-tui: torch.compile of the accumulator update failed ({self.failure}); counting with the "
-                  "eager update", file=sys.stderr)
+        return self._stats((tuple(h.shape), h.dtype, h.device, abs_rule, want_arg, want_mask), h, tau, abs_rule,
+                           want_arg, want_mask)
+
+    def histogram(self, h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs_rule: bool):
+        """`dense_histogram` compiled, or None (the accumulator bins the firings it lists instead)."""
+        if not self._ready(h.device) or self._histogram is None:
             return None
-        self._shape, self.compile_seconds = key, time.perf_counter() - start
-        return out
+        return self._histogram((tuple(h.shape), h.dtype, h.device, abs_rule), h, tau, edges, abs_rule)

@@ -30,7 +30,7 @@ from .loading import LoadedModel
 from .packing import pack_sequences
 from .plan import RunPlan
 from .progress import CollectProgress
-from .recorder import Recorder
+from .recorder import Recorder, take_all
 from .schedules import BatchByBatch
 from .signals import StopNow, StopRequests
 from .states import PassResult, RunFacts, summary_attrs, write_pass
@@ -164,15 +164,17 @@ class Pass:
         self._write(self._take(), self.n_done)
 
     def _take(self) -> PassResult:
-        """What is counted so far, every layer's state copied to the host (into the last snapshot's
-        arrays): all the pass waits for when a checkpoint is taken."""
+        """What is counted so far, each layer's state copied to the host (into the last snapshot's arrays)
+        by the writer or by the pass before it changes (Recorder.snapshot): the pass copies nothing here."""
         self.blocks = [np.concatenate(self.blocks)]
         self._snapshot = self.recorder.snapshot(self._snapshot)
         return PassResult(self.blocks[0], self.rows[: self.n_done], self.calibration,
                           lambda layer, states=self._snapshot: states[layer](), self.recorder.n_layers)
 
     def _write(self, result: PassResult, n_done: int) -> None:
-        """Write a taken checkpoint atomically (the last one stays whole until this one is)."""
+        """Write a taken checkpoint atomically (the last one stays whole until this one is), the layers'
+        host copies first (the writer has one checkpoint at a time: `self._snapshot` is this one's)."""
+        take_all(self._snapshot)  # first the copies the pass has not taken (it waits for none it reaches later)
         with SummaryWriter(self.partial) as writer:
             writer.set_attrs(summary_attrs(self.facts, self.plan, n_done, complete=False))
             write_pass(writer, result, self.facts.vocab, self.facts.bos, self.facts.n_neurons)

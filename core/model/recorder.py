@@ -10,6 +10,8 @@ serve every layer.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from functools import partial
@@ -45,6 +47,8 @@ class Recorder:
         self._current = 0
         self._scratch: dict[torch.device, Scratch] = {}
         self.fused = FusedUpdate(compile)  # one compiled update for every layer
+        self._pending: dict[int, _Snapshot] = {}  # the last snapshot's layers the pass has not reached since
+        self.snapshot_wait = 0.0  # seconds the pass spent on checkpoint copies (its own, or the writer's)
 
     @property
     def n_layers(self) -> int:
@@ -90,16 +94,20 @@ class Recorder:
         return LayerState.empty(self.n_neurons, self.seq_len, self.top_k, self.ups is not None)
 
     def snapshot(self, into: list | None = None) -> list[Callable[[], LayerState]]:
-        """Every layer's state, copied to the host now (a checkpoint's one wait; into the arrays of
-        `into`, the previous snapshot, where they fit), each made a LayerState only when called (by the
-        checkpoint's writer, off the pass). A layer never reached: its resumed or empty state."""
-        out = []
+        """Every layer's state as it is now, each a LayerState when called (by the checkpoint's writer,
+        off the pass). Nothing is copied here: each layer's host copy (into the arrays of `into`, the
+        previous snapshot, where they fit) is taken by whoever comes first, the writer (`take_all`, in
+        layer order, while the pass goes on) or the layer's next update (`_hook`), which must not change
+        the state before it is copied; so the pass waits only for a layer it reaches before the writer
+        has copied it. A layer never reached: its resumed or empty state."""
+        out: list = []
+        self._pending = {}
         for layer, acc in enumerate(self.acc):
             if acc is None:  # what it holds cannot change before the write: it is read then
                 out.append(partial(self._unreached, layer))
             else:
-                raw = acc.snapshot(getattr(into[layer], "raw", None) if into else None)
-                out.append(_Snapshot(raw))
+                out.append(_Snapshot(acc, getattr(into[layer], "raw", None) if into else None))
+                self._pending[layer] = out[-1]
         return out
 
     def keep_resumed(self) -> None:
@@ -114,6 +122,9 @@ class Recorder:
             h = args[0]
             B, T = self._batches[self._current].shape
             up = self._up.pop(layer).reshape(B, T, -1) if self.ups is not None else None
+            pending = self._pending.pop(layer, None)
+            if pending is not None:  # the last checkpoint's copy of this layer comes before its update
+                self.snapshot_wait += pending.take()
             self.accumulator(layer, h.device).update(h.reshape(B, T, -1), self._batch_index(h.device), up)
 
         return hook
@@ -136,10 +147,30 @@ class Recorder:
 
 
 class _Snapshot:
-    """One layer's host copies (`raw`, reused by the next snapshot), made a LayerState when called."""
+    """One layer's state at a checkpoint: host copies (`raw`, reused by the next snapshot) taken once, by
+    whichever thread calls `take` first (the other waits for it), made a LayerState when called."""
 
-    def __init__(self, raw: dict):
-        self.raw = raw
+    def __init__(self, acc: LayerAccumulator, into: dict | None):
+        self._acc, self._into = acc, into
+        self._lock = threading.Lock()
+        self.raw: dict | None = None
+
+    def take(self) -> float:
+        """Copy the layer's state to the host unless done already; the seconds it took here."""
+        start = time.perf_counter()
+        with self._lock:
+            if self.raw is None:
+                self.raw = self._acc.snapshot(self._into)
+                self._acc = self._into = None
+        return time.perf_counter() - start
 
     def __call__(self) -> LayerState:
+        self.take()
         return LayerAccumulator.state_of(self.raw)
+
+
+def take_all(snapshot: list) -> None:
+    """The writer's copies of a snapshot's layers, in layer order (the order the pass reaches them)."""
+    for layer in snapshot:
+        if isinstance(layer, _Snapshot):
+            layer.take()
