@@ -50,6 +50,7 @@ def synthetic_layer(F: int, n_seq: int, seed: int = 0):
     from neuron_tui.cache.schema import HIST_BINS
     from neuron_tui.core.model.accumulators import LayerState
     from neuron_tui.core.model.contexts import CONTEXT_WIDTH
+    from neuron_tui.core.read.sampling import token_levels
 
     rng = np.random.default_rng(seed)
     rate = np.minimum(0.5, np.exp(rng.normal(np.log(0.01), 1.2, F)))
@@ -59,9 +60,13 @@ def synthetic_layer(F: int, n_seq: int, seed: int = 0):
         pos_count[start : start + 256] = rng.binomial(n_seq, rate, size=(min(256, T - start), F))
     act_count = pos_count.sum(0, dtype=np.int64)
     n_tokens = n_seq * T
-    events = [np.sort(rng.choice(n_tokens, size=min(C, int(c)), replace=False)) if c else np.zeros(0, np.int64)
-              for c in act_count]
     level = np.ceil(np.log2(np.maximum(1, act_count / C))).astype(np.int8)
+    # a neuron's sample holds only positions at or above its level (the pass's invariant, which its
+    # next batches rely on)
+    z = token_levels(np.arange(n_tokens, dtype=np.int64))
+    pools = {lv: np.flatnonzero(z >= lv) for lv in np.unique(level)}
+    events = [np.sort(rng.choice(pools[lv], size=min(C, int(c), len(pools[lv])), replace=False)) if c
+              else np.zeros(0, np.int64) for c, lv in zip(act_count, level)]
     top_val = np.ascontiguousarray(np.sort(rng.exponential(2.0, (K, F)).astype(np.float32), axis=0)[::-1])
     top_val[:, act_count == 0] = -np.inf
     top_pos = rng.integers(0, n_tokens, (K, F))
@@ -120,7 +125,6 @@ def one_shape(shape: str, n_tokens: int, folder: Path, max_gib: float) -> dict:
     import torch
 
     from neuron_tui.cache import SummaryWriter
-    from neuron_tui.core.model.accumulators import LayerAccumulator
     from neuron_tui.core.model.calibration import Calibration
     from neuron_tui.core.model.histograms import histogram_edges
     from neuron_tui.core.model.recorder import Recorder, take_all

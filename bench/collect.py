@@ -4,7 +4,7 @@
     python bench/collect.py --model opt-125m-random   # also opt-1.3b-random, opt-6.7b-random
     python bench/collect.py --device cuda         # unchanged on a GPU box
 
-    NEURON_TUI_COMPILE=1 python bench/collect.py  # the compiled update on the CPU too (default: off the CPU only)
+    NEURON_TUI_COMPILE=0 python bench/collect.py  # the eager update (the default compiles it)
 
 Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, (c)
 the plain approach a researcher would write first (hooks that copy each activation to the host and
@@ -12,9 +12,11 @@ count with numpy), (d) the hooks under the layer-by-layer schedule (a round's ba
 chunk; the weights stay where they are, so this is the schedule's own overhead, without transfers),
 and (e) the hooks without the per-pass statistics added last (the windows of h around the top
 contexts, the firing histograms, the sign cases; h_sum is one more sum in the compiled update's loop
-and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost. Rounds alternate
-the modes so drift hits all of them. The update is compiled off the CPU, or with NEURON_TUI_COMPILE=1
-(its compile time, paid in the warm-up round, is printed).
+and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost; and the same cost
+timed inside (b), the time spent in those statistics' updates as a share of (b), which the noise of a
+shared machine moves far less than a ratio of two modes' wall times. Rounds alternate the modes so drift
+hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (its compile time, paid in the
+warm-up round, is printed).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from itertools import islice
 import numpy as np
 import torch
 
+from neuron_tui.core.model.accumulators import LayerAccumulator
 from neuron_tui.core.model.adapters import ffn_out_projections, ffn_up_projections
 from neuron_tui.core.model.calibration import calibrate
 from neuron_tui.core.model.contexts import TopContexts
+from neuron_tui.core.model.fused import FusedUpdate
 from neuron_tui.core.model.histograms import FiringHistogram
 from neuron_tui.core.model.layerwise import LayerByLayer
 from neuron_tui.core.model.loading import LoadedModel, default_dtype, load
@@ -74,21 +78,54 @@ def plain_numpy_hooks(modules, batch_shape, tau, rule):
     return [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
 
 
+NEW_STATISTICS = ((TopContexts, "_windows"), (FiringHistogram, "add"), (FiringHistogram, "add_counts"),
+                  (FiringHistogram, "add_dense"), (FusedUpdate, "histogram"), (SignCases, "add"),
+                  (SignCases, "add_dense"))  # the work of the windows of h, the firing histograms, the sign cases
+
+
 @contextmanager
-def without_new_statistics():
-    """The accumulators without the windows of h around top contexts, the firing histograms and the
-    sign cases (their updates made no-ops while inside)."""
-    saved = [(TopContexts, "_windows", TopContexts._windows), (FiringHistogram, "add", FiringHistogram.add),
-             (FiringHistogram, "add_dense", FiringHistogram.add_dense), (SignCases, "add", SignCases.add),
-             (SignCases, "add_dense", SignCases.add_dense)]
-    TopContexts._windows = lambda self, h, seq_arg, order: self.ctx_val
-    for cls, name, _ in saved[1:]:
-        setattr(cls, name, lambda self, *args: None)
+def patched(replace, methods=NEW_STATISTICS):
+    """Each of `methods` replaced by `replace(cls, name, method)` while inside."""
+    saved = [(cls, name, getattr(cls, name)) for cls, name in methods]
+    for cls, name, method in saved:
+        setattr(cls, name, replace(cls, name, method))
     try:
         yield
     finally:
         for cls, name, method in saved:
             setattr(cls, name, method)
+
+
+def without_new_statistics():
+    """The accumulators without the windows of h around top contexts, the firing histograms and the
+    sign cases: their updates made no-ops (the compiled histogram of a dense batch returns zeros, so
+    the batch is still not listed, as with it)."""
+    def replace(cls, name, method):
+        if name == "_windows":
+            return lambda self, h, seq_arg, order: self.ctx_val
+        if name == "histogram":
+            return lambda self, h, tau, edges, abs_rule: torch.zeros(len(edges) - 1, h.shape[-1], dtype=torch.int32)
+        return lambda self, *args: None
+
+    return patched(replace)
+
+
+def timing(seconds: list[float]):
+    """The hooked pass as it is, the time in the accumulators' updates added to seconds[0] and in the new
+    statistics' updates (NEW_STATISTICS) to seconds[1]: what they cost, measured inside the hooked pass
+    (where a ratio of two modes' wall times is at the mercy of a shared machine's noise)."""
+    def replace(cls, name, method):
+        slot = 0 if (cls, name) == (LayerAccumulator, "update") else 1
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                seconds[slot] += time.perf_counter() - start
+        return timed
+
+    return patched(replace, ((LayerAccumulator, "update"),) + NEW_STATISTICS)
 
 
 def main() -> None:
@@ -146,7 +183,8 @@ def main() -> None:
             rec.set_batches([np.arange(a, a + b.size).reshape(b.shape) for a, b in zip(starts, batches)])
 
         start = time.perf_counter()
-        with rec.attached() if counted else nullcontext(), without_new_statistics() if mode == "lean" else nullcontext():
+        stats = without_new_statistics() if mode == "lean" else timing(inside) if mode == "hooks" else nullcontext()
+        with rec.attached() if counted else nullcontext(), stats:
             runners[mode](batches, rec.select, lambda tokens: None)
             if counted:
                 rec.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
@@ -156,12 +194,15 @@ def main() -> None:
             h.remove()
         return time.perf_counter() - start
 
+    inside = [0.0, 0.0]  # seconds in the updates and in the new statistics during the hooked rounds
     for mode in runners:  # warm-up: allocations, kernels, lazy accumulators
         timed(mode)
+    inside[:] = [0.0, 0.0]
     times: dict[str, list[float]] = {mode: [] for mode in runners}
     for r in range(args.rounds):  # the order flips every round, so drift within a round favours no mode
         for mode in list(runners)[:: 1 if r % 2 == 0 else -1]:
             times[mode].append(timed(mode))
+    inside_s = list(inside)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -183,6 +224,10 @@ def main() -> None:
     cost = sorted(h / e - 1 for h, e in zip(times["hooks"], times["lean"]))
     print(f"the new statistics (context windows, histograms, sign cases) cost {float(np.median(cost)):+.1%} of the "
           f"hooked pass (median of rounds, {cost[0]:+.1%} to {cost[-1]:+.1%})")
+    hooked = sum(times["hooks"])
+    print(f"timed inside the hooked pass: the accumulators' updates {inside_s[0] / hooked:.1%} of it (the pass "
+          f"without them: {1 - inside_s[0] / hooked:.3f}), the new statistics' updates {inside_s[1] / hooked:.1%} (the "
+          "gathers of h and up at listed firings that they take as arguments not included)")
     fused = recorder.fused
     print("update: " + (f"compiled (first call {fused.compile_seconds:.1f} s, compile included)" if fused.compile_seconds
                         else "eager" + (f" (compile failed: {fused.failure})" if fused.failure else "")))

@@ -113,6 +113,23 @@ def test_level_sample_is_the_whole_corpus_rule_for_any_batch_size(batch):
     assert all(len(e) <= cap for e in events)
 
 
+def test_a_layer_whose_every_neuron_has_a_level_samples_from_the_rows_at_or_above_it(monkeypatch):
+    """Once every neuron's level is above 0, the CPU's dense path reads only the rows at or above the
+    lowest level (EventSample._new_events); the sample is still the whole-corpus rule's."""
+    rng = np.random.default_rng(1)
+    S, T, F = 24, 32, 3
+    h = (rng.random((S, T, F)) < np.array([0.3, 0.6, 0.95])).astype(np.float32) * 2 - 1
+    floors = []
+    real = BatchIndex.rows_at_or_above
+    monkeypatch.setattr(BatchIndex, "rows_at_or_above", lambda self, floor: floors.append(floor) or real(self, floor))
+    st = run(h, batch=2, cap=4).state()
+    events, levels = reference_sample(h > 0, 4)
+    assert st.level.tolist() == levels and [e.tolist() for e in st.events] == events
+    assert min(levels) >= 4
+    if not _path["sync_free"] and accumulators.SPARSE_BATCH > S * T * F:  # the CPU's dense path
+        assert max(floors) >= 3
+
+
 @pytest.mark.parametrize("rule", ["relu", "abs"])
 def test_resume_through_host_state_equals_uninterrupted(rule):
     rng = np.random.default_rng(1)

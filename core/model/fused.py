@@ -35,13 +35,10 @@ import torch
 ENV = "NEURON_TUI_COMPILE"
 
 
-def compile_wanted(device: torch.device) -> bool:
-    """Whether a pass on `device` compiles its update: NEURON_TUI_COMPILE=1 or 0 when set, else yes.
-    The device is the decision's input should a backend measure slower somewhere (docs/design.md)."""
+def compile_wanted() -> bool:
+    """Whether a pass compiles its update: NEURON_TUI_COMPILE=1 or 0 when set, else yes."""
     setting = os.environ.get(ENV, "").strip().lower()
-    if setting:
-        return setting not in ("0", "false", "no", "off")
-    return device.type in ("cpu", "cuda")
+    return setting not in ("0", "false", "no", "off") if setting else True
 
 
 def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool, want_mask: bool = True):
@@ -115,7 +112,7 @@ class FusedUpdate:
     `compile=False` (or a failed compilation) leaves every batch to the accumulator's eager update."""
 
     def __init__(self, compile: bool | None = None):
-        """`compile`: True or False, or None to decide on the first batch's device (`compile_wanted`)."""
+        """`compile`: True or False, or None to decide on the first batch (`compile_wanted`)."""
         self.compile_seconds: float | None = None  # the first compiled calls' time (compile + run)
         self.failure: str | None = None  # why compiling failed, once it did
         self._wanted = compile
@@ -130,9 +127,9 @@ class FusedUpdate:
         print(f"neuron-tui: torch.compile of the accumulator update failed ({self.failure}); counting with the "
               "eager update", file=sys.stderr)
 
-    def _ready(self, device: torch.device) -> bool:
-        if self._wanted is None:  # decided once, on the first batch's device
-            self._wanted = compile_wanted(device)
+    def _ready(self) -> bool:
+        if self._wanted is None:  # decided once, on the first batch
+            self._wanted = compile_wanted()
             if not self._wanted:
                 self._stats = self._histogram = None
         return self._stats is not None
@@ -140,13 +137,13 @@ class FusedUpdate:
     def __call__(self, h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool, want_mask: bool = True):
         """`dense_stats` compiled, or None where the accumulator's eager update is to run instead: not
         compiling, or a shape other than the one compiled for."""
-        if not self._ready(h.device):
+        if not self._ready():
             return None
         return self._stats((tuple(h.shape), h.dtype, h.device, abs_rule, want_arg, want_mask), h, tau, abs_rule,
                            want_arg, want_mask)
 
     def histogram(self, h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs_rule: bool):
         """`dense_histogram` compiled, or None (the accumulator bins the firings it lists instead)."""
-        if not self._ready(h.device) or self._histogram is None:
+        if not self._ready() or self._histogram is None:
             return None
         return self._histogram((tuple(h.shape), h.dtype, h.device, abs_rule), h, tau, edges, abs_rule)
