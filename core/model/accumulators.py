@@ -21,7 +21,8 @@ All work is tensor ops whose cost grows with B*T*F, never with vocabulary size. 
 output size is fixed in advance (`torch.nonzero_static`, fixed-size gathers), so the device never waits
 for the host; on the CPU, where there is no host to wait for, the same steps take the cheaper
 exact-size path: the firings listed once, for the histogram and the sign cases, which look at
-firings only, and, when few fire, for the counts and the event sample too.
+firings only, and, when few fire, for the counts and the event sample too; a batch where many fire
+is not listed, its histogram counted by the compiled `dense_histogram` (core.model.fused).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ from .signs import N_CASES, SignCases
 
 SPARSE_BATCH = 16  # CPU batches where under 1/16 of (token, neuron) pairs fire take the pairs path
 COUNTERS = ("act_count", "pos_count", "act_sum", "act_count_pos", "act_sum_pos", "act_max", "h_sum")
+
+
+def few_fire(n_fired: int, size: int) -> bool:
+    """Whether a CPU batch's `n_fired` firings among its `size` (token, neuron) pairs are few: under
+    1/SPARSE_BATCH, where listing them is the cheap way to every statistic that reads firings."""
+    return n_fired * SPARSE_BATCH < size
 
 
 def firing_value(h: torch.Tensor, rule: str, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,7 +186,7 @@ class LayerAccumulator:
         # on the CPU, with no device to wait for, the firings are listed once: the histogram and the sign
         # cases read them, and when few fire (under 1/SPARSE_BATCH) so do the counts, sums and events
         firings = None if self.sync_free else Firings(mask)
-        few = firings if firings is not None and len(firings) * SPARSE_BATCH < mask.numel() else None
+        few = firings if firings is not None and few_fire(len(firings), mask.numel()) else None
         self._add_firings(h, value, fired, few, batch.scratch)
         self.h_sum += self._sum_tokens(h)
         seq_max = value.amax(dim=1).float()  # [B, F]: each sequence's best token
@@ -198,11 +205,11 @@ class LayerAccumulator:
         B, T, F = h.shape
         mask = fired.view(B * T, F)
         counted = None
-        if n_fired is not None and n_fired * SPARSE_BATCH >= mask.numel():
+        if n_fired is not None and not few_fire(n_fired, mask.numel()):
             counted = self.fused.histogram(h, self._tau_t, self.histogram.edges, self.rule == "abs")
         if firings is None and not self.sync_free and counted is None:
             firings = Firings(mask)
-        few = firings if firings is not None and len(firings) * SPARSE_BATCH < mask.numel() else None
+        few = firings if firings is not None and few_fire(len(firings), mask.numel()) else None
         self.events.update(mask, batch, few)
         if firings is None:
             if counted is not None:
