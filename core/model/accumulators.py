@@ -34,7 +34,7 @@ import torch
 
 from neuron_tui.cache.schema import HIST_BINS
 
-from .batches import BatchIndex, Firings, Scratch, host_copies, restore
+from .batches import BatchIndex, Firings, Scratch, firing_value, host_copies, restore
 from .contexts import CONTEXT_WIDTH, TopContexts
 from .events import EventSample
 from .fused import FusedUpdate
@@ -49,11 +49,6 @@ def few_fire(n_fired: int, size: int) -> bool:
     """Whether a CPU batch's `n_fired` firings among its `size` (token, neuron) pairs are few: under
     1/SPARSE_BATCH, where listing them is the cheap way to every statistic that reads firings."""
     return n_fired * SPARSE_BATCH < size
-
-
-def firing_value(h: torch.Tensor, rule: str, out: torch.Tensor | None = None) -> torch.Tensor:
-    """What is compared with tau: h for the ReLU rule, |h| for the abs rule (docs/design.md)."""
-    return torch.abs(h, out=out) if rule == "abs" else h
 
 
 def device_bytes(n_neurons: int, seq_len: int, events_cap: int, top_k: int, gated: bool) -> int:

@@ -1,7 +1,7 @@
 """What the parts of every layer's accumulators share: a batch's global positions and their sampling
-levels (`BatchIndex`), the device's reusable work buffers (`Scratch`), the CPU's list of a batch's
-firings (`Firings`), and the round trip of their tensors through a checkpoint's host arrays
-(`host_copies`, `restore`, `to_device`)."""
+levels (`BatchIndex`), the device's reusable work buffers (`Scratch`), the value compared with tau
+(`firing_value`), the CPU's list of a batch's firings (`Firings`), and the round trip of their tensors
+through a checkpoint's host arrays (`host_copies`, `restore`, `to_device`)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,11 @@ class Firings:
     def of(self, x: torch.Tensor) -> torch.Tensor:
         """[n]: `x`'s values at the entries (index_select on the flat view: the fastest gather here)."""
         return x.reshape(-1).index_select(0, self.flat)
+
+
+def firing_value(h: torch.Tensor, rule: str, out: torch.Tensor | None = None) -> torch.Tensor:
+    """What is compared with tau: h for the ReLU rule, |h| for the abs rule (docs/design.md)."""
+    return torch.abs(h, out=out) if rule == "abs" else h
 
 
 def to_device(array, like: torch.Tensor) -> torch.Tensor:

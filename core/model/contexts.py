@@ -17,7 +17,7 @@ import torch
 
 from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
 
-from .batches import HeldTensors
+from .batches import HeldTensors, firing_value
 
 CONTEXT_WIDTH = CONTEXT_LEFT + 1 + CONTEXT_RIGHT
 
@@ -49,7 +49,7 @@ class TopContexts(HeldTensors):
         top-K."""
         B, T, _ = h.shape
         if self.sync_free:
-            seq_arg = _value(h, rule).argmax(dim=1) if seq_arg is None else seq_arg
+            seq_arg = firing_value(h, rule).argmax(dim=1) if seq_arg is None else seq_arg
         else:  # only a value above the K-th can enter (an equal one comes later: the earlier stays)
             enters = seq_max > self.top_val[-1]
             if not bool(enters.any()):  # the common case after warm-up: nothing to merge
@@ -81,11 +81,6 @@ class TopContexts(HeldTensors):
 
 
 
-def _value(h: torch.Tensor, rule: str) -> torch.Tensor:
-    """The firing value: |h| under the abs rule, else h."""
-    return h.abs() if rule == "abs" else h
-
-
 def _argmax_where(h: torch.Tensor, rule: str, enters: torch.Tensor) -> torch.Tensor:
     """argmax over positions of the firing value only where a sequence enters the top-K (`enters` [B, F];
     few, after warm-up), 0 elsewhere. A full argmax along the middle axis costs ten times the amax on
@@ -93,5 +88,5 @@ def _argmax_where(h: torch.Tensor, rule: str, enters: torch.Tensor) -> torch.Ten
     arg = torch.zeros(enters.shape, dtype=torch.int64)
     b, i = torch.nonzero(enters, as_tuple=True)
     if b.numel():
-        arg[b, i] = _value(h[b, :, i], rule).argmax(dim=1)
+        arg[b, i] = firing_value(h[b, :, i], rule).argmax(dim=1)
     return arg

@@ -32,6 +32,8 @@ import time
 
 import torch
 
+from .batches import firing_value
+
 ENV = "NEURON_TUI_COMPILE"
 
 
@@ -53,7 +55,7 @@ def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bo
     accumulators keep them. The CPU asks for no mask: Inductor's C++ stores a bool tensor several times
     slower than eager `torch.gt` writes it (docs/design.md), so the accumulator makes it eagerly."""
     hf = h.float()
-    value = hf.abs() if abs_rule else hf
+    value = firing_value(hf, "abs" if abs_rule else "relu")
     fired = value > tau
     positive = hf > tau
     # every reduction over tokens runs over sequences first (contiguous [T, F] planes, one loop with the
@@ -75,7 +77,7 @@ def dense_histogram(h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs
     FiringHistogram.bins puts them (tau as in `dense_stats`)."""
     F = h.shape[-1]
     hf = h.float().reshape(-1, F)
-    fired = (hf.abs() if abs_rule else hf) > tau
+    fired = firing_value(hf, "abs" if abs_rule else "relu") > tau
     total = fired.sum(0, dtype=torch.int32)
     at_or_above = torch.stack([(fired & (hf >= edges[k])).sum(0, dtype=torch.int32)
                                for k in range(1, edges.shape[0] - 1)])
@@ -144,6 +146,6 @@ class FusedUpdate:
 
     def histogram(self, h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs_rule: bool):
         """`dense_histogram` compiled, or None (the accumulator bins the firings it lists instead)."""
-        if not self._ready() or self._histogram is None:
+        if not self._ready():  # the two functions are compiled, or given up, together
             return None
         return self._histogram((tuple(h.shape), h.dtype, h.device, abs_rule), h, tau, edges, abs_rule)

@@ -36,8 +36,8 @@ from neuron_tui.core.read.queries import categories
 from neuron_tui.core.read.records import AblationMode, MoveRanking, ProbeResult
 from neuron_tui.core.sources import ModelSource, resolve
 
-from .accumulators import firing_value
 from .adapters import ffn_out_projections, n_neurons
+from .batches import firing_value
 from .loading import LoadedModel, default_device, load
 from .projections import _wide
 
