@@ -1,6 +1,7 @@
-"""The compiled update (core.model.fused) against the eager one, the reference: counts, events, levels,
-histograms and sign cases exactly, float sums to 1e-6 relative, on every architecture the suite builds;
-and one compilation per run, however the last batch is cut.
+"""The compiled updates (core.model.fused: the CPU's C kernel, core.model.native, and `dense_stats` compiled
+by Inductor as CUDA runs it) against the eager one, the reference: counts, events, levels, histograms and
+sign cases exactly, float sums to 1e-6 relative, on every architecture the suite builds; one Inductor
+compilation per run, however the last batch is cut; a failed build or compilation is one line.
 
 These tests compile on purpose (the rest of the suite counts eagerly, tests/conftest.py), with small
 shapes, so Inductor's work is seconds and its on-disk cache makes reruns cheaper still."""
@@ -11,7 +12,7 @@ import torch
 from test_collect import run_tiny
 from tiny import tiny_gpt2, tiny_llama, tiny_opt
 
-from neuron_tui.core.model import fused
+from neuron_tui.core.model import fused, native
 from neuron_tui.core.model.accumulators import LayerAccumulator
 from neuron_tui.core.model.batches import BatchIndex
 from neuron_tui.core.model.fused import FusedUpdate, dense_stats
@@ -31,21 +32,20 @@ def assert_same_sums(got: np.ndarray, want: np.ndarray, scale: np.ndarray, name:
 
 @pytest.mark.parametrize("build", [tiny_opt, tiny_gpt2, tiny_llama], ids=["opt-relu", "gpt2", "llama-gated-abs"])
 def test_a_compiled_collection_equals_the_eager_one(build, tmp_path, monkeypatch):
-    """A whole collection (40 sequences in batches of 3: the last batch, of 1, runs eagerly) with the
-    update compiled equals the eager one."""
+    """A whole collection (40 sequences in batches of 3, the last of 1) with the CPU's kernel equals the
+    eager one; the kernel ran every batch of every layer, the short last one included."""
     model = build()
     with run_tiny(model, tmp_path / "eager") as s:
         eager = {name: s.read(name) for name in EXACT + SUMS + (GATED if s.has("sign_count") else ())}
         magnitude = np.abs(s.read("act_sum")) + np.abs(s.read("h_sum"))
     monkeypatch.setenv(fused.ENV, "1")
-    call, ran = FusedUpdate.__call__, []
+    call, ran = native.update, []
 
-    def spied(self, *args):
-        out = call(self, *args)
-        ran.append(out is not None)
-        return out
+    def spied(*args, **kwargs):
+        ran.append(args[1].shape[0])
+        return call(*args, **kwargs)
 
-    monkeypatch.setattr(FusedUpdate, "__call__", spied)
+    monkeypatch.setattr(native, "update", spied)
     with run_tiny(model, tmp_path / "compiled") as s:
         for name, want in eager.items():
             got = s.read(name)
@@ -54,39 +54,60 @@ def test_a_compiled_collection_equals_the_eager_one(build, tmp_path, monkeypatch
             else:
                 np.testing.assert_array_equal(got, want, err_msg=name)
     assert ("sign_count" in eager) == (build is tiny_llama)
-    layers = model.config.num_hidden_layers  # calibration runs eagerly; 13 batches of 3 compiled, 1 of 1 not
-    assert ran.count(True) == 13 * layers and ran.count(False) == layers
+    layers = model.config.num_hidden_layers  # calibration runs eagerly; 13 batches of 3 and 1 of 1
+    assert sorted(ran) == [1] * layers + [3] * 13 * layers
 
 
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("rule, dtype", [("abs", torch.bfloat16), ("relu", torch.float32)])
-def test_the_compiled_accumulator_equals_the_eager_one(rule, dtype, device):
-    """One layer fed the same batches both ways, gated, in bf16 with a tau that bf16 cannot hold (the
-    compiled comparison runs in float32 against tau rounded as the eager bf16 comparison rounds it)."""
-    S, T, F, batch = 7, 16, 40, 3
+PATHS = [pytest.param("cpu", True, id="cpu-kernel"), pytest.param("cpu", False, id="cpu-inductor"),
+         pytest.param("cuda", False, id="cuda-inductor",
+                      marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+@pytest.mark.parametrize("device, kernel", PATHS)
+@pytest.mark.parametrize("rule, dtype, tau, gated", [("abs", torch.bfloat16, 0.3, True), ("abs", torch.float32, 2.0, True),
+                                                     ("relu", torch.float32, 0.0, False), ("relu", torch.bfloat16, 1.5, False)],
+                         ids=["bf16-abs-many", "f32-abs-few", "f32-relu-half", "bf16-relu-few"])
+def test_the_compiled_accumulator_equals_the_eager_one(rule, dtype, tau, gated, device, kernel, monkeypatch):
+    """One layer fed the same batches both ways: gated or not, bf16 with a tau that bf16 cannot hold
+    (the compiled comparison runs in float32 against tau rounded as the eager bf16 comparison rounds
+    it), rows where many fire and rows where few do, values exactly on the histogram's edges and
+    beyond its outer ones. The kernel splits 600 neurons among 3 threads (blocks of 256 and a last
+    range that is no whole cache line), and its first batch finds more candidate events than its room
+    (every firing is one at level 0), so the event sample takes the mask once and the listed
+    candidates after."""
+    S, T, F, batch = 7, 16, 600, 3
     gen = torch.Generator().manual_seed(0)
-    h = torch.randn(S, T, F, generator=gen).to(dtype)
-    up = torch.randn(S, T, F, generator=gen).to(dtype)
-    tau = 0.3 if rule == "abs" else 0.0
-    edges = histogram_edges(tau, float(h.float().abs().max()), rule)
-    update = FusedUpdate(compile=True)
-    accs = [LayerAccumulator(F, T, 6, 3, torch.device(device), rule, tau, edges, gated=True, fused=f)
+    h = torch.randn(S, T, F, generator=gen)
+    edges = histogram_edges(tau, 2.0, rule)  # a small peak: values beyond the outer edges
+    h[1, 2, :40] = torch.as_tensor(edges[1:41])  # on the edges (bf16 rounds some off them)
+    h, up = h.to(dtype), torch.randn(S, T, F, generator=gen).to(dtype)
+    monkeypatch.setattr(native.torch, "get_num_threads", lambda: 3)
+    update = FusedUpdate(compile=True, native=kernel)
+    accs = [LayerAccumulator(F, T, 6, 3, torch.device(device), rule, tau, edges, gated=gated, fused=f)
             for f in (None, update)]
+    listed = []
+    events_update = accs[1].events.update
+    accs[1].events.update = lambda fired, b, cand: listed.append(cand is not None) or events_update(fired, b, cand)
     for start in range(0, S, batch):
         positions = np.arange(start * T, min(S, start + batch) * T).reshape(-1, T)
         for acc in accs:
             acc.update(h[start : start + batch].to(device), BatchIndex(positions, torch.device(device)),
-                       up[start : start + batch].to(device))
+                       up[start : start + batch].to(device) if gated else None)
     eager, compiled = (acc.state() for acc in accs)
     assert update.compile_seconds is not None and update.failure is None
     for name in ("act_count", "act_count_pos", "pos_count", "act_max", "top_val", "top_pos", "ctx_val", "level",
-                 "hist_count", "sign_count", "sign_top_val", "sign_top_pos"):
+                 "hist_count") + (("sign_count", "sign_top_val", "sign_top_pos") if gated else ()):
         np.testing.assert_array_equal(getattr(compiled, name), getattr(eager, name), err_msg=name)
     assert [e.tolist() for e in compiled.events] == [e.tolist() for e in eager.events]
     magnitude = h.float().abs().sum((0, 1)).numpy()
     for name in SUMS:
         assert_same_sums(getattr(compiled, name), getattr(eager, name), magnitude, name)
-    assert eager.act_count.sum() > 0 and (eager.act_count < S * T).any()  # some fire, not all
+    fired = eager.act_count.sum()
+    assert 0 < fired < S * T * F and eager.hist_count[-1].sum() > 0  # some fire, not all; some beyond the edges
+    assert (eager.level > 0).any()  # the sample's levels rose
+    if kernel and device == "cpu":
+        few = fired * 16 < S * T * F
+        assert listed == ([True] * 3 if few else [False, True, True])
 
 
 def test_one_compilation_however_the_last_batch_is_cut():
@@ -95,7 +116,7 @@ def test_one_compilation_however_the_last_batch_is_cut():
     from torch._dynamo.utils import counters
 
     T, F = 8, 24
-    update = FusedUpdate(compile=True)
+    update = FusedUpdate(compile=True, native=False)  # Inductor, as CUDA runs it
     before = counters["stats"]["unique_graphs"]
     full = torch.randn(4, T, F)
     for layer_tau in (0.0, 0.5, 1.0):  # three layers
@@ -114,7 +135,7 @@ def test_a_failed_compilation_is_one_line_and_counts_eagerly(capsys, monkeypatch
     def broken(*args, **kwargs):
         raise RuntimeError("no C++ compiler found\nmore detail")
 
-    update = FusedUpdate(compile=True)
+    update = FusedUpdate(compile=True, native=False)
     monkeypatch.setattr(update._stats, "fn", broken)
     h = torch.randn(2, 4, 5)
     assert update(h, torch.tensor(0.0), False, False) is None
@@ -145,21 +166,28 @@ def test_compiling_is_the_default_and_the_environment_says_otherwise(monkeypatch
     assert FusedUpdate()(torch.ones(1, 2, 3), torch.tensor(0.0), False, False) is None  # 0: eager
 
 
-@pytest.mark.parametrize("rule", ["abs", "relu"])
-def test_the_dense_histogram_equals_the_binned_firings(rule):
-    """dense_histogram (compiled, as the CPU runs it for a batch where many fire) puts every firing in
-    the bin FiringHistogram.bins gives it, values on the edges and beyond the outer edges included."""
-    from neuron_tui.core.model.histograms import FiringHistogram
+def test_a_kernel_that_cannot_be_built_is_one_line_and_counts_eagerly(capsys, monkeypatch, tmp_path):
+    """No C compiler: one line on stderr, then the eager update (None) for every batch, no second try and
+    no Inductor on the CPU (it needs the same compiler)."""
+    monkeypatch.setattr(native, "_LIBRARY", None)
+    monkeypatch.setattr(native, "_FAILURE", None)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    update = FusedUpdate(compile=True)
+    h = torch.randn(2, 4, 5)
+    for _ in range(2):
+        assert update.native(h, None) is None
+        assert update(h, torch.tensor(0.0), False, False) is None
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the CPU update kernel could not be built" in err
+    assert update.failure is not None and "no-such-compiler" in update.failure
 
-    gen = torch.Generator().manual_seed(1)
-    h = torch.randn(3, 16, 24, generator=gen) * 3
-    tau = 0.5 if rule == "abs" else 0.0
-    edges = histogram_edges(tau, 2.0, rule)  # a small peak: many values beyond the outer edges
-    h[0, 0, :10] = torch.as_tensor(edges[1:11])  # values exactly on edges
-    want = FiringHistogram(24, edges, torch.device("cpu"))
-    fired = (h.abs() if rule == "abs" else h) > tau
-    rows, cols = torch.nonzero(fired.view(-1, 24), as_tuple=True)
-    want.add(h.view(-1, 24)[rows, cols], cols)
-    got = FusedUpdate(compile=True).histogram(h, torch.tensor(tau), want.edges, rule == "abs")
-    np.testing.assert_array_equal(got.numpy(), want.count[:-1].numpy())
-    assert got.sum() == fired.sum() and (got[-1] > 0).any() and ((got > 0).any(1).sum() > 10)
+
+def test_the_kernel_is_built_once_per_machine(monkeypatch, tmp_path):
+    """The library lands in $NEURON_TUI_KERNELS under a name keyed by the source, the compiler and the CPU;
+    a second build finds it there and compiles nothing."""
+    monkeypatch.setenv(native.ENV, str(tmp_path / "kernels"))
+    built = native.build()
+    files = list((tmp_path / "kernels").glob("cpu_update-*.so"))
+    assert len(files) == 1 and built.neuron_tui_update is not None
+    monkeypatch.setattr(native, "_compile", lambda *args: pytest.fail("compiled again"))
+    native.build()

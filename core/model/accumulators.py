@@ -34,6 +34,7 @@ import torch
 
 from neuron_tui.cache.schema import HIST_BINS
 
+from . import native
 from .batches import BatchIndex, Firings, Scratch, firing_value, host_copies, restore
 from .contexts import CONTEXT_WIDTH, TopContexts
 from .events import EventSample
@@ -136,36 +137,73 @@ class LayerAccumulator:
         self.signs = SignCases(F, self.device) if gated else None
         self.fused = fused  # the compiled dense update the pass's layers share (None: eager throughout)
         self._tau_key, self._tau_t, self._tau_h = None, None, self.tau
+        # room for the CPU kernel's candidate events: 1/SPARSE_BATCH of a batch's pairs at first, twice the
+        # most a batch found once that ran out (never more than every pair)
+        self._room = 0
 
     # ---- the per-batch update ------------------------------------------------------------------
     @torch.no_grad()
     def update(self, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None = None) -> None:
         """Add one batch of activations h [B, T, F] (the input of the FFN output projection) and, for a
-        gated FFN, the up projection's output up [B, T, F]: the dense statistics compiled in one
-        function (core.model.fused) where `fused` runs this shape, else by the eager steps below."""
-        B, T, F = h.shape
+        gated FFN, the up projection's output up [B, T, F]: on the CPU by the one-pass kernel
+        (core.model.native), elsewhere with the dense statistics compiled in one function
+        (core.model.fused), where `fused` runs this batch; else by the eager steps below."""
         tau = self._tau_tensor(h)
-        dense = None if self.fused is None else self.fused(h, tau, self.rule == "abs", self.sync_free, self.sync_free)
-        if dense is None:
-            self._update_eager(h, batch, up)
-            return
+        if self.fused is not None:
+            lib = self.fused.native(h, up)
+            if lib is not None:
+                self._update_native(lib, h, batch, up)
+                return
+            dense = self.fused(h, tau, self.rule == "abs", self.sync_free)
+            if dense is not None:
+                self._update_dense(dense, h, batch, up)
+                return
+        self._update_eager(h, batch, up)
+
+    def _update_dense(self, dense: tuple, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None) -> None:
+        """Add `fused.dense_stats`'s statistics of h; the event sample, histogram and sign cases from its mask."""
+        T = h.shape[1]
         fired, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg = dense
         self.pos_count[:T] += per_pos
-        per_neuron = per_pos.sum(0)
-        self.act_count += per_neuron
+        self.act_count += per_pos.sum(0)
         self.act_count_pos += count_pos
         self.act_sum_pos += sum_pos.to(self.act_sum.dtype)
         self.act_sum += sum_fired.to(self.act_sum.dtype)
         self.h_sum += h_sum.to(self.h_sum.dtype)
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self.top.update(h, self.rule, seq_max, batch.positions, seq_arg)
-        if fired is not None:  # off the CPU: the compiled mask, nothing listed
-            self._add_sampled(h, fired, batch, up)
+        self._add_sampled(h, fired, batch, up)
+
+    def _update_native(self, lib, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None) -> None:
+        """The CPU's one pass (cpu_update.c): every count, sum, histogram bin and sign case added in place,
+        and the candidate events listed for the event sample; where its room for them ran out (early in
+        a run, where every firing is one), the event sample takes the firing mask, made eagerly."""
+        B, T, F = h.shape
+        seq_max = torch.empty(B, F, dtype=torch.float32)
+        seq_arg = torch.empty(B, F, dtype=torch.int64)
+        cand = batch.scratch.vector("candidates", self._room or h.numel() // SPARSE_BATCH + 1, torch.int64)
+        signs = self.signs
+        case_val = torch.empty(N_CASES, F, dtype=torch.float32) if signs is not None else None
+        case_row = torch.empty(N_CASES, F, dtype=torch.int64) if signs is not None else None
+        found = native.update(
+            lib, h, up if signs is not None else None, self._tau_h, self.rule == "abs", cand,
+            pos_count=self.pos_count, act_count=self.act_count, count_pos=self.act_count_pos, sum_fired=self.act_sum,
+            sum_pos=self.act_sum_pos, h_sum=self.h_sum, seq_max=seq_max, seq_arg=seq_arg,
+            bin_table=self.histogram.table, bin_upper=self.histogram.upper, hist=self.histogram.count,
+            levels=batch.levels, neuron_level=self.events.level, sign_count=None if signs is None else signs.sign_count,
+            sign_val=case_val, sign_row=case_row)
+        self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
+        self.top.update(h, self.rule, seq_max, batch.positions, seq_arg)
+        if signs is not None:
+            signs.keep_stronger(case_val, batch.positions.index_select(0, case_row.clamp_min(0).view(-1)).view(N_CASES, F))
+        ends = [start for start, _ in found[1:]] + [cand.numel()]  # each thread's room ends where the next's starts
+        if all(n <= end - start for (start, n), end in zip(found, ends)):
+            listed = Firings(torch.cat([cand[start : start + n] for start, n in found]), F)
+            self.events.update(None, batch, listed)
             return
-        # the CPU: the mask made eagerly (fused.dense_stats says why), and the number of firings, known
-        # without a device to wait for, picks listing them or the compiled histogram
-        value, fired = self._mask(h, batch.scratch)
-        self._add_sampled(h, fired, batch, up, value=value, n_fired=int(per_neuron.sum()))
+        self._room = min(h.numel(), 2 * sum(n for _, n in found))
+        _, fired = self._mask(h, batch.scratch)
+        self.events.update(fired.view(B * T, F), batch, None)
 
     def _mask(self, h: torch.Tensor, scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
         """The firing value (|h| or h) and the firing mask [B, T, F], in the model's own dtype (a float32
@@ -180,7 +218,7 @@ class LayerAccumulator:
         mask = fired.view(B * T, F)
         # on the CPU, with no device to wait for, the firings are listed once: the histogram and the sign
         # cases read them, and when few fire (under 1/SPARSE_BATCH) so do the counts, sums and events
-        firings = None if self.sync_free else Firings(mask)
+        firings = None if self.sync_free else Firings.of_mask(mask)
         few = firings if firings is not None and few_fire(len(firings), mask.numel()) else None
         self._add_firings(h, value, fired, few, batch.scratch)
         self.h_sum += self._sum_tokens(h)
@@ -190,27 +228,19 @@ class LayerAccumulator:
         self._add_sampled(h, fired, batch, up, firings, value)
 
     def _add_sampled(self, h, fired, batch: BatchIndex, up, firings: Firings | None = None,
-                     value: torch.Tensor | None = None, n_fired: int | None = None) -> None:
+                     value: torch.Tensor | None = None) -> None:
         """The event sample, the histogram and the sign cases, from the firing mask `fired` [B, T, F].
         On the CPU from its firings listed once (`firings`, listed here when not given; when few fire,
-        the event sample takes them too), but for a batch known to have many firings (`n_fired`, at
-        least 1/SPARSE_BATCH of the pairs), whose histogram the compiled `dense_histogram` counts
-        without listing them; on other devices without listing them (the sign cases from the firing
-        values `value`, computed here when not given)."""
+        the event sample takes them too); on other devices without listing them (the sign cases from the
+        firing values `value`, computed here when not given)."""
         B, T, F = h.shape
         mask = fired.view(B * T, F)
-        counted = None
-        if n_fired is not None and not few_fire(n_fired, mask.numel()):
-            counted = self.fused.histogram(h, self._tau_t, self.histogram.edges, self.rule == "abs")
-        if firings is None and not self.sync_free and counted is None:
-            firings = Firings(mask)
+        if firings is None and not self.sync_free:
+            firings = Firings.of_mask(mask)
         few = firings if firings is not None and few_fire(len(firings), mask.numel()) else None
         self.events.update(mask, batch, few)
         if firings is None:
-            if counted is not None:
-                self.histogram.add_counts(counted)
-            else:
-                self.histogram.add_dense(h, fired)
+            self.histogram.add_dense(h, fired)
             if self.signs is not None:
                 self.signs.add_dense(h, up, firing_value(h, self.rule) if value is None else value, fired, batch)
             return

@@ -54,7 +54,8 @@ class TopContexts(HeldTensors):
             enters = seq_max > self.top_val[-1]
             if not bool(enters.any()):  # the common case after warm-up: nothing to merge
                 return
-            seq_arg = _argmax_where(h, rule, enters)
+            if seq_arg is None:  # the CPU kernel finds it in its pass; the eager update here, where needed
+                seq_arg = _argmax_where(h, rule, enters)
         seq_pos = positions.view(B, T).gather(1, seq_arg)  # [B, F]
         cat_v = torch.cat([self.top_val, seq_max])
         cat_p = torch.cat([self.top_pos, seq_pos])

@@ -43,8 +43,10 @@ class EventSample:
         last bound."""
         return n_neurons * (5 * (events_cap + 1) + 8 * MAX_LEVEL + 4 * 8) + 8 * (MAX_LEVEL + 1)
 
-    def update(self, fired: torch.Tensor, batch: BatchIndex, listed: Firings | None) -> None:
-        """Add one batch's firings ([rows, F] bool; `listed`, when given, the same firings listed)."""
+    def update(self, fired: torch.Tensor | None, batch: BatchIndex, listed: Firings | None) -> None:
+        """Add one batch's firings: the mask `fired` [rows, F] bool, or `listed`, the firings listed, or
+        at least all those at or above their neuron's level (the CPU kernel lists only those: the rest
+        can neither raise a level nor be kept)."""
         token, neuron, level = self._new_events(fired, batch, listed)
         if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
             raised = torch.nonzero(level > self.level).squeeze(1)
@@ -126,7 +128,7 @@ class EventSample:
             keep = fired & (batch.levels[:, None] >= level)
         else:
             keep = fired.index_select(0, rows) & (batch.levels.index_select(0, rows)[:, None] >= level)
-        firings = Firings(keep)
+        firings = Firings.of_mask(keep)
         token = firings.token if rows is None else rows.index_select(0, firings.token)
         return token, firings.neuron, level
 

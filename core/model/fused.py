@@ -1,24 +1,24 @@
-"""The dense parts of a layer's per-batch update as functions compiled once per run by torch.compile.
+"""What compiles a layer's per-batch update, once per run: the CPU's one-pass C kernel (core.model.native)
+and, on other devices, the dense statistics as a function compiled by torch.compile.
 
-Everything that reads a whole activation tensor h [B, T, F] (the firing test, the counts per position,
-the signed sums and their positive parts, the sum of h over every token, each sequence's strongest
-firing value) is `dense_stats`: eager, that is a pass over h per statistic; compiled (Inductor:
-C++/OpenMP on the CPU, Triton on CUDA) the passes fuse into a few loops. On the CPU a batch in which
-many fire also has its histogram counted by `dense_histogram` (one compare per bin edge in one loop,
-where listing millions of firings and binning them costs several times more), docs/design.md, "The
-fused update".
+Everything that reads a whole activation tensor h [B, T, F] (the firing test and mask, the counts per
+position, the signed sums and their positive parts, the sum of h over every token, each sequence's
+strongest firing value) is `dense_stats`: eager, that is a pass over h per statistic; compiled
+(Inductor: Triton on CUDA) the passes fuse into a few loops. On the CPU the C kernel does all of that
+and the per-firing work (histogram bins, candidate events, sign cases) in one pass; Inductor's C++ is
+slower there (docs/design.md, "The fused update").
 
-`FusedUpdate` holds the compiled functions a pass's accumulators share:
-- tau (and the histogram's edges) are tensor arguments, not constants, so every layer runs the same
-  graph (no recompile per layer); the rule, the device's choices (the mask, the argmax) are constants,
-  fixed for a run;
-- each is compiled for the first batch shape it sees, the run's batch; any other shape (the last,
-  short batch) takes the accumulator's eager update, the reference, so a run compiles once (a
-  recompile costs seconds, the eager update milliseconds on one batch);
-- compiling takes seconds once per run (`compile_seconds`, both functions together); Inductor keeps
-  the code it generates in its on-disk cache (torch._inductor.config.fx_graph_cache, on by default,
-  under TORCHINDUCTOR_CACHE_DIR), so later runs of the same shape skip the C++/Triton compilation;
-- when compiling fails (no C++ compiler, no Triton) it says so in one line and the eager update runs.
+`FusedUpdate` holds what a pass's accumulators share:
+- the kernel's library on the CPU (`native`), built once per machine, for any batch shape;
+- `dense_stats` compiled elsewhere: tau is a tensor argument, not a constant, so every layer runs the
+  same graph (no recompile per layer); the rule and the device's choice (the argmax) are constants,
+  fixed for a run; it is compiled for the first batch shape it sees, the run's batch, and any other
+  shape (the last, short batch) takes the accumulator's eager update, the reference, so a run compiles
+  once (a recompile costs seconds, the eager update milliseconds on one batch);
+- compiling takes seconds once per run (`compile_seconds`); Inductor keeps the code it generates in its
+  on-disk cache (torch._inductor.config.fx_graph_cache, on by default, under TORCHINDUCTOR_CACHE_DIR),
+  so later runs of the same shape skip the Triton compilation;
+- when compiling fails (no C compiler, no Triton) it says so in one line and the eager update runs.
 
 Compiling is the default everywhere; NEURON_TUI_COMPILE=0 (or `collect --no-compile`) keeps the eager
 update, NEURON_TUI_COMPILE=1 forces compiling.
@@ -32,6 +32,7 @@ import time
 
 import torch
 
+from . import native
 from .batches import firing_value
 
 ENV = "NEURON_TUI_COMPILE"
@@ -43,17 +44,15 @@ def compile_wanted() -> bool:
     return setting not in ("0", "false", "no", "off") if setting else True
 
 
-def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool, want_mask: bool = True):
+def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool):
     """One batch's dense statistics (h [B, T, F]; tau: a 0-d float32 tensor holding tau rounded to h's
     dtype, so comparing in float32 is comparing in h's dtype):
 
-    fired [B, T, F] bool (|h| or h > tau) when `want_mask`, else None, per_pos [T, F] int32 (firings per
-    position), count_pos [F] int64 (firings with h > tau), sum_pos [F] float64 (their sum of h),
-    sum_fired [F] float64 (the signed sum of h over firings), h_sum [F] float64 (over every token),
-    seq_max [B, F] float32 (each sequence's largest firing value) and, when `want_arg`, seq_arg [B, F]
-    (its first position). Sums run over sequences in float32 and over positions in float64, as the
-    accumulators keep them. The CPU asks for no mask: Inductor's C++ stores a bool tensor several times
-    slower than eager `torch.gt` writes it (docs/design.md), so the accumulator makes it eagerly."""
+    fired [B, T, F] bool (|h| or h > tau), per_pos [T, F] int32 (firings per position), count_pos [F]
+    int64 (firings with h > tau), sum_pos [F] float64 (their sum of h), sum_fired [F] float64 (the signed
+    sum of h over firings), h_sum [F] float64 (over every token), seq_max [B, F] float32 (each sequence's
+    largest firing value) and, when `want_arg`, seq_arg [B, F] (its first position). Sums run over
+    sequences in float32 and over positions in float64, as the accumulators keep them."""
     hf = h.float()
     value = firing_value(hf, "abs" if abs_rule else "relu")
     fired = value > tau
@@ -67,21 +66,7 @@ def dense_stats(h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bo
     h_sum = hf.sum(0).double().sum(0)
     seq_max = value.amax(1)
     seq_arg = value.argmax(1) if want_arg else None
-    return fired if want_mask else None, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg
-
-
-def dense_histogram(h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs_rule: bool) -> torch.Tensor:
-    """[B, F] int32: each neuron's firings in h [B, T, F] per bin of `edges` [B + 1] (float32), counted as
-    the firings at or above each inner edge, one comparison per edge in one loop over h, and differenced:
-    bin k holds edges[k] <= h < edges[k + 1], the outer bins everything beyond, exactly as
-    FiringHistogram.bins puts them (tau as in `dense_stats`)."""
-    F = h.shape[-1]
-    hf = h.float().reshape(-1, F)
-    fired = firing_value(hf, "abs" if abs_rule else "relu") > tau
-    total = fired.sum(0, dtype=torch.int32)
-    at_or_above = torch.stack([(fired & (hf >= edges[k])).sum(0, dtype=torch.int32)
-                               for k in range(1, edges.shape[0] - 1)])
-    return torch.cat([(total - at_or_above[0])[None], at_or_above[:-1] - at_or_above[1:], at_or_above[-1:]])
+    return fired, per_pos, count_pos, sum_pos, sum_fired, h_sum, seq_max, seq_arg
 
 
 class _Compiled:
@@ -110,20 +95,22 @@ class _Compiled:
 
 
 class FusedUpdate:
-    """`dense_stats` and `dense_histogram`, compiled for one run's batch shape (see the module docstring);
-    `compile=False` (or a failed compilation) leaves every batch to the accumulator's eager update."""
+    """The CPU kernel and `dense_stats` compiled, for one run (see the module docstring); `compile=False`
+    (or a failed compilation) leaves every batch to the accumulator's eager update. `native=False` keeps
+    the CPU off its kernel (the tests run `dense_stats` compiled on the CPU, as CUDA runs it)."""
 
-    def __init__(self, compile: bool | None = None):
+    def __init__(self, compile: bool | None = None, native: bool = True):
         """`compile`: True or False, or None to decide on the first batch (`compile_wanted`)."""
-        self.compile_seconds: float | None = None  # the first compiled calls' time (compile + run)
+        self.compile_seconds: float | None = None  # the first compiled call's time (compile + run)
         self.failure: str | None = None  # why compiling failed, once it did
         self._wanted = compile
+        self._native = native
+        self._library = None  # the CPU kernel's, once built
         self._stats = None if compile is False else _Compiled(dense_stats, self)
-        self._histogram = None if compile is False else _Compiled(dense_histogram, self)
 
     def failed(self, exc: Exception) -> None:
         """A compilation failed: say so once, and count eagerly from now on."""
-        self._stats = self._histogram = None
+        self._stats = None
         lines = str(exc).strip().splitlines()
         self.failure = f"{type(exc).__name__}: {lines[0] if lines else ''}"[:200]
         print(f"neuron-tui: torch.compile of the accumulator update failed ({self.failure}); counting with the "
@@ -133,19 +120,25 @@ class FusedUpdate:
         if self._wanted is None:  # decided once, on the first batch
             self._wanted = compile_wanted()
             if not self._wanted:
-                self._stats = self._histogram = None
-        return self._stats is not None
+                self._stats = None
+        return bool(self._wanted)
 
-    def __call__(self, h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool, want_mask: bool = True):
+    def native(self, h: torch.Tensor, up: torch.Tensor | None):
+        """The CPU kernel's library where it takes this batch (CPU, float32 or bf16), else None. Built on
+        the first batch (`compile_seconds`); where it cannot be, the CPU counts eagerly (Inductor would
+        need the same compiler)."""
+        if not (self._native and h.device.type == "cpu" and self._ready() and native.runs(h, up)):
+            return None
+        if self._library is None and self.failure is None:
+            start = time.perf_counter()
+            self._library = native.library()
+            self.failure = native.failure()
+            self.compile_seconds = time.perf_counter() - start
+        return self._library
+
+    def __call__(self, h: torch.Tensor, tau: torch.Tensor, abs_rule: bool, want_arg: bool):
         """`dense_stats` compiled, or None where the accumulator's eager update is to run instead: not
-        compiling, or a shape other than the one compiled for."""
-        if not self._ready():
+        compiling, a shape other than the one compiled for, or the CPU (its kernel's, or eager)."""
+        if not self._ready() or self._stats is None or (self._native and h.device.type == "cpu"):
             return None
-        return self._stats((tuple(h.shape), h.dtype, h.device, abs_rule, want_arg, want_mask), h, tau, abs_rule,
-                           want_arg, want_mask)
-
-    def histogram(self, h: torch.Tensor, tau: torch.Tensor, edges: torch.Tensor, abs_rule: bool):
-        """`dense_histogram` compiled, or None (the accumulator bins the firings it lists instead)."""
-        if not self._ready():  # the two functions are compiled, or given up, together
-            return None
-        return self._histogram((tuple(h.shape), h.dtype, h.device, abs_rule), h, tau, edges, abs_rule)
+        return self._stats((tuple(h.shape), h.dtype, h.device, abs_rule, want_arg), h, tau, abs_rule, want_arg)

@@ -70,9 +70,9 @@ class FiringHistogram:
         edges = np.asarray(edges, dtype=np.float32)
         self.n_bins = len(edges) - 1
         self.edges = torch.as_tensor(edges).to(device)  # for the compiled dense count (core.model.fused)
-        self._table = torch.as_tensor(_bin_table(edges)).to(device)
+        self.table = torch.as_tensor(_bin_table(edges)).to(device)
         # bin k's upper edge, none for the last: values beyond the outer edges fall in the outer bins
-        self._upper = torch.as_tensor(np.append(edges[1:-1], np.inf).astype(np.float32)).to(device)
+        self.upper = torch.as_tensor(np.append(edges[1:-1], np.inf).astype(np.float32)).to(device)
         # row B is a spare row that takes the non-firing tokens of a dense batch (see add_dense)
         self.count = torch.zeros(self.n_bins + 1, n_neurons, dtype=torch.int32, device=device)
         self._one = torch.ones(1, 1, dtype=torch.int32, device=device)
@@ -87,8 +87,8 @@ class FiringHistogram:
         """The bin (int32) of each of `values`, any shape (see the module docstring)."""
         values = values.float()
         top = (values.view(torch.int32) >> (32 - TOP_BITS)) & ((1 << TOP_BITS) - 1)
-        bins = _take(self._table, top)
-        bins += values >= _take(self._upper, bins)
+        bins = _take(self.table, top)
+        bins += values >= _take(self.upper, bins)
         return bins
 
     def add(self, values: torch.Tensor, neuron: torch.Tensor) -> None:

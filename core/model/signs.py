@@ -53,7 +53,7 @@ class SignCases(HeldTensors):
         at_best = strength == best[group]
         first = torch.full((size,), NO_POSITION, device=h.device).scatter_reduce(
             0, group[at_best], positions[at_best], "amin")
-        self._keep_stronger(best.view(N_CASES, -1), first.view(N_CASES, -1))
+        self.keep_stronger(best.view(N_CASES, -1), first.view(N_CASES, -1))
 
     def add_dense(self, h: torch.Tensor, up: torch.Tensor, value: torch.Tensor, fired: torch.Tensor,
                   batch: BatchIndex) -> None:
@@ -76,9 +76,9 @@ class SignCases(HeldTensors):
             top, arg = torch.where(case, value, self._none, out=strength).view(rows, -1).max(0)
             best.append(top.float())
             first.append(batch.positions[arg])
-        self._keep_stronger(torch.stack(best), torch.stack(first))
+        self.keep_stronger(torch.stack(best), torch.stack(first))
 
-    def _keep_stronger(self, val: torch.Tensor, pos: torch.Tensor) -> None:
+    def keep_stronger(self, val: torch.Tensor, pos: torch.Tensor) -> None:
         """Take a batch's strongest firing per case ([4, F]; -inf: none) where it beats the kept one:
         a larger |h|, or an equal one at an earlier position."""
         kept_val, kept_pos = self.sign_top_val, self.sign_top_pos

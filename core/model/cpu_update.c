@@ -1,0 +1,307 @@
+/* One layer's per-batch update on the CPU in one pass over the activations (core/model/native.py builds
+ * and calls it; docs/design.md, "The CPU's one-pass update").
+ *
+ * For h [R = B * T, F] (float32 or bfloat16), row r = (sequence b = r / T, position t = r % T), it adds
+ * what the eager steps of core/model/accumulators.py add, in the same order of summation (over the
+ * sequences in float32, then over the positions in float64):
+ *   - per neuron, its firings (value > tau, value = |h| or h) per position and in all, the firings with
+ *     h > tau, the signed sums of h over the firings and over h > tau, and the sum of h over every row;
+ *   - each sequence's largest value and its first position;
+ *   - per firing: its histogram bin (a table indexed by a float32's top 16 bits, corrected by one
+ *     comparison with the bin's upper edge: FiringHistogram.bins); whether it is a candidate event (its
+ *     row's sampling level at or above the neuron's level: EventSample), listed by flat index r * F + f;
+ *     and for a gated FFN its sign case (sign(act(gate)) = sign(h) * sign(up)), counted, with the
+ *     batch's strongest |h| per case and its earliest row (SignCases).
+ * The neurons are split among threads in ranges of whole cache lines, so no two threads write the same
+ * line. Each thread walks its range in blocks of BLOCK neurons, position by position and, within a
+ * position, sequence by sequence: the block's counts for that position and its running sums stay in L1
+ * while the B rows that add to them go by, so each row is read once, from memory (prefetched: rows lie F
+ * apart, beyond the hardware prefetcher), and each count per position is read and written once a batch.
+ * A row's firings are handled while the row is in cache; the up projection, read only at firings, is
+ * prefetched a row ahead of the sign cases that read it. */
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define BLOCK 256
+#define LINE 64 /* neurons per range step: 64 mask bytes, four lines of int32 counts */
+#define N_CASES 4
+#define MAX_THREADS 64
+#define MAX_BINS 64
+
+typedef struct {
+    const void *h, *up;           /* [R, F]; up: gated FFNs only, else NULL */
+    int64_t R, T, F;
+    int bf16, abs_rule;
+    float tau;
+    int32_t *pos_count;           /* [>= T, F] += */
+    int64_t *act_count, *count_pos;          /* [F] += */
+    double *sum_fired, *sum_pos, *h_sum;     /* [F] += */
+    float *seq_max;               /* [B, F] out */
+    int64_t *seq_arg;             /* [B, F] out */
+    const int32_t *bin_table;     /* [65536] */
+    const float *bin_upper;       /* [bins]: each bin's upper edge, +inf for the last */
+    int32_t *hist;                /* [bins, F] += */
+    int64_t bins;                 /* at most MAX_BINS; 0: no histogram (bench/collect.py's lean mode) */
+    const int64_t *levels;        /* [R]: each row's sampling level */
+    const int64_t *neuron_level;  /* [F]: each neuron's level */
+    int64_t *cand;                /* [cand_cap] out: candidate events, thread k's from cand_start[k] */
+    int64_t cand_cap;
+    int64_t *cand_start, *cand_count; /* [threads] out: where thread k's candidates start, how many
+                                       * it found (more than its room: the list is incomplete) */
+    int64_t *sign_count;          /* [4, F] += (gated) */
+    float *sign_val;              /* [4, F] out: the batch's strongest |h| per case, -inf for none (written
+                                   * where given, even without up: then every case has none) */
+    int64_t *sign_row;            /* [4, F] out: its first row, -1 for none */
+    int64_t lo, hi;               /* this thread's neurons */
+    int64_t room, found;          /* this thread's room for candidates, and how many it found */
+} Args;
+
+static inline float load(const void *p, int64_t i, const int bf16) {
+    if (bf16) {
+        uint32_t bits = (uint32_t)((const uint16_t *)p)[i] << 16;
+        float x;
+        memcpy(&x, &bits, 4);
+        return x;
+    }
+    return ((const float *)p)[i];
+}
+
+
+static inline const void *load_row(const void *p, int64_t at, const int bf16) {
+    return bf16 ? (const void *)((const uint16_t *)p + at) : (const void *)((const float *)p + at);
+}
+
+static inline void prefetch_block(const void *p, int64_t bytes, int write) {
+    for (int64_t at = 0; at < bytes; at += 64)
+        if (write)
+            __builtin_prefetch((const char *)p + at, 1);
+        else
+            __builtin_prefetch((const char *)p + at, 0);
+}
+
+typedef struct {
+    int64_t row, j; /* a gated firing waiting for its up projection: row, neuron in the block, h */
+    float x;
+} Pending;
+
+static inline int32_t bin_of(const int32_t *restrict table, const float *restrict upper, float x) {
+    uint32_t bits;
+    memcpy(&bits, &x, 4);
+    const int32_t bin = table[bits >> 16];
+    return bin + (x >= upper[bin]);
+}
+
+/* The firings of one row's block (the row is in cache, its firing flags in m): their histogram bins and
+ * candidate events now (listed while there is room, counted always); the gated ones are queued in
+ * `queue` (returned: how many), their up prefetched. A row where few fire is scanned by its flags 8 at a
+ * time (a word without firings costs one test); one where many fire has its bins counted for every
+ * neuron of the block in one vectorized loop (adding 0 where none fired; the neurons' counts are distinct
+ * addresses, so gathers and scatters need no conflict check), and its candidates, rare there once the
+ * levels have risen, looked for only if the row's level reaches the lowest of the block. */
+static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, const uint8_t *restrict m,
+                                 const void *restrict row, int32_t fired, int32_t *restrict counts,
+                                 int64_t lowest_level, Pending *restrict queue, const int bf16) {
+    const int64_t F = a->F, base = r * F + f0, z = a->levels[r], room = a->room;
+    const int64_t *restrict level = a->neuron_level + f0;
+    const int32_t *restrict table = a->bin_table;
+    const float *restrict upper = a->bin_upper;
+    int64_t *restrict cand = a->cand;
+    int64_t found = a->found, queued = 0;
+    const int gated = a->up != NULL;
+    const int binned = a->bins > 0;
+    if (fired * 8 > n) {
+        if (binned)
+#pragma GCC ivdep
+            for (int64_t j = 0; j < n; j++) counts[bin_of(table, upper, load(row, j, bf16)) * BLOCK + j] += m[j];
+        if (gated) prefetch_block(load_row(a->up, base, bf16), n * (bf16 ? 2 : 4), 0);
+        if (z >= lowest_level || gated)
+            for (int64_t j = 0; j < n; j++) {
+                if (!m[j]) continue;
+                if (z >= level[j]) {
+                    if (found < room) cand[found] = base + j;
+                    found++;
+                }
+                if (gated) queue[queued++] = (Pending){r, j, load(row, j, bf16)};
+            }
+    } else {
+        for (int64_t j0 = 0; j0 < n; j0 += 8) {
+            uint64_t word;
+            memcpy(&word, m + j0, 8);
+            for (; word; word &= word - 1) {
+                const int64_t j = j0 + (__builtin_ctzll(word) >> 3);
+                const float x = load(row, j, bf16);
+                if (binned) counts[bin_of(table, upper, x) * BLOCK + j] += 1;
+                if (z >= level[j]) {
+                    if (found < room) cand[found] = base + j;
+                    found++;
+                }
+                if (gated) {
+                    __builtin_prefetch((const char *)load_row(a->up, base + j, bf16));
+                    queue[queued++] = (Pending){r, j, x};
+                }
+            }
+        }
+    }
+    a->found = found;
+    return queued;
+}
+
+/* The sign cases of queued gated firings: the case's count, and its strongest |h| (the earliest row
+ * among equals, whatever order the rows come in). */
+static inline void sign_cases(Args *a, int64_t f0, const Pending *queue, int64_t queued, const int bf16) {
+    const int64_t F = a->F;
+    for (int64_t k = 0; k < queued; k++) {
+        const Pending p = queue[k];
+        const int up_neg = load(a->up, p.row * F + f0 + p.j, bf16) < 0.0f;
+        const int gate_neg = (p.x > 0.0f) == up_neg;
+        const int64_t at = (int64_t)(gate_neg * 2 + up_neg) * F + f0 + p.j;
+        const float strength = fabsf(p.x);
+        a->sign_count[at] += 1;
+        if (strength > a->sign_val[at] || (strength == a->sign_val[at] && p.row < a->sign_row[at])) {
+            a->sign_val[at] = strength;
+            a->sign_row[at] = p.row;
+        }
+    }
+}
+
+/* One row's block: the firing test and every running statistic, in one loop the compiler vectorizes
+ * (restrict: the outputs alias neither each other nor h). Returns the row's firings in the block. */
+static inline int32_t row_stats(const void *restrict row, uint8_t *restrict m, int32_t *restrict pc,
+                                int32_t *restrict cnt, int32_t *restrict cntp, float *restrict sp, float *restrict sf,
+                                float *restrict hs, float *restrict smax, int64_t *restrict sarg, int64_t n,
+                                float tau, int64_t t, const int bf16, const int abs_rule) {
+    int32_t fired = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const float x = load(row, j, bf16);
+        const float v = abs_rule ? fabsf(x) : x;
+        const int32_t fi = v > tau, po = x > tau;
+        m[j] = (uint8_t)fi;
+        pc[j] += fi;
+        cnt[j] += fi;
+        cntp[j] += po;
+        fired += fi;
+        sp[j] += po ? x : 0.0f;
+        if (abs_rule) sf[j] += fi ? x : 0.0f;
+        hs[j] += x;
+        const int better = v > smax[j];
+        smax[j] = better ? v : smax[j];
+        sarg[j] = better ? t : sarg[j];
+    }
+    return fired;
+}
+
+
+static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, const int abs_rule) {
+    int32_t cnt[BLOCK], cntp[BLOCK];
+    float sp[BLOCK], sf[BLOCK], hs[BLOCK]; /* over the sequences, for one position */
+    double sp_all[BLOCK], sf_all[BLOCK], hs_all[BLOCK];
+    uint8_t m[BLOCK + 8];
+    Pending queues[2][BLOCK];
+    /* the block's histogram, bin-major: the rows of `hist` lie a multiple of 4 KiB apart for many F,
+     * so a bin per row there would thrash a few L1 sets */
+    int32_t counts[MAX_BINS * BLOCK];
+    int64_t queued[2] = {0, 0}, now = 0;
+    const int64_t F = a->F, T = a->T, B = a->R / T, size = bf16 ? 2 : 4;
+    const float tau = a->tau;
+    memset(m, 0, sizeof m);
+    memset(counts, 0, sizeof(int32_t) * a->bins * BLOCK);
+    int64_t lowest = INT64_MAX; /* the lowest level of the block's neurons */
+    for (int64_t j = 0; j < n; j++) lowest = a->neuron_level[f0 + j] < lowest ? a->neuron_level[f0 + j] : lowest;
+    for (int64_t j = 0; j < n; j++) {
+        cnt[j] = cntp[j] = 0;
+        sp_all[j] = sf_all[j] = hs_all[j] = 0.0;
+    }
+    for (int64_t t = 0; t < T; t++) {
+        int32_t *pc = a->pos_count + t * F + f0;
+        if (t + 1 < T) prefetch_block(pc + F, 4 * n, 1);
+        for (int64_t j = 0; j < n; j++) sp[j] = sf[j] = hs[j] = 0.0f;
+        for (int64_t b = 0; b < B; b++) {
+            const int64_t r = b * T + t, base = r * F + f0;
+            const int64_t next = b + 1 < B ? r + T : r + 1 - (B - 1) * T; /* the row after this one */
+            if (next < a->R) prefetch_block(load_row(a->h, next * F + f0, bf16), size * n, 0);
+            const void *row = load_row(a->h, base, bf16);
+            int32_t fired = row_stats(row, m, pc, cnt, cntp, sp, sf, hs, a->seq_max + b * F + f0,
+                                      a->seq_arg + b * F + f0, n, tau, t, bf16, abs_rule);
+            int64_t ahead = 0;
+            if (fired) ahead = per_firing(a, r, f0, n, m, row, fired, counts, lowest, queues[1 - now], bf16);
+            sign_cases(a, f0, queues[now], queued[now], bf16); /* the row before's: its up has arrived */
+            queued[now] = 0;
+            now = 1 - now;
+            queued[now] = ahead;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            sp_all[j] += sp[j];
+            sf_all[j] += sf[j];
+            hs_all[j] += hs[j];
+        }
+    }
+    sign_cases(a, f0, queues[now], queued[now], bf16);
+    for (int64_t bin = 0; bin < a->bins; bin++)
+        for (int64_t j = 0; j < n; j++) a->hist[bin * F + f0 + j] += counts[bin * BLOCK + j];
+    for (int64_t j = 0; j < n; j++) {
+        a->act_count[f0 + j] += cnt[j];
+        a->count_pos[f0 + j] += cntp[j];
+        a->sum_pos[f0 + j] += sp_all[j];
+        a->sum_fired[f0 + j] += abs_rule ? sf_all[j] : sp_all[j];
+        a->h_sum[f0 + j] += hs_all[j];
+    }
+}
+
+/* the four specialisations, so the inner loops are compiled without a branch on the dtype or rule */
+static void run_f32_relu(Args *a, int64_t f0, int64_t n) { run_block(a, f0, n, 0, 0); }
+static void run_f32_abs(Args *a, int64_t f0, int64_t n) { run_block(a, f0, n, 0, 1); }
+static void run_bf16_relu(Args *a, int64_t f0, int64_t n) { run_block(a, f0, n, 1, 0); }
+static void run_bf16_abs(Args *a, int64_t f0, int64_t n) { run_block(a, f0, n, 1, 1); }
+
+static void run_range(Args *a) {
+    void (*run)(Args *, int64_t, int64_t) =
+        a->bf16 ? (a->abs_rule ? run_bf16_abs : run_bf16_relu) : (a->abs_rule ? run_f32_abs : run_f32_relu);
+    for (int64_t f0 = a->lo; f0 < a->hi; f0 += BLOCK) run(a, f0, a->hi - f0 < BLOCK ? a->hi - f0 : BLOCK);
+}
+
+/* The entry point: `a`'s outputs that are written (not added to) are filled here first; the neurons go
+ * to up to `threads` threads, each with room for candidate events in proportion to its neurons. The
+ * threads are OpenMP's: built with -fopenmp in a process that has torch's OpenMP runtime loaded (it is
+ * libgomp.so.1 in torch's wheels), they are torch's own intra-op workers, already awake after the
+ * forward pass (threads of our own would compete with them for the cores while they spin); built
+ * without OpenMP, the calling thread does it all. Returns the number of ranges (cand_start and
+ * cand_count hold that many entries). */
+int neuron_tui_update(const Args *a, int threads) {
+    const int64_t F = a->F, B = a->R / a->T;
+    for (int64_t i = 0; i < B * F; i++) {
+        a->seq_max[i] = -INFINITY;
+        a->seq_arg[i] = 0;
+    }
+    if (a->sign_val)
+        for (int64_t i = 0; i < N_CASES * F; i++) {
+            a->sign_val[i] = -INFINITY;
+            a->sign_row[i] = -1;
+        }
+    int64_t lines = (F + LINE - 1) / LINE;
+    if (threads > lines) threads = (int)lines;
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    Args parts[MAX_THREADS];
+    for (int k = 0; k < threads; k++) {
+        parts[k] = *a;
+        parts[k].lo = lines * k / threads * LINE;
+        int64_t hi = lines * (k + 1) / threads * LINE;
+        parts[k].hi = hi < F ? hi : F;
+        int64_t start = a->cand_cap * parts[k].lo / F;
+        parts[k].cand = a->cand + start;
+        parts[k].room = a->cand_cap * parts[k].hi / F - start;
+        parts[k].found = 0;
+        a->cand_start[k] = start;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+#endif
+    for (int k = 0; k < threads; k++) run_range(&parts[k]);
+    for (int k = 0; k < threads; k++) a->cand_count[k] = parts[k].found;
+    return threads;
+}

@@ -1,0 +1,165 @@
+"""The CPU's update of a layer in one pass over its activations: a small C kernel (cpu_update.c), built
+once per machine with the system's C compiler and called through ctypes.
+
+Why not torch.compile on the CPU: Inductor's C++ fuses the reductions well, but stores a bool tensor
+(the firing mask, which the event sample needs) several times slower than eager `torch.gt`, and it
+has no cheap way to the per-firing work (histogram bin, sampling level, sign case), which eager torch
+does by listing the firings first. The kernel does all of it while each row of h is in cache
+(docs/design.md, "The CPU's one-pass update"). Inductor needs the same compiler, so a machine where
+this one fails has no compiled path either: the accumulator's eager update runs (one line says why).
+
+The library is built with `-O3 -march=native` into a cache folder keyed by the source, the compiler
+and the CPU's flags (a home folder shared by machines of different CPUs gets one library each), so
+the compiler runs once per machine, in well under a second; $NEURON_TUI_KERNELS moves the folder.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import torch
+
+ENV = "NEURON_TUI_KERNELS"
+SOURCE = Path(__file__).with_name("cpu_update.c")
+DTYPES = (torch.float32, torch.bfloat16)  # what the kernel reads; others take the eager update
+FLAGS = ("-O3", "-shared", "-fPIC", "-fno-math-errno")
+# tried in order: OpenMP (torch's own threads: cpu_update.c says why) and the CPU's own instructions,
+# then without either where the compiler lacks it (clang without libomp: one thread)
+OPTIONAL = (("-fopenmp", "-march=native"), ("-fopenmp",), ("-march=native",), ())
+
+
+class _Args(ctypes.Structure):
+    """cpu_update.c's `Args`, field for field."""
+
+    _fields_ = [(name, ctypes.c_void_p) for name in ("h", "up")] + [
+        (name, ctypes.c_int64) for name in ("R", "T", "F")] + [
+        ("bf16", ctypes.c_int), ("abs_rule", ctypes.c_int), ("tau", ctypes.c_float)] + [
+        (name, ctypes.c_void_p) for name in (
+            "pos_count", "act_count", "count_pos", "sum_fired", "sum_pos", "h_sum", "seq_max", "seq_arg",
+            "bin_table", "bin_upper", "hist")] + [("bins", ctypes.c_int64)] + [
+        (name, ctypes.c_void_p) for name in ("levels", "neuron_level", "cand")] + [
+        ("cand_cap", ctypes.c_int64), ("cand_start", ctypes.c_void_p), ("cand_count", ctypes.c_void_p)] + [
+        (name, ctypes.c_void_p) for name in ("sign_count", "sign_val", "sign_row")] + [
+        (name, ctypes.c_int64) for name in ("lo", "hi", "room", "found")]
+
+
+MAX_THREADS = 64  # cpu_update.c's
+
+
+def kernel_dir() -> Path:
+    """$NEURON_TUI_KERNELS, else $XDG_CACHE_HOME/neuron-tui/kernels (~/.cache by default)."""
+    if os.environ.get(ENV):
+        return Path(os.environ[ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "neuron-tui" / "kernels"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (what -march=native compiles for), or the machine's name where unknown."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    import platform
+
+    return platform.machine() + platform.processor()
+
+
+def _compile(compiler: str, target: Path) -> None:
+    """Compile SOURCE into `target` (atomically: a half-written library is never loaded), with the first
+    of OPTIONAL's flags the compiler takes."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+        out = Path(work) / target.name
+        errors = ""
+        for extra in OPTIONAL:
+            done = subprocess.run([compiler, *FLAGS, *extra, str(SOURCE), "-o", str(out), "-lm"],
+                                  capture_output=True, text=True)
+            if done.returncode == 0:
+                os.replace(out, target)
+                return
+            errors = done.stderr.strip()
+        raise RuntimeError(errors.splitlines()[-1] if errors else f"{compiler} failed")
+
+
+def build() -> ctypes.CDLL:
+    """The kernel's library, compiled on first use on this machine (raises with the reason where it
+    cannot be: no compiler, a compile error, an unwritable folder and temporary folder)."""
+    named = os.environ.get("CC")
+    compiler = shutil.which(named) if named else shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        raise RuntimeError(f"no C compiler {named!r}" if named else "no C compiler found (cc, gcc or clang; or set CC)")
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), repr((FLAGS, OPTIONAL)).encode(),
+                                     _cpu_flags().encode()])).hexdigest()[:16]
+    name = f"cpu_update-{key}.so"
+    errors = []
+    for folder in (kernel_dir(), Path(tempfile.gettempdir()) / "neuron-tui-kernels"):
+        target = folder / name
+        try:
+            if not target.exists():
+                _compile(compiler, target)
+            lib = ctypes.CDLL(str(target))
+        except OSError as exc:  # a folder we cannot write: the temporary one next
+            errors.append(f"{folder}: {exc.strerror or exc}")
+            continue
+        lib.neuron_tui_update.argtypes = [ctypes.POINTER(_Args), ctypes.c_int]
+        lib.neuron_tui_update.restype = ctypes.c_int
+        return lib
+    raise RuntimeError("; ".join(errors))
+
+
+_LIBRARY: ctypes.CDLL | None = None
+_FAILURE: str | None = None
+_LOCK = threading.Lock()
+
+
+def library() -> ctypes.CDLL | None:
+    """The kernel's library, built once per process (None, after one line on stderr, where it cannot be)."""
+    global _LIBRARY, _FAILURE
+    with _LOCK:
+        if _LIBRARY is None and _FAILURE is None:
+            try:
+                _LIBRARY = build()
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                _FAILURE = str(exc)[:200]
+                print(f"neuron-tui: the CPU update kernel could not be built ({_FAILURE}); counting with the "
+                      "eager update", file=sys.stderr)
+        return _LIBRARY
+
+
+def failure() -> str | None:
+    """Why the kernel could not be built in this process, None where it was (or was not tried)."""
+    return _FAILURE
+
+
+def runs(h: torch.Tensor, up: torch.Tensor | None) -> bool:
+    """Whether the kernel can take this batch: CPU tensors of a dtype it reads, contiguous."""
+    return (h.device.type == "cpu" and h.dtype in DTYPES and h.is_contiguous()
+            and (up is None or (up.dtype == h.dtype and up.is_contiguous())))
+
+
+def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: float, abs_rule: bool,
+           cand: torch.Tensor, **tensors: torch.Tensor | None) -> list[tuple[int, int]]:
+    """Run cpu_update.c on one batch h [B, T, F] (and up [B, T, F] for a gated FFN, else None); `cand` is
+    the int64 room for candidate events, and `tensors` are the other pointers of its `Args`, by name:
+    contiguous CPU tensors of the dtypes `Args` gives them, the accumulator's own where the kernel adds
+    to them. Returns each thread's candidates as (start in `cand`, number found): a number above the
+    thread's room means its list is incomplete."""
+    B, T, F = h.shape
+    starts = torch.empty(MAX_THREADS, dtype=torch.int64)
+    counts = torch.empty(MAX_THREADS, dtype=torch.int64)
+    args = _Args(bins=tensors["bin_upper"].numel(), h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
+                 bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cand=cand.data_ptr(),
+                 cand_cap=cand.numel(), cand_start=starts.data_ptr(), cand_count=counts.data_ptr(),
+                 **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
+    threads = lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
+    return list(zip(starts[:threads].tolist(), counts[:threads].tolist()))
