@@ -103,7 +103,7 @@ def without_new_statistics():
     projection."""
     def replace(cls, name, method):
         if name == "_windows":
-            return lambda self, h, seq_arg, order: self.ctx_val
+            return lambda self, h, seq_arg, order, cols: self.ctx_val
         if cls is native:
             def lean(lib, h, up, tau, abs_rule, cand, **tensors):
                 cut = {"bin_upper": tensors["bin_upper"][:0], "sign_count": None}

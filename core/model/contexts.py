@@ -50,34 +50,57 @@ class TopContexts(HeldTensors):
         B, T, _ = h.shape
         if self.sync_free:
             seq_arg = firing_value(h, rule).argmax(dim=1) if seq_arg is None else seq_arg
-        else:  # only a value above the K-th can enter (an equal one comes later: the earlier stays)
-            enters = seq_max > self.top_val[-1]
-            if not bool(enters.any()):  # the common case after warm-up: nothing to merge
-                return
-            if seq_arg is None:  # the CPU kernel finds it in its pass; the eager update here, where needed
-                seq_arg = _argmax_where(h, rule, enters)
-        seq_pos = positions.view(B, T).gather(1, seq_arg)  # [B, F]
+            self._merge(h, seq_max, positions, seq_arg)
+            return
+        # the CPU: only the neurons where a value above the K-th enters change (an equal one comes later:
+        # the earlier stays), after warm-up a few, so only their columns are merged
+        enters = seq_max > self.top_val[-1]
+        cols = torch.nonzero(enters.any(0)).squeeze(1)
+        if not cols.numel():  # the common case after warm-up: nothing to merge
+            return
+        if seq_arg is None:  # the CPU kernel finds it in its pass; the eager update here, where needed
+            seq_arg = _argmax_where(h, rule, enters)
+        if cols.numel() == h.shape[2]:
+            self._merge(h, seq_max, positions, seq_arg)
+            return
+        held = (self.top_val, self.top_pos, self.ctx_val)
+        self.top_val, self.top_pos = self.top_val.index_select(1, cols), self.top_pos.index_select(1, cols)
+        self.ctx_val = self.ctx_val.index_select(2, cols)
+        self._merge(h, seq_max.index_select(1, cols), positions, seq_arg.index_select(1, cols), cols)
+        merged = (self.top_val, self.top_pos, self.ctx_val)
+        self.top_val, self.top_pos, self.ctx_val = (full.index_copy_(dim, cols, part)
+                                                    for full, part, dim in zip(held, merged, (1, 1, 2)))
+
+    def _merge(self, h: torch.Tensor, seq_max: torch.Tensor, positions: torch.Tensor, seq_arg: torch.Tensor,
+               cols: torch.Tensor | None = None) -> None:
+        """Merge each sequence's strongest position into the top-K of the neurons `cols` (None: all) of h
+        [B, T, F]; seq_max and seq_arg [B, F'] and the held tensors are those neurons' already."""
+        B, T, _ = h.shape
+        seq_pos = positions.view(B, T).gather(1, seq_arg)  # [B, F']
         cat_v = torch.cat([self.top_val, seq_max])
         cat_p = torch.cat([self.top_pos, seq_pos])
         # a stable sort, not topk: equal values (a repeated context) keep the earlier position, so the
         # result does not depend on batch size, resumes or merges
         order = torch.sort(cat_v, dim=0, descending=True, stable=True).indices[: self.top_k]
         self.top_val, self.top_pos = cat_v.gather(0, order), cat_p.gather(0, order)
-        self.ctx_val = self._windows(h, seq_arg, order)
+        self.ctx_val = self._windows(h, seq_arg, order, cols)
 
-    def _windows(self, h: torch.Tensor, seq_arg: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-        """The new `ctx_val` for the merged slots `order` [K, F] (index < K: a kept slot, whose window
-        moves with it; else batch sequence index - K, whose window is gathered from h here, K * W
-        values a neuron whatever the batch size)."""
+    def _windows(self, h: torch.Tensor, seq_arg: torch.Tensor, order: torch.Tensor, cols: torch.Tensor | None) -> torch.Tensor:
+        """The new `ctx_val` of neurons `cols` (None: all) for their merged slots `order` [K, F'] (index < K:
+        a kept slot, whose window moves with it; else batch sequence index - K, whose window is gathered
+        from h [B, T, F] here, K * W values a neuron whatever the batch size)."""
         B, T, F = h.shape
-        K, W = self.top_k, CONTEXT_WIDTH
+        K, W, n = self.top_k, CONTEXT_WIDTH, order.shape[1]
         entered = order >= K
         seq = (order - K).clamp_min(0)
-        t = seq_arg.gather(0, seq)[:, None, :] + self._offsets  # [K, W, F]
-        rows = (seq[:, None, :] * T + t.clamp(0, T - 1)).view(K * W, F)
-        window = h.reshape(B * T, F).gather(0, rows).view(K, W, F).to(torch.float16)
-        window = window.masked_fill((t < 0) | (t >= T), float("nan"))
-        kept = self.ctx_val.gather(0, order.clamp_max(K - 1)[:, None, :].expand(K, W, F))
+        t = seq_arg.gather(0, seq)[:, None, :] + self._offsets  # [K, W, F']
+        rows = seq[:, None, :] * T + t.clamp(0, T - 1)
+        if cols is None:
+            window = h.reshape(B * T, F).gather(0, rows.view(K * W, F))
+        else:  # the selected neurons' values straight from h, no copy of their columns
+            window = h.reshape(-1).index_select(0, (rows * F + cols).view(-1))
+        window = window.view(K, W, n).to(torch.float16).masked_fill((t < 0) | (t >= T), float("nan"))
+        kept = self.ctx_val.gather(0, order.clamp_max(K - 1)[:, None, :].expand(K, W, n))
         return torch.where(entered[:, None, :], window, kept)
 
 
