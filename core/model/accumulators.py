@@ -137,9 +137,6 @@ class LayerAccumulator:
         self.signs = SignCases(F, self.device) if gated else None
         self.fused = fused  # the compiled dense update the pass's layers share (None: eager throughout)
         self._tau_key, self._tau_t, self._tau_h = None, None, self.tau
-        # room for the CPU kernel's candidate events: 1/SPARSE_BATCH of a batch's pairs at first, twice the
-        # most a batch found once that ran out (never more than every pair)
-        self._room = 0
 
     # ---- the per-batch update ------------------------------------------------------------------
     @torch.no_grad()
@@ -175,35 +172,26 @@ class LayerAccumulator:
         self._add_sampled(h, fired, batch, up)
 
     def _update_native(self, lib, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None) -> None:
-        """The CPU's one pass (cpu_update.c): every count, sum, histogram bin and sign case added in place,
-        and the candidate events listed for the event sample; where its room for them ran out (early in
-        a run, where every firing is one), the event sample takes the firing mask, made eagerly."""
+        """The CPU's one pass (cpu_update.c): every count, sum, histogram bin, event and sign case added in
+        place; the top contexts from its sequence maxima and their positions."""
         B, T, F = h.shape
         seq_max = torch.empty(B, F, dtype=torch.float32)
         seq_arg = torch.empty(B, F, dtype=torch.int64)
-        cand = batch.scratch.vector("candidates", self._room or h.numel() // SPARSE_BATCH + 1, torch.int64)
-        signs = self.signs
+        signs, events = self.signs, self.events
         case_val = torch.empty(N_CASES, F, dtype=torch.float32) if signs is not None else None
         case_row = torch.empty(N_CASES, F, dtype=torch.int64) if signs is not None else None
-        found = native.update(
-            lib, h, up if signs is not None else None, self._tau_h, self.rule == "abs", cand,
+        native.update(
+            lib, h, up if signs is not None else None, self._tau_h, self.rule == "abs", events.cap,
             pos_count=self.pos_count, act_count=self.act_count, count_pos=self.act_count_pos, sum_fired=self.act_sum,
             sum_pos=self.act_sum_pos, h_sum=self.h_sum, seq_max=seq_max, seq_arg=seq_arg,
             bin_table=self.histogram.table, bin_upper=self.histogram.upper, hist=self.histogram.count,
-            levels=batch.levels, neuron_level=self.events.level, sign_count=None if signs is None else signs.sign_count,
+            levels=batch.levels, positions=batch.positions, level=events.level, fill=events.fill, ev_pos=events.ev_pos,
+            ev_z=events.ev_z, level_hist=events.level_hist, sign_count=None if signs is None else signs.sign_count,
             sign_val=case_val, sign_row=case_row)
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
         self.top.update(h, self.rule, seq_max, batch.positions, seq_arg)
         if signs is not None:
             signs.keep_stronger(case_val, batch.positions.index_select(0, case_row.clamp_min(0).view(-1)).view(N_CASES, F))
-        ends = [start for start, _ in found[1:]] + [cand.numel()]  # each thread's room ends where the next's starts
-        if all(n <= end - start for (start, n), end in zip(found, ends)):
-            listed = Firings(torch.cat([cand[start : start + n] for start, n in found]), F)
-            self.events.update(None, batch, listed)
-            return
-        self._room = min(h.numel(), 2 * sum(n for _, n in found))
-        _, fired = self._mask(h, batch.scratch)
-        self.events.update(fired.view(B * T, F), batch, None)
 
     def _mask(self, h: torch.Tensor, scratch: Scratch) -> tuple[torch.Tensor, torch.Tensor]:
         """The firing value (|h| or h) and the firing mask [B, T, F], in the model's own dtype (a float32

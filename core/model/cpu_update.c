@@ -8,10 +8,10 @@
  *     h > tau, the signed sums of h over the firings and over h > tau, and the sum of h over every row;
  *   - each sequence's largest value and its first position;
  *   - per firing: its histogram bin (a table indexed by a float32's top 16 bits, corrected by one
- *     comparison with the bin's upper edge: FiringHistogram.bins); whether it is a candidate event (its
- *     row's sampling level at or above the neuron's level: EventSample), listed by flat index r * F + f;
- *     and for a gated FFN its sign case (sign(act(gate)) = sign(h) * sign(up)), counted, with the
- *     batch's strongest |h| per case and its earliest row (SignCases).
+ *     comparison with the bin's upper edge: FiringHistogram.bins); its place in the event sample (kept
+ *     if its row's sampling level is at or above the neuron's level, which rises as EventSample's does:
+ *     `add_event`); and for a gated FFN its sign case (sign(act(gate)) = sign(h) * sign(up)), counted,
+ *     with the batch's strongest |h| per case and its earliest row (SignCases).
  * The neurons are split among threads in ranges of whole cache lines, so no two threads write the same
  * line. Each thread walks its range in blocks of BLOCK neurons, position by position and, within a
  * position, sequence by sequence: the block's counts for that position and its running sums stay in L1
@@ -32,6 +32,7 @@
 #define N_CASES 4
 #define MAX_THREADS 64
 #define MAX_BINS 64
+#define MAX_LEVEL 32
 
 typedef struct {
     const void *h, *up;           /* [R, F]; up: gated FFNs only, else NULL */
@@ -47,18 +48,18 @@ typedef struct {
     const float *bin_upper;       /* [bins]: each bin's upper edge, +inf for the last */
     int32_t *hist;                /* [bins, F] += */
     int64_t bins;                 /* at most MAX_BINS; 0: no histogram (bench/collect.py's lean mode) */
-    const int64_t *levels;        /* [R]: each row's sampling level */
-    const int64_t *neuron_level;  /* [F]: each neuron's level */
-    int64_t *cand;                /* [cand_cap] out: candidate events, thread k's from cand_start[k] */
-    int64_t cand_cap;
-    int64_t *cand_start, *cand_count; /* [threads] out: where thread k's candidates start, how many
-                                       * it found (more than its room: the list is incomplete) */
+    const int64_t *levels;        /* [R]: each row's sampling level z */
+    const int64_t *positions;     /* [R]: each row's global position */
+    int64_t cap;                  /* the event sample's: EventSample's tensors, changed in place */
+    int64_t *level, *fill;        /* [F] */
+    int32_t *ev_pos;              /* [cap + 1, F] */
+    int8_t *ev_z;                 /* [cap + 1, F] */
+    int64_t *level_hist;          /* [MAX_LEVEL, F]: the buffered events per z, 0 below the level */
     int64_t *sign_count;          /* [4, F] += (gated) */
     float *sign_val;              /* [4, F] out: the batch's strongest |h| per case, -inf for none (written
                                    * where given, even without up: then every case has none) */
     int64_t *sign_row;            /* [4, F] out: its first row, -1 for none */
     int64_t lo, hi;               /* this thread's neurons */
-    int64_t room, found;          /* this thread's room for candidates, and how many it found */
 } Args;
 
 static inline float load(const void *p, int64_t i, const int bf16) {
@@ -96,24 +97,59 @@ static inline int32_t bin_of(const int32_t *restrict table, const float *restric
     return bin + (x >= upper[bin]);
 }
 
+/* A firing of neuron f in row r, whose level z is at or above the neuron's: into the event sample. Where
+ * that makes cap + 1 events, the level rises to the smallest L at which the events with z >= L fit (one
+ * step usually), the events below it go and the rest close up, as EventSample's batch update does: the
+ * level after a batch is the smallest that fits everything seen, whatever the order of the events (the
+ * count of events at or above a level only grows), so the sample is the same. */
+static void add_event(Args *a, int64_t f, int64_t r, int64_t z) {
+    const int64_t F = a->F, C = a->cap;
+    int64_t *lh = a->level_hist, fill = a->fill[f];
+    lh[z * F + f] += 1;
+    if (fill == C) {
+        int64_t level = a->level[f], above = C + 1;
+        while (above > C && level < MAX_LEVEL) {
+            above -= lh[level * F + f];
+            lh[level * F + f] = 0;
+            level++;
+        }
+        a->level[f] = level;
+        fill = 0;
+        for (int64_t slot = 0; slot < C; slot++)
+            if (a->ev_z[slot * F + f] >= level) {
+                a->ev_pos[fill * F + f] = a->ev_pos[slot * F + f];
+                a->ev_z[fill * F + f] = a->ev_z[slot * F + f];
+                fill++;
+            }
+        for (int64_t slot = fill; slot < C; slot++) {
+            a->ev_pos[slot * F + f] = -1;
+            a->ev_z[slot * F + f] = 0;
+        }
+        if (z < level) {
+            a->fill[f] = fill;
+            return;
+        }
+    }
+    a->ev_pos[fill * F + f] = (int32_t)a->positions[r];
+    a->ev_z[fill * F + f] = (int8_t)z;
+    a->fill[f] = fill + 1;
+}
+
 /* The firings of one row's block (the row is in cache, its firing flags in m): their histogram bins and
- * candidate events now (listed while there is room, counted always); the gated ones are queued in
- * `queue` (returned: how many), their up prefetched. A row where few fire is scanned by its flags 8 at a
+ * events now; the gated ones are queued in `queue` (returned: how many), their up prefetched. A row where few fire is scanned by its flags 8 at a
  * time (a word without firings costs one test); one where many fire has its bins counted for every
  * neuron of the block in one vectorized loop (adding 0 where none fired; the neurons' counts are distinct
- * addresses, so gathers and scatters need no conflict check), and its candidates, rare there once the
+ * addresses, so gathers and scatters need no conflict check), and its events, rare there once the
  * levels have risen, looked for only if the row's level reaches the lowest of the block. */
 static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, const uint8_t *restrict m,
                                  const void *restrict row, int32_t fired, int32_t *restrict counts,
                                  int64_t lowest_level, Pending *restrict queue, const int bf16) {
-    const int64_t F = a->F, base = r * F + f0, z = a->levels[r], room = a->room;
-    const int64_t *restrict level = a->neuron_level + f0;
+    const int64_t base = r * a->F + f0, z = a->levels[r];
+    const int64_t *level = a->level + f0;
     const int32_t *restrict table = a->bin_table;
     const float *restrict upper = a->bin_upper;
-    int64_t *restrict cand = a->cand;
-    int64_t found = a->found, queued = 0;
-    const int gated = a->up != NULL;
-    const int binned = a->bins > 0;
+    int64_t queued = 0;
+    const int gated = a->up != NULL, binned = a->bins > 0;
     if (fired * 8 > n) {
         if (binned)
 #pragma GCC ivdep
@@ -122,10 +158,7 @@ static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, cons
         if (z >= lowest_level || gated)
             for (int64_t j = 0; j < n; j++) {
                 if (!m[j]) continue;
-                if (z >= level[j]) {
-                    if (found < room) cand[found] = base + j;
-                    found++;
-                }
+                if (z >= level[j]) add_event(a, f0 + j, r, z);
                 if (gated) queue[queued++] = (Pending){r, j, load(row, j, bf16)};
             }
     } else {
@@ -136,10 +169,7 @@ static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, cons
                 const int64_t j = j0 + (__builtin_ctzll(word) >> 3);
                 const float x = load(row, j, bf16);
                 if (binned) counts[bin_of(table, upper, x) * BLOCK + j] += 1;
-                if (z >= level[j]) {
-                    if (found < room) cand[found] = base + j;
-                    found++;
-                }
+                if (z >= level[j]) add_event(a, f0 + j, r, z);
                 if (gated) {
                     __builtin_prefetch((const char *)load_row(a->up, base + j, bf16));
                     queue[queued++] = (Pending){r, j, x};
@@ -147,7 +177,6 @@ static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, cons
             }
         }
     }
-    a->found = found;
     return queued;
 }
 
@@ -210,8 +239,8 @@ static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, con
     const float tau = a->tau;
     memset(m, 0, sizeof m);
     memset(counts, 0, sizeof(int32_t) * a->bins * BLOCK);
-    int64_t lowest = INT64_MAX; /* the lowest level of the block's neurons */
-    for (int64_t j = 0; j < n; j++) lowest = a->neuron_level[f0 + j] < lowest ? a->neuron_level[f0 + j] : lowest;
+    int64_t lowest = INT64_MAX; /* the lowest level of the block's neurons (levels only rise) */
+    for (int64_t j = 0; j < n; j++) lowest = a->level[f0 + j] < lowest ? a->level[f0 + j] : lowest;
     for (int64_t j = 0; j < n; j++) {
         cnt[j] = cntp[j] = 0;
         sp_all[j] = sf_all[j] = hs_all[j] = 0.0;
@@ -265,13 +294,11 @@ static void run_range(Args *a) {
 }
 
 /* The entry point: `a`'s outputs that are written (not added to) are filled here first; the neurons go
- * to up to `threads` threads, each with room for candidate events in proportion to its neurons. The
- * threads are OpenMP's: built with -fopenmp in a process that has torch's OpenMP runtime loaded (it is
- * libgomp.so.1 in torch's wheels), they are torch's own intra-op workers, already awake after the
- * forward pass (threads of our own would compete with them for the cores while they spin); built
- * without OpenMP, the calling thread does it all. Returns the number of ranges (cand_start and
- * cand_count hold that many entries). */
-int neuron_tui_update(const Args *a, int threads) {
+ * to up to `threads` threads. They are OpenMP's: built with -fopenmp in a process that has torch's
+ * OpenMP runtime loaded (it is libgomp.so.1 in torch's wheels), they are torch's own intra-op workers,
+ * already awake after the forward pass (threads of our own would compete with them for the cores while
+ * they spin); built without OpenMP, the calling thread does it all. */
+void neuron_tui_update(const Args *a, int threads) {
     const int64_t F = a->F, B = a->R / a->T;
     for (int64_t i = 0; i < B * F; i++) {
         a->seq_max[i] = -INFINITY;
@@ -292,16 +319,9 @@ int neuron_tui_update(const Args *a, int threads) {
         parts[k].lo = lines * k / threads * LINE;
         int64_t hi = lines * (k + 1) / threads * LINE;
         parts[k].hi = hi < F ? hi : F;
-        int64_t start = a->cand_cap * parts[k].lo / F;
-        parts[k].cand = a->cand + start;
-        parts[k].room = a->cand_cap * parts[k].hi / F - start;
-        parts[k].found = 0;
-        a->cand_start[k] = start;
     }
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static, 1)
 #endif
     for (int k = 0; k < threads; k++) run_range(&parts[k]);
-    for (int k = 0; k < threads; k++) a->cand_count[k] = parts[k].found;
-    return threads;
 }

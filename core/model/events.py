@@ -43,10 +43,9 @@ class EventSample:
         last bound."""
         return n_neurons * (5 * (events_cap + 1) + 8 * MAX_LEVEL + 4 * 8) + 8 * (MAX_LEVEL + 1)
 
-    def update(self, fired: torch.Tensor | None, batch: BatchIndex, listed: Firings | None) -> None:
-        """Add one batch's firings: the mask `fired` [rows, F] bool, or `listed`, the firings listed, or
-        at least all those at or above their neuron's level (the CPU kernel lists only those: the rest
-        can neither raise a level nor be kept)."""
+    def update(self, fired: torch.Tensor, batch: BatchIndex, listed: Firings | None) -> None:
+        """Add one batch's firings ([rows, F] bool; `listed`, when given, the same firings listed). The
+        CPU kernel (core.model.native) adds them to these tensors itself, one firing at a time."""
         token, neuron, level = self._new_events(fired, batch, listed)
         if not self.sync_free:  # compact only the neurons whose level rose (few per batch)
             raised = torch.nonzero(level > self.level).squeeze(1)

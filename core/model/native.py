@@ -45,13 +45,10 @@ class _Args(ctypes.Structure):
         (name, ctypes.c_void_p) for name in (
             "pos_count", "act_count", "count_pos", "sum_fired", "sum_pos", "h_sum", "seq_max", "seq_arg",
             "bin_table", "bin_upper", "hist")] + [("bins", ctypes.c_int64)] + [
-        (name, ctypes.c_void_p) for name in ("levels", "neuron_level", "cand")] + [
-        ("cand_cap", ctypes.c_int64), ("cand_start", ctypes.c_void_p), ("cand_count", ctypes.c_void_p)] + [
-        (name, ctypes.c_void_p) for name in ("sign_count", "sign_val", "sign_row")] + [
-        (name, ctypes.c_int64) for name in ("lo", "hi", "room", "found")]
-
-
-MAX_THREADS = 64  # cpu_update.c's
+        (name, ctypes.c_void_p) for name in ("levels", "positions")] + [("cap", ctypes.c_int64)] + [
+        (name, ctypes.c_void_p) for name in ("level", "fill", "ev_pos", "ev_z", "level_hist",
+                                             "sign_count", "sign_val", "sign_row")] + [
+        (name, ctypes.c_int64) for name in ("lo", "hi")]
 
 
 def kernel_dir() -> Path:
@@ -112,7 +109,7 @@ def build() -> ctypes.CDLL:
             errors.append(f"{folder}: {exc.strerror or exc}")
             continue
         lib.neuron_tui_update.argtypes = [ctypes.POINTER(_Args), ctypes.c_int]
-        lib.neuron_tui_update.restype = ctypes.c_int
+        lib.neuron_tui_update.restype = None
         return lib
     raise RuntimeError("; ".join(errors))
 
@@ -147,19 +144,14 @@ def runs(h: torch.Tensor, up: torch.Tensor | None) -> bool:
             and (up is None or (up.dtype == h.dtype and up.is_contiguous())))
 
 
-def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: float, abs_rule: bool,
-           cand: torch.Tensor, **tensors: torch.Tensor | None) -> list[tuple[int, int]]:
-    """Run cpu_update.c on one batch h [B, T, F] (and up [B, T, F] for a gated FFN, else None); `cand` is
-    the int64 room for candidate events, and `tensors` are the other pointers of its `Args`, by name:
-    contiguous CPU tensors of the dtypes `Args` gives them, the accumulator's own where the kernel adds
-    to them. Returns each thread's candidates as (start in `cand`, number found): a number above the
-    thread's room means its list is incomplete."""
+def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: float, abs_rule: bool, cap: int,
+           **tensors: torch.Tensor | None) -> None:
+    """Run cpu_update.c on one batch h [B, T, F] (and up [B, T, F] for a gated FFN, else None), with the
+    event sample's cap `cap`; `tensors` are the other pointers of its `Args`, by name: contiguous CPU
+    tensors of the dtypes `Args` gives them, the accumulator's own where the kernel changes them."""
     B, T, F = h.shape
-    starts = torch.empty(MAX_THREADS, dtype=torch.int64)
-    counts = torch.empty(MAX_THREADS, dtype=torch.int64)
-    args = _Args(bins=tensors["bin_upper"].numel(), h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
-                 bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cand=cand.data_ptr(),
-                 cand_cap=cand.numel(), cand_start=starts.data_ptr(), cand_count=counts.data_ptr(),
+    args = _Args(h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
+                 bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cap=cap,
+                 bins=tensors["bin_upper"].numel(),
                  **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
-    threads = lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
-    return list(zip(starts[:threads].tolist(), counts[:threads].tolist()))
+    lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
