@@ -1,9 +1,10 @@
 """Fixtures shared by the test modules: the tiny OPT saved once per session as a model folder (the
 command-line tests collect from it), and the asyncio backend of the explorer's pilot tests.
 
-The suite counts with the eager update (NEURON_TUI_COMPILE=0, inherited by the CLI subprocesses too):
-compiling costs seconds per new shape, and the tests' runs each have their own tiny shapes. The
-compiled update is held to the eager one in tests/test_fused.py, which compiles on purpose."""
+The suite counts as a user's CPU run does: with the C kernel (core.model.native), built once into a
+folder of the session's own ($NEURON_TUI_KERNELS, inherited by the CLI subprocesses too), so a fresh
+machine builds it as a user's does; the kernel is held to the eager update, the reference, in
+tests/test_fused.py, which also compiles with Inductor on purpose (as CUDA runs it)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ import os
 import pytest
 from tiny import save_tiny, tiny_opt
 
-os.environ["NEURON_TUI_COMPILE"] = "0"
+os.environ.pop("NEURON_TUI_COMPILE", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernel_folder(tmp_path_factory):
+    """The session's own folder for the CPU kernel's library (built there on first use)."""
+    os.environ["NEURON_TUI_KERNELS"] = str(tmp_path_factory.mktemp("kernels"))
 
 
 @pytest.fixture(scope="session")
