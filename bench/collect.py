@@ -14,9 +14,10 @@ and (e) the hooks without the per-pass statistics added last (the windows of h a
 contexts, the firing histograms, the sign cases; h_sum is one more sum in the compiled update's loop
 and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost; and the same cost
 timed inside (b), the time spent in those statistics' updates as a share of (b), which the noise of a
-shared machine moves far less than a ratio of two modes' wall times. Rounds alternate the modes so drift
-hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (its compile time, paid in the
-warm-up round, is printed).
+shared machine moves far less than a ratio of two modes' wall times (on the CPU the histograms and sign
+cases are inside the C kernel's one pass, so only (e) shows their cost). Rounds alternate the modes so
+drift hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU,
+torch.compile elsewhere; the time of its build or compilation, paid in the warm-up round, is printed).
 """
 
 from __future__ import annotations

@@ -17,12 +17,13 @@ projection (and, for a gated FFN, the up projection's output) and adds, for ever
 - for gated FFNs, the count and strongest firing of each sign case of (act(gate), up)
   (core.model.signs).
 
-All work is tensor ops whose cost grows with B*T*F, never with vocabulary size. On accelerators every
+All work grows with B*T*F, never with vocabulary size. On the CPU one C kernel does all of it but the
+top contexts' merge in one pass over h (core.model.native, `_update_native`). On accelerators every
 output size is fixed in advance (`torch.nonzero_static`, fixed-size gathers), so the device never waits
-for the host; on the CPU, where there is no host to wait for, the same steps take the cheaper
-exact-size path: the firings listed once, for the histogram and the sign cases, which look at
-firings only, and, when few fire, for the counts and the event sample too; a batch where many fire
-is not listed, its histogram counted by the compiled `dense_histogram` (core.model.fused).
+for the host, and the dense statistics are compiled (core.model.fused). The eager steps are the
+reference both are held to (tests/test_fused.py); on the CPU they take the cheaper exact-size path: the
+firings listed once, for the histogram and the sign cases, which look at firings only, and, when few
+fire, for the counts and the event sample too.
 """
 
 from __future__ import annotations
@@ -206,7 +207,7 @@ class LayerAccumulator:
         mask = fired.view(B * T, F)
         # on the CPU, with no device to wait for, the firings are listed once: the histogram and the sign
         # cases read them, and when few fire (under 1/SPARSE_BATCH) so do the counts, sums and events
-        firings = None if self.sync_free else Firings.of_mask(mask)
+        firings = None if self.sync_free else Firings(mask)
         few = firings if firings is not None and few_fire(len(firings), mask.numel()) else None
         self._add_firings(h, value, fired, few, batch.scratch)
         self.h_sum += self._sum_tokens(h)
@@ -224,7 +225,7 @@ class LayerAccumulator:
         B, T, F = h.shape
         mask = fired.view(B * T, F)
         if firings is None and not self.sync_free:
-            firings = Firings.of_mask(mask)
+            firings = Firings(mask)
         few = firings if firings is not None and few_fire(len(firings), mask.numel()) else None
         self.events.update(mask, batch, few)
         if firings is None:

@@ -14,18 +14,13 @@ from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 
 
 class Firings:
-    """Entries of a CPU matrix [rows, F] (a batch's firings, or its candidate events), listed once by
-    flat index row * F + column: their rows and columns (tokens and neurons) when asked, and the values
-    of a tensor of the matrix's size there."""
+    """The True entries of a CPU bool matrix [rows, F] (a batch's firings), listed once: their flat
+    indices (numpy's flatnonzero, about three times faster than torch.nonzero here), their rows and
+    columns (tokens and neurons) when asked, and the values of a tensor of the matrix's size there."""
 
-    def __init__(self, flat: torch.Tensor, width: int):
-        self.flat, self.width = flat, width
-
-    @classmethod
-    def of_mask(cls, mask: torch.Tensor) -> "Firings":
-        """The True entries of a bool matrix [rows, F] (numpy's flatnonzero, about three times faster
-        than torch.nonzero here)."""
-        return cls(torch.from_numpy(np.flatnonzero(mask.numpy())), mask.shape[1])
+    def __init__(self, mask: torch.Tensor):
+        self.width = mask.shape[1]
+        self.flat = torch.from_numpy(np.flatnonzero(mask.numpy()))
 
     def __len__(self) -> int:
         return self.flat.numel()
@@ -109,14 +104,11 @@ class Scratch:
 
     def like(self, role: str, t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """A buffer with `t`'s shape and device (and `dtype`, default t's), contents undefined."""
-        return self.vector(role, t.numel(), dtype or t.dtype, t.device).view(t.shape)
-
-    def vector(self, role: str, n: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> torch.Tensor:
-        """A buffer of `n` elements, contents undefined."""
+        dtype = dtype or t.dtype
         buf = self._buffers.get(role)
-        if buf is None or buf.numel() < n or buf.dtype != dtype or buf.device != torch.device(device):
-            buf = self._buffers[role] = torch.empty(n, dtype=dtype, device=device)
-        return buf[:n]
+        if buf is None or buf.numel() < t.numel() or buf.dtype != dtype or buf.device != t.device:
+            buf = self._buffers[role] = torch.empty(t.numel(), dtype=dtype, device=t.device)
+        return buf[: t.numel()].view(t.shape)
 
 
 class BatchIndex:

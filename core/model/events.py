@@ -127,7 +127,7 @@ class EventSample:
             keep = fired & (batch.levels[:, None] >= level)
         else:
             keep = fired.index_select(0, rows) & (batch.levels.index_select(0, rows)[:, None] >= level)
-        firings = Firings.of_mask(keep)
+        firings = Firings(keep)
         token = firings.token if rows is None else rows.index_select(0, firings.token)
         return token, firings.neuron, level
 

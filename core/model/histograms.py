@@ -69,8 +69,7 @@ class FiringHistogram:
     def __init__(self, n_neurons: int, edges: np.ndarray, device: torch.device):
         edges = np.asarray(edges, dtype=np.float32)
         self.n_bins = len(edges) - 1
-        self.edges = torch.as_tensor(edges).to(device)  # for the compiled dense count (core.model.fused)
-        self.table = torch.as_tensor(_bin_table(edges)).to(device)
+        self.table = torch.as_tensor(_bin_table(edges)).to(device)  # the CPU kernel reads these two too
         # bin k's upper edge, none for the last: values beyond the outer edges fall in the outer bins
         self.upper = torch.as_tensor(np.append(edges[1:-1], np.inf).astype(np.float32)).to(device)
         # row B is a spare row that takes the non-firing tokens of a dense batch (see add_dense)
@@ -79,9 +78,9 @@ class FiringHistogram:
 
     @staticmethod
     def device_bytes(n_neurons: int) -> int:
-        """4(B + 1) bytes a neuron for the counts (B bins and the spare row); the bin table, the upper
-        edges and the edges."""
-        return n_neurons * 4 * (HIST_BINS + 1) + 4 * (1 << TOP_BITS) + 4 * HIST_BINS + 4 * (HIST_BINS + 1) + 4
+        """4(B + 1) bytes a neuron for the counts (B bins and the spare row); the bin table and the upper
+        edges."""
+        return n_neurons * 4 * (HIST_BINS + 1) + 4 * (1 << TOP_BITS) + 4 * HIST_BINS + 4
 
     def bins(self, values: torch.Tensor) -> torch.Tensor:
         """The bin (int32) of each of `values`, any shape (see the module docstring)."""
@@ -98,10 +97,6 @@ class FiringHistogram:
         key = (self.bins(values) * F + neuron).numpy()
         counts = torch.from_numpy(np.bincount(key, minlength=self.n_bins * F).reshape(-1, F))
         self.count[: self.n_bins] += counts.to(torch.int32)
-
-    def add_counts(self, counts: torch.Tensor) -> None:
-        """Add counts per bin already made ([B, F], core.model.fused.dense_histogram)."""
-        self.count[: self.n_bins] += counts
 
     def add_dense(self, h: torch.Tensor, fired: torch.Tensor) -> None:
         """Count a batch's firings from h and the firing mask ([B, T, F]) without listing them (no

@@ -30,6 +30,7 @@ import torch
 ENV = "NEURON_TUI_KERNELS"
 SOURCE = Path(__file__).with_name("cpu_update.c")
 DTYPES = (torch.float32, torch.bfloat16)  # what the kernel reads; others take the eager update
+MAX_BINS = 64  # cpu_update.c's: the histogram bins its stack holds per block
 FLAGS = ("-O3", "-shared", "-fPIC", "-fno-math-errno")
 # tried in order: OpenMP (torch's own threads: cpu_update.c says why) and the CPU's own instructions,
 # then without either where the compiler lacks it (clang without libomp: one thread)
@@ -150,8 +151,11 @@ def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: floa
     event sample's cap `cap`; `tensors` are the other pointers of its `Args`, by name: contiguous CPU
     tensors of the dtypes `Args` gives them, the accumulator's own where the kernel changes them."""
     B, T, F = h.shape
+    bins = tensors["bin_upper"].numel()
+    if bins > MAX_BINS:
+        raise ValueError(f"{bins} histogram bins: the CPU kernel holds at most {MAX_BINS}")
     args = _Args(h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
                  bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cap=cap,
-                 bins=tensors["bin_upper"].numel(),
+                 bins=bins,
                  **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
     lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
