@@ -5,8 +5,8 @@ Everything that reads a whole activation tensor h [B, T, F] (the firing test and
 position, the signed sums and their positive parts, the sum of h over every token, each sequence's
 strongest firing value) is `dense_stats`: eager, that is a pass over h per statistic; compiled
 (Inductor: Triton on CUDA) the passes fuse into a few loops. On the CPU the C kernel does all of that
-and the per-firing work (histogram bins, candidate events, sign cases) in one pass; Inductor's C++ is
-slower there (docs/design.md, "The fused update").
+and the per-firing work (histogram bins, the event sample, sign cases) in one pass, where Inductor's C++
+was slower (docs/design.md, "The CPU's one-pass update").
 
 `FusedUpdate` holds what a pass's accumulators share:
 - the kernel's library on the CPU (`native`), built once per machine, for any batch shape;
