@@ -83,8 +83,9 @@ def test_one_write_in_flight_and_the_summary_is_the_uninterrupted_one(tmp_path, 
 
 def test_a_write_that_crashes_keeps_the_checkpoint_before(tmp_path, monkeypatch):
     """The second checkpoint's write fails halfway (after its first layer): the error stops the pass,
-    and the first checkpoint is left whole, no temporary file beside it."""
-    write_pass, calls = states.write_pass, []
+    and the first checkpoint is left whole, no temporary file beside it. The pass waits for the first
+    write to end before it counts on, so a second checkpoint comes however fast the pass runs."""
+    write_pass, calls, first_written = states.write_pass, [], threading.Event()
 
     def crashing(writer, result, *args, **kwargs):
         calls.append(1)
@@ -93,9 +94,20 @@ def test_a_write_that_crashes_keeps_the_checkpoint_before(tmp_path, monkeypatch)
                 raise RuntimeError("injected write failure")
 
             return write_pass(writer, result, *args, on_layer=crash)
-        return write_pass(writer, result, *args, **kwargs)
+        try:
+            return write_pass(writer, result, *args, **kwargs)
+        finally:
+            first_written.set()
+
+    update = LayerAccumulator.update
+
+    def after_the_first_write(self, *args, **kwargs):
+        if calls:  # the first checkpoint is being written: let it end first
+            assert first_written.wait(timeout=60)
+        return update(self, *args, **kwargs)
 
     monkeypatch.setattr(passes, "write_pass", crashing)
+    monkeypatch.setattr(LayerAccumulator, "update", after_the_first_write)
     with pytest.raises(RuntimeError, match="injected write failure"):
         run_tiny(tiny_llama(), tmp_path, checkpoint_seconds=0)
     (partial,) = (tmp_path / "cache").glob("*.partial.h5")
