@@ -106,9 +106,9 @@ def without_new_statistics():
         if name == "_windows":
             return lambda self, h, seq_arg, order, cols: self.ctx_val
         if cls is native:
-            def lean(lib, h, up, tau, abs_rule, cand, **tensors):
+            def lean(lib, h, up, tau, abs_rule, cap, **tensors):
                 cut = {"bin_upper": tensors["bin_upper"][:0], "sign_count": None}
-                return method(lib, h, None, tau, abs_rule, cand, **(tensors | cut))
+                return method(lib, h, None, tau, abs_rule, cap, **(tensors | cut))
             return lean
         return lambda self, *args: None
 

@@ -72,7 +72,6 @@ static inline float load(const void *p, int64_t i, const int bf16) {
     return ((const float *)p)[i];
 }
 
-
 static inline const void *load_row(const void *p, int64_t at, const int bf16) {
     return bf16 ? (const void *)((const uint16_t *)p + at) : (const void *)((const float *)p + at);
 }
@@ -223,7 +222,6 @@ static inline int32_t row_stats(const void *restrict row, uint8_t *restrict m, i
     }
     return fired;
 }
-
 
 static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, const int abs_rule) {
     int32_t cnt[BLOCK], cntp[BLOCK];

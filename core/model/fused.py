@@ -127,7 +127,7 @@ class FusedUpdate:
         """The CPU kernel's library where it takes this batch (CPU, float32 or bf16), else None. Built on
         the first batch (`compile_seconds`); where it cannot be, the CPU counts eagerly (Inductor would
         need the same compiler)."""
-        if not (self._native and h.device.type == "cpu" and self._ready() and native.runs(h, up)):
+        if not (self._native and native.runs(h, up) and self._ready()):
             return None
         if self._library is None and self.failure is None:
             start = time.perf_counter()
