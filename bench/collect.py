@@ -106,9 +106,8 @@ def without_new_statistics():
         if name == "_windows":
             return lambda self, h, seq_arg, order, cols: self.ctx_val
         if cls is native:
-            def lean(lib, h, up, tau, abs_rule, cap, **tensors):
-                cut = {"bin_upper": tensors["bin_upper"][:0], "sign_count": None}
-                return method(lib, h, None, tau, abs_rule, cap, **(tensors | cut))
+            def lean(lib, h, up, tau, abs_rule, cap, bins, top_k, width, left, **tensors):
+                return method(lib, h, None, tau, abs_rule, cap, 0, top_k, 0, left, **(tensors | {"sign_count": None}))
             return lean
         return lambda self, *args: None
 

@@ -233,6 +233,31 @@ def test_histogram_windows_and_h_sum_against_a_dense_reference_for_any_batch_siz
     np.testing.assert_array_equal(np.abs(centre) if rule == "abs" else centre, st.top_val.astype(np.float16))
 
 
+@pytest.mark.parametrize("tau, peak, rule", [(0.0, 5.0, "relu"), (0.3, 7.0, "relu"), (0.1, 3.0, "abs"),
+                                            (0.0, 2.0, "abs")])
+def test_the_kernels_step_table_bins_every_float_as_the_two_lookups_do(tau, peak, rule):
+    """histograms.step_table, what the CPU kernel reads: decoded as cpu_update.c's bin_of decodes it, it
+    gives `FiringHistogram.bins` (and the edges' own searchsorted) for every float32 of every interval
+    that holds an edge or lies next to one (all 65,536 low bits of each), for +-0, +-inf and NaN, and for
+    a million random bit patterns."""
+    edges = histogram_edges(tau, peak, rule)
+    hist = histograms.FiringHistogram(3, edges, torch.device("cpu"))
+    steps = hist.steps.numpy().view(np.uint32)
+    near = np.unique(np.concatenate([(edges.view(np.uint32) >> 16).astype(np.int64) + d for d in (-1, 0, 1)]))
+    low = np.arange(1 << 16, dtype=np.uint32)
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00000, 0xFFC00001], np.uint32)
+    bits = np.concatenate([((near.astype(np.uint32)[:, None] << 16) | low).ravel(), special,
+                           np.random.default_rng(0).integers(0, 1 << 32, 1_000_000, dtype=np.uint64).astype(np.uint32)])
+    entry = steps[bits >> 16]
+    decoded = np.where((bits & 0xFFFF) >= (entry & 0x1FFFF), entry >> 24, (entry >> 17) & 0x7F)
+    x = bits.view(np.float32)
+    np.testing.assert_array_equal(decoded, hist.bins(torch.from_numpy(x.copy())).numpy())
+    finite = np.isfinite(x)
+    expected = np.clip(np.searchsorted(edges, x[finite], side="right") - 1, 0, len(edges) - 2)
+    np.testing.assert_array_equal(decoded[finite], expected)
+    assert len(np.unique(decoded[: len(near) << 16])) > len(edges) - 3  # the intervals cover (nearly) every bin
+
+
 def reference_sign_cases(h, act_gate, up, fired):
     """Counts [4, F] and the strongest |h| [4, F] with its earliest position of each case of
     (act(gate), up) = (+,+), (+,-), (-,+), (-,-) ([S, T, F] each)."""

@@ -3,8 +3,9 @@ by Inductor as CUDA runs it) against the eager one, the reference: counts, event
 sign cases exactly, float sums to 1e-6 relative, on every architecture the suite builds; one Inductor
 compilation per run, however the last batch is cut; a failed build or compilation is one line.
 
-These tests compile on purpose (the rest of the suite counts eagerly, tests/conftest.py), with small
-shapes, so Inductor's work is seconds and its on-disk cache makes reruns cheaper still."""
+The rest of the suite counts with the kernel as a user's run does (tests/conftest.py); these tests hold
+it, and Inductor's CPU code, to the eager update, with small shapes, so Inductor's work is seconds and
+its on-disk cache makes reruns cheaper still."""
 
 import numpy as np
 import pytest
@@ -102,6 +103,34 @@ def test_the_compiled_accumulator_equals_the_eager_one(rule, dtype, tau, gated, 
     fired = eager.act_count.sum()
     assert 0 < fired < S * T * F and eager.hist_count[-1].sum() > 0  # some fire, not all; some beyond the edges
     assert (eager.level > 0).any()  # the sample's levels rose
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_kernels_context_windows_are_torchs_float16(dtype):
+    """The kernel merges the top contexts itself and writes their windows as float16 (cpu_update.c,
+    to_half): bit for bit what torch's conversion gives, for values float16 rounds to even, to a
+    subnormal, to zero (with its sign) and to infinity; windows cut by a sequence's ends are NaN."""
+    S, T, F = 5, 24, 300
+    special = torch.tensor([1 / 3, -2 / 3, 1 + 2**-11, 1 + 3 * 2**-11, -(1 + 2**-11), 2049.0, 2051.0, 65504.0,
+                            65519.0, 65520.0, 70000.0, -1e9, 6.1e-5, 6.09e-5, 1e-5, -3e-7, 5.96e-8, 2.99e-8,
+                            2.98e-8, 1e-9, -1e-30, -0.0, 0.0, 1e-40])
+    gen = torch.Generator().manual_seed(1)
+    h = special[torch.randint(len(special), (S, T, F), generator=gen)]
+    strongest = torch.randint(T, (S, F), generator=gen)
+    strongest[0, :10] = torch.tensor([0, 1, 2, T - 1, T - 2, T - 3, T - 4, T - 5, 11, 12])  # windows cut
+    h.scatter_(1, strongest[:, None, :], 1e6 + torch.rand(S, 1, F, generator=gen))
+    h = h.to(dtype)
+    accs = [LayerAccumulator(F, T, 8, 3, torch.device("cpu"), "relu", 0.0, histogram_edges(0.0, 2e6, "relu"),
+                             fused=f) for f in (None, FusedUpdate(compile=True))]
+    for start in (0, 2):  # the second batch merges into kept slots
+        positions = np.arange(start * T, (start + 3) * T).reshape(-1, T)[: S - start]
+        for acc in accs:
+            acc.update(h[start : start + 3], BatchIndex(positions, torch.device("cpu")))
+    eager, kernel = (acc.state() for acc in accs)
+    assert accs[1].fused.compile_seconds is not None  # the kernel ran
+    np.testing.assert_array_equal(kernel.top_pos, eager.top_pos)
+    np.testing.assert_array_equal(kernel.ctx_val.view(np.uint16), eager.ctx_val.view(np.uint16))
+    assert np.isnan(eager.ctx_val).any() and np.isinf(eager.ctx_val).any() and (eager.ctx_val.view(np.uint16) == 0x8000).any()
 
 
 def test_one_compilation_however_the_last_batch_is_cut():

@@ -17,8 +17,8 @@ projection (and, for a gated FFN, the up projection's output) and adds, for ever
 - for gated FFNs, the count and strongest firing of each sign case of (act(gate), up)
   (core.model.signs).
 
-All work grows with B*T*F, never with vocabulary size. On the CPU one C kernel does all of it but the
-top contexts' merge in one pass over h (core.model.native, `_update_native`). On accelerators every
+All work grows with B*T*F, never with vocabulary size. On the CPU one C kernel does all of it in one
+pass over h (core.model.native, `_update_native`). On accelerators every
 output size is fixed in advance (`torch.nonzero_static`, fixed-size gathers), so the device never waits
 for the host, and the dense statistics are compiled (core.model.fused). The eager steps are the
 reference both are held to (tests/test_fused.py); on the CPU they take the cheaper exact-size path: the
@@ -37,7 +37,7 @@ from neuron_tui.cache.schema import HIST_BINS
 
 from . import native
 from .batches import BatchIndex, Firings, Scratch, firing_value, host_copies, restore
-from .contexts import CONTEXT_WIDTH, TopContexts
+from .contexts import CONTEXT_LEFT, CONTEXT_WIDTH, TopContexts
 from .events import EventSample
 from .fused import FusedUpdate
 from .histograms import FiringHistogram
@@ -53,14 +53,15 @@ def few_fire(n_fired: int, size: int) -> bool:
     return n_fired * SPARSE_BATCH < size
 
 
-def device_bytes(n_neurons: int, seq_len: int, events_cap: int, top_k: int, gated: bool) -> int:
-    """Bytes one `LayerAccumulator` keeps on its device, the room `--device-map auto` must leave per
-    layer (OPT-66b, T = 2,048, C = 256: about 380 MB a layer, 24 GB in all). Per neuron: pos_count 4T,
-    five 8-byte counters (act_count, act_sum, their positive parts, h_sum) and act_max; and each
-    part's own (top-K contexts, event sample, histogram, sign cases of a gated FFN)."""
+def device_bytes(n_neurons: int, seq_len: int, events_cap: int, top_k: int, gated: bool, cpu: bool = False) -> int:
+    """Bytes one `LayerAccumulator` keeps on its device (`cpu`: the CPU, whose kernel reads one more
+    table), the room `--device-map auto` must leave per layer on a GPU (OPT-66b, T = 2,048, C = 256:
+    about 380 MB a layer, 24 GB in all). Per neuron: pos_count 4T, five 8-byte counters (act_count,
+    act_sum, their positive parts, h_sum) and act_max; and each part's own (top-K contexts, event
+    sample, histogram, sign cases of a gated FFN)."""
     F = n_neurons
     return (F * (4 * seq_len + 5 * 8 + 4) + TopContexts.device_bytes(F, top_k) + EventSample.device_bytes(F, events_cap)
-            + FiringHistogram.device_bytes(F) + (SignCases.device_bytes(F) if gated else 0))
+            + FiringHistogram.device_bytes(F, cpu) + (SignCases.device_bytes(F) if gated else 0))
 
 
 @dataclass
@@ -173,24 +174,24 @@ class LayerAccumulator:
         self._add_sampled(h, fired, batch, up)
 
     def _update_native(self, lib, h: torch.Tensor, batch: BatchIndex, up: torch.Tensor | None) -> None:
-        """The CPU's one pass (cpu_update.c): every count, sum, histogram bin, event and sign case added in
-        place; the top contexts from its sequence maxima and their positions."""
+        """The CPU's one pass (cpu_update.c): every count, sum, histogram bin, event, sign case and top
+        context added in place."""
         B, T, F = h.shape
         seq_max = torch.empty(B, F, dtype=torch.float32)
         seq_arg = torch.empty(B, F, dtype=torch.int64)
-        signs, events = self.signs, self.events
+        signs, events, top = self.signs, self.events, self.top
         case_val = torch.empty(N_CASES, F, dtype=torch.float32) if signs is not None else None
         case_row = torch.empty(N_CASES, F, dtype=torch.int64) if signs is not None else None
         native.update(
             lib, h, up if signs is not None else None, self._tau_h, self.rule == "abs", events.cap,
+            self.histogram.n_bins, top.top_k, CONTEXT_WIDTH, CONTEXT_LEFT,
             pos_count=self.pos_count, act_count=self.act_count, count_pos=self.act_count_pos, sum_fired=self.act_sum,
             sum_pos=self.act_sum_pos, h_sum=self.h_sum, seq_max=seq_max, seq_arg=seq_arg,
-            bin_table=self.histogram.table, bin_upper=self.histogram.upper, hist=self.histogram.count,
+            bin_steps=self.histogram.steps, hist=self.histogram.count,
             levels=batch.levels, positions=batch.positions, level=events.level, fill=events.fill, ev_pos=events.ev_pos,
             ev_z=events.ev_z, level_hist=events.level_hist, sign_count=None if signs is None else signs.sign_count,
-            sign_val=case_val, sign_row=case_row)
+            sign_val=case_val, sign_row=case_row, top_val=top.top_val, top_pos=top.top_pos, ctx_val=top.ctx_val)
         self.act_max = torch.maximum(self.act_max, seq_max.amax(0))
-        self.top.update(h, self.rule, seq_max, batch.positions, seq_arg)
         if signs is not None:
             signs.keep_stronger(case_val, batch.positions.index_select(0, case_row.clamp_min(0).view(-1)).view(N_CASES, F))
 

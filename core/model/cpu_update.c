@@ -6,9 +6,10 @@
  * sequences in float32, then over the positions in float64):
  *   - per neuron, its firings (value > tau, value = |h| or h) per position and in all, the firings with
  *     h > tau, the signed sums of h over the firings and over h > tau, and the sum of h over every row;
- *   - each sequence's largest value and its first position;
- *   - per firing: its histogram bin (a table indexed by a float32's top 16 bits, corrected by one
- *     comparison with the bin's upper edge: FiringHistogram.bins); its place in the event sample (kept
+ *   - each sequence's largest value and its first position, merged into each neuron's running top-K
+ *     of sequences with the neuron's signed h around it as float16 (TopContexts, `merge_top`);
+ *   - per firing: its histogram bin (one load from a table indexed by a float32's top 16 bits, whose entry
+ *     says at which low 16 bits the bin steps up or down: histograms.step_table); its place in the event sample (kept
  *     if its row's sampling level is at or above the neuron's level, which rises as EventSample's does:
  *     `add_event`); and for a gated FFN its sign case (sign(act(gate)) = sign(h) * sign(up)), counted,
  *     with the batch's strongest |h| per case and its earliest row (SignCases).
@@ -44,8 +45,7 @@ typedef struct {
     double *sum_fired, *sum_pos, *h_sum;     /* [F] += */
     float *seq_max;               /* [B, F] out */
     int64_t *seq_arg;             /* [B, F] out */
-    const int32_t *bin_table;     /* [65536] */
-    const float *bin_upper;       /* [bins]: each bin's upper edge, +inf for the last */
+    const int32_t *bin_steps;     /* [65536]: histograms.step_table */
     int32_t *hist;                /* [bins, F] += */
     int64_t bins;                 /* at most MAX_BINS; 0: no histogram (bench/collect.py's lean mode) */
     const int64_t *levels;        /* [R]: each row's sampling level z */
@@ -59,6 +59,10 @@ typedef struct {
     float *sign_val;              /* [4, F] out: the batch's strongest |h| per case, -inf for none (written
                                    * where given, even without up: then every case has none) */
     int64_t *sign_row;            /* [4, F] out: its first row, -1 for none */
+    float *top_val;               /* [K, F]: TopContexts', changed in place (NULL: no merge) */
+    int64_t *top_pos;             /* [K, F] */
+    uint16_t *ctx_val;            /* [K, W, F] float16 */
+    int64_t top_k, width, left;   /* K, W (0: no windows, bench/collect.py's lean mode), the centre's offset */
     int64_t lo, hi;               /* this thread's neurons */
 } Args;
 
@@ -89,11 +93,13 @@ typedef struct {
     float x;
 } Pending;
 
-static inline int32_t bin_of(const int32_t *restrict table, const float *restrict upper, float x) {
+/* One load, no dependent second one (the bin's upper edge). The choice stays a branch, taken only near
+ * an edge: branch-free, the count's address would wait on the comparison (20% slower measured). */
+static inline int32_t bin_of(const int32_t *restrict steps, float x) {
     uint32_t bits;
     memcpy(&bits, &x, 4);
-    const int32_t bin = table[bits >> 16];
-    return bin + (x >= upper[bin]);
+    const uint32_t entry = (uint32_t)steps[bits >> 16];
+    return (int32_t)((bits & 0xFFFF) >= (entry & 0x1FFFF) ? entry >> 24 : (entry >> 17) & 0x7F);
 }
 
 /* A firing of neuron f in row r, whose level z is at or above the neuron's: into the event sample. Where
@@ -134,25 +140,32 @@ static void add_event(Args *a, int64_t f, int64_t r, int64_t z) {
     a->fill[f] = fill + 1;
 }
 
+/* The bins of a row where many fire, for every neuron of the block (adding 0 where none fired). Out of
+ * line: inlined into run_block, its pointers and bound spill to the stack and it runs ~15% slower. */
+static __attribute__((noinline)) void count_bins(const int32_t *restrict steps, const void *restrict row,
+                                                 const uint8_t *restrict m, int32_t *restrict counts,
+                                                 const int64_t n, const int bf16) {
+    for (int64_t j = 0; j < n; j++) counts[bin_of(steps, load(row, j, bf16)) * BLOCK + j] += m[j];
+}
+
 /* The firings of one row's block (the row is in cache, its firing flags in m): their histogram bins and
- * events now; the gated ones are queued in `queue` (returned: how many), their up prefetched. A row where few fire is scanned by its flags 8 at a
- * time (a word without firings costs one test); one where many fire has its bins counted for every
- * neuron of the block in one vectorized loop (adding 0 where none fired; the neurons' counts are distinct
- * addresses, so gathers and scatters need no conflict check), and its events, rare there once the
- * levels have risen, looked for only if the row's level reaches the lowest of the block. */
+ * events now; the gated ones are queued in `queue` (returned: how many), their up prefetched. A row
+ * where few fire is scanned by its flags 8 at a time (a word without firings costs one test); one where
+ * many fire has its bins counted for every neuron of the block by `count_bins` (left scalar: AVX-512's
+ * gathers and scatters made it slower on AMD's Zen 4), and its
+ * events, rare there once the levels have risen, looked for only if the row's level reaches the lowest
+ * of the block. */
 static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, const uint8_t *restrict m,
                                  const void *restrict row, int32_t fired, int32_t *restrict counts,
                                  int64_t lowest_level, Pending *restrict queue, const int bf16) {
     const int64_t base = r * a->F + f0, z = a->levels[r];
     const int64_t *level = a->level + f0;
-    const int32_t *restrict table = a->bin_table;
-    const float *restrict upper = a->bin_upper;
+    const int32_t *restrict steps = a->bin_steps;
     int64_t queued = 0;
     const int gated = a->up != NULL, binned = a->bins > 0;
     if (fired * 8 > n) {
         if (binned)
-#pragma GCC ivdep
-            for (int64_t j = 0; j < n; j++) counts[bin_of(table, upper, load(row, j, bf16)) * BLOCK + j] += m[j];
+            count_bins(steps, row, m, counts, n, bf16);
         if (gated) prefetch_block(load_row(a->up, base, bf16), n * (bf16 ? 2 : 4), 0);
         if (z >= lowest_level || gated)
             for (int64_t j = 0; j < n; j++) {
@@ -167,7 +180,7 @@ static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, cons
             for (; word; word &= word - 1) {
                 const int64_t j = j0 + (__builtin_ctzll(word) >> 3);
                 const float x = load(row, j, bf16);
-                if (binned) counts[bin_of(table, upper, x) * BLOCK + j] += 1;
+                if (binned) counts[bin_of(steps, x) * BLOCK + j] += 1;
                 if (z >= level[j]) add_event(a, f0 + j, r, z);
                 if (gated) {
                     __builtin_prefetch((const char *)load_row(a->up, base + j, bf16));
@@ -223,6 +236,57 @@ static inline int32_t row_stats(const void *restrict row, uint8_t *restrict m, i
     return fired;
 }
 
+/* float32 -> IEEE float16, rounded to nearest even, as torch's .to(torch.float16) (c10's
+ * fp16_ieee_from_fp32_value): the scaling by 2^112 then 2^-110 rounds the mantissa in the FPU; NaN stays
+ * NaN (0x7E00), overflow goes to infinity, small values to subnormals or zero. */
+static inline uint16_t to_half(float x) {
+    uint32_t w, bits;
+    memcpy(&w, &x, 4);
+    const uint32_t twice = w + w, sign = w & 0x80000000u;
+    uint32_t bias = twice & 0xFF000000u;
+    if (bias < 0x71000000u) bias = 0x71000000u;
+    const uint32_t offset_bits = (bias >> 1) + 0x07800000u;
+    float offset;
+    memcpy(&offset, &offset_bits, 4);
+    const float base = (fabsf(x) * 0x1.0p+112f) * 0x1.0p-110f + offset;
+    memcpy(&bits, &base, 4);
+    const uint32_t nonsign = ((bits >> 13) & 0x7C00u) + (bits & 0x0FFFu);
+    return (uint16_t)((sign >> 16) | (twice > 0xFF000000u ? 0x7E00u : nonsign));
+}
+
+/* The block's running top-K of sequences (TopContexts._merge on the CPU): sequence b's strongest value
+ * enters where it beats the K-th, after every equal one (the kept slot, or an earlier sequence, stays
+ * ahead, as the stable sort keeps it), the slots below shifting down with their windows; its window is
+ * the neuron's h at the W positions around it, NaN past the sequence's ends. Sequences in order, so each
+ * neuron's slots are those the sort of [kept; batch] gives. Few enter once a run is warm: the test per
+ * (sequence, neuron) reads two contiguous rows. */
+static void merge_top(Args *a, int64_t f0, int64_t n, const int bf16) {
+    const int64_t F = a->F, T = a->T, B = a->R / T, K = a->top_k, W = a->width;
+    float *val = a->top_val;
+    int64_t *pos = a->top_pos;
+    uint16_t *ctx = a->ctx_val;
+    for (int64_t b = 0; b < B; b++) {
+        const float *smax = a->seq_max + b * F;
+        for (int64_t f = f0; f < f0 + n; f++) {
+            const float v = smax[f];
+            if (!(v > val[(K - 1) * F + f])) continue;
+            int64_t slot = K - 1;
+            for (; slot > 0 && val[(slot - 1) * F + f] < v; slot--) {
+                val[slot * F + f] = val[(slot - 1) * F + f];
+                pos[slot * F + f] = pos[(slot - 1) * F + f];
+                for (int64_t w = 0; w < W; w++) ctx[(slot * W + w) * F + f] = ctx[((slot - 1) * W + w) * F + f];
+            }
+            const int64_t at = a->seq_arg[b * F + f];
+            val[slot * F + f] = v;
+            pos[slot * F + f] = a->positions[b * T + at];
+            for (int64_t w = 0; w < W; w++) {
+                const int64_t t = at + w - a->left;
+                ctx[(slot * W + w) * F + f] = 0 <= t && t < T ? to_half(load(a->h, (b * T + t) * F + f, bf16)) : 0x7E00u;
+            }
+        }
+    }
+}
+
 static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, const int abs_rule) {
     int32_t cnt[BLOCK], cntp[BLOCK];
     float sp[BLOCK], sf[BLOCK], hs[BLOCK]; /* over the sequences, for one position */
@@ -268,6 +332,7 @@ static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, con
         }
     }
     sign_cases(a, f0, queues[now], queued[now], bf16);
+    if (a->top_val) merge_top(a, f0, n, bf16);
     for (int64_t bin = 0; bin < a->bins; bin++)
         for (int64_t j = 0; j < n; j++) a->hist[bin * F + f0 + j] += counts[bin * BLOCK + j];
     for (int64_t j = 0; j < n; j++) {

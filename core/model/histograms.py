@@ -30,6 +30,9 @@ most of the CPU pass's extra time on a densely firing ReLU layer): a table index
 bits (sign, exponent, 7 mantissa bits: intervals under 0.8% wide) gives the bin of the smallest value
 with those bits, and one comparison with that bin's upper edge corrects it, since edges at least 1.4%
 apart put at most one edge inside such an interval. The result is exactly edges[k] <= h < edges[k + 1].
+The CPU kernel (cpu_update.c) reads the same bins from one table load instead of two dependent ones
+(`FiringHistogram.steps`, `step_table`): within an interval the bin is a step function of the low 16
+bits, so each entry holds the bin below the step, the bin from it on, and where it is.
 """
 
 from __future__ import annotations
@@ -69,18 +72,21 @@ class FiringHistogram:
     def __init__(self, n_neurons: int, edges: np.ndarray, device: torch.device):
         edges = np.asarray(edges, dtype=np.float32)
         self.n_bins = len(edges) - 1
-        self.table = torch.as_tensor(_bin_table(edges)).to(device)  # the CPU kernel reads these two too
+        self.table = torch.as_tensor(_bin_table(edges)).to(device)
         # bin k's upper edge, none for the last: values beyond the outer edges fall in the outer bins
         self.upper = torch.as_tensor(np.append(edges[1:-1], np.inf).astype(np.float32)).to(device)
+        # what the CPU kernel reads instead of these two (it runs on the CPU only)
+        self.steps = torch.as_tensor(step_table(self.table.cpu().numpy(), self.upper.cpu().numpy())) \
+            if device.type == "cpu" else None
         # row B is a spare row that takes the non-firing tokens of a dense batch (see add_dense)
         self.count = torch.zeros(self.n_bins + 1, n_neurons, dtype=torch.int32, device=device)
         self._one = torch.ones(1, 1, dtype=torch.int32, device=device)
 
     @staticmethod
-    def device_bytes(n_neurons: int) -> int:
+    def device_bytes(n_neurons: int, cpu: bool = False) -> int:
         """4(B + 1) bytes a neuron for the counts (B bins and the spare row); the bin table and the upper
-        edges."""
-        return n_neurons * 4 * (HIST_BINS + 1) + 4 * (1 << TOP_BITS) + 4 * HIST_BINS + 4
+        edges; on the CPU also the kernel's step table."""
+        return (n_neurons * 4 * (HIST_BINS + 1) + 4 * (1 << TOP_BITS) * (1 + int(cpu)) + 4 * HIST_BINS + 4)
 
     def bins(self, values: torch.Tensor) -> torch.Tensor:
         """The bin (int32) of each of `values`, any shape (see the module docstring)."""
@@ -136,3 +142,40 @@ def _bin_table(edges: np.ndarray) -> np.ndarray:
     low = np.where(top >> 31 == 1, (1 << (32 - TOP_BITS)) - 1, 0).astype(np.uint32)
     smallest = (top | low).view(np.float32)
     return np.clip(np.searchsorted(edges, smallest, side="right") - 1, 0, len(edges) - 2).astype(np.int32)
+
+
+STEP_BITS = 32 - TOP_BITS  # the low bits of a float32 within one interval of the bin table
+BIN_BITS = 7  # a bin number in a step-table entry: up to 127 (the kernel holds at most 64 bins)
+
+
+def step_table(table: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """[2**TOP_BITS] int32: `FiringHistogram.bins` as one lookup. Within the interval of top bits k, the
+    bin of the value with low bits u is table[k] + (x >= upper[table[k]]), and that comparison changes at
+    most once as u runs from 0 to 2**16 - 1: upwards for positive values, downwards for negative ones
+    (their magnitude grows with u), and for the interval of +-inf, whose u = 0 is infinite and every
+    other u a NaN (false). So entry k is s | below << 17 | above << 24: the bin is `above` where u >= s,
+    else `below` (s = 2**16 where it does not change). Found by bisection of every interval at once,
+    from the very comparison `bins` makes (tests/test_accumulators.py checks every u of the intervals
+    holding an edge)."""
+    k = np.arange(1 << TOP_BITS, dtype=np.uint32)
+    low = table.astype(np.int64)
+    threshold = upper[table]
+
+    def at_or_above(u: np.ndarray) -> np.ndarray:
+        x = ((k << STEP_BITS) | u.astype(np.uint32)).view(np.float32)
+        with np.errstate(invalid="ignore"):
+            return x >= threshold
+
+    first = at_or_above(np.zeros_like(k))
+    last = at_or_above(np.full_like(k, (1 << STEP_BITS) - 1))
+    changes = first != last
+    lo, hi = np.zeros(k.shape, np.int64), np.full(k.shape, (1 << STEP_BITS) - 1, np.int64)
+    while True:  # invariant where it changes: u = lo compares as u = 0, u = hi as the last u
+        open_ = changes & (hi - lo > 1)
+        if not open_.any():
+            break
+        mid = (lo + hi) // 2
+        same = at_or_above(mid) == first
+        lo, hi = np.where(open_ & same, mid, lo), np.where(open_ & ~same, mid, hi)
+    step = np.where(changes, hi, 1 << STEP_BITS)
+    return (step | (low + first) << (STEP_BITS + 1) | (low + last) << (STEP_BITS + 1 + BIN_BITS)).astype(np.int32)

@@ -45,11 +45,12 @@ class _Args(ctypes.Structure):
         ("bf16", ctypes.c_int), ("abs_rule", ctypes.c_int), ("tau", ctypes.c_float)] + [
         (name, ctypes.c_void_p) for name in (
             "pos_count", "act_count", "count_pos", "sum_fired", "sum_pos", "h_sum", "seq_max", "seq_arg",
-            "bin_table", "bin_upper", "hist")] + [("bins", ctypes.c_int64)] + [
+            "bin_steps", "hist")] + [("bins", ctypes.c_int64)] + [
         (name, ctypes.c_void_p) for name in ("levels", "positions")] + [("cap", ctypes.c_int64)] + [
         (name, ctypes.c_void_p) for name in ("level", "fill", "ev_pos", "ev_z", "level_hist",
-                                             "sign_count", "sign_val", "sign_row")] + [
-        (name, ctypes.c_int64) for name in ("lo", "hi")]
+                                             "sign_count", "sign_val", "sign_row", "top_val", "top_pos",
+                                             "ctx_val")] + [
+        (name, ctypes.c_int64) for name in ("top_k", "width", "left", "lo", "hi")]
 
 
 def kernel_dir() -> Path:
@@ -146,16 +147,20 @@ def runs(h: torch.Tensor, up: torch.Tensor | None) -> bool:
 
 
 def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: float, abs_rule: bool, cap: int,
-           **tensors: torch.Tensor | None) -> None:
+           bins: int, top_k: int, width: int, left: int, **tensors: torch.Tensor | None) -> None:
     """Run cpu_update.c on one batch h [B, T, F] (and up [B, T, F] for a gated FFN, else None), with the
-    event sample's cap `cap`; `tensors` are the other pointers of its `Args`, by name: contiguous CPU
-    tensors of the dtypes `Args` gives them, the accumulator's own where the kernel changes them."""
+    event sample's cap `cap`, `bins` histogram bins (0: no histogram), and the top contexts' K, window
+    width W (0: no windows) and the window's centre `left`; `tensors` are the other pointers of its
+    `Args`, by name: contiguous CPU tensors of the dtypes `Args` gives them, the accumulator's own
+    where the kernel changes them (in place: a strided one would be written wrong, so it is refused)."""
     B, T, F = h.shape
-    bins = tensors["bin_upper"].numel()
     if bins > MAX_BINS:
         raise ValueError(f"{bins} histogram bins: the CPU kernel holds at most {MAX_BINS}")
+    strided = [name for name, t in tensors.items() if t is not None and not t.is_contiguous()]
+    if strided:
+        raise ValueError(f"the CPU kernel takes contiguous tensors; {', '.join(strided)} are not")
     args = _Args(h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
                  bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cap=cap,
-                 bins=bins,
+                 bins=bins, top_k=top_k, width=width, left=left,
                  **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
     lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
