@@ -133,6 +133,27 @@ def test_the_kernels_context_windows_are_torchs_float16(dtype):
     assert np.isnan(eager.ctx_val).any() and np.isinf(eager.ctx_val).any() and (eager.ctx_val.view(np.uint16) == 0x8000).any()
 
 
+def test_the_kernels_top_contexts_keep_the_sorts_order_among_ties_and_many_sequences():
+    """Values from a handful of levels, so most sequences tie with kept slots and with each other, in
+    batches of 70 sequences (more than the kernel's chunk of 64): the kernel's slots are the stable sort's
+    of the eager merge (the earlier of equals first), with their positions and windows."""
+    S, T, F = 150, 4, 40
+    gen = torch.Generator().manual_seed(2)
+    h = torch.randint(0, 6, (S, T, F), generator=gen).float()
+    accs = [LayerAccumulator(F, T, 8, 5, torch.device("cpu"), "relu", 0.5, histogram_edges(0.5, 6.0, "relu"),
+                             fused=f) for f in (None, FusedUpdate(compile=True))]
+    for start in range(0, S, 70):
+        positions = np.arange(start * T, min(S, start + 70) * T).reshape(-1, T)
+        for acc in accs:
+            acc.update(h[start : start + 70], BatchIndex(positions, torch.device("cpu")))
+    eager, kernel = (acc.state() for acc in accs)
+    assert accs[1].fused.compile_seconds is not None
+    for name in ("top_val", "top_pos"):
+        np.testing.assert_array_equal(getattr(kernel, name), getattr(eager, name), err_msg=name)
+    np.testing.assert_array_equal(kernel.ctx_val.view(np.uint16), eager.ctx_val.view(np.uint16))
+    assert (eager.top_val == 5).all() and (np.diff(eager.top_pos, axis=0) > 0).all()  # ties, earliest first
+
+
 def test_one_compilation_however_the_last_batch_is_cut():
     """The run's batch shape compiles once; other shapes (a short last batch, of any size) take the
     eager update (None) instead of compiling again, and every layer (another tau) shares the graph."""

@@ -254,37 +254,61 @@ static inline uint16_t to_half(float x) {
     return (uint16_t)((sign >> 16) | (twice > 0xFF000000u ? 0x7E00u : nonsign));
 }
 
-/* The block's running top-K of sequences (TopContexts._merge on the CPU): sequence b's strongest value
- * enters where it beats the K-th, after every equal one (the kept slot, or an earlier sequence, stays
- * ahead, as the stable sort keeps it), the slots below shifting down with their windows; its window is
- * the neuron's h at the W positions around it, NaN past the sequence's ends. Sequences in order, so each
- * neuron's slots are those the sort of [kept; batch] gives. Few enter once a run is warm: the test per
- * (sequence, neuron) reads two contiguous rows. */
+/* The block's running top-K of sequences (TopContexts._merge on the CPU), its result exactly: the first K
+ * of the kept slots followed by the batch's sequences, in a stable descending sort (an equal value that
+ * comes later, in that order, stays behind). Per neuron, the sequences that beat the K-th are sorted
+ * (stably, a few at most once a run is warm), counted into the merge from the front, then written from
+ * the back, each slot once: a kept one moves down with its window, an entering one gets its value, its
+ * position and its window, the neuron's h at the W positions around it (float16, NaN past the
+ * sequence's ends). Sequences go in chunks of SEQ_CHUNK, merged in order, which gives the same slots. */
+#define SEQ_CHUNK 64
 static void merge_top(Args *a, int64_t f0, int64_t n, const int bf16) {
     const int64_t F = a->F, T = a->T, B = a->R / T, K = a->top_k, W = a->width;
     float *val = a->top_val;
     int64_t *pos = a->top_pos;
     uint16_t *ctx = a->ctx_val;
-    for (int64_t b = 0; b < B; b++) {
-        const float *smax = a->seq_max + b * F;
-        for (int64_t f = f0; f < f0 + n; f++) {
-            const float v = smax[f];
-            if (!(v > val[(K - 1) * F + f])) continue;
-            int64_t slot = K - 1;
-            for (; slot > 0 && val[(slot - 1) * F + f] < v; slot--) {
-                val[slot * F + f] = val[(slot - 1) * F + f];
-                pos[slot * F + f] = pos[(slot - 1) * F + f];
-                for (int64_t w = 0; w < W; w++) ctx[(slot * W + w) * F + f] = ctx[((slot - 1) * W + w) * F + f];
+    float cv[SEQ_CHUNK];
+    int64_t cb[SEQ_CHUNK];
+    for (int64_t f = f0; f < f0 + n; f++)
+        for (int64_t b0 = 0; b0 < B; b0 += SEQ_CHUNK) {
+            const float last = val[(K - 1) * F + f];
+            int64_t m = 0;
+            for (int64_t b = b0; b < B && b < b0 + SEQ_CHUNK; b++) {
+                const float v = a->seq_max[b * F + f];
+                if (!(v > last)) continue;
+                int64_t at = m++;
+                for (; at > 0 && cv[at - 1] < v; at--) {
+                    cv[at] = cv[at - 1];
+                    cb[at] = cb[at - 1];
+                }
+                cv[at] = v;
+                cb[at] = b;
             }
-            const int64_t at = a->seq_arg[b * F + f];
-            val[slot * F + f] = v;
-            pos[slot * F + f] = a->positions[b * T + at];
-            for (int64_t w = 0; w < W; w++) {
-                const int64_t t = at + w - a->left;
-                ctx[(slot * W + w) * F + f] = 0 <= t && t < T ? to_half(load(a->h, (b * T + t) * F + f, bf16)) : 0x7E00u;
+            if (!m) continue;
+            int64_t kept = 0, entering = 0; /* how many of each the first K of the merge take */
+            while (kept + entering < K && entering < m) {
+                if (val[kept * F + f] >= cv[entering]) kept++;
+                else entering++;
+            }
+            int64_t i = K - entering - 1, c = entering - 1;
+            for (int64_t dest = K - 1; c >= 0; dest--) {
+                if (i >= 0 && val[i * F + f] < cv[c]) { /* the kept slot i comes after candidate c */
+                    val[dest * F + f] = val[i * F + f];
+                    pos[dest * F + f] = pos[i * F + f];
+                    for (int64_t w = 0; w < W; w++) ctx[(dest * W + w) * F + f] = ctx[(i * W + w) * F + f];
+                    i--;
+                    continue;
+                }
+                const int64_t b = cb[c--], at = a->seq_arg[b * F + f];
+                val[dest * F + f] = cv[c + 1];
+                pos[dest * F + f] = a->positions[b * T + at];
+                for (int64_t w = 0; w < W; w++) {
+                    const int64_t t = at + w - a->left;
+                    ctx[(dest * W + w) * F + f] =
+                        0 <= t && t < T ? to_half(load(a->h, (b * T + t) * F + f, bf16)) : 0x7E00u;
+                }
             }
         }
-    }
 }
 
 static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, const int abs_rule) {
