@@ -154,6 +154,28 @@ def test_the_kernels_top_contexts_keep_the_sorts_order_among_ties_and_many_seque
     assert (eager.top_val == 5).all() and (np.diff(eager.top_pos, axis=0) > 0).all()  # ties, earliest first
 
 
+def test_the_kernel_reads_the_event_buffers_in_either_layout():
+    """EventSample keeps its buffers neuron-major on the CPU (the kernel's events of a neuron share
+    cache lines); the kernel reads them through their strides, so slot-major ones (as on an
+    accelerator) give the same sample, levels and level histogram."""
+    S, T, F = 6, 16, 100
+    h = torch.randn(S, T, F, generator=torch.Generator().manual_seed(3))
+    accs = [LayerAccumulator(F, T, 5, 3, torch.device("cpu"), "abs", 0.5, histogram_edges(0.5, 3.0, "abs"),
+                             fused=FusedUpdate(compile=True)) for _ in range(2)]
+    events = accs[1].events
+    assert events.ev_pos.stride() == (1, 6)  # neuron-major: [slot, neuron] over an [F, C + 1] tensor
+    events.ev_pos, events.ev_z, events.level_hist = (t.contiguous() for t in (events.ev_pos, events.ev_z,
+                                                                                events.level_hist))
+    for start in range(0, S, 2):
+        for acc in accs:
+            acc.update(h[start : start + 2], BatchIndex(np.arange(start * T, (start + 2) * T).reshape(2, T),
+                                                        torch.device("cpu")))
+    a, b = (acc.state() for acc in accs)
+    assert [e.tolist() for e in a.events] == [e.tolist() for e in b.events] and (a.level > 0).any()
+    np.testing.assert_array_equal(a.level, b.level)
+    np.testing.assert_array_equal(accs[0].events.level_hist, accs[1].events.level_hist)
+
+
 def test_one_compilation_however_the_last_batch_is_cut():
     """The run's batch shape compiles once; other shapes (a short last batch, of any size) take the
     eager update (None) instead of compiling again, and every layer (another tau) shares the graph."""

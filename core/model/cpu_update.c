@@ -52,9 +52,11 @@ typedef struct {
     const int64_t *positions;     /* [R]: each row's global position */
     int64_t cap;                  /* the event sample's: EventSample's tensors, changed in place */
     int64_t *level, *fill;        /* [F] */
-    int32_t *ev_pos;              /* [cap + 1, F] */
-    int8_t *ev_z;                 /* [cap + 1, F] */
-    int64_t *level_hist;          /* [MAX_LEVEL, F]: the buffered events per z, 0 below the level */
+    int32_t *ev_pos;              /* [cap + 1, F], element (slot, f) at slot * pos_step[0] + f * pos_step[1] */
+    int8_t *ev_z;                 /* [cap + 1, F], strides z_step */
+    int64_t *level_hist;          /* [MAX_LEVEL, F], strides lh_step: the buffered events per z, 0 below
+                                   * the level. These three are strided: EventSample keeps them
+                                   * neuron-major on the CPU, so a neuron's events share cache lines */
     int64_t *sign_count;          /* [4, F] += (gated) */
     float *sign_val;              /* [4, F] out: the batch's strongest |h| per case, -inf for none (written
                                    * where given, even without up: then every case has none) */
@@ -63,6 +65,7 @@ typedef struct {
     int64_t *top_pos;             /* [K, F] */
     uint16_t *ctx_val;            /* [K, W, F] float16 */
     int64_t top_k, width, left;   /* K, W (0: no windows, bench/collect.py's lean mode), the centre's offset */
+    int64_t pos_step[2], z_step[2], lh_step[2];
     int64_t lo, hi;               /* this thread's neurons */
 } Args;
 
@@ -108,35 +111,38 @@ static inline int32_t bin_of(const int32_t *restrict steps, float x) {
  * level after a batch is the smallest that fits everything seen, whatever the order of the events (the
  * count of events at or above a level only grows), so the sample is the same. */
 static void add_event(Args *a, int64_t f, int64_t r, int64_t z) {
-    const int64_t F = a->F, C = a->cap;
-    int64_t *lh = a->level_hist, fill = a->fill[f];
-    lh[z * F + f] += 1;
+    const int64_t C = a->cap;
+    int64_t *lh = a->level_hist + f * a->lh_step[1], fill = a->fill[f];
+    int32_t *pos = a->ev_pos + f * a->pos_step[1];
+    int8_t *zs = a->ev_z + f * a->z_step[1];
+    const int64_t lstep = a->lh_step[0], pstep = a->pos_step[0], zstep = a->z_step[0];
+    lh[z * lstep] += 1;
     if (fill == C) {
         int64_t level = a->level[f], above = C + 1;
         while (above > C && level < MAX_LEVEL) {
-            above -= lh[level * F + f];
-            lh[level * F + f] = 0;
+            above -= lh[level * lstep];
+            lh[level * lstep] = 0;
             level++;
         }
         a->level[f] = level;
         fill = 0;
         for (int64_t slot = 0; slot < C; slot++)
-            if (a->ev_z[slot * F + f] >= level) {
-                a->ev_pos[fill * F + f] = a->ev_pos[slot * F + f];
-                a->ev_z[fill * F + f] = a->ev_z[slot * F + f];
+            if (zs[slot * zstep] >= level) {
+                pos[fill * pstep] = pos[slot * pstep];
+                zs[fill * zstep] = zs[slot * zstep];
                 fill++;
             }
         for (int64_t slot = fill; slot < C; slot++) {
-            a->ev_pos[slot * F + f] = -1;
-            a->ev_z[slot * F + f] = 0;
+            pos[slot * pstep] = -1;
+            zs[slot * zstep] = 0;
         }
         if (z < level) {
             a->fill[f] = fill;
             return;
         }
     }
-    a->ev_pos[fill * F + f] = (int32_t)a->positions[r];
-    a->ev_z[fill * F + f] = (int8_t)z;
+    pos[fill * pstep] = (int32_t)a->positions[r];
+    zs[fill * zstep] = (int8_t)z;
     a->fill[f] = fill + 1;
 }
 
@@ -152,9 +158,10 @@ static __attribute__((noinline)) void count_bins(const int32_t *restrict steps, 
  * events now; the gated ones are queued in `queue` (returned: how many), their up prefetched. A row
  * where few fire is scanned by its flags 8 at a time (a word without firings costs one test); one where
  * many fire has its bins counted for every neuron of the block by `count_bins` (left scalar: AVX-512's
- * gathers and scatters made it slower on AMD's Zen 4), and its
+ * gathers and scatters made it slower on AMD's Zen 4), its sign cases queued without a branch, and its
  * events, rare there once the levels have risen, looked for only if the row's level reaches the lowest
- * of the block. */
+ * of the block, then 8 at a time among the flags of the firings at or above their neuron's level (a
+ * branch per firing there, mispredicted half the time, cost a real OPT-125m pass more than the events). */
 static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, const uint8_t *restrict m,
                                  const void *restrict row, int32_t fired, int32_t *restrict counts,
                                  int64_t lowest_level, Pending *restrict queue, const int bf16) {
@@ -166,13 +173,23 @@ static inline int64_t per_firing(Args *a, int64_t r, int64_t f0, int64_t n, cons
     if (fired * 8 > n) {
         if (binned)
             count_bins(steps, row, m, counts, n, bf16);
-        if (gated) prefetch_block(load_row(a->up, base, bf16), n * (bf16 ? 2 : 4), 0);
-        if (z >= lowest_level || gated)
-            for (int64_t j = 0; j < n; j++) {
-                if (!m[j]) continue;
-                if (z >= level[j]) add_event(a, f0 + j, r, z);
-                if (gated) queue[queued++] = (Pending){r, j, load(row, j, bf16)};
+        if (gated) {
+            prefetch_block(load_row(a->up, base, bf16), n * (bf16 ? 2 : 4), 0);
+            for (int64_t j = 0; j < n; j++) { /* branch-free: each slot written, kept where j fired */
+                queue[queued] = (Pending){r, j, load(row, j, bf16)};
+                queued += m[j];
             }
+        }
+        if (z >= lowest_level) { /* the firings at or above their neuron's level, found 8 at a time */
+            uint8_t due[BLOCK + 8];
+            for (int64_t j = 0; j < n; j++) due[j] = m[j] & (z >= level[j]);
+            memset(due + n, 0, 8);
+            for (int64_t j0 = 0; j0 < n; j0 += 8) {
+                uint64_t word;
+                memcpy(&word, due + j0, 8);
+                for (; word; word &= word - 1) add_event(a, f0 + j0 + (__builtin_ctzll(word) >> 3), r, z);
+            }
+        }
     } else {
         for (int64_t j0 = 0; j0 < n; j0 += 8) {
             uint64_t word;

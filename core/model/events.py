@@ -26,15 +26,31 @@ class EventSample:
         self.n_neurons, self.cap, self.device, self.sync_free = F, C, device, sync_free
         kw = {"device": device}
         self.level = torch.zeros(F, dtype=torch.int64, **kw)
-        # event buffer, slot-major: row C is a trash row that absorbs the padding of nonzero_static.
+        # event buffer [slot, neuron]: row C is a trash row that absorbs the padding of nonzero_static.
         # int32 positions and int8 levels: 5 bytes a slot (OPT-66b: 64 x 36,864 x 257 slots = 3 GB)
-        self.ev_pos = torch.full((C + 1, F), -1, dtype=torch.int32, **kw)
-        self.ev_z = torch.zeros(C + 1, F, dtype=torch.int8, **kw)
+        self.ev_pos = self._buffer(C + 1, -1, torch.int32)
+        self.ev_z = self._buffer(C + 1, 0, torch.int8)
         self.fill = torch.zeros(F, dtype=torch.int64, **kw)
-        self.level_hist = torch.zeros(MAX_LEVEL, F, dtype=torch.int64, **kw)  # buffered events by z
+        self.level_hist = self._buffer(MAX_LEVEL, 0, torch.int64)  # buffered events by z
         self._levels_col = torch.arange(MAX_LEVEL, **kw)[:, None]
         self._neuron_ids = torch.arange(F, **kw)
         self._neuron_bounds = torch.arange(F + 1, **kw)
+
+    def _buffer(self, rows: int, value: int, dtype: torch.dtype) -> torch.Tensor:
+        """A [rows, F] buffer filled with `value`. On the CPU it is neuron-major (a transposed [F, rows]
+        tensor): the C kernel adds a neuron's events one at a time and compacts them when its level
+        rises, so a neuron's slots on few cache lines save memory accesses (12 layers of a random
+        OPT-125m shape: the first batch's update 22 -> 19 ms, later ones about 5% faster). Slot-major on
+        accelerators, where the sync-free update writes a batch's events slot by slot."""
+        if self.sync_free:
+            return torch.full((rows, self.n_neurons), value, dtype=dtype, device=self.device)
+        return torch.full((self.n_neurons, rows), value, dtype=dtype, device=self.device).t()
+
+    @staticmethod
+    def _flat(t: torch.Tensor) -> torch.Tensor:
+        """The storage of a buffer as one flat tensor, element (row, neuron) at row * stride(0) +
+        neuron * stride(1), whichever its layout."""
+        return t.as_strided((t.numel(),), (1,))
 
     @staticmethod
     def device_bytes(n_neurons: int, events_cap: int) -> int:
@@ -73,9 +89,10 @@ class EventSample:
         row = self.fill.index_select(0, neuron_c) + rank
         if valid is not None:
             row = torch.where(valid, row, self.cap)
-        slot = row * self.n_neurons + neuron_c  # flat slots: index_copy_ is several times faster than index_put_
-        self.ev_pos.view(-1).index_copy_(0, slot, batch.positions.index_select(0, token_c).to(torch.int32))
-        self.ev_z.view(-1).index_copy_(0, slot, batch.levels.index_select(0, token_c).to(torch.int8))
+        # flat slots: index_copy_ is several times faster than index_put_
+        slot = row * self.ev_pos.stride(0) + neuron_c * self.ev_pos.stride(1)
+        self._flat(self.ev_pos).index_copy_(0, slot, batch.positions.index_select(0, token_c).to(torch.int32))
+        self._flat(self.ev_z).index_copy_(0, slot, batch.levels.index_select(0, token_c).to(torch.int8))
         if valid is not None:
             self.ev_pos[self.cap] = -1
         self.fill += count
@@ -136,7 +153,7 @@ class EventSample:
         total = self.level_hist + batch_hist
         at_or_above = total.flip(0).cumsum(0).flip(0)
         level = torch.maximum(self.level, (at_or_above > self.cap).sum(0))
-        self.level_hist = torch.where(self._levels_col >= level, total, 0)
+        self.level_hist.copy_(torch.where(self._levels_col >= level, total, 0))  # in place: its layout stays
         return level
 
     # ---- host round trip (checkpoints, merging) ------------------------------------------------
@@ -164,6 +181,6 @@ class EventSample:
             z[: len(e), i] = lv
             np.add.at(hist[:, i], lv, 1)
         self.level = to_device(level, self.level)
-        self.ev_pos, self.ev_z = to_device(ev, self.ev_pos), to_device(z, self.ev_z)
+        for name, value in (("ev_pos", ev), ("ev_z", z), ("level_hist", hist)):  # into the buffers: layouts stay
+            getattr(self, name).copy_(to_device(value, getattr(self, name)))
         self.fill = to_device([len(e) for e in events], self.fill)
-        self.level_hist = to_device(hist, self.level_hist)

@@ -50,7 +50,10 @@ class _Args(ctypes.Structure):
         (name, ctypes.c_void_p) for name in ("level", "fill", "ev_pos", "ev_z", "level_hist",
                                              "sign_count", "sign_val", "sign_row", "top_val", "top_pos",
                                              "ctx_val")] + [
-        (name, ctypes.c_int64) for name in ("top_k", "width", "left", "lo", "hi")]
+        (name, ctypes.c_int64) for name in ("top_k", "width", "left")] + [
+        (name, ctypes.c_int64 * 2) for name in ("pos_step", "z_step", "lh_step")] + [
+        (name, ctypes.c_int64) for name in ("lo", "hi")]
+STRIDED = {"ev_pos": "pos_step", "ev_z": "z_step", "level_hist": "lh_step"}  # 2-D tensors read through strides
 
 
 def kernel_dir() -> Path:
@@ -152,15 +155,17 @@ def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: floa
     event sample's cap `cap`, `bins` histogram bins (0: no histogram), and the top contexts' K, window
     width W (0: no windows) and the window's centre `left`; `tensors` are the other pointers of its
     `Args`, by name: contiguous CPU tensors of the dtypes `Args` gives them, the accumulator's own
-    where the kernel changes them (in place: a strided one would be written wrong, so it is refused)."""
+    where the kernel changes them (in place: a strided one would be written wrong, so it is refused; the
+    event sample's three (STRIDED) are read through their strides, whatever their layout)."""
     B, T, F = h.shape
     if bins > MAX_BINS:
         raise ValueError(f"{bins} histogram bins: the CPU kernel holds at most {MAX_BINS}")
-    strided = [name for name, t in tensors.items() if t is not None and not t.is_contiguous()]
+    strided = [name for name, t in tensors.items() if t is not None and name not in STRIDED and not t.is_contiguous()]
     if strided:
         raise ValueError(f"the CPU kernel takes contiguous tensors; {', '.join(strided)} are not")
     args = _Args(h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
                  bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cap=cap,
                  bins=bins, top_k=top_k, width=width, left=left,
+                 **{STRIDED[name]: (ctypes.c_int64 * 2)(*tensors[name].stride()) for name in STRIDED},
                  **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
     lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
