@@ -16,6 +16,7 @@ from tiny import tiny_gpt2, tiny_llama, tiny_opt
 from neuron_tui.core.model import fused, native
 from neuron_tui.core.model.accumulators import LayerAccumulator
 from neuron_tui.core.model.batches import BatchIndex
+from neuron_tui.core.model.contexts import CONTEXT_WIDTH
 from neuron_tui.core.model.fused import FusedUpdate, dense_stats
 from neuron_tui.core.model.histograms import histogram_edges
 
@@ -154,10 +155,10 @@ def test_the_kernels_top_contexts_keep_the_sorts_order_among_ties_and_many_seque
     assert (eager.top_val == 5).all() and (np.diff(eager.top_pos, axis=0) > 0).all()  # ties, earliest first
 
 
-def test_the_kernel_reads_the_event_buffers_in_either_layout():
-    """EventSample keeps its buffers neuron-major on the CPU (the kernel's events of a neuron share
-    cache lines); the kernel reads them through their strides, so slot-major ones (as on an
-    accelerator) give the same sample, levels and level histogram."""
+def test_the_kernel_reads_the_event_and_context_buffers_in_either_layout():
+    """EventSample and TopContexts keep their buffers neuron-major on the CPU (what the kernel moves for
+    one neuron shares cache lines); the kernel reads them through their strides, so slot-major ones (as
+    on an accelerator) give the same sample, levels, level histogram and context windows."""
     S, T, F = 6, 16, 100
     h = torch.randn(S, T, F, generator=torch.Generator().manual_seed(3))
     accs = [LayerAccumulator(F, T, 5, 3, torch.device("cpu"), "abs", 0.5, histogram_edges(0.5, 3.0, "abs"),
@@ -166,6 +167,8 @@ def test_the_kernel_reads_the_event_buffers_in_either_layout():
     assert events.ev_pos.stride() == (1, 6)  # neuron-major: [slot, neuron] over an [F, C + 1] tensor
     events.ev_pos, events.ev_z, events.level_hist = (t.contiguous() for t in (events.ev_pos, events.ev_z,
                                                                                 events.level_hist))
+    assert accs[1].top.ctx_val.stride()[-1] == 3 * CONTEXT_WIDTH
+    accs[1].top.ctx_val = accs[1].top.ctx_val.contiguous()
     for start in range(0, S, 2):
         for acc in accs:
             acc.update(h[start : start + 2], BatchIndex(np.arange(start * T, (start + 2) * T).reshape(2, T),
@@ -174,6 +177,9 @@ def test_the_kernel_reads_the_event_buffers_in_either_layout():
     assert [e.tolist() for e in a.events] == [e.tolist() for e in b.events] and (a.level > 0).any()
     np.testing.assert_array_equal(a.level, b.level)
     np.testing.assert_array_equal(accs[0].events.level_hist, accs[1].events.level_hist)
+    np.testing.assert_array_equal(a.top_pos, b.top_pos)
+    np.testing.assert_array_equal(a.ctx_val.view(np.uint16), b.ctx_val.view(np.uint16))
+    assert np.isfinite(a.ctx_val).any()
 
 
 def test_one_compilation_however_the_last_batch_is_cut():

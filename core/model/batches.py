@@ -69,9 +69,11 @@ def host_copies(part: object, names: tuple[str, ...], into: dict | None = None) 
 
 
 def restore(part: object, state: object, names: tuple[str, ...]) -> None:
-    """Set the tensors `names` of an accumulator's part from the same fields of a LayerState `state`."""
+    """Set the tensors `names` of an accumulator's part from the same fields of a LayerState `state`,
+    copied into the tensors held (whose layout, neuron-major for some on the CPU, stays)."""
     for name in names:
-        setattr(part, name, to_device(getattr(state, name), getattr(part, name)))
+        held = getattr(part, name)
+        held.copy_(to_device(getattr(state, name), held))
 
 
 class HeldTensors:

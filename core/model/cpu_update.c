@@ -63,9 +63,9 @@ typedef struct {
     int64_t *sign_row;            /* [4, F] out: its first row, -1 for none */
     float *top_val;               /* [K, F]: TopContexts', changed in place (NULL: no merge) */
     int64_t *top_pos;             /* [K, F] */
-    uint16_t *ctx_val;            /* [K, W, F] float16 */
+    uint16_t *ctx_val;            /* [K, W, F] float16, strides ctx_step (neuron-major on the CPU) */
     int64_t top_k, width, left;   /* K, W (0: no windows, bench/collect.py's lean mode), the centre's offset */
-    int64_t pos_step[2], z_step[2], lh_step[2];
+    int64_t pos_step[2], z_step[2], lh_step[2], ctx_step[3];
     int64_t lo, hi;               /* this thread's neurons */
 } Args;
 
@@ -277,13 +277,15 @@ static inline uint16_t to_half(float x) {
  * (stably, a few at most once a run is warm), counted into the merge from the front, then written from
  * the back, each slot once: a kept one moves down with its window, an entering one gets its value, its
  * position and its window, the neuron's h at the W positions around it (float16, NaN past the
- * sequence's ends). Sequences go in chunks of SEQ_CHUNK, merged in order, which gives the same slots. */
+ * sequence's ends). An empty slot (-inf, position -1, NaN window: no entering value is -inf) is not moved
+ * onto another. Sequences go in chunks of SEQ_CHUNK, merged in order, which gives the same slots. */
 #define SEQ_CHUNK 64
 static void merge_top(Args *a, int64_t f0, int64_t n, const int bf16) {
     const int64_t F = a->F, T = a->T, B = a->R / T, K = a->top_k, W = a->width;
     float *val = a->top_val;
     int64_t *pos = a->top_pos;
     uint16_t *ctx = a->ctx_val;
+    const int64_t CS0 = a->ctx_step[0], CS1 = a->ctx_step[1], CS2 = a->ctx_step[2];
     float cv[SEQ_CHUNK];
     int64_t cb[SEQ_CHUNK];
     for (int64_t f = f0; f < f0 + n; f++)
@@ -310,9 +312,13 @@ static void merge_top(Args *a, int64_t f0, int64_t n, const int bf16) {
             int64_t i = K - entering - 1, c = entering - 1;
             for (int64_t dest = K - 1; c >= 0; dest--) {
                 if (i >= 0 && val[i * F + f] < cv[c]) { /* the kept slot i comes after candidate c */
+                    if (val[i * F + f] == -INFINITY && val[dest * F + f] == -INFINITY) { /* empty onto empty */
+                        i--;
+                        continue;
+                    }
                     val[dest * F + f] = val[i * F + f];
                     pos[dest * F + f] = pos[i * F + f];
-                    for (int64_t w = 0; w < W; w++) ctx[(dest * W + w) * F + f] = ctx[(i * W + w) * F + f];
+                    for (int64_t w = 0; w < W; w++) ctx[dest * CS0 + w * CS1 + f * CS2] = ctx[i * CS0 + w * CS1 + f * CS2];
                     i--;
                     continue;
                 }
@@ -321,7 +327,7 @@ static void merge_top(Args *a, int64_t f0, int64_t n, const int bf16) {
                 pos[dest * F + f] = a->positions[b * T + at];
                 for (int64_t w = 0; w < W; w++) {
                     const int64_t t = at + w - a->left;
-                    ctx[(dest * W + w) * F + f] =
+                    ctx[dest * CS0 + w * CS1 + f * CS2] =
                         0 <= t && t < T ? to_half(load(a->h, (b * T + t) * F + f, bf16)) : 0x7E00u;
                 }
             }

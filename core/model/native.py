@@ -52,8 +52,9 @@ class _Args(ctypes.Structure):
                                              "ctx_val")] + [
         (name, ctypes.c_int64) for name in ("top_k", "width", "left")] + [
         (name, ctypes.c_int64 * 2) for name in ("pos_step", "z_step", "lh_step")] + [
-        (name, ctypes.c_int64) for name in ("lo", "hi")]
-STRIDED = {"ev_pos": "pos_step", "ev_z": "z_step", "level_hist": "lh_step"}  # 2-D tensors read through strides
+        ("ctx_step", ctypes.c_int64 * 3)] + [(name, ctypes.c_int64) for name in ("lo", "hi")]
+# the tensors read through their strides (any layout), and the field that takes them
+STRIDED = {"ev_pos": "pos_step", "ev_z": "z_step", "level_hist": "lh_step", "ctx_val": "ctx_step"}
 
 
 def kernel_dir() -> Path:
@@ -166,6 +167,7 @@ def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: floa
     args = _Args(h=h.data_ptr(), up=None if up is None else up.data_ptr(), R=B * T, T=T, F=F,
                  bf16=int(h.dtype == torch.bfloat16), abs_rule=int(abs_rule), tau=tau, cap=cap,
                  bins=bins, top_k=top_k, width=width, left=left,
-                 **{STRIDED[name]: (ctypes.c_int64 * 2)(*tensors[name].stride()) for name in STRIDED},
+                 **{field: (ctypes.c_int64 * tensors[name].dim())(*tensors[name].stride())
+                    for name, field in STRIDED.items() if tensors.get(name) is not None},
                  **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
     lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
