@@ -14,8 +14,8 @@ and (e) the hooks without the per-pass statistics added last (the windows of h a
 contexts, the firing histograms, the sign cases; h_sum is one more sum in the compiled update's loop
 and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost; and the same cost
 timed inside (b), the time spent in those statistics' updates as a share of (b), which the noise of a
-shared machine moves far less than a ratio of two modes' wall times (on the CPU the histograms and sign
-cases are inside the C kernel's one pass, so only (e) shows their cost). Rounds alternate the modes so
+shared machine moves far less than a ratio of two modes' wall times (on the CPU the windows, histograms
+and sign cases are inside the C kernel's one pass, so only (e) shows their cost). Rounds alternate the modes so
 drift hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU,
 torch.compile elsewhere; the time of its build or compilation, paid in the warm-up round, is printed).
 """
@@ -79,8 +79,8 @@ def plain_numpy_hooks(modules, batch_shape, tau, rule):
     return [m.register_forward_pre_hook(hook_for(i)) for i, m in enumerate(modules)]
 
 
-# the work of the windows of h, the firing histograms, the sign cases (the CPU kernel's share of the last
-# two is inside native.update: the lean mode runs it without them, the timing inside the pass cannot split it)
+# the work of the windows of h, the firing histograms, the sign cases (on the CPU all three are inside
+# native.update: the lean mode runs it without them, the timing inside the pass cannot split it)
 NEW_STATISTICS = ((TopContexts, "_windows"), (FiringHistogram, "add"), (FiringHistogram, "add_dense"),
                   (SignCases, "add"), (SignCases, "add_dense"), (SignCases, "keep_stronger"))
 
@@ -100,8 +100,8 @@ def patched(replace, methods=NEW_STATISTICS):
 
 def without_new_statistics():
     """The accumulators without the windows of h around top contexts, the firing histograms and the
-    sign cases: their updates made no-ops, and the CPU kernel run without a histogram (0 bins) or an up
-    projection."""
+    sign cases: their updates made no-ops, and the CPU kernel run without a histogram (0 bins), windows
+    (width 0) or an up projection."""
     def replace(cls, name, method):
         if name == "_windows":
             return lambda self, h, seq_arg, order, cols: self.ctx_val
