@@ -57,13 +57,14 @@ class TopContexts(HeldTensors):
             seq_arg = firing_value(h, rule).argmax(dim=1) if seq_arg is None else seq_arg
             self._merge(h, seq_max, positions, seq_arg)
             return
-        # the CPU: only the neurons where a value above the K-th enters change (an equal one comes later:
-        # the earlier stays), after warm-up a few, so only their columns are merged
+        # the CPU without its kernel (which merges in its pass, cpu_update.c): only the neurons where a
+        # value above the K-th enters change (an equal one comes later: the earlier stays), after
+        # warm-up a few, so only their columns are merged
         enters = seq_max > self.top_val[-1]
         cols = torch.nonzero(enters.any(0)).squeeze(1)
         if not cols.numel():  # the common case after warm-up: nothing to merge
             return
-        if seq_arg is None:  # the CPU kernel finds it in its pass; the eager update here, where needed
+        if seq_arg is None:  # the compiled statistics find it; the eager update here, where needed
             seq_arg = _argmax_where(h, rule, enters)
         if cols.numel() == h.shape[2]:
             self._merge(h, seq_max, positions, seq_arg)
