@@ -18,9 +18,9 @@ projection (and, for a gated FFN, the up projection's output) and adds, for ever
   (core.model.signs).
 
 All work grows with B*T*F, never with vocabulary size. On the CPU one C kernel does all of it in one
-pass over h (core.model.native, `_update_native`). On accelerators every
-output size is fixed in advance (`torch.nonzero_static`, fixed-size gathers), so the device never waits
-for the host, and the dense statistics are compiled (core.model.fused). The eager steps are the
+pass over h (core.model.native, `_update_native`). On accelerators every output size is fixed in
+advance (`torch.nonzero_static`, fixed-size gathers), so the device never waits for the host, and the
+dense statistics are compiled (core.model.fused). The eager steps are the
 reference both are held to (tests/test_fused.py); on the CPU they take the cheaper exact-size path: the
 firings listed once, for the histogram and the sign cases, which look at firings only, and, when few
 fire, for the counts and the event sample too.

@@ -8,11 +8,11 @@
  *     h > tau, the signed sums of h over the firings and over h > tau, and the sum of h over every row;
  *   - each sequence's largest value and its first position, merged into each neuron's running top-K
  *     of sequences with the neuron's signed h around it as float16 (TopContexts, `merge_top`);
- *   - per firing: its histogram bin (one load from a table indexed by a float32's top 16 bits, whose entry
- *     says at which low 16 bits the bin steps up or down: histograms.step_table); its place in the event sample (kept
- *     if its row's sampling level is at or above the neuron's level, which rises as EventSample's does:
- *     `add_event`); and for a gated FFN its sign case (sign(act(gate)) = sign(h) * sign(up)), counted,
- *     with the batch's strongest |h| per case and its earliest row (SignCases).
+ *   - per firing: its histogram bin (one load from a table indexed by a float32's top 16 bits, whose
+ *     entry says at which low 16 bits the bin steps: histograms.step_table); its place in the event
+ *     sample (kept if its row's sampling level is at or above the neuron's level, which rises as
+ *     EventSample's does: `add_event`); and for a gated FFN its sign case (sign(act(gate)) = sign(h) *
+ *     sign(up)), counted, with the batch's strongest |h| per case and its earliest row (SignCases).
  * The neurons are split among threads in ranges of whole cache lines, so no two threads write the same
  * line. Each thread walks its range in blocks of BLOCK neurons, position by position and, within a
  * position, sequence by sequence: the block's counts for that position and its running sums stay in L1
@@ -254,8 +254,8 @@ static inline int32_t row_stats(const void *restrict row, uint8_t *restrict m, i
 }
 
 /* float32 -> IEEE float16, rounded to nearest even, as torch's .to(torch.float16) (c10's
- * fp16_ieee_from_fp32_value): the scaling by 2^112 then 2^-110 rounds the mantissa in the FPU; NaN stays
- * NaN (0x7E00), overflow goes to infinity, small values to subnormals or zero. */
+ * fp16_ieee_from_fp32_value): the scaling by 2^112 then 2^-110 rounds the mantissa in the FPU; any NaN
+ * becomes 0x7E00, overflow goes to infinity, small values to subnormals or zero. */
 static inline uint16_t to_half(float x) {
     uint32_t w, bits;
     memcpy(&w, &x, 4);
@@ -318,7 +318,8 @@ static void merge_top(Args *a, int64_t f0, int64_t n, const int bf16) {
                     }
                     val[dest * F + f] = val[i * F + f];
                     pos[dest * F + f] = pos[i * F + f];
-                    for (int64_t w = 0; w < W; w++) ctx[dest * CS0 + w * CS1 + f * CS2] = ctx[i * CS0 + w * CS1 + f * CS2];
+                    for (int64_t w = 0; w < W; w++)
+                        ctx[dest * CS0 + w * CS1 + f * CS2] = ctx[i * CS0 + w * CS1 + f * CS2];
                     i--;
                     continue;
                 }
@@ -379,7 +380,7 @@ static inline void run_block(Args *a, int64_t f0, int64_t n, const int bf16, con
         }
     }
     sign_cases(a, f0, queues[now], queued[now], bf16);
-    if (a->top_val) merge_top(a, f0, n, bf16);
+    if (a->top_val && a->top_k > 0) merge_top(a, f0, n, bf16);
     for (int64_t bin = 0; bin < a->bins; bin++)
         for (int64_t j = 0; j < n; j++) a->hist[bin * F + f0 + j] += counts[bin * BLOCK + j];
     for (int64_t j = 0; j < n; j++) {

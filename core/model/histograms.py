@@ -76,8 +76,8 @@ class FiringHistogram:
         # bin k's upper edge, none for the last: values beyond the outer edges fall in the outer bins
         self.upper = torch.as_tensor(np.append(edges[1:-1], np.inf).astype(np.float32)).to(device)
         # what the CPU kernel reads instead of these two (it runs on the CPU only)
-        self.steps = torch.as_tensor(step_table(self.table.cpu().numpy(), self.upper.cpu().numpy())) \
-            if device.type == "cpu" else None
+        self.steps = (torch.as_tensor(step_table(self.table.cpu().numpy(), self.upper.cpu().numpy()))
+                      if device.type == "cpu" else None)
         # row B is a spare row that takes the non-firing tokens of a dense batch (see add_dense)
         self.count = torch.zeros(self.n_bins + 1, n_neurons, dtype=torch.int32, device=device)
         self._one = torch.ones(1, 1, dtype=torch.int32, device=device)
@@ -86,7 +86,7 @@ class FiringHistogram:
     def device_bytes(n_neurons: int, cpu: bool = False) -> int:
         """4(B + 1) bytes a neuron for the counts (B bins and the spare row); the bin table and the upper
         edges; on the CPU also the kernel's step table."""
-        return (n_neurons * 4 * (HIST_BINS + 1) + 4 * (1 << TOP_BITS) * (1 + int(cpu)) + 4 * HIST_BINS + 4)
+        return n_neurons * 4 * (HIST_BINS + 1) + 4 * (1 << TOP_BITS) * (1 + int(cpu)) + 4 * HIST_BINS + 4
 
     def bins(self, values: torch.Tensor) -> torch.Tensor:
         """The bin (int32) of each of `values`, any shape (see the module docstring)."""
