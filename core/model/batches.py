@@ -43,6 +43,16 @@ def firing_value(h: torch.Tensor, rule: str, out: torch.Tensor | None = None) ->
     return torch.abs(h, out=out) if rule == "abs" else h
 
 
+def filled(shape: tuple[int, ...], value, dtype: torch.dtype, device: torch.device, neuron_major: bool) -> torch.Tensor:
+    """A tensor of `shape` [..., F] filled with `value`; `neuron_major`: laid out over an [F, ...] tensor,
+    so what one neuron holds shares cache lines (the CPU kernel, cpu_update.c, moves a neuron's event
+    slots and context windows one neuron at a time and reads such tensors through their strides)."""
+    if not neuron_major:
+        return torch.full(shape, value, dtype=dtype, device=device)
+    base = torch.full((shape[-1], *shape[:-1]), value, dtype=dtype, device=device)
+    return base.permute(*range(1, len(shape)), 0)
+
+
 def to_device(array, like: torch.Tensor) -> torch.Tensor:
     """A host array as a tensor of `like`'s dtype on `like`'s device (restoring a checkpoint)."""
     return torch.as_tensor(np.asarray(array)).to(device=like.device, dtype=like.dtype)

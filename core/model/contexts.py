@@ -17,7 +17,7 @@ import torch
 
 from neuron_tui.core.read.queries import CONTEXT_LEFT, CONTEXT_RIGHT
 
-from .batches import HeldTensors, firing_value
+from .batches import HeldTensors, filled, firing_value
 
 CONTEXT_WIDTH = CONTEXT_LEFT + 1 + CONTEXT_RIGHT
 
@@ -33,12 +33,10 @@ class TopContexts(HeldTensors):
         self.top_k, self.sync_free = K, sync_free
         self.top_val = torch.full((K, F), float("-inf"), dtype=torch.float32, device=device)
         self.top_pos = torch.full((K, F), -1, dtype=torch.int64, device=device)
-        # [K, W, F]; on the CPU over an [F, K, W] tensor, so that the C kernel's merge, which moves a
-        # neuron's slots with their windows, touches few cache lines (12 layers of a random OPT-125m
-        # shape: batches 3 to 15 of a run about 15% faster); the kernel reads it through its strides
-        shape = (K, W, F) if sync_free else (F, K, W)
-        ctx = torch.full(shape, float("nan"), dtype=torch.float16, device=device)
-        self.ctx_val = ctx if sync_free else ctx.permute(1, 2, 0)
+        # neuron-major on the CPU (batches.filled): the C kernel's merge moves a neuron's slots with their
+        # windows, which then touch few cache lines (12 layers of a random OPT-125m shape: batches 3 to 15
+        # of a run about 15% faster)
+        self.ctx_val = filled((K, W, F), float("nan"), torch.float16, device, neuron_major=not sync_free)
         self._offsets = torch.arange(-CONTEXT_LEFT, CONTEXT_RIGHT + 1, device=device)[None, :, None]  # [1, W, 1]
 
     @staticmethod

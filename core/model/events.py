@@ -15,7 +15,7 @@ import torch
 
 from neuron_tui.core.read.sampling import MAX_LEVEL, token_levels
 
-from .batches import BatchIndex, Firings, host_copies, to_device
+from .batches import BatchIndex, Firings, filled, host_copies, to_device
 
 
 class EventSample:
@@ -37,14 +37,12 @@ class EventSample:
         self._neuron_bounds = torch.arange(F + 1, **kw)
 
     def _buffer(self, rows: int, value: int, dtype: torch.dtype) -> torch.Tensor:
-        """A [rows, F] buffer filled with `value`. On the CPU it is neuron-major (a transposed [F, rows]
-        tensor): the C kernel adds a neuron's events one at a time and compacts them when its level
-        rises, so a neuron's slots on few cache lines save memory accesses (12 layers of a random
-        OPT-125m shape: the first batch's update 22 -> 19 ms, later ones about 5% faster). Slot-major on
-        accelerators, where the sync-free update writes a batch's events slot by slot."""
-        if self.sync_free:
-            return torch.full((rows, self.n_neurons), value, dtype=dtype, device=self.device)
-        return torch.full((self.n_neurons, rows), value, dtype=dtype, device=self.device).t()
+        """A [rows, F] buffer filled with `value`. On the CPU it is neuron-major (batches.filled): the C
+        kernel adds a neuron's events one at a time and compacts them when its level rises, so a
+        neuron's slots on few cache lines save memory accesses (12 layers of a random OPT-125m shape:
+        the first batch's update 22 -> 19 ms, later ones about 5% faster). Slot-major on accelerators,
+        where the sync-free update writes a batch's events slot by slot."""
+        return filled((rows, self.n_neurons), value, dtype, self.device, neuron_major=not self.sync_free)
 
     @staticmethod
     def _flat(t: torch.Tensor) -> torch.Tensor:
