@@ -10,9 +10,11 @@ its on-disk cache makes reruns cheaper still."""
 import numpy as np
 import pytest
 import torch
+from test_accumulators import reference_histogram
 from test_collect import run_tiny
 from tiny import tiny_gpt2, tiny_llama, tiny_opt
 
+from neuron_tui.cache.schema import HIST_BINS
 from neuron_tui.core.model import fused, native
 from neuron_tui.core.model.accumulators import LayerAccumulator
 from neuron_tui.core.model.batches import BatchIndex
@@ -104,6 +106,39 @@ def test_the_compiled_accumulator_equals_the_eager_one(rule, dtype, tau, gated, 
     fired = eager.act_count.sum()
     assert 0 < fired < S * T * F and eager.hist_count[-1].sum() > 0  # some fire, not all; some beyond the edges
     assert (eager.level > 0).any()  # the sample's levels rose
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tau, peak, rule", [(0.0, 5.0, "relu"), (0.3, 7.0, "relu"), (1.0, 0.9, "relu"),
+                                            (0.1, 3.0, "abs"), (0.0, 2.0, "abs"), (0.5, 3.0, "linear")])
+def test_the_kernels_bins_are_the_histograms_around_every_edge(tau, peak, rule, dtype):
+    """Rows where every value fires, so the kernel bins them a block at a time (cpu_update.c's
+    count_bins: 16 at a time from log2 |h| where the CPU has AVX-512, checked to be the path taken; its
+    step table elsewhere and for edges that are not log-spaced, as "linear" here): each neuron's
+    histogram is searchsorted's, for the 601 float32s around every edge (both signs under the abs rule),
+    +-inf, the largest floats, and 100,000 log-uniform values beyond the edges on either side."""
+    linear = rule == "linear"
+    edges = np.linspace(tau, peak, HIST_BINS + 1).astype(np.float32) if linear else histogram_edges(tau, peak, rule)
+    rule = "relu" if linear else rule
+    magnitude = (np.abs(edges).view(np.int32)[:, None] + np.arange(-300, 301)).ravel()
+    gen = np.random.default_rng(3)
+    spread = 10.0 ** gen.uniform(-40, np.log10(edges[-1]) + 2, 100_000)
+    x = np.concatenate([magnitude[magnitude >= 0].view(np.float32), [np.inf, np.finfo(np.float32).max],
+                        spread.astype(np.float32)])
+    x = torch.from_numpy(np.concatenate([x, -x]) if rule == "abs" else x).to(dtype).float().numpy()
+    value = np.abs(x) if rule == "abs" else x
+    x = x[(value > tau) & (value > torch.tensor(tau).to(dtype).item())]  # all fire, however h's dtype rounds tau
+    T, F = 8, 277  # blocks whose last 16-lane step is cut
+    x = x[: len(x) // (T * F) * (T * F)]
+    h = torch.from_numpy(x.reshape(-1, T, F)).to(dtype)
+    lib = native.library()
+    acc = LayerAccumulator(F, T, 6, 3, torch.device("cpu"), rule, tau, edges, fused=FusedUpdate(compile=True))
+    acc.update(h, BatchIndex(np.arange(h.shape[0] * T).reshape(-1, T), torch.device("cpu")))
+    got = acc.state().hist_count
+    assert acc.fused.compile_seconds is not None  # the kernel ran
+    assert native.vector_bins(lib, acc.histogram.upper, rule == "abs") == ("avx512f" in native._cpu_flags() and not linear)
+    np.testing.assert_array_equal(got, reference_histogram(x.reshape(-1, T, F), np.ones(h.shape, bool), edges))
+    assert (got[0] > 0).any() and (got[-1] > 0).any() and (got > 0).sum(0).min() > 10  # every side, many bins
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

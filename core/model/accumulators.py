@@ -187,7 +187,7 @@ class LayerAccumulator:
             self.histogram.n_bins, top.top_k, CONTEXT_WIDTH, CONTEXT_LEFT,
             pos_count=self.pos_count, act_count=self.act_count, count_pos=self.act_count_pos, sum_fired=self.act_sum,
             sum_pos=self.act_sum_pos, h_sum=self.h_sum, seq_max=seq_max, seq_arg=seq_arg,
-            bin_steps=self.histogram.steps, hist=self.histogram.count,
+            bin_steps=self.histogram.steps, bin_upper=self.histogram.upper, hist=self.histogram.count,
             levels=batch.levels, positions=batch.positions, level=events.level, fill=events.fill, ev_pos=events.ev_pos,
             ev_z=events.ev_z, level_hist=events.level_hist, sign_count=None if signs is None else signs.sign_count,
             sign_val=case_val, sign_row=case_row, top_val=top.top_val, top_pos=top.top_pos, ctx_val=top.ctx_val)

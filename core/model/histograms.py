@@ -29,10 +29,13 @@ Binning costs O(1) a value (`FiringHistogram.bins`), not a binary search over th
 most of the CPU pass's extra time on a densely firing ReLU layer): a table indexed by a float32's top 16
 bits (sign, exponent, 7 mantissa bits: intervals under 0.8% wide) gives the bin of the smallest value
 with those bits, and one comparison with that bin's upper edge corrects it, since edges at least 1.4%
-apart put at most one edge inside such an interval. The result is exactly edges[k] <= h < edges[k + 1].
-The CPU kernel (cpu_update.c) reads the same bins from one table load instead of two dependent ones
-(`FiringHistogram.steps`, `step_table`): within an interval the bin is a step function of the low 16
-bits, so each entry holds the bin below the step, the bin from it on, and where it is.
+apart put at most one edge inside such an interval. The result is exactly edges[k] <= h < edges[k + 1]
+(-inf and inf in the outer bins). The CPU kernel (cpu_update.c) reads the same bins from one table load
+instead of two dependent ones (`FiringHistogram.steps`, `step_table`): within an interval the bin is a
+step function of the low 16 bits, so each entry holds the bin below the step, the bin from it on, and
+where it is. In rows where many fire, on a CPU with AVX-512, it computes them 16 at a time instead, from
+log2 |h| and one comparison with the candidate's `upper` edge (`bins16` there: the same bin for every
+float32, tested).
 """
 
 from __future__ import annotations
@@ -73,8 +76,9 @@ class FiringHistogram:
         edges = np.asarray(edges, dtype=np.float32)
         self.n_bins = len(edges) - 1
         self.table = torch.as_tensor(_bin_table(edges)).to(device)
-        # bin k's upper edge, none for the last: values beyond the outer edges fall in the outer bins
-        self.upper = torch.as_tensor(np.append(edges[1:-1], np.inf).astype(np.float32)).to(device)
+        # bin k's upper edge; NaN for the last, which no value is at or above (+inf included): values
+        # beyond the outer edges fall in the outer bins
+        self.upper = torch.as_tensor(np.append(edges[1:-1], np.nan).astype(np.float32)).to(device)
         # what the CPU kernel reads instead of these two (it runs on the CPU only)
         self.steps = (torch.as_tensor(step_table(self.table.cpu().numpy(), self.upper.cpu().numpy()))
                       if device.type == "cpu" else None)
@@ -137,9 +141,11 @@ def _take(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def _bin_table(edges: np.ndarray) -> np.ndarray:
     """[2**TOP_BITS] int32: for each value of a float32's top bits, the bin of the smallest float32 with
-    those bits (a negative one's low bits all set: the largest magnitude), clipped to the bins."""
+    those bits (a negative one's low bits all set: the largest magnitude; but -inf in its own interval,
+    whose other values are NaN), clipped to the bins."""
     top = np.arange(1 << TOP_BITS, dtype=np.uint32) << (32 - TOP_BITS)
-    low = np.where(top >> 31 == 1, (1 << (32 - TOP_BITS)) - 1, 0).astype(np.uint32)
+    infinite_or_nan = (top >> 23) & 0xFF == 0xFF
+    low = np.where((top >> 31 == 1) & ~infinite_or_nan, (1 << (32 - TOP_BITS)) - 1, 0).astype(np.uint32)
     smallest = (top | low).view(np.float32)
     return np.clip(np.searchsorted(edges, smallest, side="right") - 1, 0, len(edges) - 2).astype(np.int32)
 

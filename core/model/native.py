@@ -45,7 +45,7 @@ class _Args(ctypes.Structure):
         ("bf16", ctypes.c_int), ("abs_rule", ctypes.c_int), ("tau", ctypes.c_float)] + [
         (name, ctypes.c_void_p) for name in (
             "pos_count", "act_count", "count_pos", "sum_fired", "sum_pos", "h_sum", "seq_max", "seq_arg",
-            "bin_steps", "hist")] + [("bins", ctypes.c_int64)] + [
+            "bin_steps", "bin_upper", "hist")] + [("bins", ctypes.c_int64)] + [
         (name, ctypes.c_void_p) for name in ("levels", "positions")] + [("cap", ctypes.c_int64)] + [
         (name, ctypes.c_void_p) for name in ("level", "fill", "ev_pos", "ev_z", "level_hist",
                                              "sign_count", "sign_val", "sign_row", "top_val", "top_pos",
@@ -116,6 +116,8 @@ def build() -> ctypes.CDLL:
             continue
         lib.neuron_tui_update.argtypes = [ctypes.POINTER(_Args), ctypes.c_int]
         lib.neuron_tui_update.restype = None
+        lib.neuron_tui_vector_bins.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
+        lib.neuron_tui_vector_bins.restype = ctypes.c_int
         return lib
     raise RuntimeError("; ".join(errors))
 
@@ -148,6 +150,14 @@ def runs(h: torch.Tensor, up: torch.Tensor | None) -> bool:
     """Whether the kernel can take this batch: CPU tensors of a dtype it reads, contiguous."""
     return (h.device.type == "cpu" and h.dtype in DTYPES and h.is_contiguous()
             and (up is None or (up.dtype == h.dtype and up.is_contiguous())))
+
+
+def vector_bins(lib: ctypes.CDLL, upper: torch.Tensor, abs_rule: bool) -> bool:
+    """Whether the kernel bins the dense rows of a layer with these upper edges (FiringHistogram.upper)
+    16 values at a time (cpu_update.c's `vector_bins`: a CPU with AVX-512 and log-spaced edges) rather
+    than through its step table: what the tests and bench/collect.py check it ran."""
+    upper = upper.detach().to("cpu", torch.float32).contiguous()
+    return bool(lib.neuron_tui_vector_bins(upper.data_ptr(), upper.numel(), int(abs_rule)))
 
 
 def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: float, abs_rule: bool, cap: int,
