@@ -15,8 +15,9 @@ contexts, the firing histograms, the sign cases; h_sum is one more sum in the co
 and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost; and the same cost
 timed inside (b), the time spent in those statistics' updates as a share of (b), which the noise of a
 shared machine moves far less than a ratio of two modes' wall times (on the CPU the windows, histograms
-and sign cases are inside the C kernel's one pass, so only (e) shows their cost). Rounds alternate the modes so
-drift hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU,
+and sign cases are inside the C kernel's one pass, so only (e) shows their cost). The hooks' own work in
+(b) and (c) is timed the same way, as a share of each pass: the two approaches compared without the noise
+of the forward pass around them. Rounds alternate the modes so drift hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU,
 torch.compile elsewhere; the time of its build or compilation, paid in the warm-up round, is printed).
 """
 
@@ -63,16 +64,19 @@ def random_opt(size: str, device: str, dtype: torch.dtype) -> LoadedModel:
     return LoadedModel(model, None, ModelSource(f"opt-{size}-random", "memory"), "")
 
 
-def plain_numpy_hooks(modules, batch_shape, tau, rule):
-    """The straightforward approach: copy h to the host and count with numpy, per layer per batch."""
+def plain_numpy_hooks(modules, batch_shape, tau, rule, seconds: list[float]):
+    """The straightforward approach: copy h to the host and count with numpy, per layer per batch (the
+    time inside the hooks added to seconds[0])."""
     counts = [None] * len(modules)
 
     def hook_for(layer):
         def hook(module, args):
+            start = time.perf_counter()
             h = args[0].detach().float().cpu().numpy().reshape(*batch_shape, -1)
             fired = (h if rule == "relu" else np.abs(h)) > tau[layer]
             c = fired.sum(0)
             counts[layer] = c if counts[layer] is None else counts[layer] + c
+            seconds[0] += time.perf_counter() - start
 
         return hook
 
@@ -115,11 +119,14 @@ def without_new_statistics():
 
 
 def timing(seconds: list[float]):
-    """The hooked pass as it is, the time in the accumulators' updates added to seconds[0] and in the new
-    statistics' updates (NEW_STATISTICS) to seconds[1]: what they cost, measured inside the hooked pass
-    (where a ratio of two modes' wall times is at the mercy of a shared machine's noise)."""
+    """The hooked pass as it is, the time in the hooks' work (the accumulators' updates and the batch's
+    index tensors) added to seconds[0] and in the new statistics' updates (NEW_STATISTICS) to seconds[1]:
+    what they cost, measured inside the hooked pass (where a ratio of two modes' wall times is at the
+    mercy of a shared machine's noise)."""
+    hook_work = ((LayerAccumulator, "update"), (Recorder, "_batch_index"))
+
     def replace(cls, name, method):
-        slot = 0 if (cls, name) == (LayerAccumulator, "update") else 1
+        slot = 0 if (cls, name) in hook_work else 1
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -129,7 +136,7 @@ def timing(seconds: list[float]):
                 seconds[slot] += time.perf_counter() - start
         return timed
 
-    return patched(replace, ((LayerAccumulator, "update"),) + NEW_STATISTICS)
+    return patched(replace, hook_work + NEW_STATISTICS)
 
 
 def main() -> None:
@@ -179,7 +186,8 @@ def main() -> None:
                "layers": LayerByLayer(model, args.device, len(batches)), "lean": batch_by_batch}
 
     def timed(mode: str) -> float:
-        handles = plain_numpy_hooks(modules, batches[0].shape, calibration.tau, plan.rule) if mode == "plain" else []
+        handles = (plain_numpy_hooks(modules, batches[0].shape, calibration.tau, plan.rule, inside_plain)
+                   if mode == "plain" else [])
         counted = mode in ("hooks", "layers", "lean")
         rec = lean if mode == "lean" else recorder
         if counted:
@@ -198,10 +206,11 @@ def main() -> None:
             h.remove()
         return time.perf_counter() - start
 
-    inside = [0.0, 0.0]  # seconds in the updates and in the new statistics during the hooked rounds
+    inside = [0.0, 0.0]  # seconds in the hooks' work and in the new statistics during the hooked rounds
+    inside_plain = [0.0]  # seconds in the plain counter's hooks during its rounds
     for mode in runners:  # warm-up: allocations, kernels, lazy accumulators
         timed(mode)
-    inside[:] = [0.0, 0.0]
+    inside[:], inside_plain[:] = [0.0, 0.0], [0.0]
     times: dict[str, list[float]] = {mode: [] for mode in runners}
     for r in range(args.rounds):  # the order flips every round, so drift within a round favours no mode
         for mode in list(runners)[:: 1 if r % 2 == 0 else -1]:
@@ -229,13 +238,21 @@ def main() -> None:
     print(f"the new statistics (context windows, histograms, sign cases) cost {float(np.median(cost)):+.1%} of the "
           f"hooked pass (median of rounds, {cost[0]:+.1%} to {cost[-1]:+.1%})")
     hooked = sum(times["hooks"])
-    print(f"timed inside the hooked pass: the accumulators' updates {inside_s[0] / hooked:.1%} of it (the pass "
-          f"without them: {1 - inside_s[0] / hooked:.3f}), the new statistics' updates outside the CPU kernel "
-          f"{inside_s[1] / hooked:.1%} (the gathers of h and up at listed firings that they take as arguments not "
-          "included)")
+    print(f"timed inside the hooked pass: the hooks' work (updates, index tensors) {inside_s[0] / hooked:.1%} of it "
+          f"(the pass without it: {1 - inside_s[0] / hooked:.3f}), the new statistics' updates outside the CPU "
+          f"kernel {inside_s[1] / hooked:.1%} (the gathers of h and up at listed firings that they take as arguments "
+          "not included)")
+    plain = sum(times["plain"])
+    print(f"timed inside the plain pass: its hooks {inside_plain[0] / plain:.1%} of it (the pass without them: "
+          f"{1 - inside_plain[0] / plain:.3f})")
     fused = recorder.fused
     print("update: " + (f"compiled (first call {fused.compile_seconds:.1f} s, compile included)" if fused.compile_seconds
                         else "eager" + (f" (compile failed: {fused.failure})" if fused.failure else "")))
+    lib = native.library() if args.device == "cpu" else None
+    if lib is not None and fused.compile_seconds:
+        vector = sum(native.vector_bins(lib, acc.histogram.upper, plan.rule == "abs") for acc in recorder.acc if acc)
+        print(f"the kernel's histogram bins in rows where many fire: 16 at a time (AVX-512) in {vector} of "
+              f"{len(modules)} layers, by its step table in the rest")
 
 
 if __name__ == "__main__":

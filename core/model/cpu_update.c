@@ -163,9 +163,9 @@ static void add_event(Args *a, int64_t f, int64_t r, int64_t z) {
  * the bin of -y holds y's upper edge, not its lower. `vector_bins` sets this up from a layer's upper edges
  * and uses it only where a + c put every edge within a quarter bin of where the candidate must place it;
  * then every x lands within one bin (L is monotone to far less than that), which the correction closes.
- * Other edges, or a CPU without AVX-512, keep the step table. The vector path is 2.3 times faster than
- * the table's scalar loop on a random OPT-125m batch, where every other value fires (bench: the
- * layer-batch 6.3 to 5.0 ms); Zen 4's gathers, which the table would need, are no faster than the loop. */
+ * Other edges, or a CPU without AVX-512, keep the step table. On a random OPT-125m batch, where every
+ * other value fires, the histogram's share of a layer-batch fell from 3.3-4 to 2.0 ms (docs/design.md);
+ * Zen 4's gathers, which the table would need, are no faster than the scalar loop. */
 typedef struct {
     int ok; /* the vector path serves this layer */
 #ifdef __AVX512F__
