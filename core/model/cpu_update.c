@@ -161,7 +161,7 @@ static void add_event(Args *a, int64_t f, int64_t r, int64_t z) {
  * it exact, the bin whose edges satisfy edges[k] <= x < edges[k + 1], as FiringHistogram.bins. A negative
  * x (the abs rule's symmetric edges) takes the mirror of |x|'s bin, its edge comparison strict, since
  * the bin of -y holds y's upper edge, not its lower. `vector_bins` sets this up from a layer's upper edges
- * and uses it only where a + c put every edge within a quarter bin of where the candidate must place it;
+ * and uses it only where a and c put every edge within a quarter bin of where the candidate must place it;
  * then every x lands within one bin (L is monotone to far less than that), which the correction closes.
  * Other edges, or a CPU without AVX-512, keep the step table. On a random OPT-125m batch, where every
  * other value fires, the histogram's share of a layer-batch fell from 3.3-4 to 2.0 ms (docs/design.md);
@@ -247,7 +247,7 @@ static __attribute__((noinline)) void count_bins(const VectorBins *vb, const int
     int64_t j = 0;
 #ifdef __AVX512F__
     if (vb->ok) {
-        uint32_t at[BLOCK + 16];
+        uint32_t at[BLOCK]; /* the firings' places: `fired` <= j, so each store of 16 fits */
         int64_t fired = 0;
         const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
         for (; j + 16 <= n; j += 16) {
