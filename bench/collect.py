@@ -17,8 +17,9 @@ timed inside (b), the time spent in those statistics' updates as a share of (b),
 shared machine moves far less than a ratio of two modes' wall times (on the CPU the windows, histograms
 and sign cases are inside the C kernel's one pass, so only (e) shows their cost). The hooks' own work in
 (b) and (c) is timed the same way, as a share of each pass: the two approaches compared without the noise
-of the forward pass around them. Rounds alternate the modes so drift hits all of them. The update is compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU,
-torch.compile elsewhere; the time of its build or compilation, paid in the warm-up round, is printed).
+of the forward pass around them. Rounds alternate the modes so drift hits all of them. The update is
+compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU, torch.compile elsewhere; the time of its
+build or compilation, paid in the warm-up round, is printed).
 """
 
 from __future__ import annotations
