@@ -1,10 +1,11 @@
 """Fixtures shared by the test modules: the tiny OPT saved once per session as a model folder (the
 command-line tests collect from it), and the asyncio backend of the explorer's pilot tests.
 
-The suite counts as a user's CPU run does: with the C kernel (core.model.native), built once into a
+The suite counts as a user's CPU run does: with the C kernels (core.model.native), built once into a
 folder of the session's own ($NEURON_TUI_KERNELS, inherited by the CLI subprocesses too), so a fresh
-machine builds it as a user's does; the kernel is held to the eager update, the reference, in
-tests/test_fused.py, which also compiles with Inductor on purpose (as CUDA runs it)."""
+machine builds them as a user's does; they are held to the eager paths, the reference, in
+tests/test_fused.py (the update, which also compiles with Inductor on purpose, as CUDA runs it),
+tests/test_projections.py and tests/test_vocab_stats.py (the projection step's reductions)."""
 
 from __future__ import annotations
 

@@ -285,16 +285,16 @@ def test_a_kernel_that_cannot_be_built_is_one_line_and_counts_eagerly(capsys, mo
         assert update.native(h, None) is None
         assert update(h, torch.tensor(0.0), False, False) is None
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "the CPU update kernel could not be built" in err
+    assert err.count("\n") == 1 and "the CPU kernels could not be built" in err
     assert update.failure is not None and "no-such-compiler" in update.failure
 
 
 def test_the_kernel_is_built_once_per_machine(monkeypatch, tmp_path):
-    """The library lands in $NEURON_TUI_KERNELS under a name keyed by the source, the compiler and the CPU;
+    """The library lands in $NEURON_TUI_KERNELS under a name keyed by the sources, the compiler and the CPU;
     a second build finds it there and compiles nothing."""
     monkeypatch.setenv(native.ENV, str(tmp_path / "kernels"))
     built = native.build()
-    files = list((tmp_path / "kernels").glob("cpu_update-*.so"))
+    files = list((tmp_path / "kernels").glob("cpu_kernels-*.so"))
     assert len(files) == 1 and built.neuron_tui_update is not None
     monkeypatch.setattr(native, "_compile", lambda *args: pytest.fail("compiled again"))
     native.build()

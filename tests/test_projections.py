@@ -10,7 +10,7 @@ import tiny
 import torch
 
 from neuron_tui.cache import SummaryWriter, schema
-from neuron_tui.core.model import projections
+from neuron_tui.core.model import fused, native, projections
 from neuron_tui.core.model.adapters import ffn_out_projections
 
 V = tiny.vocab_size()
@@ -186,3 +186,84 @@ def test_signs_orient_the_update_of_neurons_that_fire_negative(tmp_path):
     np.testing.assert_array_equal(oriented["suppressed_tok"][0, 4], plain["promoted_tok"][0, 4])
     np.testing.assert_allclose(oriented["suppressed_score"][0, 4], -plain["promoted_score"][0, 4], rtol=1e-6)
     np.testing.assert_array_equal(oriented["promoted_tok"][0, 3], plain["promoted_tok"][0, 3])  # +1: unchanged
+
+
+@pytest.mark.parametrize("V", [1, 15, 16, 2047, 2048, 2049, 5000])
+def test_the_cpu_kernels_ranks_are_numpys_comparison(V):
+    """cpu_vocab.c's count of scores strictly below each value, against numpy's `<` on rows with ties,
+    +-inf and NaN (below nothing, and nothing below it), read through a row stride wider than a row,
+    for lengths around its 16-wide steps and 2,048-item chunks."""
+    lib = native.library()
+    assert lib is not None, native.failure()
+    rng = np.random.default_rng(V)
+    wide = rng.integers(-4, 5, (7, V + 3)).astype(np.float32)  # few distinct values: many ties
+    wide[0, : min(V, 3)] = [np.nan, np.inf, -np.inf][: min(V, 3)]
+    scores = torch.from_numpy(wide)[:, :V]  # row stride V + 3
+    values = torch.from_numpy(np.concatenate([wide[:, :3][:, : min(V, 3)], rng.integers(-5, 6, (7, 4)),
+                                              [[np.nan, np.inf, -np.inf]] * 7], 1).astype(np.float32))
+    got = native.count_below(lib, scores, values)
+    want = (scores.numpy()[:, None, :] < values.numpy()[:, :, None]).sum(-1)
+    np.testing.assert_array_equal(got.numpy(), want)
+    assert got.dtype == torch.int64 and want.max() > 0
+
+
+@pytest.mark.parametrize("V", [3, 16, 17, 40, 2049])
+def test_the_cpu_kernels_top_and_bottom_are_a_stable_sorts(V):
+    """cpu_vocab.c's k highest and k lowest scores per row, against a stable sort's first k (of equal
+    scores the earlier item first; NaN above every number, as torch.topk puts it): rows of ties, +-inf,
+    NaN, k up to V, read through a row stride wider than a row."""
+    lib = native.library()
+    assert lib is not None, native.failure()
+    rng = np.random.default_rng(V)
+    wide = rng.integers(-3, 4, (6, V + 5)).astype(np.float32)  # few distinct values: ties at every cut
+    wide[1] = rng.standard_normal(V + 5)  # one row without ties
+    wide[2, [0, V // 2, V - 1]] = [np.nan, np.inf, -np.inf]
+    wide[3, : V // 2] = np.nan  # more NaN than k
+    scores = torch.from_numpy(wide)[:, :V]
+    a = scores.numpy()
+    for k in sorted({1, 3, min(10, V), V}):
+        top_val, top_idx, bot_val, bot_idx = native.top_bottom(lib, scores, k)
+        want_top = np.lexsort((-a, ~np.isnan(a)), axis=1)[:, :k]  # NaN first, then descending, stable
+        want_bot = np.argsort(a, axis=1, kind="stable")[:, :k]  # ascending, NaN last
+        np.testing.assert_array_equal(top_idx.numpy(), want_top, err_msg=f"k={k}")
+        np.testing.assert_array_equal(bot_idx.numpy(), want_bot, err_msg=f"k={k}")
+        np.testing.assert_array_equal(top_val.numpy(), np.take_along_axis(a, want_top, 1))
+        np.testing.assert_array_equal(bot_val.numpy(), np.take_along_axis(a, want_bot, 1))
+
+
+def test_the_kernel_and_numpy_give_the_same_projections(tmp_path, monkeypatch):
+    """The whole projection group with the CPU kernels (top-k, ranks, sums of powers) and with the eager
+    paths (NEURON_TUI_COMPILE=0): ranks equal, scores and statistics to float rounding, the kernel's
+    tokens a stable sort's (torch.topk's order of equal scores is its own); duplicate vocabulary rows
+    make exact ties among the scores, and candidates sit on them."""
+    model = tiny_opt(seed=2)
+    with torch.no_grad():
+        E = model.get_input_embeddings().weight
+        E[40:50] = E[3]  # ten more copies of token 3's row (tied: the unembedding too)
+    cands = random_candidates(F, 2, 6, seed=2)
+    cands[0][:, 0] = 3
+    cands[1][:, 1] = 45
+    projector = projections.UpdateProjector(model, 5, 6)
+    assert projector.lib is not None  # the kernels ran
+    _, kernel = project_updates(tmp_path, model, 5, 6, cands)
+    monkeypatch.setenv(fused.ENV, "0")
+    assert projections.UpdateProjector(model, 5, 6).lib is None
+    _, eager = project_updates(tmp_path, model, 5, 6, cands)
+    assert set(kernel) == set(eager)
+    for name in kernel:
+        if kernel[name].dtype == np.float32:
+            np.testing.assert_allclose(kernel[name], eager[name], rtol=2e-5, atol=1e-6, equal_nan=True, err_msg=name)
+        elif name not in ("promoted_tok", "suppressed_tok"):
+            np.testing.assert_array_equal(kernel[name], eager[name], err_msg=name)
+    vectors = [p.weight.detach().double().numpy().T for p in ffn_out_projections(model)]
+    ties = 0
+    for layer, s in enumerate(reference(model, vectors)):  # the copies' ties counted as not below
+        at = np.take_along_axis(s, cands[layer].clip(0), 1)
+        want = np.where(cands[layer] >= 0, (s[:, None, :] < at[:, :, None]).sum(-1), -1)
+        np.testing.assert_array_equal(kernel["cand_supp_rank"][layer], want)
+        s32 = s.astype(np.float32)
+        np.testing.assert_array_equal(kernel["promoted_tok"][layer], np.argsort(-s32, 1, kind="stable")[:, :5])
+        np.testing.assert_array_equal(kernel["suppressed_tok"][layer], np.argsort(s32, 1, kind="stable")[:, :5])
+        ties += int(np.isin(kernel["promoted_tok"][layer], np.r_[3, 40:50]).sum())
+    assert ties > 0  # some neuron promotes token 3: its copies tie, in the order of their items
+    assert (kernel["cand_supp_rank"][0][:, 0] <= V - 11).all()  # token 3 and its ten copies: none below another

@@ -18,7 +18,7 @@ from planted import DARK, D, F, V, planted_llama, set_out, unit, zipf_counts
 from transformers import OPTConfig, OPTForCausalLM
 
 from neuron_tui.cache import Summary, SummaryWriter, schema
-from neuron_tui.core.model import projections
+from neuron_tui.core.model import fused, native, projections
 from neuron_tui.core.model.adapters import ffn_out_projections
 
 STATS = projections.STATISTICS
@@ -52,10 +52,14 @@ MODELS = {
 }
 
 
+@pytest.mark.parametrize("kernels", [True, False], ids=["C kernels", "torch"])
 @pytest.mark.parametrize("make", MODELS.values(), ids=MODELS.keys())
-def test_statistics_equal_the_slow_path(tmp_path, make):
+def test_statistics_equal_the_slow_path(tmp_path, monkeypatch, make, kernels):
     """Every statistic of every neuron, with small blocks of neurons and of vocabulary items (so the
-    sums run over many blocks), against the float64 [F, V] computation."""
+    sums run over many blocks), against the float64 [F, V] computation: with the CPU kernels' sums of
+    powers and with torch's (NEURON_TUI_COMPILE=0)."""
+    monkeypatch.setenv(fused.ENV, "1" if kernels else "0")
+    assert (projections.UpdateProjector(make(), n_candidates=0).lib is not None) == kernels
     model = make()
     counts = zipf_counts(tiny.vocab_size())
     attrs, got = project(tmp_path, model, counts, batch_size=5, vocab_block=7)
@@ -65,6 +69,20 @@ def test_statistics_equal_the_slow_path(tmp_path, make):
     _, whole = project(tmp_path, model, counts, name="whole.h5")  # default blocks: the same numbers
     for name in STATS:
         np.testing.assert_allclose(got[name], whole[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 2048, 2053])
+def test_the_cpu_kernels_sums_of_powers_are_float64s(n):
+    """cpu_vocab.c's sums of x, x^2, x^3 and x^4 per row, added to what the sums hold, against numpy's
+    float64 sums, for lengths around its 16-wide steps."""
+    lib = native.library()
+    assert lib is not None, native.failure()
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal((5, n)).astype(np.float32) * 3)
+    sums = torch.arange(20, dtype=torch.float64).view(4, 5).contiguous()
+    native.power_sums(lib, x, sums)
+    x64 = x.double().numpy()
+    want = np.arange(20.0).reshape(4, 5) + np.stack([(x64**p).sum(1) for p in (1, 2, 3, 4)])
+    np.testing.assert_allclose(sums.numpy(), want, rtol=1e-12, atol=1e-9)
 
 
 # ---- planted neurons ---------------------------------------------------------------------------------------

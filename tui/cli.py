@@ -81,8 +81,8 @@ def _collect_options(p: argparse.ArgumentParser, model_optional: bool) -> None:
                    help="seconds between checkpoints (default 60; each is written in the background while the pass "
                         "counts on)")
     p.add_argument("--no-compile", action="store_true",
-                   help="count with the eager update, not the compiled one (the default: a C kernel on the "
-                        "CPU, torch.compile on a GPU; also NEURON_TUI_COMPILE=0)")
+                   help="count and project with the eager paths, not the compiled ones (the default: C kernels "
+                        "on the CPU, torch.compile on a GPU; also NEURON_TUI_COMPILE=0)")
     p.add_argument("--out", type=Path, help="summary file (default: in the cache folder)")
     p.add_argument("--cache-dir", type=Path, help="cache folder (default $NEURON_TUI_CACHE or ~/.cache/neuron-tui)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -21,7 +21,8 @@ was slower (docs/design.md, "The CPU's one-pass update").
 - when compiling fails (no C compiler, no Triton) it says so in one line and the eager update runs.
 
 Compiling is the default everywhere; NEURON_TUI_COMPILE=0 (or `collect --no-compile`) keeps the eager
-update, NEURON_TUI_COMPILE=1 forces compiling.
+update (and the projection step's eager reductions, core.model.projections), NEURON_TUI_COMPILE=1 forces
+compiling.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ ENV = "NEURON_TUI_COMPILE"
 
 
 def compile_wanted() -> bool:
-    """Whether a pass compiles its update: NEURON_TUI_COMPILE=1 or 0 when set, else yes."""
+    """Whether a pass compiles its update (and the projection step uses the C kernels): NEURON_TUI_COMPILE=1
+    or 0 when set, else yes."""
     setting = os.environ.get(ENV, "").strip().lower()
     return setting not in ("0", "false", "no", "off") if setting else True
 

@@ -1,16 +1,18 @@
-"""The CPU's update of a layer in one pass over its activations: a small C kernel (cpu_update.c), built
-once per machine with the system's C compiler and called through ctypes.
+"""The CPU's C kernels: the update of a layer in one pass over its activations (cpu_update.c) and the
+projection step's reductions over the vocabulary (cpu_vocab.c: top-k, candidate ranks, sums of powers),
+built once per machine with the system's C compiler into one library and called through ctypes.
 
 Why not torch.compile on the CPU: Inductor's C++ fuses the reductions well, but stores a bool tensor
 (the firing mask, which the event sample needs) several times slower than eager `torch.gt`, and it
 has no cheap way to the per-firing work (histogram bin, sampling level, sign case), which eager torch
 does by listing the firings first. The kernel does all of it while each row of h is in cache
 (docs/design.md, "The CPU's one-pass update"). Inductor needs the same compiler, so a machine where
-this one fails has no compiled path either: the accumulator's eager update runs (one line says why).
+this one fails has no compiled path either: the accumulator's eager update and the projections' numpy
+and torch reductions run (one line says why), with the same results.
 
-The library is built with `-O3 -march=native` into a cache folder keyed by the source, the compiler
+The library is built with `-O3 -march=native` into a cache folder keyed by the sources, the compiler
 and the CPU's flags (a home folder shared by machines of different CPUs gets one library each), so
-the compiler runs once per machine, in well under a second; $NEURON_TUI_KERNELS moves the folder.
+the compiler runs once per machine, in about a second; $NEURON_TUI_KERNELS moves the folder.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 import torch
 
 ENV = "NEURON_TUI_KERNELS"
-SOURCE = Path(__file__).with_name("cpu_update.c")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("cpu_update.c", "cpu_vocab.c"))
 DTYPES = (torch.float32, torch.bfloat16)  # what the kernel reads; others take the eager update
 MAX_BINS = 64  # cpu_update.c's: the histogram bins its stack holds per block
 FLAGS = ("-O3", "-shared", "-fPIC", "-fno-math-errno")
@@ -78,14 +80,14 @@ def _cpu_flags() -> str:
 
 
 def _compile(compiler: str, target: Path) -> None:
-    """Compile SOURCE into `target` (atomically: a half-written library is never loaded), with the first
+    """Compile SOURCES into `target` (atomically: a half-written library is never loaded), with the first
     of OPTIONAL's flags the compiler takes."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         out = Path(work) / target.name
         errors = ""
         for extra in OPTIONAL:
-            done = subprocess.run([compiler, *FLAGS, *extra, str(SOURCE), "-o", str(out), "-lm"],
+            done = subprocess.run([compiler, *FLAGS, *extra, *map(str, SOURCES), "-o", str(out), "-lm"],
                                   capture_output=True, text=True)
             if done.returncode == 0:
                 os.replace(out, target)
@@ -95,15 +97,16 @@ def _compile(compiler: str, target: Path) -> None:
 
 
 def build() -> ctypes.CDLL:
-    """The kernel's library, compiled on first use on this machine (raises with the reason where it
+    """The kernels' library, compiled on first use on this machine (raises with the reason where it
     cannot be: no compiler, a compile error, an unwritable folder and temporary folder)."""
     named = os.environ.get("CC")
     compiler = shutil.which(named) if named else shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         raise RuntimeError(f"no C compiler {named!r}" if named else "no C compiler found (cc, gcc or clang; or set CC)")
-    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), compiler.encode(), repr((FLAGS, OPTIONAL)).encode(),
-                                     _cpu_flags().encode()])).hexdigest()[:16]
-    name = f"cpu_update-{key}.so"
+    parts = [*(source.read_bytes() for source in SOURCES), compiler.encode(), repr((FLAGS, OPTIONAL)).encode(),
+             _cpu_flags().encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    name = f"cpu_kernels-{key}.so"
     errors = []
     for folder in (kernel_dir(), Path(tempfile.gettempdir()) / "neuron-tui-kernels"):
         target = folder / name
@@ -118,6 +121,15 @@ def build() -> ctypes.CDLL:
         lib.neuron_tui_update.restype = None
         lib.neuron_tui_vector_bins.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int]
         lib.neuron_tui_vector_bins.restype = ctypes.c_int
+        lib.neuron_tui_count_below.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 3, ctypes.c_void_p, ctypes.c_int64,
+                                               ctypes.c_void_p, ctypes.c_int]
+        lib.neuron_tui_count_below.restype = None
+        lib.neuron_tui_power_sums.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                              ctypes.c_int]
+        lib.neuron_tui_power_sums.restype = None
+        lib.neuron_tui_top_bottom.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, *[ctypes.c_void_p] * 4,
+                                              ctypes.c_int]
+        lib.neuron_tui_top_bottom.restype = None
         return lib
     raise RuntimeError("; ".join(errors))
 
@@ -128,7 +140,7 @@ _LOCK = threading.Lock()
 
 
 def library() -> ctypes.CDLL | None:
-    """The kernel's library, built once per process (None, after one line on stderr, where it cannot be)."""
+    """The kernels' library, built once per process (None, after one line on stderr, where it cannot be)."""
     global _LIBRARY, _FAILURE
     with _LOCK:
         if _LIBRARY is None and _FAILURE is None:
@@ -136,13 +148,13 @@ def library() -> ctypes.CDLL | None:
                 _LIBRARY = build()
             except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
                 _FAILURE = str(exc)[:200]
-                print(f"neuron-tui: the CPU update kernel could not be built ({_FAILURE}); counting with the "
-                      "eager update", file=sys.stderr)
+                print(f"neuron-tui: the CPU kernels could not be built ({_FAILURE}); the eager update and "
+                      "reductions run (slower, the same results)", file=sys.stderr)
         return _LIBRARY
 
 
 def failure() -> str | None:
-    """Why the kernel could not be built in this process, None where it was (or was not tried)."""
+    """Why the kernels could not be built in this process, None where it was (or was not tried)."""
     return _FAILURE
 
 
@@ -181,3 +193,46 @@ def update(lib: ctypes.CDLL, h: torch.Tensor, up: torch.Tensor | None, tau: floa
                     for name, field in STRIDED.items() if tensors.get(name) is not None},
                  **{name: None if t is None else t.data_ptr() for name, t in tensors.items()})
     lib.neuron_tui_update(ctypes.byref(args), torch.get_num_threads())
+
+
+def _rows(scores: torch.Tensor) -> None:
+    """What cpu_vocab.c reads as scores: float32 CPU rows of unit stride."""
+    if scores.dtype != torch.float32 or scores.dim() != 2 or scores.stride(-1) != 1 or scores.device.type != "cpu":
+        raise ValueError("cpu_vocab.c reads [rows, V] float32 CPU scores whose rows have unit stride")
+
+
+def top_bottom(lib: ctypes.CDLL, scores: torch.Tensor, k: int) -> tuple[torch.Tensor, ...]:
+    """(top values, top items, bottom values, bottom items), each [B, k]: per row of scores [B, V], its
+    k highest scores descending and k lowest ascending, in a stable sort's order (of equal scores the
+    earlier item first; NaN above every number, as torch.topk orders it; cpu_vocab.c)."""
+    _rows(scores)
+    B, V = scores.shape
+    if not 1 <= k <= V:
+        raise ValueError(f"top_bottom takes 1 <= k <= V = {V}, not {k}")
+    top_val, bot_val = torch.empty(B, k), torch.empty(B, k)
+    top_idx, bot_idx = torch.empty(B, k, dtype=torch.int64), torch.empty(B, k, dtype=torch.int64)
+    lib.neuron_tui_top_bottom(scores.data_ptr(), B, V, scores.stride(0), k, top_val.data_ptr(), top_idx.data_ptr(),
+                              bot_val.data_ptr(), bot_idx.data_ptr(), torch.get_num_threads())
+    return top_val, top_idx, bot_val, bot_idx
+
+
+def count_below(lib: ctypes.CDLL, scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """[B, K] int64: per row of scores [B, V] (float32 on the CPU, rows of unit stride), the number of
+    scores strictly below each of the row's K values [B, K] (cpu_vocab.c; numpy's `<`, NaN below nothing)."""
+    _rows(scores)
+    values = values.to(torch.float32).contiguous()
+    B, V = scores.shape
+    out = torch.empty(values.shape, dtype=torch.int64)
+    lib.neuron_tui_count_below(scores.data_ptr(), B, V, scores.stride(0), values.data_ptr(), values.shape[1],
+                               out.data_ptr(), torch.get_num_threads())
+    return out
+
+
+def power_sums(lib: ctypes.CDLL, x: torch.Tensor, sums: torch.Tensor) -> None:
+    """sums [4, B] float64 += the row sums of x, x^2, x^3 and x^4 of x [B, n] (float32, contiguous, on
+    the CPU), each power in float64 (cpu_vocab.c)."""
+    if x.dtype != torch.float32 or not x.is_contiguous() or x.device.type != "cpu":
+        raise ValueError("power_sums reads a contiguous float32 CPU block")
+    if sums.dtype != torch.float64 or not sums.is_contiguous() or tuple(sums.shape) != (4, x.shape[0]):
+        raise ValueError("power_sums adds into a contiguous float64 [4, rows] tensor")
+    lib.neuron_tui_power_sums(x.data_ptr(), x.shape[0], x.shape[1], sums.data_ptr(), torch.get_num_threads())

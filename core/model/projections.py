@@ -21,10 +21,18 @@ Cost: one [batch, d] x [d, V] product per batch of neurons on the device of the 
 float32, plus a top-k and, for the candidate triggers, an exact rank (number of vocabulary items with
 a lower score); then the statistics' product of the same size against U_eff, one [batch, 2,048] block
 of vocabulary items at a time on the CPU (it stays in cache while the sums of powers read it), and
-[d]-sized products for the rest. The statistics cannot share today's product: U_eff folds the final
-norm's gain into U, and U[t] . w and (U[t] * gain) . w are different functionals of U[t] (they agree
-only for a constant gain). Only a [batch, V] block of scores exists at a time; nothing of size [F, V]
-is kept.
+[d]-sized products for the rest. On the CPU the top-k, the ranks and the sums of powers are C loops
+over rows in cache (cpu_vocab.c, through core.model.native; on SmolLM2's shapes, a layer: 0.018 s for
+the top and bottom 10 against torch.topk's 0.12, 0.03 s for the ranks against numpy's 0.37, 0.008 s for
+the sums against torch's 0.12), unless the kernels cannot be built or NEURON_TUI_COMPILE=0 asks for the
+eager paths: the same tokens (up to the order of equal scores, which the kernel keeps in a stable
+sort's order and torch.topk leaves unspecified), the same ranks, the same sums to float rounding
+(tests/test_projections.py, tests/test_vocab_stats.py). The two float32 products are then most of the
+step. The statistics cannot share the paper's product: U_eff folds the final norm's gain into U, and
+U[t] . w and (U[t] * gain) . w are different functionals of U[t] (they agree only for a constant gain);
+nor can theirs be made in a lower precision without losing the moments' digits (a bfloat16 product,
+tried on SmolLM2, moved kurtoses by up to 1% and one neuron across kurtosis 10). Only a [batch, V] block
+of scores exists at a time; nothing of size [F, V] is kept.
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from torch import nn
 
 from neuron_tui.cache import schema
 
-from . import adapters
+from . import adapters, native
+from .fused import compile_wanted
 
 BLOCK_BYTES = 64 * 2**20  # one [batch, V] float32 score block on the CPU (fits in cache-friendly pieces)
 ACCEL_BLOCK_BYTES = 1024 * 2**20  # on an accelerator: bigger blocks, fewer host syncs
@@ -198,18 +207,20 @@ class EffectiveUnembedding:
         g = sum(self.A[b].to(self.wide).t() @ fr[b] for b in self._blocks) + self.row_mean * fr.sum()
         self.freq = g
 
-    def begin(self, z: torch.Tensor) -> _Moments:
-        """The statistics of output vectors z [B, d] (float32, in U's space), to be fed vocabulary blocks."""
-        return _Moments(self, z)
+    def begin(self, z: torch.Tensor, lib=None) -> _Moments:
+        """The statistics of output vectors z [B, d] (float32, in U's space), to be fed vocabulary blocks;
+        `lib`: the CPU kernels' library (native.library()) for the sums of powers, None for torch's."""
+        return _Moments(self, z, lib)
 
 
 class _Moments:
     """Running sums over vocabulary blocks of x, x^2, x^3 and x^4, x_t = v_t - mean(v), for a block of
     neurons (every power from the same products, so a neuron whose cosines are all tiny, an entropy
-    neuron's, keeps its relative precision)."""
+    neuron's, keeps its relative precision). With the CPU kernels each power is summed in float64 from
+    the float32 x (cpu_vocab.c); torch's path sums a block in float32 and the blocks in float64."""
 
-    def __init__(self, geo: EffectiveUnembedding, z: torch.Tensor):
-        self.geo = geo
+    def __init__(self, geo: EffectiveUnembedding, z: torch.Tensor, lib=None):
+        self.geo, self.lib = geo, lib
         z64 = z.to(geo.wide)
         self.length = z64.norm(dim=1)
         self.unit64 = z64 / self.length.clamp_min(1e-30)[:, None]
@@ -218,6 +229,9 @@ class _Moments:
 
     def add(self, block: slice) -> None:
         x = self.unit @ self.geo.A[block].t()  # [B, Vb] = v_t - mean(v)
+        if self.lib is not None:
+            native.power_sums(self.lib, x, self.sums)
+            return
         x2 = x * x
         # the odd powers as batched dot products: no [B, Vb] temporary, and the block is still in cache
         parts = (x.sum(1), x2.sum(1), torch.bmm(x2[:, None], x[:, :, None]).view(-1),
@@ -245,10 +259,13 @@ class _Moments:
         return {name: torch.where(dead, torch.nan, v).to(torch.float32).cpu().numpy() for name, v in out.items()}
 
 
-def _count_below(scores: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """[B, K] int64: per row, the number of scores strictly below each of K values (exact)."""
+def _count_below(scores: torch.Tensor, values: torch.Tensor, lib=None) -> torch.Tensor:
+    """[B, K] int64: per row, the number of scores strictly below each of K values (exact); `lib`: the
+    CPU kernels' library (native.library()), None for numpy's."""
     if scores.device.type != "cpu":  # accelerators: a broadcast compare is fast there
         return torch.stack([(scores < values[:, j : j + 1]).sum(1) for j in range(values.shape[1])], 1)
+    if lib is not None:
+        return native.count_below(lib, scores, values)
     # CPU: numpy's compare + count_nonzero is ~10x faster than torch's bool reductions, and small
     # row blocks keep the [rows, K, V] comparison in cache
     s, v = scores.numpy(), values.numpy()
@@ -271,7 +288,9 @@ class UpdateProjector:
     activation when it fires; None: all +1, right for ReLU). batch_size: neurons per block (default:
     what fits BLOCK_BYTES), vocab_block: vocabulary items per block of the statistics. null_k: the
     dimension of the null space (default ceil(0.01 d)). The per-neuron statistics
-    (EffectiveUnembedding) come with every layer; `use_token_counts` gives freq_corr its corpus.
+    (EffectiveUnembedding) come with every layer; `use_token_counts` gives freq_corr its corpus. On the
+    CPU the top-k, the ranks and the statistics' sums of powers run in the C kernels (`lib`) unless
+    NEURON_TUI_COMPILE=0, or they cannot be built.
     """
 
     @torch.no_grad()
@@ -306,6 +325,7 @@ class UpdateProjector:
         if self.k > V:
             raise ValueError(f"top_k={self.k} exceeds the vocabulary size {V}")
         on_cpu = self.device.type == "cpu"
+        self.lib = native.library() if on_cpu and compile_wanted() else None
         self.vocab_block = min(V, vocab_block or (CPU_VOCAB_BLOCK if on_cpu else V))
         if batch_size is None:
             block = BLOCK_BYTES if on_cpu else ACCEL_BLOCK_BYTES
@@ -373,18 +393,20 @@ class UpdateProjector:
         if sign_t is not None:  # linear in w, so orienting after project_out is the same
             w = w * sign_t[lo:hi, None]
         scores = w @ self.U.t()  # [B, V] float32
-        top = scores.topk(k, dim=1)
-        bottom = scores.topk(k, dim=1, largest=False)  # ascending: most suppressed first
-        out["promoted_tok"][lo:hi] = top.indices.cpu().numpy()
-        out["promoted_score"][lo:hi] = top.values.cpu().numpy()
-        out["suppressed_tok"][lo:hi] = bottom.indices.cpu().numpy()
-        out["suppressed_score"][lo:hi] = bottom.values.cpu().numpy()
+        if self.lib is not None:  # ties in a stable sort's order
+            top_val, top_tok, bottom_val, bottom_tok = native.top_bottom(self.lib, scores, k)
+        else:
+            (top_val, top_tok), (bottom_val, bottom_tok) = scores.topk(k, dim=1), scores.topk(k, dim=1, largest=False)
+        out["promoted_tok"][lo:hi] = top_tok.cpu().numpy()
+        out["promoted_score"][lo:hi] = top_val.cpu().numpy()
+        out["suppressed_tok"][lo:hi] = bottom_tok.cpu().numpy()  # ascending: most suppressed first
+        out["suppressed_score"][lo:hi] = bottom_val.cpu().numpy()
         if cand is not None:
             c = torch.as_tensor(cand[lo:hi], device=device)
             valid = c >= 0
             c0 = c.clamp_min(0)
             cs = scores.gather(1, c0)  # [B, Kc]
-            rank = _count_below(scores, cs)
+            rank = _count_below(scores, cs, self.lib)
             out["cand_score"][lo:hi] = torch.where(valid, cs, torch.nan).cpu().numpy()
             out["cand_supp_rank"][lo:hi] = torch.where(valid, rank.to(device), -1).cpu().numpy()
             if self.E_in is not None:
@@ -400,7 +422,7 @@ class UpdateProjector:
         EffectiveUnembedding's moments, null-space share and frequency correlation, one vocabulary block
         at a time (w_in_norm comes from the input projections, in `layer`)."""
         centred = raw - raw.mean(1, keepdim=True) if self.centres else raw
-        moments = self.geometry.begin(self.to_embed(centred if self.gain is None else centred * self.gain))
+        moments = self.geometry.begin(self.to_embed(centred if self.gain is None else centred * self.gain), self.lib)
         V = self.U.shape[0]
         for v0 in range(0, V, self.vocab_block):
             moments.add(slice(v0, min(V, v0 + self.vocab_block)))
