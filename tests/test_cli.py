@@ -132,15 +132,22 @@ def test_no_room_on_disk_is_refused_before_starting(capsys, model_dir, corpus, t
     assert not list((tmp_path / "cache").glob("*.h5"))
 
 
-# a collection in a process of its own that gets signal SIG as its forward call CALL starts:
-#     python -c SIGNALLED TESTS_DIR CALL SIG collect ...
+# a collection in a process of its own that gets signal SIG as its forward call CALL starts, once the
+# file WAIT exists (a checkpoint, written atomically in the background: without the wait, whether one was
+# written by then would be a race between the writer's thread and the pass):
+#     python -c SIGNALLED TESTS_DIR CALL SIG WAIT collect ...
 SIGNALLED = """
-import os, sys
+import os, sys, time
 sys.path.insert(0, sys.argv[1])
 from tiny import on_forward_call
 from neuron_tui.tui.cli import main
-on_forward_call(setattr, int(sys.argv[2]), lambda: os.kill(os.getpid(), int(sys.argv[3])))
-sys.exit(main(sys.argv[4:]))
+def signal_after_a_checkpoint():
+    deadline = time.monotonic() + 120
+    while not os.path.exists(sys.argv[4]) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(os.getpid(), int(sys.argv[3]))
+on_forward_call(setattr, int(sys.argv[2]), signal_after_a_checkpoint)
+sys.exit(main(sys.argv[5:]))
 """
 
 
@@ -155,13 +162,13 @@ def test_killed_collection_resumes_to_the_uninterrupted_result(model_dir, tmp_pa
     out = tmp_path / "run.h5"
     args = [*base, "--out", out, "--checkpoint-seconds", 0]
     tests = os.path.dirname(__file__)
-    killed = subprocess.run([sys.executable, "-c", SIGNALLED, tests, "30", str(int(sig)), *map(str, args)], env=env,
-                            capture_output=True, text=True)
+    partial = tmp_path / "run.partial.h5"
+    killed = subprocess.run([sys.executable, "-c", SIGNALLED, tests, "30", str(int(sig)), str(partial), *map(str, args)],
+                            env=env, capture_output=True, text=True)
     assert killed.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 1), killed.stderr
     assert not out.exists()
     if sig == signal.SIGTERM:
         assert "checkpoint kept" in killed.stderr and "resume" in killed.stderr
-    partial = tmp_path / "run.partial.h5"
     with Summary.open(partial) as s:
         assert not s.complete and 0 < s.attrs["n_seq"] < 300 and s.attrs["n_seq"] % 2 == 0  # whole batches
     resumed = subprocess.run([sys.executable, "-m", "neuron_tui.tui.cli", *map(str, args)], env=env,
