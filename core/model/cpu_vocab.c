@@ -48,6 +48,15 @@ void neuron_tui_count_below(const float *s, int64_t rows, int64_t n, int64_t str
     }
 }
 
+/* Adds a, a^2, a^3, a^4 to lane l of the four running sums. */
+static inline void add_powers(double acc[4][LANES], int l, double a) {
+    const double a2 = a * a;
+    acc[0][l] += a;
+    acc[1][l] += a2;
+    acc[2][l] += a2 * a;
+    acc[3][l] += a2 * a2;
+}
+
 /* sums[p * rows + r] += the sum over t < n of x[r * n + t]^(p + 1), p = 0..3, in float64 (LANES running
  * sums per power, so the loop vectorises without reordering any one sum). */
 void neuron_tui_power_sums(const float *x, int64_t rows, int64_t n, double *sums, int threads) {
@@ -57,34 +66,16 @@ void neuron_tui_power_sums(const float *x, int64_t rows, int64_t n, double *sums
 #endif
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * n;
-        double s1[LANES] = {0}, s2[LANES] = {0}, s3[LANES] = {0}, s4[LANES] = {0};
+        double acc[4][LANES] = {{0}};
         int64_t t = 0;
         for (; t + LANES <= n; t += LANES)
-            for (int l = 0; l < LANES; l++) {
-                const double a = row[t + l], a2 = a * a;
-                s1[l] += a;
-                s2[l] += a2;
-                s3[l] += a2 * a;
-                s4[l] += a2 * a2;
-            }
-        for (int l = 0; t < n; t++, l++) {
-            const double a = row[t], a2 = a * a;
-            s1[l] += a;
-            s2[l] += a2;
-            s3[l] += a2 * a;
-            s4[l] += a2 * a2;
+            for (int l = 0; l < LANES; l++) add_powers(acc, l, row[t + l]);
+        for (int l = 0; t < n; t++, l++) add_powers(acc, l, row[t]);
+        for (int p = 0; p < 4; p++) {
+            double total = 0;
+            for (int l = 0; l < LANES; l++) total += acc[p][l];
+            sums[p * rows + r] += total;
         }
-        double p1 = 0, p2 = 0, p3 = 0, p4 = 0;
-        for (int l = 0; l < LANES; l++) {
-            p1 += s1[l];
-            p2 += s2[l];
-            p3 += s3[l];
-            p4 += s4[l];
-        }
-        sums[r] += p1;
-        sums[rows + r] += p2;
-        sums[2 * rows + r] += p3;
-        sums[3 * rows + r] += p4;
     }
 }
 
@@ -101,11 +92,13 @@ __attribute__((noinline)) static int any_outside(const float *p, int64_t m, floa
     return any;
 }
 
-/* Insert (x, t) into the sorted list val/idx of length k if it comes before its last (`order`: above or
- * below); an equal value stays behind the ones already there (they have earlier items). */
-static inline void enter(float *val, int64_t *idx, int64_t k, float x, int64_t t, int (*order)(float, float)) {
-    if (!order(x, val[k - 1])) return;
-    int64_t at = k - 1;
+/* Insert (x, t) into the sorted list val/idx that holds `len` of its k entries: where it belongs, if the
+ * list is not full or x comes before its last (`order`: above or below); an equal value stays behind
+ * the ones already there (they have earlier items). */
+static inline void enter(float *val, int64_t *idx, int64_t len, int64_t k, float x, int64_t t,
+                         int (*order)(float, float)) {
+    if (len == k && !order(x, val[k - 1])) return;
+    int64_t at = len < k ? len : k - 1;
     for (; at > 0 && order(x, val[at - 1]); at--) {
         val[at] = val[at - 1];
         idx[at] = idx[at - 1];
@@ -127,27 +120,16 @@ void neuron_tui_top_bottom(const float *s, int64_t rows, int64_t n, int64_t stri
         const float *row = s + r * stride;
         float *tv = top_val + r * k, *bv = bot_val + r * k;
         int64_t *ti = top_idx + r * k, *bi = bot_idx + r * k;
-        for (int64_t t = 0; t < k; t++) { /* the first k, each inserted in order */
-            int64_t a = t, b = t;
-            for (; a > 0 && above(row[t], tv[a - 1]); a--) {
-                tv[a] = tv[a - 1];
-                ti[a] = ti[a - 1];
-            }
-            tv[a] = row[t];
-            ti[a] = t;
-            for (; b > 0 && below(row[t], bv[b - 1]); b--) {
-                bv[b] = bv[b - 1];
-                bi[b] = bi[b - 1];
-            }
-            bv[b] = row[t];
-            bi[b] = t;
+        for (int64_t t = 0; t < k; t++) { /* the first k fill both lists */
+            enter(tv, ti, t, k, row[t], t, above);
+            enter(bv, bi, t, k, row[t], t, below);
         }
         for (int64_t t0 = k; t0 < n; t0 += LANES) {
             const int64_t m = n - t0 < LANES ? n - t0 : LANES;
             if (!any_outside(row + t0, m, tv[k - 1], bv[k - 1])) continue;
             for (int64_t t = t0; t < t0 + m; t++) {
-                enter(tv, ti, k, row[t], t, above);
-                enter(bv, bi, k, row[t], t, below);
+                enter(tv, ti, k, k, row[t], t, above);
+                enter(bv, bi, k, k, row[t], t, below);
             }
         }
     }
