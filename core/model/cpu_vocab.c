@@ -10,8 +10,9 @@
  *     power in float64 from the same float32 x.
  * Both read a row while it is in cache and compare or multiply 16 values at a time where the compiler
  * vectorises for the CPU (-march=native), where numpy and torch make a temporary per operation (a bool
- * [rows, K, V] block, x^2, x^3) and read it again. Rows are split among up to `threads` OpenMP threads
- * (torch's own, as cpu_update.c explains); each row's result is the same whatever the split. */
+ * [rows, K, V] block, x^2, x^3) and read it again. Rows are split among `threads` >= 1 OpenMP threads
+ * (torch's own, torch.get_num_threads(), as cpu_update.c explains); each row's result is the same
+ * whatever the split. */
 
 #include <math.h>
 #include <stdint.h>
@@ -31,7 +32,6 @@ __attribute__((noinline)) static uint32_t count_lt(const float *p, int64_t m, fl
  * which fits the uint32 the vectorised loop adds the comparisons into (V < 2^32). */
 void neuron_tui_count_below(const float *s, int64_t rows, int64_t n, int64_t stride, const float *values,
                             int64_t k, int64_t *out, int threads) {
-    if (threads < 1) threads = 1;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
@@ -60,7 +60,6 @@ static inline void add_powers(double acc[4][LANES], int l, double a) {
 /* sums[p * rows + r] += the sum over t < n of x[r * n + t]^(p + 1), p = 0..3, in float64 (LANES running
  * sums per power, so the loop vectorises without reordering any one sum). */
 void neuron_tui_power_sums(const float *x, int64_t rows, int64_t n, double *sums, int threads) {
-    if (threads < 1) threads = 1;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
@@ -112,7 +111,6 @@ static inline void enter(float *val, int64_t *idx, int64_t len, int64_t k, float
  * 16 at a time by `any_outside`. */
 void neuron_tui_top_bottom(const float *s, int64_t rows, int64_t n, int64_t stride, int64_t k, float *top_val,
                            int64_t *top_idx, float *bot_val, int64_t *bot_idx, int threads) {
-    if (threads < 1) threads = 1;
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
