@@ -18,7 +18,7 @@ frequency (token-frequency neurons), and the weight norms. Every one is computed
 [d, d] Gram matrix except the moments, which need the cosines of every vocabulary item.
 
 Cost: one [batch, d] x [d, V] product per batch of neurons on the device of the unembedding, in
-float32, plus a top-k and, for the candidate triggers, an exact rank (number of vocabulary items with
+float32 (on the CPU into one reused buffer, a block of vocabulary items at a time), plus a top-k and, for the candidate triggers, an exact rank (number of vocabulary items with
 a lower score); then the statistics' product of the same size against U_eff, one [batch, 2,048] block
 of vocabulary items at a time on the CPU (it stays in cache while the sums of powers read it), and
 [d]-sized products for the rest. On the CPU the top-k, the ranks and the sums of powers are C loops
@@ -331,6 +331,8 @@ class UpdateProjector:
             block = BLOCK_BYTES if on_cpu else ACCEL_BLOCK_BYTES
             batch_size = max(1, min(self.n_neurons, block // (4 * V)))
         self.batch_size = batch_size
+        # the CPU's [batch, V] scores: one buffer, filled a vocabulary block at a time (`_scores`)
+        self._score_buffer = torch.empty(batch_size, V) if on_cpu else None
         self.attrs = {
             "k": self.k,
             "n_candidates": self.Kc,
@@ -392,7 +394,7 @@ class UpdateProjector:
         w = self.to_embed(raw)  # [B, d] float32
         if sign_t is not None:  # linear in w, so orienting after project_out is the same
             w = w * sign_t[lo:hi, None]
-        scores = w @ self.U.t()  # [B, V] float32
+        scores = self._scores(w)  # [B, V] float32
         if self.lib is not None:  # ties in a stable sort's order
             top_val, top_tok, bottom_val, bottom_tok = native.top_bottom(self.lib, scores, k)
         else:
@@ -416,6 +418,18 @@ class UpdateProjector:
         del scores
         for name, value in self.statistics(raw).items():
             out[name][lo:hi] = value
+
+    def _scores(self, w: torch.Tensor) -> torch.Tensor:
+        """w @ U^T [B, V]. On the CPU into the one buffer, `vocab_block` columns at a time: each block's
+        product is written while it is in cache, and no [B, V] tensor is allocated (and its pages
+        faulted in) per batch: 0.51 s a SmolLM2 layer against 0.63 for `w @ U.t()`, the same values."""
+        if self._score_buffer is None:
+            return w @ self.U.t()
+        scores, V = self._score_buffer[: w.shape[0]], self.U.shape[0]
+        for v0 in range(0, V, self.vocab_block):
+            block = slice(v0, min(V, v0 + self.vocab_block))
+            torch.mm(w, self.U[block].t(), out=scores[:, block])
+        return scores
 
     def statistics(self, raw: torch.Tensor) -> dict[str, np.ndarray]:
         """The families' statistics of output vectors `raw` [B, d_model] float32 as stored: w_out_norm and
