@@ -17,22 +17,23 @@ space (entropy neurons), the correlation of its direct logit effect with the cor
 frequency (token-frequency neurons), and the weight norms. Every one is computed from U_eff's small
 [d, d] Gram matrix except the moments, which need the cosines of every vocabulary item.
 
-Cost: one [batch, d] x [d, V] product per batch of neurons on the device of the unembedding, in
-float32 (on the CPU into one reused buffer, a block of vocabulary items at a time), plus a top-k and, for the candidate triggers, an exact rank (number of vocabulary items with
-a lower score); then the statistics' product of the same size against U_eff, one [batch, 2,048] block
-of vocabulary items at a time on the CPU (it stays in cache while the sums of powers read it), and
-[d]-sized products for the rest. On the CPU the top-k, the ranks and the sums of powers are C loops
-over rows in cache (cpu_vocab.c, through core.model.native; on SmolLM2's shapes, a layer: 0.018 s for
-the top and bottom 10 against torch.topk's 0.12, 0.03 s for the ranks against numpy's 0.37, 0.008 s for
-the sums against torch's 0.12), unless the kernels cannot be built or NEURON_TUI_COMPILE=0 asks for the
-eager paths: the same tokens (up to the order of equal scores, which the kernel keeps in a stable
-sort's order and torch.topk leaves unspecified), the same ranks, the same sums to float rounding
-(tests/test_projections.py, tests/test_vocab_stats.py). The two float32 products are then most of the
-step. The statistics cannot share the paper's product: U_eff folds the final norm's gain into U, and
-U[t] . w and (U[t] * gain) . w are different functionals of U[t] (they agree only for a constant gain);
-nor can theirs be made in a lower precision without losing the moments' digits (a bfloat16 product,
-tried on SmolLM2, moved kurtoses by up to 1% and one neuron across kurtosis 10). Only a [batch, V] block
-of scores exists at a time; nothing of size [F, V] is kept.
+Cost: one [batch, d] x [d, V] product per batch of neurons on the device of the unembedding, in float32
+(on the CPU into one reused buffer, a block of vocabulary items at a time), plus a top-k and, for the
+candidate triggers, an exact rank (number of vocabulary items with a lower score); then the statistics'
+product of the same size against U_eff, one [batch, 2,048] block of vocabulary items at a time on the
+CPU (it stays in cache while the sums of powers read it), and [d]-sized products for the rest. On the
+CPU the top-k, the ranks and the sums of powers are C loops over rows in cache (cpu_vocab.c, through
+core.model.native; on SmolLM2's shapes, a layer: 0.018 s for the top and bottom 10 against torch.topk's
+0.12, 0.03 s for the ranks against numpy's 0.37, 0.008 s for the sums against torch's 0.12), unless the
+kernels cannot be built or NEURON_TUI_COMPILE=0 asks for the eager paths: the same tokens (up to the
+order of equal scores, which the kernel keeps in a stable sort's order and torch.topk leaves
+unspecified), the same ranks, the same sums to float rounding (tests/test_projections.py,
+tests/test_vocab_stats.py). The two float32 products are then most of the step. The statistics cannot
+share the paper's product: U_eff folds the final norm's gain into U, and U[t] . w and (U[t] * gain) . w
+are different functionals of U[t] (they agree only for a constant gain); nor can theirs be made in a
+lower precision without losing the moments' digits (a bfloat16 product, tried on SmolLM2, moved kurtoses
+by up to 1% and one neuron across kurtosis 10). Only a [batch, V] block of scores exists at a time;
+nothing of size [F, V] is kept.
 """
 
 from __future__ import annotations
@@ -286,11 +287,11 @@ class UpdateProjector:
     and output embeddings are untied, the cosine of the output vector with the candidate's *input*
     embedding (NaN if tied). sign [F] of +1/-1 orients each output vector (the sign of the neuron's
     activation when it fires; None: all +1, right for ReLU). batch_size: neurons per block (default:
-    what fits BLOCK_BYTES), vocab_block: vocabulary items per block of the statistics. null_k: the
-    dimension of the null space (default ceil(0.01 d)). The per-neuron statistics
-    (EffectiveUnembedding) come with every layer; `use_token_counts` gives freq_corr its corpus. On the
-    CPU the top-k, the ranks and the statistics' sums of powers run in the C kernels (`lib`) unless
-    NEURON_TUI_COMPILE=0, or they cannot be built.
+    what fits BLOCK_BYTES), vocab_block: vocabulary items per block of the statistics (and on the CPU of
+    the scores' product). null_k: the dimension of the null space (default ceil(0.01 d)). The per-neuron
+    statistics (EffectiveUnembedding) come with every layer; `use_token_counts` gives freq_corr its
+    corpus. On the CPU the top-k, the ranks and the statistics' sums of powers run in the C kernels
+    (`lib`) unless NEURON_TUI_COMPILE=0, or they cannot be built.
     """
 
     @torch.no_grad()
@@ -422,7 +423,8 @@ class UpdateProjector:
     def _scores(self, w: torch.Tensor) -> torch.Tensor:
         """w @ U^T [B, V]. On the CPU into the one buffer, `vocab_block` columns at a time: each block's
         product is written while it is in cache, and no [B, V] tensor is allocated (and its pages
-        faulted in) per batch: 0.51 s a SmolLM2 layer against 0.63 for `w @ U.t()`, the same values."""
+        faulted in) per batch: 0.51 s a SmolLM2 layer against 0.63 for `w @ U.t()`, whose values it equals
+        bit for bit here (each score is one dot product over d either way)."""
         if self._score_buffer is None:
             return w @ self.U.t()
         scores, V = self._score_buffer[: w.shape[0]], self.U.shape[0]
