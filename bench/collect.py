@@ -6,27 +6,28 @@
 
     NEURON_TUI_COMPILE=0 python bench/collect.py  # the eager update (the default compiles it)
 
-Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, (c)
-the plain approach a researcher would write first (hooks that copy each activation to the host and
-count with numpy), (d) the hooks under the layer-by-layer schedule (a round's batches as one
-chunk; the weights stay where they are, so this is the schedule's own overhead, without transfers),
-and (e) the hooks without the per-pass statistics added last (the windows of h around the top
-contexts, the firing histograms, the sign cases; h_sum is one more sum in the compiled update's loop
-and stays), and the ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost; and the same cost
-timed inside (b), the time spent in those statistics' updates as a share of (b), which the noise of a
-shared machine moves far less than a ratio of two modes' wall times (on the CPU the windows, histograms
-and sign cases are inside the C kernel's one pass, so only (e) shows their cost). The hooks' own work in
-(b) and (c) is timed the same way, as a share of each pass: the two approaches compared without the noise
-of the forward pass around them. Rounds alternate the modes so drift hits all of them. The update is
-compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU, torch.compile elsewhere; the time of its
-build or compilation, paid in the warm-up round, is printed).
+Prints tokens/s of (a) the bare forward pass, (b) neuron-tui's hooks + on-device accumulators, (c) the
+plain approach a researcher would write first (hooks that copy each activation to the host and count
+with numpy), (d) the hooks under the layer-by-layer schedule (a round's batches as one chunk; the
+weights stay where they are, so this is the schedule's own overhead, without transfers), and (e) the
+hooks without the per-pass statistics added last (the windows of h around the top contexts, the firing
+histograms, the sign cases; h_sum is one more sum in the compiled update's loop and stays), and the
+ratios b/a, c/a, d/a, e/a, and b/e: what those statistics cost; and the same cost timed inside the
+passes, which the noise of a shared machine moves far less than a ratio of two modes' wall times: the
+time in those statistics' own updates as a share of (b), and the hooks' whole work timed in (b) and in
+(e), whose difference over the same tokens is what the statistics take (on the CPU the windows,
+histograms and sign cases are inside the C kernel's one pass, where only that difference sees them). The
+hooks' own work in (b) and (c) is timed the same way, as a share of each pass: the two approaches
+compared without the noise of the forward pass around them. Rounds alternate the modes so drift hits all
+of them. The update is compiled unless NEURON_TUI_COMPILE=0 (the C kernel on the CPU, torch.compile
+elsewhere; the time of its build or compilation, paid in the warm-up round, is printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from itertools import islice
 
 import numpy as np
@@ -119,11 +120,11 @@ def without_new_statistics():
     return patched(replace, NEW_STATISTICS + ((native, "update"),))
 
 
-def timing(seconds: list[float]):
+def timing(seconds: list[float], new_statistics: bool = True):
     """The hooked pass as it is, the time in the hooks' work (the accumulators' updates and the batch's
-    index tensors) added to seconds[0] and in the new statistics' updates (NEW_STATISTICS) to seconds[1]:
-    what they cost, measured inside the hooked pass (where a ratio of two modes' wall times is at the
-    mercy of a shared machine's noise)."""
+    index tensors) added to seconds[0] and in the new statistics' updates (NEW_STATISTICS, unless not
+    `new_statistics`: the lean mode, where they are no-ops) to seconds[1]: what they cost, measured
+    inside the pass (where a ratio of two modes' wall times is at the mercy of a shared machine's noise)."""
     hook_work = ((LayerAccumulator, "update"), (Recorder, "_batch_index"))
 
     def replace(cls, name, method):
@@ -137,7 +138,7 @@ def timing(seconds: list[float]):
                 seconds[slot] += time.perf_counter() - start
         return timed
 
-    return patched(replace, hook_work + NEW_STATISTICS)
+    return patched(replace, hook_work + (NEW_STATISTICS if new_statistics else ()))
 
 
 def main() -> None:
@@ -196,8 +197,14 @@ def main() -> None:
             rec.set_batches([np.arange(a, a + b.size).reshape(b.shape) for a, b in zip(starts, batches)])
 
         start = time.perf_counter()
-        stats = without_new_statistics() if mode == "lean" else timing(inside) if mode == "hooks" else nullcontext()
-        with rec.attached() if counted else nullcontext(), stats:
+        with ExitStack() as stats:
+            if mode == "lean":  # the statistics off first, then the hooks' work timed as in "hooks"
+                stats.enter_context(without_new_statistics())
+                stats.enter_context(timing(inside_lean, new_statistics=False))
+            elif mode == "hooks":
+                stats.enter_context(timing(inside))
+            if counted:
+                stats.enter_context(rec.attached())
             runners[mode](batches, rec.select, lambda tokens: None)
             if counted:
                 rec.acc[-1].act_count.sum().item()  # wait for the device, as a checkpoint would
@@ -208,15 +215,16 @@ def main() -> None:
         return time.perf_counter() - start
 
     inside = [0.0, 0.0]  # seconds in the hooks' work and in the new statistics during the hooked rounds
+    inside_lean = [0.0, 0.0]  # seconds in the hooks' work during the lean rounds
     inside_plain = [0.0]  # seconds in the plain counter's hooks during its rounds
     for mode in runners:  # warm-up: allocations, kernels, lazy accumulators
         timed(mode)
-    inside[:], inside_plain[:] = [0.0, 0.0], [0.0]
+    inside[:], inside_lean[:], inside_plain[:] = [0.0, 0.0], [0.0, 0.0], [0.0]
     times: dict[str, list[float]] = {mode: [] for mode in runners}
     for r in range(args.rounds):  # the order flips every round, so drift within a round favours no mode
         for mode in list(runners)[:: 1 if r % 2 == 0 else -1]:
             times[mode].append(timed(mode))
-    inside_s = list(inside)
+    inside_s, inside_lean_s = list(inside), list(inside_lean)
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
@@ -243,6 +251,9 @@ def main() -> None:
           f"(the pass without it: {1 - inside_s[0] / hooked:.3f}), the new statistics' updates outside the CPU "
           f"kernel {inside_s[1] / hooked:.1%} (the gathers of h and up at listed firings that they take as arguments "
           "not included)")
+    own = (inside_s[0] - inside_lean_s[0]) / hooked  # the same tokens in both: the statistics' own time
+    print(f"and inside the lean pass: its hooks' work {inside_lean_s[0] / sum(times['lean']):.1%} of it; the "
+          f"difference, what the new statistics themselves take, is {own:.1%} of the hooked pass")
     plain = sum(times["plain"])
     print(f"timed inside the plain pass: its hooks {inside_plain[0] / plain:.1%} of it (the pass without them: "
           f"{1 - inside_plain[0] / plain:.3f})")
