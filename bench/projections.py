@@ -20,14 +20,13 @@ which moves a layer's time by half within a minute, hits all of them alike.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 
 import numpy as np
 import torch
 
-from neuron_tui.core.model import adapters, fused
+from neuron_tui.core.model import adapters
 from neuron_tui.core.model.loading import load
 from neuron_tui.core.model.projections import UpdateProjector
 from neuron_tui.core.sources import resolve
@@ -44,16 +43,9 @@ def statistics_of(projector: UpdateProjector, layer: int) -> None:
 
 def before_statistics(model) -> UpdateProjector:
     """The projector as the step was before the families' statistics: its scores as one `w @ U.t()`,
-    torch.topk, numpy's ranks (the eager paths, NEURON_TUI_COMPILE=0), no statistics."""
-    previous = os.environ.get(fused.ENV)
-    os.environ[fused.ENV] = "0"
-    try:
-        projector = UpdateProjector(model, n_candidates=10)
-    finally:
-        if previous is None:
-            del os.environ[fused.ENV]
-        else:
-            os.environ[fused.ENV] = previous
+    torch.topk, numpy's ranks (the eager paths, as with NEURON_TUI_COMPILE=0), no statistics."""
+    projector = UpdateProjector(model, n_candidates=10)
+    projector.lib = None  # the eager top-k and ranks
     projector._score_buffer = None  # _scores: one product per batch, as then
     projector.statistics = lambda raw: {}  # _block's statistics: none (its arrays stay unwritten)
     return projector
